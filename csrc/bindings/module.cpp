@@ -1,0 +1,22 @@
+// The fields._C extension module: the only place that names the Python-visible functions.
+#include <torch/extension.h>
+
+#include "mlp.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fields native kernels (C++; CUDA when built with it)";
+  m.def("mlp_cpu_forward", &fields::mlp_cpu_forward, "Fused MLP forward on the CPU",
+        py::arg("x"), py::arg("weights"), py::arg("biases"), py::arg("width"),
+        py::arg("activation"), py::arg("output_activation"), py::arg("omega"), py::arg("save"));
+  m.def("mlp_cpu_backward", &fields::mlp_cpu_backward, "Fused MLP backward on the CPU",
+        py::arg("grad_output"), py::arg("x"), py::arg("weights"), py::arg("has_bias"),
+        py::arg("saved"), py::arg("width"), py::arg("activation"),
+        py::arg("output_activation"), py::arg("omega"), py::arg("need_dx"));
+  m.def("mlp_cpu_isa", &fields::mlp_cpu_isa,
+        "Instruction set the CPU MLP kernels dispatch to on this machine");
+#ifdef FIELDS_WITH_CUDA
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
+}

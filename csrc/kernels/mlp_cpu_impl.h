@@ -1,0 +1,381 @@
+// The tile loops and register-blocked inner kernels of the fused CPU MLP.
+//
+// Included once per instruction set (mlp_cpu_avx2.cpp, mlp_cpu_generic.cpp) inside a
+// namespace of that name; written with GCC vector extensions so that the same source becomes
+// AVX2/FMA code in one and portable SIMD in the other. Compile with -ffp-contract=fast so
+// that `acc += s * b` becomes one FMA.
+//
+// Shapes: a tile is kTileRows rows. Activations of a tile are row-major (rows, features)
+// with a leading dimension (ld) given per buffer. Panels are (K, 16) blocks of packed weights.
+
+// (No include guard: meant to be included once per ISA namespace.)
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int v8i __attribute__((vector_size(32)));
+
+static inline v8 vload(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+static inline void vstore(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+static inline v8 vzero() { return v8{0, 0, 0, 0, 0, 0, 0, 0}; }
+
+enum Epilogue : int {
+  kStore = 0,      // c = acc (+ bias)
+  kStoreReLU,      // c = max(acc + bias, 0)
+  kStoreLeaky,     // c = leaky(acc + bias)
+  kMaskReLU,       // c = aux > 0 ? acc : 0                      (ReLU backward)
+  kMaskLeaky,      // c = aux > 0 ? acc : slope * acc            (LeakyReLU backward)
+};
+
+// c[MR rows, 16 cols] = epilogue(a[MR rows, K] @ panel[K, 16]).
+template <int MR, int EPI>
+static inline void gemm_block(const float* __restrict a, int64_t lda, int K,
+                              const float* __restrict panel, const float* __restrict bias,
+                              float* __restrict c, int64_t ldc, const float* __restrict aux,
+                              int64_t ldaux) {
+  v8 acc0[MR], acc1[MR];
+  v8 b_lo = vzero(), b_hi = vzero();
+  if (bias != nullptr) {
+    b_lo = vload(bias);
+    b_hi = vload(bias + 8);
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = b_lo;
+    acc1[i] = b_hi;
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < K; ++k) {
+    const v8 p0 = vload(panel + k * 16);
+    const v8 p1 = vload(panel + k * 16 + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const float s = a[i * lda + k];
+      acc0[i] += s * p0;
+      acc1[i] += s * p1;
+    }
+  }
+  const v8 zero = vzero();
+  const v8 slope = zero + kLeakySlope;
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    v8 lo = acc0[i], hi = acc1[i];
+    if constexpr (EPI == kStoreReLU) {
+      lo = lo > zero ? lo : zero;
+      hi = hi > zero ? hi : zero;
+    } else if constexpr (EPI == kStoreLeaky) {
+      lo = lo > zero ? lo : lo * slope;
+      hi = hi > zero ? hi : hi * slope;
+    } else if constexpr (EPI == kMaskReLU) {
+      const v8 m0 = vload(aux + i * ldaux), m1 = vload(aux + i * ldaux + 8);
+      lo = m0 > zero ? lo : zero;
+      hi = m1 > zero ? hi : zero;
+    } else if constexpr (EPI == kMaskLeaky) {
+      const v8 m0 = vload(aux + i * ldaux), m1 = vload(aux + i * ldaux + 8);
+      lo = m0 > zero ? lo : lo * slope;
+      hi = m1 > zero ? hi : hi * slope;
+    }
+    vstore(c + i * ldc, lo);
+    vstore(c + i * ldc + 8, hi);
+  }
+}
+
+// c[rows, n_pad] = epilogue(a[rows, K] @ W^T) for a tile (rows a multiple of kRowBlock),
+// with `panels` the packed (K, 16) blocks of W.
+template <int EPI>
+static void gemm_tile(int rows, const float* a, int64_t lda, int K, const float* panels,
+                      int n_pad, const float* bias, float* c, int64_t ldc, const float* aux,
+                      int64_t ldaux) {
+  const int n_blocks = n_pad / kColBlock;
+  for (int r = 0; r < rows; r += kRowBlock) {
+    for (int nb = 0; nb < n_blocks; ++nb) {
+      gemm_block<kRowBlock, EPI>(a + r * lda, lda, K, panels + static_cast<int64_t>(nb) * K * 16,
+                                 bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
+                                 aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
+    }
+  }
+}
+
+static void gemm_tile_epilogue(int epi, int rows, const float* a, int64_t lda, int K,
+                               const float* panels, int n_pad, const float* bias, float* c,
+                               int64_t ldc, const float* aux, int64_t ldaux) {
+  switch (epi) {
+    case kStoreReLU:
+      gemm_tile<kStoreReLU>(rows, a, lda, K, panels, n_pad, bias, c, ldc, aux, ldaux);
+      break;
+    case kStoreLeaky:
+      gemm_tile<kStoreLeaky>(rows, a, lda, K, panels, n_pad, bias, c, ldc, aux, ldaux);
+      break;
+    case kMaskReLU:
+      gemm_tile<kMaskReLU>(rows, a, lda, K, panels, n_pad, bias, c, ldc, aux, ldaux);
+      break;
+    case kMaskLeaky:
+      gemm_tile<kMaskLeaky>(rows, a, lda, K, panels, n_pad, bias, c, ldc, aux, ldaux);
+      break;
+    default:
+      gemm_tile<kStore>(rows, a, lda, K, panels, n_pad, bias, c, ldc, aux, ldaux);
+  }
+}
+
+// wgrad_t[k0 + i, n0 + j] += sum_r a[r, k0 + i] * dz[r, n0 + j], i < MR, j < 16.
+template <int MR>
+static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda, int k0,
+                               const float* __restrict dz, int64_t ldz, int n0,
+                               float* __restrict wgrad_t, int64_t ldw) {
+  v8 acc0[MR], acc1[MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = vzero();
+#pragma GCC unroll 2
+  for (int r = 0; r < rows; ++r) {
+    const v8 g0 = vload(dz + r * ldz + n0);
+    const v8 g1 = vload(dz + r * ldz + n0 + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const float s = a[r * lda + k0 + i];
+      acc0[i] += s * g0;
+      acc1[i] += s * g1;
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    float* w = wgrad_t + (k0 + i) * ldw + n0;
+    vstore(w, vload(w) + acc0[i]);
+    vstore(w + 8, vload(w + 8) + acc1[i]);
+  }
+}
+
+// wgrad_t[K, n_pad] += a[rows, K]^T @ dz[rows, n_pad]; dbias[n_pad] += column sums of dz.
+static void wgrad_tile(int rows, const float* a, int64_t lda, int K, const float* dz,
+                       int64_t ldz, int n_pad, float* wgrad_t, float* dbias) {
+  int k0 = 0;
+  for (; k0 + kRowBlock <= K; k0 += kRowBlock) {
+    for (int n0 = 0; n0 < n_pad; n0 += kColBlock)
+      wgrad_block<kRowBlock>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad);
+  }
+  const int rest = K - k0;
+  for (int n0 = 0; rest > 0 && n0 < n_pad; n0 += kColBlock) {
+    switch (rest) {
+      case 1: wgrad_block<1>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad); break;
+      case 2: wgrad_block<2>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad); break;
+      case 3: wgrad_block<3>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad); break;
+      case 4: wgrad_block<4>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad); break;
+      default: wgrad_block<5>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad); break;
+    }
+  }
+  if (dbias != nullptr) {
+    for (int n0 = 0; n0 < n_pad; n0 += 8) {
+      v8 s = vload(dbias + n0);
+      for (int r = 0; r < rows; ++r) s += vload(dz + r * ldz + n0);
+      vstore(dbias + n0, s);
+    }
+  }
+}
+
+// ---- elementwise activations (the costly ones; ReLU-like ones live in the epilogues) ----
+
+static inline float act_value(int act, float z, float omega) {
+  switch (act) {
+    case kReLU: return z > 0.f ? z : 0.f;
+    case kLeakyReLU: return z > 0.f ? z : kLeakySlope * z;
+    case kSoftplus: return z > 20.f ? z : std::log1p(std::exp(z));
+    case kSigmoid: return 1.f / (1.f + std::exp(-z));
+    case kTanh: return std::tanh(z);
+    case kExponential: return std::exp(z);
+    case kSiLU: return z / (1.f + std::exp(-z));
+    case kSine: return std::sin(omega * z);
+    case kSquareplus: return 0.5f * (z + std::sqrt(z * z + 4.f));
+    default: return z;
+  }
+}
+
+// d act / dz, from the pre-activation z when needs_preactivation(act), else from a = act(z).
+static inline float act_derivative(int act, float v, float omega) {
+  switch (act) {
+    case kReLU: return v > 0.f ? 1.f : 0.f;
+    case kLeakyReLU: return v > 0.f ? 1.f : kLeakySlope;
+    case kSoftplus: return -std::expm1(-v);  // 1 - exp(-a) = sigmoid(z)
+    case kSigmoid: return v * (1.f - v);
+    case kTanh: return 1.f - v * v;
+    case kExponential: return v;
+    case kSiLU: {
+      const float s = 1.f / (1.f + std::exp(-v));
+      return s * (1.f + v * (1.f - s));
+    }
+    case kSine: return omega * std::cos(omega * v);
+    case kSquareplus: return 0.5f * (1.f + v / std::sqrt(v * v + 4.f));
+    default: return 1.f;
+  }
+}
+
+// dst[r, :cols] = act(src[r, :cols]) (dst may equal src).
+static void apply_activation(int act, float omega, int rows, int cols, const float* src,
+                             int64_t lds, float* dst, int64_t ldd) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + r * lds;
+    float* d = dst + r * ldd;
+    for (int j = 0; j < cols; ++j) d[j] = act_value(act, s[j], omega);
+  }
+}
+
+// g[r, :cols] *= act'(v[r, :cols]).
+static void apply_derivative(int act, float omega, int rows, int cols, float* g, int64_t ldg,
+                             const float* v, int64_t ldv) {
+  for (int r = 0; r < rows; ++r) {
+    float* gr = g + r * ldg;
+    const float* vr = v + r * ldv;
+    for (int j = 0; j < cols; ++j) gr[j] *= act_derivative(act, vr[j], omega);
+  }
+}
+
+static int forward_epilogue(int act) {
+  if (act == kReLU) return kStoreReLU;
+  if (act == kLeakyReLU) return kStoreLeaky;
+  return kStore;
+}
+
+// Copies rows [row0, row0 + valid) of src (cols wide) into a (kTileRows, ld) tile, zero
+// elsewhere (padded rows and columns).
+static void load_tile(const float* src, int64_t row0, int valid, int cols, float* tile, int ld) {
+  for (int r = 0; r < kTileRows; ++r) {
+    float* t = tile + r * ld;
+    if (r < valid) {
+      std::memcpy(t, src + (row0 + r) * cols, sizeof(float) * cols);
+      std::memset(t + cols, 0, sizeof(float) * (ld - cols));
+    } else {
+      std::memset(t, 0, sizeof(float) * ld);
+    }
+  }
+}
+
+static void store_tile(const float* tile, int ld, int valid, int cols, float* dst, int64_t row0) {
+  for (int r = 0; r < valid; ++r)
+    std::memcpy(dst + (row0 + r) * cols, tile + r * ld, sizeof(float) * cols);
+}
+
+static void forward_impl(const Dims& d, const float* packed, const float* x, float* y,
+                         int64_t rows, int64_t tile_begin, int64_t tile_end, float* ws,
+                         const Saved* saved) {
+  const int R = kTileRows;
+  const int wmax = d.max_pad();
+  float* x_tile = ws;                                 // (R, n_in)
+  float* buf[2] = {x_tile + R * d.n_in, x_tile + R * d.n_in + R * wmax};  // (R, wmax) x 2
+  const bool z_saved = needs_preactivation(d.act);
+  const bool out_z = needs_preactivation(d.out_act);
+
+  for (int64_t t = tile_begin; t < tile_end; ++t) {
+    const int64_t row0 = t * R;
+    const int valid = static_cast<int>(rows - row0 < R ? rows - row0 : R);
+    load_tile(x, row0, valid, d.n_in, x_tile, d.n_in);
+
+    const float* in = x_tile;
+    int64_t ld_in = d.n_in;
+    const float* panels = packed;
+    for (int l = 0; l < d.n_layers(); ++l) {
+      const int K = d.in_dim(l);
+      const int n_pad = d.out_pad(l);
+      const bool last = l == d.depth;
+      const int act = last ? d.out_act : d.act;
+      const float* bias = d.bias ? panels + static_cast<int64_t>(K) * n_pad : nullptr;
+      // Where this layer's output (post-activation) goes, and where its pre-activation
+      // goes when the epilogue cannot apply the activation.
+      float* out;
+      int64_t ld_out;
+      if (saved && !last) {
+        out = saved->a[l] + row0 * d.width;
+        ld_out = d.width;
+      } else {
+        out = buf[l & 1];
+        ld_out = wmax;
+      }
+      const int epi = forward_epilogue(act);
+      if (epi != kStore || act == kNone) {
+        gemm_tile_epilogue(epi, R, in, ld_in, K, panels, n_pad, bias, out, ld_out, nullptr, 0);
+        if (saved && last && act != kNone)  // ReLU-like output: keep the output
+          for (int r = 0; r < R; ++r)
+            std::memcpy(saved->out + (row0 + r) * n_pad, out + r * ld_out, sizeof(float) * n_pad);
+      } else {
+        float* z = out;
+        int64_t ld_z = ld_out;
+        if (saved && !last && z_saved) {
+          z = saved->z[l] + row0 * d.width;
+          ld_z = d.width;
+        } else if (saved && last && out_z) {
+          z = saved->out + row0 * n_pad;
+          ld_z = n_pad;
+        }
+        gemm_tile_epilogue(kStore, R, in, ld_in, K, panels, n_pad, bias, z, ld_z, nullptr, 0);
+        apply_activation(act, d.omega, R, n_pad, z, ld_z, out, ld_out);
+        if (saved && last && !out_z)
+          for (int r = 0; r < R; ++r)
+            std::memcpy(saved->out + (row0 + r) * n_pad, out + r * ld_out, sizeof(float) * n_pad);
+      }
+      panels += static_cast<int64_t>(K) * n_pad + (d.bias ? n_pad : 0);
+      in = out;
+      ld_in = ld_out;
+    }
+    store_tile(in, static_cast<int>(ld_in), valid, d.n_out, y, row0);
+  }
+}
+
+static void backward_impl(const Dims& d, const float* packed_t, const float* x, const float* dy,
+                          float* dx, int64_t rows, int64_t tile_begin, int64_t tile_end,
+                          const Saved& saved, float* ws, float* wgrad) {
+  const int R = kTileRows;
+  const int wmax = d.max_pad();
+  float* x_tile = ws;                                           // (R, n_in)
+  float* g[2] = {x_tile + R * d.n_in, x_tile + R * d.n_in + R * wmax};  // (R, wmax) x 2
+  const bool z_saved = needs_preactivation(d.act);
+
+  // Offsets of each layer's packed transposed weights and weight-gradient block.
+  int64_t panel_off[64], wgrad_off[64];
+  {
+    int64_t p = 0, w = 0;
+    for (int l = 0; l < d.n_layers(); ++l) {
+      panel_off[l] = p;
+      wgrad_off[l] = w;
+      p += static_cast<int64_t>(d.out_pad(l)) * d.in_pad(l);
+      w += static_cast<int64_t>(d.in_dim(l)) * d.out_pad(l) + d.out_pad(l);
+    }
+  }
+
+  for (int64_t t = tile_begin; t < tile_end; ++t) {
+    const int64_t row0 = t * R;
+    const int valid = static_cast<int>(rows - row0 < R ? rows - row0 : R);
+    const int n_out_pad = d.out_pad(d.depth);
+
+    // dz of the output layer.
+    float* dz = g[0];
+    load_tile(dy, row0, valid, d.n_out, dz, wmax);
+    if (d.out_act != kNone)
+      apply_derivative(d.out_act, d.omega, R, n_out_pad, dz, wmax, saved.out + row0 * n_out_pad,
+                       n_out_pad);
+    load_tile(x, row0, valid, d.n_in, x_tile, d.n_in);
+
+    for (int l = d.depth; l >= 0; --l) {
+      const int K = d.in_dim(l);
+      const int n_pad = d.out_pad(l);
+      const float* a_in = l == 0 ? x_tile : saved.a[l - 1] + row0 * d.width;
+      const int64_t ld_in = l == 0 ? d.n_in : d.width;
+      float* wg = wgrad + wgrad_off[l];
+      wgrad_tile(valid, a_in, ld_in, K, dz, wmax, n_pad, wg,
+                 d.bias ? wg + static_cast<int64_t>(K) * n_pad : nullptr);
+
+      if (l == 0 && dx == nullptr) break;
+      float* dprev = g[(d.depth - l + 1) & 1];
+      const float* pt = packed_t + panel_off[l];
+      const int k_pad = d.in_pad(l);
+      if (l == 0) {
+        gemm_tile_epilogue(kStore, R, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, nullptr,
+                           0);
+        store_tile(dprev, wmax, valid, d.n_in, dx, row0);
+        break;
+      }
+      const int epi = d.act == kReLU ? kMaskReLU : d.act == kLeakyReLU ? kMaskLeaky : kStore;
+      gemm_tile_epilogue(epi, R, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in, ld_in);
+      if (epi == kStore && d.act != kNone) {
+        const float* v = z_saved ? saved.z[l - 1] + row0 * d.width : a_in;
+        apply_derivative(d.act, d.omega, R, d.width, dprev, wmax, v, d.width);
+      }
+      dz = dprev;
+    }
+  }
+}

@@ -1,0 +1,200 @@
+"""Side-by-side performance measurements (`fields bench ...`).
+
+Protocol (shared/BENCHMARKS.md): an MLP n_in=32 -> width x depth -> n_out=16, ReLU, no
+bias; the baseline is the same network as an eager `torch.nn.Sequential` of bias-free
+`nn.Linear` + `nn.ReLU`, with the same weights, measured in the same process, interleaved
+with each backend so that drift on a shared machine hits both alike. Inference is
+`with torch.no_grad(): net(x)`; a train step is zero_grad, forward, `y.square().mean()`,
+backward and an Adam step. Each figure is the median over repeated calls after warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from fields import _ext
+from fields.nn import FusedMLP
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    baseline: str
+    width: int
+    depth: int
+    batch: int
+    mode: str  # "forward" | "train"
+    samples_per_s: float
+    speedup: float
+    gflops: float
+    ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def mlp_flops(n_in: int, n_out: int, width: int, depth: int, batch: int, mode: str) -> float:
+    """FLOPs of one call: 2 per multiply-add; a train step counts 3x the forward."""
+    macs = n_in * width + (depth - 1) * width * width + width * n_out
+    return 2.0 * macs * batch * (3 if mode == "train" else 1)
+
+
+def eager_baseline(n_in: int, n_out: int, width: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(n_in, width, bias=False), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width, bias=False), nn.ReLU()]
+    layers.append(nn.Linear(width, n_out, bias=False))
+    return nn.Sequential(*layers)
+
+
+def _step_fn(net: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+    if mode == "forward":
+
+        def infer() -> None:
+            with torch.no_grad():
+                net(x)
+
+        return infer
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def train() -> None:
+        opt.zero_grad(set_to_none=True)
+        y = net(x)
+        y.float().square().mean().backward()
+        opt.step()
+
+    return train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], None]], device: torch.device, min_time: float, max_repeats: int
+) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved round by round."""
+    once = {}
+    for name, fn in fns.items():  # warm-up: 3 calls, or 1 for calls over half a second
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        once[name] = time.perf_counter() - t0
+        for _ in range(2 if once[name] < 0.5 else 0):
+            fn()
+        _sync(device)
+    per_round = sum(once.values())
+    repeats = max(3, min(max_repeats, math.ceil(min_time / max(per_round, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def available_backends(device: torch.device) -> list[str]:
+    backends = []
+    if device.type == "cpu" and _ext.available():
+        backends.append("cpu")
+    try:  # the peer, when installed (CUDA only)
+        import tinycudann  # noqa: F401
+
+        if device.type == "cuda":
+            backends.append("tcnn")
+    except ImportError:
+        pass
+    return backends
+
+
+def _make_backend(
+    name: str,
+    base: nn.Sequential,
+    n_in: int,
+    n_out: int,
+    width: int,
+    depth: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> nn.Module:
+    if name == "tcnn":
+        import tinycudann as tcnn
+
+        return tcnn.Network(
+            n_in,
+            n_out,
+            {
+                "otype": "FullyFusedMLP",
+                "activation": "ReLU",
+                "output_activation": "None",
+                "n_neurons": width,
+                "n_hidden_layers": depth,
+            },
+        )
+    net = FusedMLP(n_in, n_out, width, depth, backend=name, dtype=dtype, device=device)
+    linears = [m for m in base if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for w, lin in zip(net.weights, linears, strict=True):
+            w.copy_(lin.weight)
+    return net
+
+
+def bench_mlp(
+    widths: Iterable[int] = (64, 128),
+    depth: int = 4,
+    batches: Iterable[int] = (2**14, 2**16, 2**18, 2**20),
+    modes: Iterable[str] = ("forward", "train"),
+    backends: Iterable[str] | None = None,
+    device: str = "cpu",
+    n_in: int = 32,
+    n_out: int = 16,
+    min_time: float = 1.0,
+    max_repeats: int = 20,
+    on_row: Callable[[BenchRow], None] | None = None,
+) -> list[BenchRow]:
+    """Measures every backend against the eager torch baseline; returns one row per figure
+    (the baseline's own rows have backend "torch" and speedup 1)."""
+    dev = torch.device(device)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    names = list(backends) if backends is not None else available_backends(dev)
+    rows: list[BenchRow] = []
+    for width in widths:
+        for batch in batches:
+            torch.manual_seed(0)
+            base = eager_baseline(n_in, n_out, width, depth).to(dev, dtype)
+            nets = {"torch": base}
+            for name in names:
+                nets[name] = _make_backend(name, base, n_in, n_out, width, depth, dev, dtype)
+            x = torch.rand(batch, n_in, device=dev, dtype=dtype)
+            for mode in modes:
+                fns = {name: _step_fn(net, x, mode) for name, net in nets.items()}
+                secs = time_interleaved(fns, dev, min_time, max_repeats)
+                flops = mlp_flops(n_in, n_out, width, depth, batch, mode)
+                for name, s in secs.items():
+                    row = BenchRow(
+                        backend=name,
+                        baseline="torch",
+                        width=width,
+                        depth=depth,
+                        batch=batch,
+                        mode=mode,
+                        samples_per_s=batch / s,
+                        speedup=secs["torch"] / s,
+                        gflops=flops / s / 1e9,
+                        ms=s * 1e3,
+                    )
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+    return rows

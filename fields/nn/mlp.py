@@ -1,0 +1,363 @@
+"""`FusedMLP`: a coordinate MLP with interchangeable backends that share one parameter layout.
+
+Backends:
+
+- ``"torch"``: the reference, plain torch ops (`mlp_reference`); any dtype, device and
+  derivative order.
+- ``"cpu"``: the fused C++ kernels (`csrc/kernels/mlp_cpu*`), float32. The whole network runs
+  per tile of 96 rows with activations in cache; forward and backward (input and weight
+  gradients) are fused kernels. A second derivative (``create_graph=True``) is computed by
+  differentiating the reference instead, with a warning the first time.
+- ``"auto"``: picks, per call, the fastest backend that supports the request (``"cpu"`` for
+  float32 CPU tensors and a width that is a multiple of 16, else ``"torch"``), and says which
+  (``last_backend``; a warning once when it has to fall back to the reference).
+
+Parameters: ``weights[l]`` of shape ``(out_dim, in_dim)`` (the ``nn.Linear`` convention) and,
+with ``bias=True``, ``biases[l]`` of shape ``(out_dim,)``, for the ``depth + 1`` layers
+``n_in -> width -> ... -> width -> n_out``. A state dict therefore loads into any backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fields import _ext
+from fields.nn.activations import ACTIVATION_IDS, apply_activation, canonical_activation
+
+logger = logging.getLogger("fields")
+
+BACKENDS: tuple[str, ...] = ("auto", "torch", "cpu", "cuda")
+CPU_MAX_WIDTH = 1024
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """Static description of an MLP, passed to the kernels."""
+
+    n_in: int
+    n_out: int
+    width: int
+    depth: int
+    activation: str
+    output_activation: str
+    bias: bool
+    omega0: float
+
+    @property
+    def n_layers(self) -> int:
+        return self.depth + 1
+
+    def layer_dims(self) -> list[tuple[int, int]]:
+        """(in_dim, out_dim) of each of the depth + 1 layers."""
+        dims = [self.n_in] + [self.width] * self.depth + [self.n_out]
+        return list(itertools.pairwise(dims))
+
+
+def mlp_reference(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor] | None,
+    activation: str,
+    output_activation: str,
+    omega0: float = 30.0,
+) -> torch.Tensor:
+    """The MLP in plain torch ops.
+
+    Args:
+        x: (N, n_in) inputs.
+        weights: depth + 1 matrices, weights[l] of shape (out_dim, in_dim).
+        biases: None or depth + 1 vectors of shape (out_dim,).
+        activation, output_activation: canonical activation names.
+        omega0: frequency of the Sine activation.
+    Returns:
+        (N, n_out) outputs.
+    """
+    h = x
+    last = len(weights) - 1
+    for i, w in enumerate(weights):
+        h = torch.nn.functional.linear(h, w, biases[i] if biases else None)
+        h = apply_activation(output_activation if i == last else activation, h, omega0)
+    return h
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+class _CpuMLP(torch.autograd.Function):
+    """Fused CPU forward/backward; double backward goes through the reference."""
+
+    @staticmethod
+    def forward(
+        ctx, x: torch.Tensor, spec: MLPSpec, save: bool, *params: torch.Tensor
+    ) -> torch.Tensor:
+        ext = _ext.extension()
+        n = spec.n_layers
+        weights, biases = list(params[:n]), list(params[n:])
+        save = save and any(ctx.needs_input_grad)
+        outs = ext.mlp_cpu_forward(
+            x,
+            weights,
+            biases,
+            spec.width,
+            ACTIVATION_IDS[spec.activation],
+            ACTIVATION_IDS[spec.output_activation],
+            spec.omega0,
+            save,
+        )
+        ctx.spec = spec
+        ctx.n_params = len(params)
+        if save:
+            ctx.save_for_backward(x, *params, *outs[1:])
+        return outs[0]
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        spec: MLPSpec = ctx.spec
+        x, *rest = ctx.saved_tensors
+        params = rest[: ctx.n_params]
+        saved = rest[ctx.n_params :]
+        n = spec.n_layers
+        weights, biases = params[:n], params[n:]
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():
+            # create_graph=True: the fused kernels give first derivatives only, so
+            # differentiate the reference, whose backward is itself differentiable.
+            _warn_once(
+                "cpu-double-backward",
+                "FusedMLP(backend='cpu'): a higher-order derivative was requested; the fused "
+                "CPU kernels compute first derivatives only, so this backward runs through "
+                "the torch reference (correct, slower).",
+            )
+            inputs = [
+                t for t, need in zip((x, *params), (needs[0], *needs[3:]), strict=False) if need
+            ]
+            y = mlp_reference(
+                x, weights, biases or None, spec.activation, spec.output_activation, spec.omega0
+            )
+            grads = iter(torch.autograd.grad(y, inputs, grad_out, create_graph=True))
+            dx = next(grads) if needs[0] else None
+            dparams = [next(grads) if need else None for need in needs[3:]]
+            return (dx, None, None, *dparams)
+        outs = _ext.extension().mlp_cpu_backward(
+            grad_out.contiguous(),
+            x,
+            list(weights),
+            bool(biases),
+            list(saved),
+            spec.width,
+            ACTIVATION_IDS[spec.activation],
+            ACTIVATION_IDS[spec.output_activation],
+            spec.omega0,
+            bool(needs[0]),
+        )
+        dx = outs[0] if needs[0] else None
+        return (dx, None, None, *outs[1:])
+
+
+def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"FusedMLP: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class FusedMLP(nn.Module):
+    """A fully-connected network ``n_in -> width x depth -> n_out``.
+
+    Args:
+        n_in: input features.
+        n_out: output features.
+        width: neurons per hidden layer (the fused CPU kernels take multiples of 16:
+            16, 32, 64, 128, ...; other widths run on the torch reference).
+        depth: number of hidden layers (>= 1); the network has depth + 1 weight matrices.
+        activation: hidden activation (see `fields.nn.activations`).
+        output_activation: activation of the output layer.
+        bias: add a bias to every layer (tiny-cuda-nn's networks have none; default False).
+        backend: "auto", "torch", "cpu" (or "cuda" once built).
+        omega0: frequency of the Sine activation (SIREN's omega_0, default 30).
+        dtype, device: of the parameters.
+
+    Input (..., n_in), output (..., n_out).
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "ReLU",
+        output_activation: str = "None",
+        *,
+        bias: bool = False,
+        backend: str = "auto",
+        omega0: float = 30.0,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(n_in, "n_in")
+        _check_positive_int(n_out, "n_out")
+        _check_positive_int(width, "width")
+        _check_positive_int(depth, "depth")
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"FusedMLP: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+            )
+        if backend == "cuda":
+            raise ValueError(
+                "FusedMLP: backend='cuda' is not available in this build (the CUDA kernels "
+                "are not part of it yet); use backend='auto' or 'torch'"
+            )
+        if not (isinstance(omega0, (int, float)) and math.isfinite(omega0) and omega0 > 0):
+            raise ValueError(f"FusedMLP: omega0 must be a positive number, got {omega0!r}")
+        self.spec = MLPSpec(
+            n_in=n_in,
+            n_out=n_out,
+            width=width,
+            depth=depth,
+            activation=canonical_activation(activation, "activation"),
+            output_activation=canonical_activation(output_activation, "output_activation"),
+            bias=bool(bias),
+            omega0=float(omega0),
+        )
+        self.backend = backend
+        self.last_backend: str | None = None
+        if backend == "cpu":
+            reason = self._cpu_unsupported_static()
+            if reason:
+                raise ValueError(f"FusedMLP: backend='cpu' cannot run this network: {reason}")
+        factory = {"dtype": dtype, "device": device}
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.empty(o, i, **factory)) for i, o in self.spec.layer_dims()]
+        )
+        self.biases = nn.ParameterList(
+            [nn.Parameter(torch.empty(o, **factory)) for _, o in self.spec.layer_dims()]
+            if bias
+            else []
+        )
+        self.reset_parameters()
+
+    # -- shape accessors (tiny-cuda-nn names) --
+    @property
+    def n_input_dims(self) -> int:
+        return self.spec.n_in
+
+    @property
+    def n_output_dims(self) -> int:
+        return self.spec.n_out
+
+    def reset_parameters(self) -> None:
+        """SIREN initialisation for Sine; He-uniform for ReLU-like hidden layers; Glorot
+        (Xavier) uniform otherwise. Biases start at zero (uniform in +-1/sqrt(fan_in) for Sine).
+        """
+        spec = self.spec
+        relu_like = spec.activation in ("ReLU", "LeakyReLU", "SiLU", "Softplus", "Squareplus")
+        with torch.no_grad():
+            for i, w in enumerate(self.weights):
+                fan_out, fan_in = w.shape
+                last = i == spec.depth
+                act = spec.output_activation if last else spec.activation
+                if spec.activation == "Sine":
+                    bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / spec.omega0
+                elif act == "Sine":
+                    bound = math.sqrt(6.0 / fan_in) / spec.omega0
+                elif relu_like and not last:
+                    bound = math.sqrt(6.0 / fan_in)
+                else:
+                    bound = math.sqrt(6.0 / (fan_in + fan_out))
+                w.uniform_(-bound, bound)
+            for b, w in zip(self.biases, self.weights, strict=False):  # no biases: empty
+                if spec.activation == "Sine":
+                    b.uniform_(-1.0 / math.sqrt(w.shape[1]), 1.0 / math.sqrt(w.shape[1]))
+                else:
+                    b.zero_()
+
+    # -- backend selection --
+    def _cpu_unsupported_static(self) -> str:
+        if not _ext.available():
+            return _ext.unavailable_reason()
+        w = self.spec.width
+        if w % 16 != 0 or w > CPU_MAX_WIDTH:
+            return f"width {w} is not a multiple of 16 in [16, {CPU_MAX_WIDTH}]"
+        if self.spec.depth > 62:
+            return f"depth {self.spec.depth} exceeds 62"
+        return ""
+
+    def _cpu_unsupported(self, x: torch.Tensor) -> str:
+        reason = self._cpu_unsupported_static()
+        if reason:
+            return reason
+        if x.device.type != "cpu":
+            return f"the input is on {x.device}"
+        params_ok = all(
+            p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()
+        )
+        if x.dtype != torch.float32 or not params_ok:
+            return f"the input or parameters are not float32 on the CPU (input {x.dtype})"
+        return ""
+
+    def select_backend(self, x: torch.Tensor) -> str:
+        """The backend a call with input `x` runs on."""
+        if self.backend == "torch":
+            return "torch"
+        reason = self._cpu_unsupported(x)
+        if self.backend == "cpu":
+            if reason:
+                raise ValueError(f"FusedMLP: backend='cpu' cannot run this call: {reason}")
+            return "cpu"
+        if not reason:
+            return "cpu"
+        if x.dtype == torch.float32 or x.device.type != "cpu":
+            _warn_once(
+                f"auto-fallback:{reason}",
+                f"FusedMLP(backend='auto'): running on the torch reference because {reason}",
+            )
+        return "torch"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.spec.n_in:
+            raise ValueError(
+                f"FusedMLP: expected input (..., {self.spec.n_in}), got {tuple(x.shape)}"
+            )
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.spec.n_in)
+        backend = self.select_backend(x2)
+        if backend != self.last_backend:
+            logger.info("FusedMLP: running on backend %r", backend)
+            self.last_backend = backend
+        if backend == "cpu":
+            save = torch.is_grad_enabled()  # keep activations only if a backward can follow
+            y = _CpuMLP.apply(x2, self.spec, save, *self.weights, *self.biases)
+        else:
+            y = mlp_reference(
+                x2,
+                list(self.weights),
+                list(self.biases) or None,
+                self.spec.activation,
+                self.spec.output_activation,
+                self.spec.omega0,
+            )
+        return y.reshape(*lead, self.spec.n_out)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (
+            f"n_in={s.n_in}, n_out={s.n_out}, width={s.width}, depth={s.depth}, "
+            f"activation={s.activation}, output_activation={s.output_activation}, "
+            f"bias={s.bias}, backend={self.backend}"
+            + (f", omega0={s.omega0}" if "Sine" in (s.activation, s.output_activation) else "")
+        )

@@ -1,0 +1,59 @@
+"""Builds fields._C from csrc/: the C++ kernels always, the CUDA kernels when torch has CUDA
+and nvcc is present. Metadata lives in pyproject.toml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - only reached on a broken set-up
+    sys.exit(
+        "fields: torch must be installed before building (pip install torch==2.13.0 for the "
+        "CPU build, then pip install --no-build-isolation -e .); `make setup` does both."
+    )
+
+
+def sources(pattern: str) -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob(pattern))
+
+
+def extension():
+    # -fopenmp: at::parallel_for (inlined from ATen headers) is OpenMP; the extension then
+    # shares the libgomp.so.1 that torch has already loaded.
+    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    cpp = sources("kernels/*.cpp") + sources("bindings/*.cpp")
+    cu = sources("kernels/*.cu") + sources("bindings/*.cu")
+    want_cuda = os.environ.get("FIELDS_CUDA", "auto")
+    use_cuda = (
+        bool(cu)
+        and want_cuda != "0"
+        and torch.version.cuda is not None
+        and shutil.which("nvcc") is not None
+    )
+    if use_cuda:
+        return CUDAExtension(
+            "fields._C",
+            cpp + cu,
+            define_macros=[("FIELDS_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_link_args=link_flags,
+        )
+    return CppExtension(
+        "fields._C", cpp, extra_compile_args=cxx_flags, extra_link_args=link_flags
+    )
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from fields import _ext
+from fields.bench import bench_mlp, mlp_flops
+from fields.cli import app
+
+
+def test_flops_count():
+    # 32 -> 64 x 4 -> 16: 2048 + 3 * 4096 + 1024 multiply-adds per sample
+    assert mlp_flops(32, 16, 64, 4, 1, "forward") == 2 * 15360
+    assert mlp_flops(32, 16, 64, 4, 10, "train") == 3 * 10 * 2 * 15360
+
+
+@pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
+def test_bench_rows_have_baseline_and_backends():
+    rows = bench_mlp(widths=[16], depth=2, batches=[256], min_time=0.01, max_repeats=3)
+    by = {(r.backend, r.mode): r for r in rows}
+    assert set(by) == {
+        ("torch", "forward"),
+        ("torch", "train"),
+        ("cpu", "forward"),
+        ("cpu", "train"),
+    }
+    assert by[("torch", "forward")].speedup == 1.0
+    for r in rows:
+        assert r.samples_per_s > 0 and r.baseline == "torch"
+
+
+def test_cli_bench_json_lines():
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "mlp",
+            "--widths",
+            "16",
+            "--depth",
+            "1",
+            "--batches",
+            "128",
+            "--modes",
+            "forward",
+            "--min-time",
+            "0.01",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert {row["backend"] for row in lines} >= {"torch"}
+    assert set(lines[0]) >= {
+        "backend",
+        "baseline",
+        "width",
+        "depth",
+        "batch",
+        "mode",
+        "samples_per_s",
+        "speedup",
+    }
+
+
+def test_cli_rejects_bad_mode():
+    result = CliRunner().invoke(app, ["bench", "mlp", "--modes", "backward"])
+    assert result.exit_code != 0
+    assert "forward" in result.output
