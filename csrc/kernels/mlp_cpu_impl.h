@@ -232,10 +232,11 @@ static int forward_epilogue(int act) {
   return kStore;
 }
 
-// Copies rows [row0, row0 + valid) of src (cols wide) into a (kTileRows, ld) tile, zero
-// elsewhere (padded rows and columns).
-static void load_tile(const float* src, int64_t row0, int valid, int cols, float* tile, int ld) {
-  for (int r = 0; r < kTileRows; ++r) {
+// Copies rows [row0, row0 + valid) of src (cols wide) into the first `rows` rows of a tile
+// with leading dimension ld, zero elsewhere (padded rows and columns).
+static void load_tile(const float* src, int64_t row0, int valid, int rows, int cols, float* tile,
+                      int ld) {
+  for (int r = 0; r < rows; ++r) {
     float* t = tile + r * ld;
     if (r < valid) {
       std::memcpy(t, src + (row0 + r) * cols, sizeof(float) * cols);
@@ -264,7 +265,8 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t row0 = t * R;
     const int valid = static_cast<int>(rows - row0 < R ? rows - row0 : R);
-    load_tile(x, row0, valid, d.n_in, x_tile, d.n_in);
+    const int rt = round_up(valid, kRowBlock);  // rows computed: a short last tile stays short
+    load_tile(x, row0, valid, rt, d.n_in, x_tile, d.n_in);
 
     const float* in = x_tile;
     int64_t ld_in = d.n_in;
@@ -288,9 +290,9 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
       }
       const int epi = forward_epilogue(act);
       if (epi != kStore || act == kNone) {
-        gemm_tile_epilogue(epi, R, in, ld_in, K, panels, n_pad, bias, out, ld_out, nullptr, 0);
+        gemm_tile_epilogue(epi, rt, in, ld_in, K, panels, n_pad, bias, out, ld_out, nullptr, 0);
         if (saved && last && act != kNone)  // ReLU-like output: keep the output
-          for (int r = 0; r < R; ++r)
+          for (int r = 0; r < rt; ++r)
             std::memcpy(saved->out + (row0 + r) * n_pad, out + r * ld_out, sizeof(float) * n_pad);
       } else {
         float* z = out;
@@ -302,10 +304,10 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
           z = saved->out + row0 * n_pad;
           ld_z = n_pad;
         }
-        gemm_tile_epilogue(kStore, R, in, ld_in, K, panels, n_pad, bias, z, ld_z, nullptr, 0);
-        apply_activation(act, d.omega, R, n_pad, z, ld_z, out, ld_out);
+        gemm_tile_epilogue(kStore, rt, in, ld_in, K, panels, n_pad, bias, z, ld_z, nullptr, 0);
+        apply_activation(act, d.omega, rt, n_pad, z, ld_z, out, ld_out);
         if (saved && last && !out_z)
-          for (int r = 0; r < R; ++r)
+          for (int r = 0; r < rt; ++r)
             std::memcpy(saved->out + (row0 + r) * n_pad, out + r * ld_out, sizeof(float) * n_pad);
       }
       panels += static_cast<int64_t>(K) * n_pad + (d.bias ? n_pad : 0);
@@ -340,15 +342,16 @@ static void backward_impl(const Dims& d, const float* packed_t, const float* x, 
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t row0 = t * R;
     const int valid = static_cast<int>(rows - row0 < R ? rows - row0 : R);
+    const int rt = round_up(valid, kRowBlock);  // rows the forward computed
     const int n_out_pad = d.out_pad(d.depth);
 
     // dz of the output layer.
     float* dz = g[0];
-    load_tile(dy, row0, valid, d.n_out, dz, wmax);
+    load_tile(dy, row0, valid, rt, d.n_out, dz, wmax);
     if (d.out_act != kNone)
-      apply_derivative(d.out_act, d.omega, R, n_out_pad, dz, wmax, saved.out + row0 * n_out_pad,
+      apply_derivative(d.out_act, d.omega, rt, n_out_pad, dz, wmax, saved.out + row0 * n_out_pad,
                        n_out_pad);
-    load_tile(x, row0, valid, d.n_in, x_tile, d.n_in);
+    load_tile(x, row0, valid, rt, d.n_in, x_tile, d.n_in);
 
     for (int l = d.depth; l >= 0; --l) {
       const int K = d.in_dim(l);
@@ -364,16 +367,16 @@ static void backward_impl(const Dims& d, const float* packed_t, const float* x, 
       const float* pt = packed_t + panel_off[l];
       const int k_pad = d.in_pad(l);
       if (l == 0) {
-        gemm_tile_epilogue(kStore, R, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, nullptr,
+        gemm_tile_epilogue(kStore, rt, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, nullptr,
                            0);
         store_tile(dprev, wmax, valid, d.n_in, dx, row0);
         break;
       }
       const int epi = d.act == kReLU ? kMaskReLU : d.act == kLeakyReLU ? kMaskLeaky : kStore;
-      gemm_tile_epilogue(epi, R, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in, ld_in);
+      gemm_tile_epilogue(epi, rt, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in, ld_in);
       if (epi == kStore && d.act != kNone) {
         const float* v = z_saved ? saved.z[l - 1] + row0 * d.width : a_in;
-        apply_derivative(d.act, d.omega, R, d.width, dprev, wmax, v, d.width);
+        apply_derivative(d.act, d.omega, rt, d.width, dprev, wmax, v, d.width);
       }
       dz = dprev;
     }

@@ -236,6 +236,7 @@ class FusedMLP(nn.Module):
         )
         self.backend = backend
         self.last_backend: str | None = None
+        self._static_reason: str | None = None  # why the CPU kernels cannot run, once known
         if backend == "cpu":
             reason = self._cpu_unsupported_static()
             if reason:
@@ -297,24 +298,32 @@ class FusedMLP(nn.Module):
             return f"depth {self.spec.depth} exceeds 62"
         return ""
 
-    def _cpu_unsupported(self, x: torch.Tensor) -> str:
-        reason = self._cpu_unsupported_static()
-        if reason:
-            return reason
+    def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        # ParameterList's own iteration is slow on a per-call path; read its dict directly.
+        return list(self.weights._parameters.values()), list(self.biases._parameters.values())
+
+    def _cpu_unsupported(self, x: torch.Tensor, params: list[torch.Tensor]) -> str:
+        if self._static_reason is None:
+            self._static_reason = self._cpu_unsupported_static()
+        if self._static_reason:
+            return self._static_reason
         if x.device.type != "cpu":
             return f"the input is on {x.device}"
-        params_ok = all(
-            p.dtype == torch.float32 and p.device.type == "cpu" for p in self.parameters()
-        )
-        if x.dtype != torch.float32 or not params_ok:
+        if x.dtype != torch.float32 or any(
+            p.dtype != torch.float32 or p.device.type != "cpu" for p in params
+        ):
             return f"the input or parameters are not float32 on the CPU (input {x.dtype})"
         return ""
 
     def select_backend(self, x: torch.Tensor) -> str:
         """The backend a call with input `x` runs on."""
+        weights, biases = self._params()
+        return self._select(x, weights + biases)
+
+    def _select(self, x: torch.Tensor, params: list[torch.Tensor]) -> str:
         if self.backend == "torch":
             return "torch"
-        reason = self._cpu_unsupported(x)
+        reason = self._cpu_unsupported(x, params)
         if self.backend == "cpu":
             if reason:
                 raise ValueError(f"FusedMLP: backend='cpu' cannot run this call: {reason}")
@@ -329,29 +338,38 @@ class FusedMLP(nn.Module):
         return "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.spec.n_in:
-            raise ValueError(
-                f"FusedMLP: expected input (..., {self.spec.n_in}), got {tuple(x.shape)}"
-            )
+        spec = self.spec
+        if x.shape[-1] != spec.n_in:
+            raise ValueError(f"FusedMLP: expected input (..., {spec.n_in}), got {tuple(x.shape)}")
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.spec.n_in)
-        backend = self.select_backend(x2)
+        x2 = x.reshape(-1, spec.n_in)
+        weights, biases = self._params()
+        backend = self._select(x2, weights + biases)
         if backend != self.last_backend:
             logger.info("FusedMLP: running on backend %r", backend)
             self.last_backend = backend
         if backend == "cpu":
-            save = torch.is_grad_enabled()  # keep activations only if a backward can follow
-            y = _CpuMLP.apply(x2, self.spec, save, *self.weights, *self.biases)
+            grad = torch.is_grad_enabled() and (
+                x2.requires_grad or any(p.requires_grad for p in weights + biases)
+            )
+            if grad:
+                y = _CpuMLP.apply(x2, spec, True, *weights, *biases)
+            else:  # inference: straight to the kernel, no autograd node
+                y = _ext.extension().mlp_cpu_forward(
+                    x2,
+                    weights,
+                    biases,
+                    spec.width,
+                    ACTIVATION_IDS[spec.activation],
+                    ACTIVATION_IDS[spec.output_activation],
+                    spec.omega0,
+                    False,
+                )[0]
         else:
             y = mlp_reference(
-                x2,
-                list(self.weights),
-                list(self.biases) or None,
-                self.spec.activation,
-                self.spec.output_activation,
-                self.spec.omega0,
+                x2, weights, biases or None, spec.activation, spec.output_activation, spec.omega0
             )
-        return y.reshape(*lead, self.spec.n_out)
+        return y.reshape(*lead, spec.n_out)
 
     def extra_repr(self) -> str:
         s = self.spec
