@@ -141,17 +141,23 @@ void reduce_weight_grads(const Dims& d, const float* wgrad, int n_chunks, float*
   for (int l = 0; l < d.n_layers(); ++l) {
     const int K = d.in_dim(l), N = d.out_dim(l), n_pad = d.out_pad(l);
     float* dw = dweights[l];
-    for (int n = 0; n < N; ++n)
-      for (int k = 0; k < K; ++k) {
-        float s = 0.f;
-        for (int c = 0; c < n_chunks; ++c) s += wgrad[c * stride + off + static_cast<size_t>(k) * n_pad + n];
-        dw[static_cast<size_t>(n) * K + k] = s;
-      }
-    if (d.bias && dbiases != nullptr) {
-      const size_t boff = off + static_cast<size_t>(K) * n_pad;
+    // Transposing (K, n_pad) -> (N, K) in blocks of 16 inputs keeps the rows read in L1.
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      const int kn = std::min(16, K - k0);
       for (int n = 0; n < N; ++n) {
-        float s = 0.f;
-        for (int c = 0; c < n_chunks; ++c) s += wgrad[c * stride + boff + n];
+        for (int kk = 0; kk < kn; ++kk) {
+          const size_t at = off + static_cast<size_t>(k0 + kk) * n_pad + n;
+          float s = wgrad[at];
+          for (int c = 1; c < n_chunks; ++c) s += wgrad[c * stride + at];
+          dw[static_cast<size_t>(n) * K + k0 + kk] = s;
+        }
+      }
+    }
+    if (d.bias && dbiases != nullptr) {
+      const size_t at = off + static_cast<size_t>(K) * n_pad;
+      for (int n = 0; n < N; ++n) {
+        float s = wgrad[at + n];
+        for (int c = 1; c < n_chunks; ++c) s += wgrad[c * stride + at + n];
         dbiases[l][n] = s;
       }
     }
