@@ -97,6 +97,26 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
+def _cpu_forward(
+    x: torch.Tensor,
+    spec: MLPSpec,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    save: bool,
+) -> list[torch.Tensor]:
+    """The fused CPU forward: [y (N, n_out)] or, with save, [y, activations for backward...]."""
+    return _ext.extension().mlp_cpu_forward(
+        x,
+        weights,
+        biases,
+        spec.width,
+        ACTIVATION_IDS[spec.activation],
+        ACTIVATION_IDS[spec.output_activation],
+        spec.omega0,
+        save,
+    )
+
+
 class _CpuMLP(torch.autograd.Function):
     """Fused CPU forward/backward; double backward goes through the reference."""
 
@@ -104,20 +124,9 @@ class _CpuMLP(torch.autograd.Function):
     def forward(
         ctx, x: torch.Tensor, spec: MLPSpec, save: bool, *params: torch.Tensor
     ) -> torch.Tensor:
-        ext = _ext.extension()
         n = spec.n_layers
-        weights, biases = list(params[:n]), list(params[n:])
         save = save and any(ctx.needs_input_grad)
-        outs = ext.mlp_cpu_forward(
-            x,
-            weights,
-            biases,
-            spec.width,
-            ACTIVATION_IDS[spec.activation],
-            ACTIVATION_IDS[spec.output_activation],
-            spec.omega0,
-            save,
-        )
+        outs = _cpu_forward(x, spec, list(params[:n]), list(params[n:]), save)
         ctx.spec = spec
         ctx.n_params = len(params)
         if save:
@@ -355,16 +364,7 @@ class FusedMLP(nn.Module):
             if grad:
                 y = _CpuMLP.apply(x2, spec, True, *weights, *biases)
             else:  # inference: straight to the kernel, no autograd node
-                y = _ext.extension().mlp_cpu_forward(
-                    x2,
-                    weights,
-                    biases,
-                    spec.width,
-                    ACTIVATION_IDS[spec.activation],
-                    ACTIVATION_IDS[spec.output_activation],
-                    spec.omega0,
-                    False,
-                )[0]
+                y = _cpu_forward(x2, spec, weights, biases, save=False)[0]
         else:
             y = mlp_reference(
                 x2, weights, biases or None, spec.activation, spec.output_activation, spec.omega0
