@@ -23,7 +23,7 @@ else
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_PIN)"
 endif
-	$(PIP) install -q "setuptools>=77" wheel ninja pybind11
+	$(PIP) install -q "setuptools>=77" wheel ninja pybind11 numpy
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	$(PY) -c "import fields._C, fields._ext as e; print('fields._C built, CPU kernels:', e.cpu_isa())"
 	touch $(STAMP)

@@ -210,3 +210,37 @@ def test_sine_uses_siren_initialisation():
     bound = (6 / 64) ** 0.5 / 30
     assert net.weights[1].abs().max() <= bound
     assert net.weights[1].abs().max() > 0.8 * bound
+
+
+GENERIC_CHECK = """
+import torch
+from fields import _ext
+from fields.nn import FusedMLP, mlp_reference
+assert _ext.cpu_isa() == "generic", _ext.cpu_isa()
+torch.manual_seed(0)
+for act in ("ReLU", "LeakyReLU", "Tanh", "Sine"):
+    net = FusedMLP(5, 3, 32, 2, act, "Sigmoid", bias=True, backend="cpu", omega0=2.0)
+    x = torch.randn(130, 5, requires_grad=True)
+    y = net(x)
+    y_ref = mlp_reference(x, list(net.weights), list(net.biases), act, "Sigmoid", 2.0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, [x, *net.parameters()], g),
+                    torch.autograd.grad(y_ref, [x, *net.parameters()], g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+@needs_ext
+def test_portable_kernels_match_reference():
+    """The non-AVX2 build of the kernels (what an ARM machine runs), forced by FIELDS_CPU_ISA."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FIELDS_CPU_ISA": "generic"}
+    out = subprocess.run(
+        [sys.executable, "-c", GENERIC_CHECK], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -2,6 +2,7 @@
 #include "mlp_cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace fields {
@@ -22,9 +23,14 @@ FIELDS_MLP_ISA_DECL(avx2)
 #undef FIELDS_MLP_ISA_DECL
 
 namespace {
+// FIELDS_CPU_ISA=generic forces the portable kernels (to test them on an AVX2 machine).
 bool use_avx2() {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = [] {
+    const char* force = std::getenv("FIELDS_CPU_ISA");
+    if (force != nullptr && std::strcmp(force, "generic") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return ok;
 #else
   return false;
