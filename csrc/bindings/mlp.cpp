@@ -84,13 +84,12 @@ struct SavedTensors {
   mlp_cpu::Saved view;
 };
 
-void bind_saved(const Dims& d, SavedTensors& s) {
+void bind_saved(SavedTensors& s) {
   for (auto& t : s.a) s.a_ptr.push_back(t.data_ptr<float>());
   for (auto& t : s.z) s.z_ptr.push_back(t.data_ptr<float>());
   s.view.a = s.a_ptr.data();
   s.view.z = s.z_ptr.empty() ? nullptr : s.z_ptr.data();
   s.view.out = s.out.defined() && s.out.numel() > 0 ? s.out.data_ptr<float>() : nullptr;
-  (void)d;
 }
 
 }  // namespace
@@ -134,7 +133,7 @@ std::vector<at::Tensor> mlp_cpu_forward(const at::Tensor& x_in, const std::vecto
     }
     if (d.out_act != mlp_cpu::kNone)
       saved.out = at::empty({rows_pad, d.out_pad(d.depth)}, opts);
-    bind_saved(d, saved);
+    bind_saved(saved);
   }
 
   const int64_t chunks = chunk_count(tiles);
@@ -195,7 +194,7 @@ std::vector<at::Tensor> mlp_cpu_backward(const at::Tensor& dy_in, const at::Tens
   if (z_saved)
     for (int l = 0; l < d.depth; ++l) saved.z.push_back(saved_in[i++]);
   if (d.out_act != mlp_cpu::kNone) saved.out = saved_in[i++];
-  bind_saved(d, saved);
+  bind_saved(saved);
 
   at::Tensor packed_t = at::empty({static_cast<int64_t>(mlp_cpu::packed_backward_size(d))}, opts);
   {
