@@ -29,7 +29,7 @@ endif
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/fields bench mlp --widths 64 128 --batches 65536
+	$(VENV)/bin/fields bench mlp --widths 64 --widths 128 --batches 65536
 
 test: setup
 	$(VENV)/bin/pytest -q
