@@ -1,6 +1,7 @@
 // The fields._C extension module: the only place that names the Python-visible functions.
 #include <torch/extension.h>
 
+#include "grid.h"
 #include "mlp.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -14,6 +15,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("output_activation"), py::arg("omega"), py::arg("need_dx"));
   m.def("mlp_cpu_isa", &fields::mlp_cpu_isa,
         "Instruction set the CPU MLP kernels dispatch to on this machine");
+  m.def("grid_cpu_forward", &fields::grid_cpu_forward, "Grid encoding forward on the CPU",
+        py::arg("x"), py::arg("params"), py::arg("scales"), py::arg("meta"),
+        py::arg("n_features"), py::arg("interpolation"));
+  m.def("grid_cpu_backward", &fields::grid_cpu_backward, "Grid encoding backward on the CPU",
+        py::arg("grad_output"), py::arg("x"), py::arg("params"), py::arg("scales"),
+        py::arg("meta"), py::arg("n_features"), py::arg("interpolation"),
+        py::arg("need_params"), py::arg("need_dx"));
 #ifdef FIELDS_WITH_CUDA
   m.attr("has_cuda") = true;
 #else

@@ -1,17 +1,56 @@
-"""Building blocks: activations, the fused MLP and its reference, tiny-cuda-nn style configs."""
+"""Building blocks: encodings, activations, the fused MLP and its reference, configs.
+
+The tiny-cuda-nn Python API names are here too (`Encoding`, `Network`,
+`NetworkWithInputEncoding`), so ``import fields.nn as tcnn`` runs tiny-cuda-nn style code.
+"""
 
 from fields.nn.activations import ACTIVATIONS, apply_activation, canonical_activation
+from fields.nn.composite import Composite
 from fields.nn.config import from_config, to_config
+from fields.nn.encoding import (
+    Frequency,
+    Identity,
+    InputEncoding,
+    OneBlob,
+    RandomFourierFeatures,
+    TriangleWave,
+)
+from fields.nn.encoding_config import encoding_from_config, encoding_to_config
+from fields.nn.grid import DenseGrid, GridEncoding, HashGrid, TiledGrid, grid_reference
 from fields.nn.mlp import BACKENDS, FusedMLP, MLPSpec, mlp_reference
+from fields.nn.modules import Encoding, Network, NetworkWithInputEncoding
+from fields.nn.progressive import CoarseToFine
+from fields.nn.spherical_harmonics import SphericalHarmonics
+from fields.nn.triplane import Triplane
 
 __all__ = [
     "ACTIVATIONS",
     "BACKENDS",
+    "CoarseToFine",
+    "Composite",
+    "DenseGrid",
+    "Encoding",
+    "Frequency",
     "FusedMLP",
+    "GridEncoding",
+    "HashGrid",
+    "Identity",
+    "InputEncoding",
     "MLPSpec",
+    "Network",
+    "NetworkWithInputEncoding",
+    "OneBlob",
+    "RandomFourierFeatures",
+    "SphericalHarmonics",
+    "TiledGrid",
+    "TriangleWave",
+    "Triplane",
     "apply_activation",
     "canonical_activation",
+    "encoding_from_config",
+    "encoding_to_config",
     "from_config",
+    "grid_reference",
     "mlp_reference",
     "to_config",
 ]

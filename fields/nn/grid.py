@@ -1,0 +1,404 @@
+"""Multiresolution grid encodings (Müller et al. 2022): hash, dense and tiled grids.
+
+``GridEncoding(n_input_dims, n_levels=16, n_features_per_level=2, log2_hashmap_size=19,
+base_resolution=16, per_level_scale=2.0, interpolation="Linear", grid_type="Hash")`` takes
+tiny-cuda-nn's keys and defaults (``HashGrid``, ``DenseGrid``, ``TiledGrid`` fix the type).
+
+Layout (as tiny-cuda-nn):
+
+- level l has ``scale_l = base_resolution * per_level_scale**l - 1`` (float32) and
+  ``res_l = ceil(scale_l) + 1`` vertices per dimension;
+- its table holds ``min(res_l**D rounded up to a multiple of 8, 2**log2_hashmap_size)``
+  entries for a hash grid (vertices are hashed only when ``res_l**D`` does not fit, with the
+  primes 1, 2654435761, 805459861, 3674653429 xor-ed), ``res_l**D`` (rounded up) for a dense
+  grid, and ``min(res_l, base_resolution)**D`` for a tiled grid, whose vertices repeat with
+  a period of ``base_resolution`` (our definition: coordinates are taken modulo the period);
+- the parameters are one flat vector (`params`), level after level, ``n_features`` floats per
+  entry, initialised uniformly in [-1e-4, 1e-4];
+- the output is ``(..., n_levels * n_features)``, level-major.
+
+Boundaries, documented: inputs are clamped to [0, 1] (an input outside the box encodes as the
+nearest point on it and gets zero gradient; 0 and 1 exactly are inside); a point sits at
+``pos = x * scale + 0.5`` in vertex units, and corner vertices beyond ``res - 1`` are clamped
+to it (clamp-to-edge), so the whole box is covered without aliasing. Nearest interpolation
+takes the vertex ``floor(pos)`` and has zero input gradient.
+
+Backends: ``"cpu"`` runs the C++ kernels (float32: forward, gradients to the table and to the
+inputs, spread over torch's threads); ``"torch"`` the reference (`grid_reference`: any dtype,
+any derivative order); ``"auto"`` the kernels when they apply. A second derivative through the
+cpu backend (``create_graph=True``) differentiates the reference, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fields import _ext
+from fields.nn.encoding import InputEncoding, _finite, _positive_int
+
+logger = logging.getLogger("fields")
+
+GRID_TYPES = ("Hash", "Dense", "Tiled")
+INTERPOLATIONS = ("Nearest", "Linear", "Smoothstep")
+ADDRESSING = {"Dense": 0, "Hash": 1, "Tiled": 2}
+FEATURES_PER_LEVEL = (1, 2, 4, 8)  # tiny-cuda-nn's choices
+KERNEL_FEATURES = (1, 2, 4, 8, 16, 32)  # what the C++ kernels take (triplanes use 16/32)
+PRIMES = (1, 2654435761, 805459861, 3674653429)
+MAX_ENTRIES = 2**31  # per grid, so that offsets stay 32-bit in the kernels
+GRID_BACKENDS = ("auto", "torch", "cpu")
+
+
+@dataclass(frozen=True)
+class GridLevel:
+    scale: float  # float32 value, as the kernels use it
+    res: int
+    size: int
+    offset: int
+    tile: int
+    addressing: str  # "Dense", "Hash" or "Tiled"
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Static description of a grid: what the kernels and the reference need."""
+
+    n_dims: int
+    n_features: int
+    interpolation: str
+    levels: tuple[GridLevel, ...]
+
+    @property
+    def n_entries(self) -> int:
+        last = self.levels[-1]
+        return last.offset + last.size
+
+    @property
+    def n_params(self) -> int:
+        return self.n_entries * self.n_features
+
+    def kernel_args(self) -> tuple[list[float], list[int], int, int]:
+        scales = [lv.scale for lv in self.levels]
+        meta: list[int] = []
+        for lv in self.levels:
+            meta += [lv.res, lv.size, lv.offset, lv.tile, ADDRESSING[lv.addressing]]
+        return scales, meta, self.n_features, INTERPOLATIONS.index(self.interpolation)
+
+
+def _next_multiple(v: int, m: int) -> int:
+    return (v + m - 1) // m * m
+
+
+def grid_layout(
+    n_dims: int,
+    n_levels: int,
+    n_features: int,
+    log2_hashmap_size: int,
+    base_resolution: int,
+    per_level_scale: float,
+    interpolation: str,
+    grid_type: str,
+    owner: str = "GridEncoding",
+) -> GridLayout:
+    """Level sizes and offsets of a grid (see the module docstring)."""
+    levels = []
+    offset = 0
+    log2_scale = np.float32(math.log2(per_level_scale))
+    for lvl in range(n_levels):
+        scale = float(np.exp2(np.float32(lvl) * log2_scale) * np.float32(base_resolution) - 1)
+        scale = float(np.float32(scale))
+        res = math.ceil(scale) + 1
+        dense = res**n_dims
+        tile = res
+        if grid_type == "Hash":
+            size = min(_next_multiple(dense, 8), 2**log2_hashmap_size)
+            addressing = "Hash" if dense > size else "Dense"
+        elif grid_type == "Dense":
+            size = _next_multiple(dense, 8)
+            addressing = "Dense"
+        else:
+            tile = min(res, base_resolution)
+            size = _next_multiple(tile**n_dims, 8)
+            addressing = "Tiled"
+        levels.append(GridLevel(scale, res, size, offset, tile, addressing))
+        offset += size
+        if offset > MAX_ENTRIES:
+            raise ValueError(
+                f"{owner}: the grid would need {offset} table entries (more than 2^31) at "
+                f"level {lvl} (resolution {res}); lower n_levels, per_level_scale or "
+                "base_resolution, or use a hash grid"
+            )
+    return GridLayout(n_dims, n_features, interpolation, tuple(levels))
+
+
+def _corner_bits(n_dims: int, device: torch.device) -> torch.Tensor:
+    k = torch.arange(2**n_dims, device=device)
+    return torch.stack([(k >> d) & 1 for d in range(n_dims)], dim=-1).bool()  # (C, D)
+
+
+def _address(coords: torch.Tensor, lv: GridLevel) -> torch.Tensor:
+    """Table entry of integer vertex coordinates (..., D) in level lv."""
+    n_dims = coords.shape[-1]
+    if lv.addressing == "Hash":
+        h = coords[..., 0] * PRIMES[0]
+        for d in range(1, n_dims):
+            h = h ^ (coords[..., d] * PRIMES[d])
+        return h & (lv.size - 1)
+    base = lv.tile if lv.addressing == "Tiled" else lv.res
+    if lv.addressing == "Tiled":
+        coords = coords % lv.tile
+    idx = coords[..., 0].clone()
+    stride = 1
+    for d in range(1, n_dims):
+        stride *= base
+        idx = idx + coords[..., d] * stride
+    return idx
+
+
+def grid_reference(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -> torch.Tensor:
+    """The grid encoding in plain torch ops: x (N, D) -> (N, n_levels * n_features).
+
+    Differentiable to any order in x and params (the interpolation weights are smooth functions
+    of x inside a cell; cell indices are piecewise constant)."""
+    n_dims = x.shape[1]
+    nf = layout.n_features
+    x = x.clamp(0.0, 1.0)
+    bits = _corner_bits(n_dims, x.device)
+    outs = []
+    for lv in layout.levels:
+        pos = x * lv.scale + 0.5
+        cell = torch.floor(pos)
+        frac = pos - cell
+        lo = cell.long().clamp(max=lv.res - 1)
+        hi = (lo + 1).clamp(max=lv.res - 1)
+        table = params[lv.offset * nf : (lv.offset + lv.size) * nf].view(lv.size, nf)
+        if layout.interpolation == "Nearest":
+            outs.append(table[_address(lo, lv)])
+            continue
+        w_hi = frac * frac * (3.0 - 2.0 * frac) if layout.interpolation == "Smoothstep" else frac
+        coords = torch.where(bits, hi[:, None, :], lo[:, None, :])  # (N, C, D)
+        w = torch.where(bits, w_hi[:, None, :], 1.0 - w_hi[:, None, :]).prod(-1)  # (N, C)
+        vals = table[_address(coords, lv)]  # (N, C, F)
+        outs.append((w.unsqueeze(-1) * vals).sum(1))
+    return torch.cat(outs, dim=-1)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+class _GridCpu(torch.autograd.Function):
+    """C++ forward and backward; a double backward differentiates the reference."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -> torch.Tensor:
+        ctx.layout = layout
+        ctx.save_for_backward(x, params)
+        return _ext.extension().grid_cpu_forward(x, params, *layout.kernel_args())
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, params = ctx.saved_tensors
+        layout: GridLayout = ctx.layout
+        need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            _warn_once(
+                "grid-double-backward",
+                "GridEncoding(backend='cpu'): a higher-order derivative was requested; the C++ "
+                "kernels compute first derivatives only, so this backward runs through the "
+                "torch reference (correct, slower).",
+            )
+            inputs = [t for t, need in ((x, need_x), (params, need_p)) if need]
+            with torch.enable_grad():
+                xr = x if x.requires_grad or not need_x else x.detach().requires_grad_()
+                y = grid_reference(xr, params, layout)
+                grads = iter(
+                    torch.autograd.grad(
+                        y, [xr if t is x else t for t in inputs], grad_out, create_graph=True
+                    )
+                )
+            dx = next(grads) if need_x else None
+            dp = next(grads) if need_p else None
+            return dx, dp, None
+        dp, dx = _ext.extension().grid_cpu_backward(
+            grad_out, x, params, *layout.kernel_args(), bool(need_p), bool(need_x)
+        )
+        return (dx if need_x else None), (dp if need_p else None), None
+
+
+def canonical_choice(owner: str, key: str, value: object, choices: tuple[str, ...]) -> str:
+    match = {c.lower(): c for c in choices}.get(str(value).lower())
+    if match is None or not isinstance(value, str):
+        raise ValueError(f"{owner}: {key!r} must be one of {', '.join(choices)}, got {value!r}")
+    return match
+
+
+class GridEncoding(InputEncoding):
+    """A multiresolution hash / dense / tiled grid (see the module docstring)."""
+
+    otype = "Grid"
+
+    def __init__(
+        self,
+        n_input_dims: int,
+        n_levels: int = 16,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: int = 16,
+        per_level_scale: float = 2.0,
+        interpolation: str = "Linear",
+        grid_type: str = "Hash",
+        *,
+        backend: str = "auto",
+        init_scale: float = 1e-4,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        _allow_wide: bool = False,
+    ) -> None:
+        owner = type(self).__name__
+        _positive_int(owner, "n_input_dims", n_input_dims, 4)
+        self.n_levels_ = _positive_int(owner, "n_levels", n_levels, 64)
+        allowed = KERNEL_FEATURES if _allow_wide else FEATURES_PER_LEVEL
+        if n_features_per_level not in allowed or isinstance(n_features_per_level, bool):
+            raise ValueError(
+                f"{owner}: 'n_features_per_level' must be one of "
+                f"{', '.join(map(str, allowed))}, got {n_features_per_level!r}"
+            )
+        self.log2_hashmap_size = _positive_int(owner, "log2_hashmap_size", log2_hashmap_size, 30)
+        self.base_resolution = _positive_int(owner, "base_resolution", base_resolution)
+        self.per_level_scale = _finite(owner, "per_level_scale", per_level_scale, positive=True)
+        if self.per_level_scale < 1.0:
+            raise ValueError(f"{owner}: 'per_level_scale' must be >= 1, got {per_level_scale!r}")
+        self.interpolation = canonical_choice(owner, "interpolation", interpolation, INTERPOLATIONS)
+        self.grid_type = canonical_choice(owner, "type", grid_type, GRID_TYPES)
+        if backend not in GRID_BACKENDS:
+            raise ValueError(
+                f"{owner}: unknown backend {backend!r}; expected one of {', '.join(GRID_BACKENDS)}"
+            )
+        self.n_features_per_level = n_features_per_level
+        super().__init__(n_input_dims, n_levels * n_features_per_level)
+        self.layout = grid_layout(
+            n_input_dims,
+            n_levels,
+            n_features_per_level,
+            self.log2_hashmap_size,
+            self.base_resolution,
+            self.per_level_scale,
+            self.interpolation,
+            self.grid_type,
+            owner,
+        )
+        self.backend = backend
+        if backend == "cpu" and not _ext.available():
+            raise ValueError(f"{owner}: backend='cpu' is unavailable: {_ext.unavailable_reason()}")
+        self.last_backend: str | None = None
+        self.init_scale = init_scale
+        self.params = nn.Parameter(torch.empty(self.layout.n_params, dtype=dtype, device=device))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.params.uniform_(-self.init_scale, self.init_scale)
+
+    # -- levels --
+    @property
+    def n_levels(self) -> int:
+        return self.n_levels_
+
+    def output_levels(self) -> torch.Tensor:
+        return torch.arange(self.n_levels_).repeat_interleave(self.n_features_per_level)
+
+    def level_table(self, level: int) -> torch.Tensor:
+        """(entries, n_features) view of one level's table."""
+        lv = self.layout.levels[level]
+        nf = self.n_features_per_level
+        return self.params[lv.offset * nf : (lv.offset + lv.size) * nf].view(lv.size, nf)
+
+    # -- evaluation --
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = grid_reference(x.reshape(-1, self.n_input_dims), self.params, self.layout)
+        return y.reshape(*lead, self.n_output_dims)
+
+    def _cpu_reason(self, x: torch.Tensor) -> str:
+        if not _ext.available():
+            return _ext.unavailable_reason()
+        if x.device.type != "cpu" or self.params.device.type != "cpu":
+            return f"the input is on {x.device}"
+        if x.dtype != torch.float32 or self.params.dtype != torch.float32:
+            return f"the input or table is not float32 (input {x.dtype})"
+        return ""
+
+    def select_backend(self, x: torch.Tensor) -> str:
+        if self.backend == "torch":
+            return "torch"
+        reason = self._cpu_reason(x)
+        if self.backend == "cpu":
+            if reason:
+                raise ValueError(f"{type(self).__name__}: backend='cpu' cannot run: {reason}")
+            return "cpu"
+        if reason and x.dtype == torch.float32:
+            _warn_once(f"grid-auto:{reason}", f"GridEncoding: using the torch reference: {reason}")
+        return "torch" if reason else "cpu"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        backend = self.select_backend(x)
+        if backend != self.last_backend:
+            logger.info("%s: running on backend %r", type(self).__name__, backend)
+            self.last_backend = backend
+        if backend == "torch":
+            return self.reference(x)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.n_input_dims)
+        if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
+            y = _GridCpu.apply(x2, self.params, self.layout)
+        else:
+            y = _ext.extension().grid_cpu_forward(
+                x2.contiguous(), self.params.detach(), *self.layout.kernel_args()
+            )
+        return self._mask(y.reshape(*lead, self.n_output_dims))
+
+    def config_values(self) -> dict[str, Any]:
+        return {
+            "type": self.grid_type,
+            "n_levels": self.n_levels_,
+            "n_features_per_level": self.n_features_per_level,
+            "log2_hashmap_size": self.log2_hashmap_size,
+            "base_resolution": self.base_resolution,
+            "per_level_scale": self.per_level_scale,
+            "interpolation": self.interpolation,
+        }
+
+
+class HashGrid(GridEncoding):
+    """`GridEncoding` with type "Hash" (tiny-cuda-nn "HashGrid")."""
+
+    def __init__(self, n_input_dims: int, **kwargs: Any) -> None:
+        super().__init__(n_input_dims, grid_type="Hash", **kwargs)
+
+
+class DenseGrid(GridEncoding):
+    """`GridEncoding` with type "Dense" (tiny-cuda-nn "DenseGrid")."""
+
+    def __init__(self, n_input_dims: int, **kwargs: Any) -> None:
+        super().__init__(n_input_dims, grid_type="Dense", **kwargs)
+
+
+class TiledGrid(GridEncoding):
+    """`GridEncoding` with type "Tiled" (tiny-cuda-nn "TiledGrid")."""
+
+    def __init__(self, n_input_dims: int, **kwargs: Any) -> None:
+        super().__init__(n_input_dims, grid_type="Tiled", **kwargs)
