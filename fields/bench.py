@@ -1,11 +1,17 @@
 """Side-by-side performance measurements (`fields bench ...`).
 
-Protocol (shared/BENCHMARKS.md): an MLP n_in=32 -> width x depth -> n_out=16, ReLU, no
+`bench_mlp` protocol (shared/BENCHMARKS.md): an MLP n_in=32 -> width x depth -> n_out=16, ReLU, no
 bias; the baseline is the same network as an eager `torch.nn.Sequential` of bias-free
 `nn.Linear` + `nn.ReLU`, with the same weights, measured in the same process, interleaved
 with each backend so that drift on a shared machine hits both alike. Inference is
 `with torch.no_grad(): net(x)`; a train step is zero_grad, forward, `y.square().mean()`,
 backward and an Adam step. Each figure is the median over repeated calls after warm-up.
+
+`bench_encoding`: a grid encoding (default the issue's hash grid: 3-D, 16 levels x 2 features,
+2^19 entries per level) on each backend against its own torch reference (`grid_reference`,
+backend "torch"), same table, same inputs, interleaved. "forward" is
+`with torch.no_grad(): enc(x)`; "forward+backward" is `enc(x).backward(g)` for a fixed random
+`g`, giving the table gradient (and the input gradient with `input_grad`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 from torch import nn
 
 from fields import _ext
-from fields.nn import FusedMLP
+from fields.nn import FusedMLP, GridEncoding
 
 
 @dataclass
@@ -197,4 +203,113 @@ def bench_mlp(
                     rows.append(row)
                     if on_row is not None:
                         on_row(row)
+    return rows
+
+
+ENCODING_MODES = ("forward", "forward+backward")
+
+
+@dataclass
+class EncodingBenchRow:
+    backend: str
+    baseline: str
+    encoding: str
+    n_dims: int
+    n_levels: int
+    n_features: int
+    log2_hashmap_size: int
+    batch: int
+    mode: str  # "forward" | "forward+backward"
+    samples_per_s: float
+    speedup: float
+    ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _encoding_step(enc: GridEncoding, x: torch.Tensor, g: torch.Tensor, mode: str):
+    if mode == "forward":
+
+        def infer() -> None:
+            with torch.no_grad():
+                enc(x)
+
+        return infer
+
+    def fwd_bwd() -> None:
+        enc.params.grad = None
+        if x.grad is not None:
+            x.grad = None
+        enc(x).backward(g)
+
+    return fwd_bwd
+
+
+def bench_encoding(
+    batches: Iterable[int] = (2**16, 2**18),
+    n_dims: int = 3,
+    n_levels: int = 16,
+    n_features: int = 2,
+    log2_hashmap_size: int = 19,
+    base_resolution: int = 16,
+    per_level_scale: float = 2.0,
+    interpolation: str = "Linear",
+    grid_type: str = "Hash",
+    modes: Iterable[str] = ENCODING_MODES,
+    input_grad: bool = False,
+    backends: Iterable[str] | None = None,
+    min_time: float = 1.0,
+    max_repeats: int = 20,
+    on_row: Callable[[EncodingBenchRow], None] | None = None,
+) -> list[EncodingBenchRow]:
+    """Each grid backend against the torch reference; one row per figure (the reference's own
+    rows have backend "torch" and speedup 1)."""
+    names = list(backends) if backends is not None else (["cpu"] if _ext.available() else [])
+    for m in modes:
+        if m not in ENCODING_MODES:
+            raise ValueError(f"bench_encoding: mode {m!r}; expected one of {ENCODING_MODES}")
+    torch.manual_seed(0)
+    encs = {
+        name: GridEncoding(
+            n_dims,
+            n_levels=n_levels,
+            n_features_per_level=n_features,
+            log2_hashmap_size=log2_hashmap_size,
+            base_resolution=base_resolution,
+            per_level_scale=per_level_scale,
+            interpolation=interpolation,
+            grid_type=grid_type,
+            backend=name,
+        )
+        for name in ["torch", *names]
+    }
+    for enc in encs.values():
+        enc.params = encs["torch"].params  # one table for all
+    label = {"Hash": "HashGrid", "Dense": "DenseGrid", "Tiled": "TiledGrid"}[grid_type]
+    rows: list[EncodingBenchRow] = []
+    for batch in batches:
+        x = torch.rand(batch, n_dims).requires_grad_(input_grad)
+        g = torch.randn(batch, n_levels * n_features)
+        for mode in modes:
+            fns = {name: _encoding_step(enc, x, g, mode) for name, enc in encs.items()}
+            secs = time_interleaved(fns, torch.device("cpu"), min_time, max_repeats)
+            for name, sec in secs.items():
+                row = EncodingBenchRow(
+                    backend=name,
+                    baseline="torch",
+                    encoding=label,
+                    n_dims=n_dims,
+                    n_levels=n_levels,
+                    n_features=n_features,
+                    log2_hashmap_size=log2_hashmap_size,
+                    batch=batch,
+                    mode=mode + (" (+dx)" if input_grad and mode != "forward" else ""),
+                    samples_per_s=batch / sec,
+                    speedup=secs["torch"] / sec,
+                    ms=sec * 1e3,
+                )
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     return rows

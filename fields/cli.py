@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -16,6 +17,8 @@ from fields import __version__, _ext
 app = typer.Typer(help="fields: a neural-fields engine.", no_args_is_help=True)
 bench_app = typer.Typer(help="Side-by-side performance measurements.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+fit_app = typer.Typer(help="Fit a field to data.", no_args_is_help=True)
+app.add_typer(fit_app, name="fit")
 console = Console()
 
 
@@ -33,6 +36,32 @@ def info() -> None:
     else:
         console.print(f"[red]{_ext.unavailable_reason()}[/red]")
     console.print(f"threads: {torch.get_num_threads()}, CUDA device: {torch.cuda.is_available()}")
+
+
+def _report(
+    title: str,
+    columns: list[str],
+    cells: Callable[[Any], list[str]],
+    run: Callable[[Callable[[Any], None]], object],
+    as_json: bool,
+) -> None:
+    """Runs a benchmark, printing each row as JSON, or all of them as one table at the end."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+
+    def on_row(row: Any) -> None:
+        if as_json:
+            print(json.dumps(row.as_dict()), flush=True)
+        else:
+            table.add_row(*cells(row))
+
+    if as_json:
+        run(on_row)
+    else:
+        with console.status("measuring..."):
+            run(on_row)
+        console.print(table)
 
 
 @bench_app.command("mlp")
@@ -64,35 +93,211 @@ def bench_mlp_cmd(
             )
     if threads > 0:
         torch.set_num_threads(threads)
-    table = Table(
-        title=f"fields bench mlp (depth {depth}, {device}, {torch.get_num_threads()} threads)"
+
+    def cells(row: BenchRow) -> list[str]:
+        return [
+            row.backend,
+            str(row.width),
+            str(row.batch),
+            row.mode,
+            f"{row.ms:.2f}",
+            f"{row.samples_per_s:.3g}",
+            f"{row.gflops:.1f}",
+            f"{row.speedup:.2f}x",
+        ]
+
+    _report(
+        f"fields bench mlp (depth {depth}, {device}, {torch.get_num_threads()} threads)",
+        ["backend", "width", "batch", "mode", "ms", "samples/s", "GFLOP/s", "vs torch"],
+        cells,
+        lambda on_row: bench_mlp(
+            widths, depth, batches, modes, device=device, min_time=min_time, on_row=on_row
+        ),
+        as_json,
     )
-    for col in ("backend", "width", "batch", "mode", "ms", "samples/s", "GFLOP/s", "vs torch"):
-        table.add_column(col, justify="right")
 
-    def on_row(row: BenchRow) -> None:
-        if as_json:
-            print(json.dumps(row.as_dict()), flush=True)
-        else:
-            table.add_row(
-                row.backend,
-                str(row.width),
-                str(row.batch),
-                row.mode,
-                f"{row.ms:.2f}",
-                f"{row.samples_per_s:.3g}",
-                f"{row.gflops:.1f}",
-                f"{row.speedup:.2f}x",
+
+@bench_app.command("encoding")
+def bench_encoding_cmd(
+    batches: Annotated[list[int], typer.Option(help="batch sizes")] = [  # noqa: B006
+        2**16,
+        2**18,
+    ],
+    dims: Annotated[int, typer.Option(help="input dimensions (1-4)")] = 3,
+    levels: Annotated[int, typer.Option(help="n_levels")] = 16,
+    features: Annotated[int, typer.Option(help="n_features_per_level (1, 2, 4, 8)")] = 2,
+    log2_hashmap_size: Annotated[int, typer.Option(help="log2 of the entries per level")] = 19,
+    base_resolution: Annotated[int, typer.Option(help="coarsest resolution")] = 16,
+    per_level_scale: Annotated[float, typer.Option(help="resolution growth per level")] = 2.0,
+    interpolation: Annotated[str, typer.Option(help="Nearest, Linear or Smoothstep")] = "Linear",
+    grid_type: Annotated[str, typer.Option(help="Hash, Dense or Tiled")] = "Hash",
+    modes: Annotated[list[str], typer.Option(help="forward and/or forward+backward")] = [  # noqa: B006
+        "forward",
+        "forward+backward",
+    ],
+    input_grad: Annotated[bool, typer.Option(help="also compute the input gradient")] = False,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    min_time: Annotated[float, typer.Option(help="seconds of timed calls per figure")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Grid encoding backends against the torch reference (default: the 3-D hash grid)."""
+    from fields.bench import ENCODING_MODES, EncodingBenchRow, bench_encoding
+
+    for m in modes:
+        if m not in ENCODING_MODES:
+            raise typer.BadParameter(
+                f"mode {m!r}: expected one of {', '.join(ENCODING_MODES)}", param_hint="--modes"
+            )
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+    def cells(row: EncodingBenchRow) -> list[str]:
+        return [
+            row.backend,
+            str(row.batch),
+            row.mode,
+            f"{row.ms:.2f}",
+            f"{row.samples_per_s:.3g}",
+            f"{row.speedup:.2f}x",
+        ]
+
+    title = (
+        f"fields bench encoding ({grid_type} grid, {dims}-D, {levels} levels x {features} "
+        f"features, 2^{log2_hashmap_size} entries, {interpolation}, "
+        f"{torch.get_num_threads()} threads)"
+    )
+    try:
+        _report(
+            title,
+            ["backend", "batch", "mode", "ms", "samples/s", "vs torch"],
+            cells,
+            lambda on_row: bench_encoding(
+                batches,
+                n_dims=dims,
+                n_levels=levels,
+                n_features=features,
+                log2_hashmap_size=log2_hashmap_size,
+                base_resolution=base_resolution,
+                per_level_scale=per_level_scale,
+                interpolation=interpolation,
+                grid_type=grid_type,
+                modes=modes,
+                input_grad=input_grad,
+                min_time=min_time,
+                on_row=on_row,
+            ),
+            as_json,
+        )
+    except ValueError as e:  # a bad grid description: say which, without a traceback
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@fit_app.command("image")
+def fit_image_cmd(
+    image: Annotated[
+        str | None, typer.Argument(help="image file (default: the built-in procedural image)")
+    ] = None,
+    out: Annotated[str, typer.Option(help="output folder")] = "runs/image",
+    seconds: Annotated[float, typer.Option(help="training time budget")] = 60.0,
+    max_steps: Annotated[int, typer.Option(help="step budget")] = 100_000,
+    size: Annotated[int, typer.Option(help="size of the procedural image")] = 512,
+    batch: Annotated[int, typer.Option(help="pixels per step")] = 2**16,
+    lr: Annotated[float, typer.Option(help="initial learning rate")] = 1e-2,
+    encoding: Annotated[
+        str | None, typer.Option(help="encoding config as JSON (default: a 2-D hash grid)")
+    ] = None,
+    network: Annotated[str | None, typer.Option(help="network config as JSON")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+) -> None:
+    """Fit a hash grid + fused MLP to an image; writes the reconstruction, an error map,
+    metrics.json and the model to OUT."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fields.data.images import error_map, procedural_image, read_image, write_image
+    from fields.inr import default_image_encoding, fit_image
+    from fields.io import write_text_atomic
+    from fields.nn.config import to_config
+    from fields.train import save_checkpoint
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        target = procedural_image(size) if image is None else read_image(image)
+        enc_cfg = json.loads(encoding) if encoding else None
+        net_cfg = json.loads(network) if network else None
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    height, width, _ = target.shape
+    enc_cfg = enc_cfg or default_image_encoding(height, width)
+    source = image or f"procedural image ({size}x{size})"
+    console.print(f"fitting {source}: {width}x{height}, {seconds:g} s budget")
+    first_30: dict[str, float] = {}
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("training", total=seconds, status="")
+
+        def on_eval(rec: dict[str, float]) -> None:
+            if rec["psnr"] >= 30.0 and not first_30:
+                first_30.update(rec)
+            progress.update(
+                task,
+                completed=min(rec["seconds"], seconds),
+                status=f"step {int(rec['step'])}  PSNR {rec['psnr']:.2f} dB",
             )
 
-    if as_json:
-        bench_mlp(widths, depth, batches, modes, device=device, min_time=min_time, on_row=on_row)
-    else:
-        with console.status("measuring..."):
-            bench_mlp(
-                widths, depth, batches, modes, device=device, min_time=min_time, on_row=on_row
+        try:
+            result = fit_image(
+                target,
+                enc_cfg,
+                net_cfg,
+                seconds=seconds,
+                max_steps=max_steps,
+                batch=batch,
+                lr=lr,
+                on_eval=on_eval,
             )
-        console.print(table)
+        except ValueError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from e
+    recon = result.render(height, width)
+    out_dir = Path(out)
+    write_image(out_dir / "target.png", target)
+    write_image(out_dir / "reconstruction.png", recon)
+    write_image(out_dir / "error.png", error_map(recon, target))
+    metrics = {
+        "source": source,
+        "height": height,
+        "width": width,
+        "psnr": result.psnr,
+        "steps": result.steps,
+        "train_seconds": result.seconds,
+        "seconds_to_30db": first_30.get("seconds"),
+        "steps_to_30db": first_30.get("step"),
+        "threads": torch.get_num_threads(),
+        "encoding": result.model.encoding.to_config(),
+        "network": net_cfg or to_config(result.model.network),
+        "history": result.history,
+    }
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    save_checkpoint(out_dir / "model.pt", result.model, extra={"metrics": metrics})
+    to30 = (
+        f"; 30 dB after {first_30['seconds']:.1f} s (step {int(first_30['step'])})"
+        if first_30
+        else "; 30 dB not reached"
+    )
+    console.print(
+        f"PSNR {result.psnr:.2f} dB after {result.steps} steps, {result.seconds:.1f} s of "
+        f"training{to30}. Wrote {out_dir}/reconstruction.png, error.png, metrics.json, model.pt"
+    )
 
 
 def main() -> None:

@@ -67,3 +67,34 @@ def test_cli_rejects_bad_mode():
     result = CliRunner().invoke(app, ["bench", "mlp", "--modes", "backward"])
     assert result.exit_code != 0
     assert "forward" in result.output
+
+
+@pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
+def test_bench_encoding_rows():
+    from fields.bench import bench_encoding
+
+    rows = bench_encoding(
+        batches=[512], n_levels=4, log2_hashmap_size=10, min_time=0.01, max_repeats=3
+    )
+    by = {(r.backend, r.mode): r for r in rows}
+    assert set(by) == {
+        ("torch", "forward"),
+        ("torch", "forward+backward"),
+        ("cpu", "forward"),
+        ("cpu", "forward+backward"),
+    }
+    assert by[("torch", "forward")].speedup == 1.0
+    assert all(r.baseline == "torch" and r.samples_per_s > 0 for r in rows)
+
+
+def test_cli_bench_encoding_json_and_errors():
+    args = ["bench", "encoding", "--batches", "256", "--levels", "2", "--log2-hashmap-size", "8"]
+    result = CliRunner().invoke(app, [*args, "--min-time", "0.01", "--json", "--input-grad"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert {row["mode"] for row in lines} == {"forward", "forward+backward (+dx)"}
+    assert {"encoding", "n_levels", "speedup", "baseline"} <= set(lines[0])
+    bad = CliRunner().invoke(app, [*args, "--features", "3"])
+    assert bad.exit_code == 2 and "n_features_per_level" in bad.output
+    bad_mode = CliRunner().invoke(app, [*args, "--modes", "train"])
+    assert bad_mode.exit_code != 0 and "forward+backward" in bad_mode.output

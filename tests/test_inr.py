@@ -1,0 +1,103 @@
+"""Image fitting with a hash grid + fused MLP, image I/O and checkpoints."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fields import _ext
+from fields.cli import app
+from fields.data.images import procedural_image, psnr, read_image, write_image
+from fields.inr import fit_image, pixel_centres
+from fields.nn import NetworkWithInputEncoding
+from fields.train import load_checkpoint, save_checkpoint
+
+needs_ext = pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
+
+
+def test_procedural_image_is_deterministic_and_detailed():
+    a, b = procedural_image(64, seed=1), procedural_image(64, seed=1)
+    assert a.shape == (64, 64, 3) and torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1
+    # detail: neighbouring pixels differ somewhere by a lot (edges), and mostly a little
+    dx = (a[:, 1:] - a[:, :-1]).abs().amax(-1)
+    assert dx.max() > 0.3 and dx.median() < 0.05
+    assert not torch.equal(a, procedural_image(64, seed=2))
+
+
+def test_pixel_centres():
+    c = pixel_centres(2, 4)
+    assert c.shape == (8, 2)
+    torch.testing.assert_close(c[0], torch.tensor([0.125, 0.25]))
+    torch.testing.assert_close(c[-1], torch.tensor([0.875, 0.75]))
+
+
+@needs_ext
+def test_fit_small_image_reaches_30db():
+    img = procedural_image(64)
+    result = fit_image(img, seconds=60, max_steps=400, target_psnr=30.0, eval_every=20)
+    assert result.psnr >= 30.0, result.history[-1]
+    assert result.steps < 400
+    recon = result.render(64, 64)
+    assert recon.shape == (64, 64, 3)
+    assert abs(psnr(recon, img) - result.psnr) < 0.5  # render clamps to [0, 1]
+
+
+def test_fit_image_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="H, W, 1\\|3\\|4"):
+        fit_image(torch.rand(8, 8, 2))
+
+
+def test_image_io_round_trip_and_errors(tmp_path):
+    img = procedural_image(32)
+    path = write_image(tmp_path / "a.png", img)
+    back = read_image(path)
+    assert back.shape == (32, 32, 3)
+    assert (back - img).abs().max() <= 0.5 / 255 + 1e-6
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+    with pytest.raises(FileNotFoundError, match="no such image"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"bad\.png: not a readable image"):
+        read_image(tmp_path / "bad.png")
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    cfg = {"otype": "Frequency", "n_frequencies": 2}
+    net = {"otype": "FullyFusedMLP", "n_neurons": 16, "n_hidden_layers": 1}
+    a = NetworkWithInputEncoding(2, 3, cfg, net, seed=1)
+    b = NetworkWithInputEncoding(2, 3, cfg, net, seed=2)
+    save_checkpoint(tmp_path / "m.pt", a, extra={"note": "hi"})
+    payload = load_checkpoint(tmp_path / "m.pt", b)
+    assert payload["note"] == "hi"
+    x = torch.rand(5, 2)
+    torch.testing.assert_close(a(x), b(x))
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: not a fields checkpoint"):
+        load_checkpoint(tmp_path / "other.pt", b)
+    wrong = NetworkWithInputEncoding(2, 4, cfg, net)
+    with pytest.raises(ValueError, match="'state_dict' does not match"):
+        load_checkpoint(tmp_path / "m.pt", wrong)
+
+
+@needs_ext
+def test_cli_fit_image_writes_outputs(tmp_path):
+    src = write_image(tmp_path / "in.png", procedural_image(48))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["fit", "image", str(src), "--out", str(out), "--seconds", "1.5", "--max-steps", "60"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("target.png", "reconstruction.png", "error.png", "metrics.json", "model.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["height"] == 48 and metrics["steps"] <= 60 and metrics["psnr"] > 15
+    assert metrics["encoding"]["otype"] == "Grid"
+    missing = CliRunner().invoke(app, ["fit", "image", str(tmp_path / "nope.png")])
+    assert missing.exit_code == 2 and "no such image file" in " ".join(missing.output.split())
+    bad_cfg = CliRunner().invoke(
+        app, ["fit", "image", str(src), "--encoding", '{"otype": "HashGrid", "n_level": 3}']
+    )
+    assert bad_cfg.exit_code == 2
+    assert "did you mean 'n_levels'" in " ".join(bad_cfg.output.split())
