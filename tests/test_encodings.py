@@ -296,3 +296,35 @@ def test_hash_grid_network_trains_end_to_end():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
+
+
+def test_spatial_progress_masks_per_point():
+    from fields.nn import SpatialProgress
+
+    enc = Frequency(1, n_frequencies=4)
+    prog = SpatialProgress(n_dims=1, n_levels=4, resolution=2, start_levels=1.0)
+    enc.set_progress(prog)
+    x = torch.tensor([[0.2], [0.7]])
+    y = enc(x)
+    assert torch.all(y[:, 2:] == 0)  # both cells: frequency 0 only
+    # the right cell has a large error, the left a small one: only the right advances
+    prog.update(torch.tensor([[0.1], [0.3], [0.8]]), torch.tensor([0.0, 0.01, 1.0]), 0.1, rate=2)
+    torch.testing.assert_close(prog.alpha, torch.tensor([1.0, 3.0]))
+    y = enc(x)
+    assert torch.all(y[0, 2:] == 0) and torch.any(y[1, 2:6] != 0) and torch.all(y[1, 6:] == 0)
+    assert "alpha" in dict(prog.named_buffers())
+    with pytest.raises(ValueError, match="progress must be"):
+        enc.set_progress("fine")
+
+
+@pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
+def test_spatial_progress_on_the_cpu_grid():
+    from fields.nn import HashGrid, SpatialProgress
+
+    enc = HashGrid(2, n_levels=4, log2_hashmap_size=10, backend="cpu")
+    prog = SpatialProgress(n_dims=2, n_levels=4, resolution=4, start_levels=2.0)
+    enc.set_progress(prog)
+    x = torch.rand(64, 2)
+    y = enc(x)
+    assert torch.all(y[:, 4:] == 0) and torch.any(y[:, :4] != 0)
+    torch.testing.assert_close(y, enc.reference(x))

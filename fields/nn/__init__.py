@@ -19,7 +19,7 @@ from fields.nn.encoding_config import encoding_from_config, encoding_to_config
 from fields.nn.grid import DenseGrid, GridEncoding, HashGrid, TiledGrid, grid_reference
 from fields.nn.mlp import BACKENDS, FusedMLP, MLPSpec, mlp_reference
 from fields.nn.modules import Encoding, Network, NetworkWithInputEncoding
-from fields.nn.progressive import CoarseToFine
+from fields.nn.progressive import CoarseToFine, SpatialProgress
 from fields.nn.spherical_harmonics import SphericalHarmonics
 from fields.nn.triplane import Triplane
 
@@ -41,6 +41,7 @@ __all__ = [
     "NetworkWithInputEncoding",
     "OneBlob",
     "RandomFourierFeatures",
+    "SpatialProgress",
     "SphericalHarmonics",
     "TiledGrid",
     "TriangleWave",

@@ -20,13 +20,15 @@ Closed-form encodings here (plain torch ops, any dtype, any derivative order):
 Levels and progressive masking: encodings made of levels (frequencies, grid resolutions) name
 the level of each output (`output_levels`); `set_progress(alpha)` then scales level k by a
 smooth window ``(1 - cos(pi * clamp(alpha - k, 0, 1))) / 2`` (coarse-to-fine as in BARF /
-Nerfies; SAPE-style). ``alpha=None`` (the default) disables the mask.
-See `fields.nn.progressive.CoarseToFine` for a schedule.
+Nerfies). ``alpha`` is one number, or a callable giving each point its own (spatially
+adaptive, SAPE-style); ``None`` (the default) disables the mask. See
+`fields.nn.progressive.CoarseToFine` and `SpatialProgress`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -59,23 +61,42 @@ class InputEncoding(nn.Module):
         """(n_output_dims,) level of each output feature (-1: never masked)."""
         return torch.full((self.n_output_dims,), -1, dtype=torch.long)
 
-    def set_progress(self, alpha: float | None) -> None:
-        """Reveals levels up to `alpha` (a float in [0, n_levels]); None reveals all."""
-        if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha)):
-            raise ValueError(f"{type(self).__name__}: progress must be a number, got {alpha!r}")
-        self.progress = None if alpha is None else float(alpha)
+    def set_progress(self, alpha: float | Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        """Reveals levels up to `alpha`, a float in [0, n_levels] for every point, or a callable
+        mapping inputs (..., n_input_dims) to per-point alphas (...) (spatially adaptive, e.g.
+        `fields.nn.progressive.SpatialProgress`); None reveals all."""
+        if alpha is not None and not callable(alpha):
+            if isinstance(alpha, bool) or not (
+                isinstance(alpha, (int, float)) and math.isfinite(alpha)
+            ):
+                raise ValueError(
+                    f"{type(self).__name__}: progress must be a number, a callable or None, "
+                    f"got {alpha!r}"
+                )
+            alpha = float(alpha)
+        self.progress = alpha
 
-    def level_weights(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """(n_output_dims,) mask for the current progress, or None when nothing is masked."""
-        if self.progress is None or self.n_levels == 0 or self.progress >= self.n_levels:
+    def level_weights(
+        self, device: torch.device, dtype: torch.dtype, x: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Mask for the current progress: (n_output_dims,) for a global progress, (...,
+        n_output_dims) for a per-point one (needs the inputs x); None when nothing is masked."""
+        if self.progress is None or self.n_levels == 0:
             return None
+        if callable(self.progress):
+            if x is None:
+                raise ValueError(f"{type(self).__name__}: a per-point progress needs the inputs")
+            alpha = self.progress(x).to(device=device, dtype=dtype).unsqueeze(-1)
+        elif self.progress >= self.n_levels:
+            return None
+        else:
+            alpha = torch.tensor(self.progress, device=device, dtype=dtype)
         levels = self.output_levels().to(device)
-        t = (self.progress - levels.to(dtype)).clamp(0.0, 1.0)
-        w = 0.5 * (1.0 - torch.cos(math.pi * t))
+        w = 0.5 * (1.0 - torch.cos(math.pi * (alpha - levels.to(dtype)).clamp(0.0, 1.0)))
         return torch.where(levels < 0, torch.ones_like(w), w)
 
-    def _mask(self, y: torch.Tensor) -> torch.Tensor:
-        w = self.level_weights(y.device, y.dtype)
+    def _mask(self, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.level_weights(y.device, y.dtype, x)
         return y if w is None else y * w
 
     # -- evaluation --
@@ -93,7 +114,7 @@ class InputEncoding(nn.Module):
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """The pure-torch reference of `forward` (same values, any derivative order)."""
-        return self._mask(self.encode(self._check_input(x)))
+        return self._mask(self.encode(self._check_input(x)), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reference(x)

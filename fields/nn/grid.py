@@ -221,14 +221,8 @@ class _GridCpu(torch.autograd.Function):
                 "torch reference (correct, slower).",
             )
             inputs = [t for t, need in ((x, need_x), (params, need_p)) if need]
-            with torch.enable_grad():
-                xr = x if x.requires_grad or not need_x else x.detach().requires_grad_()
-                y = grid_reference(xr, params, layout)
-                grads = iter(
-                    torch.autograd.grad(
-                        y, [xr if t is x else t for t in inputs], grad_out, create_graph=True
-                    )
-                )
+            y = grid_reference(x, params, layout)
+            grads = iter(torch.autograd.grad(y, inputs, grad_out, create_graph=True))
             dx = next(grads) if need_x else None
             dp = next(grads) if need_p else None
             return dx, dp, None
@@ -369,7 +363,7 @@ class GridEncoding(InputEncoding):
             y = _ext.extension().grid_cpu_forward(
                 x2.contiguous(), self.params.detach(), *self.layout.kernel_args()
             )
-        return self._mask(y.reshape(*lead, self.n_output_dims))
+        return self._mask(y.reshape(*lead, self.n_output_dims), x)
 
     def config_values(self) -> dict[str, Any]:
         return {

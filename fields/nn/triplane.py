@@ -106,7 +106,7 @@ class Triplane(InputEncoding):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         feats = [p(x[..., list(ax)]) for p, ax in zip(self.planes, PLANES, strict=True)]
-        return self._mask(self._combine(feats))
+        return self._mask(self._combine(feats), x)
 
     def config_values(self) -> dict[str, Any]:
         return {
