@@ -6,7 +6,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "../kernels/grid_cpu.h"
 
@@ -58,6 +63,23 @@ GridDesc make_grid(const at::Tensor& x, const at::Tensor& params, const std::vec
 
 }  // namespace
 
+bool advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // Only the 2 MiB-aligned interior of the buffer can be backed by huge pages; this is a hint
+  // (it takes effect for pages not yet touched) and failure is harmless.
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t end = begin + static_cast<uintptr_t>(t.numel() * t.element_size());
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t hi = end & ~(kHuge - 1);
+  if (hi <= lo) return false;
+  return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE) == 0;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
 at::Tensor grid_cpu_forward(const at::Tensor& x_in, const at::Tensor& params_in,
                             const std::vector<double>& scales, const std::vector<int64_t>& meta,
                             int64_t n_features, int64_t interpolation) {
@@ -99,6 +121,7 @@ std::vector<at::Tensor> grid_cpu_backward(const at::Tensor& dy_in, const at::Ten
     // touch of fresh pages happens where they are used); the padding past the last level
     // is zeroed here.
     dparams = at::empty_like(params);
+    advise_huge_pages(dparams);  // fewer page faults and TLB misses in the scatter
     const auto& last = desc.levels.back();
     const int64_t used = (static_cast<int64_t>(last.offset) + last.size) * n_features;
     if (used < dparams.numel()) dparams.narrow(0, used, dparams.numel() - used).zero_();

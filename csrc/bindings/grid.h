@@ -23,4 +23,8 @@ std::vector<at::Tensor> grid_cpu_backward(const at::Tensor& dy, const at::Tensor
                                           int64_t interpolation, bool need_params,
                                           bool need_dx);
 
+// Asks the kernel to back the (untouched part of the) tensor's memory with huge pages; grid
+// tables are read and written at random, so TLB misses matter. Returns false if not applied.
+bool advise_huge_pages(const at::Tensor& t);
+
 }  // namespace fields

@@ -22,6 +22,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_output"), py::arg("x"), py::arg("params"), py::arg("scales"),
         py::arg("meta"), py::arg("n_features"), py::arg("interpolation"),
         py::arg("need_params"), py::arg("need_dx"));
+  m.def("advise_huge_pages", &fields::advise_huge_pages,
+        "Hint the OS to back a (large, untouched) CPU tensor with huge pages", py::arg("t"));
 #ifdef FIELDS_WITH_CUDA
   m.attr("has_cuda") = true;
 #else

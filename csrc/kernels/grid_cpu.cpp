@@ -124,6 +124,19 @@ inline void fill_block(const Grid& g, const Level& lv, const float* x, int64_t i
   }
 }
 
+// Calls body(block, i0, nb) for the blocks of points [begin, end) of level lv, each block
+// filled (addresses, weights, prefetches) first.
+template <int D, int F, int A, typename Body>
+inline void for_each_block(const Grid& g, const Level& lv, const float* x, int64_t begin,
+                           int64_t end, const float* table, Body&& body) {
+  Block<D> blk;
+  for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
+    const int nb = static_cast<int>(std::min<int64_t>(kBlock, end - i0));
+    fill_block<D, F, A>(g, lv, x, i0, nb, table, blk);
+    body(blk, i0, nb);
+  }
+}
+
 template <int D, int F, int A>
 void forward_level(const Grid& g, int l, const float* x, int64_t begin, int64_t end,
                    const float* params, float* out) {
@@ -131,10 +144,8 @@ void forward_level(const Grid& g, int l, const float* x, int64_t begin, int64_t 
   const int64_t row = static_cast<int64_t>(g.n_levels) * F;
   const Level& lv = g.levels[l];
   const float* table = params + static_cast<size_t>(lv.offset) * F;
-  Block<D> blk;
-  for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
-    const int nb = static_cast<int>(std::min<int64_t>(kBlock, end - i0));
-    fill_block<D, F, A>(g, lv, x, i0, nb, table, blk);
+  for_each_block<D, F, A>(g, lv, x, begin, end, table,
+                          [&](const Block<D>& blk, int64_t i0, int nb) {
     for (int b = 0; b < nb; ++b) {
       float acc[F] = {};
       for (int k = 0; k < kCorners; ++k) {
@@ -145,7 +156,7 @@ void forward_level(const Grid& g, int l, const float* x, int64_t begin, int64_t 
       float* o = out + (i0 + b) * row + l * F;
       for (int f = 0; f < F; ++f) o[f] = acc[f];
     }
-  }
+  });
 }
 
 template <int D, int F, int A>
@@ -156,10 +167,7 @@ void backward_params_level(const Grid& g, int l, const float* x, int64_t n, cons
   const Level& lv = g.levels[l];
   float* table = dparams + static_cast<size_t>(lv.offset) * F;
   std::fill(table, table + static_cast<size_t>(lv.size) * F, 0.f);  // first touch here
-  Block<D> blk;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int nb = static_cast<int>(std::min<int64_t>(kBlock, n - i0));
-    fill_block<D, F, A>(g, lv, x, i0, nb, table, blk);
+  for_each_block<D, F, A>(g, lv, x, 0, n, table, [&](const Block<D>& blk, int64_t i0, int nb) {
     for (int b = 0; b < nb; ++b) {
       const float* gi = dy + (i0 + b) * row + l * F;
       for (int k = 0; k < kCorners; ++k) {
@@ -168,7 +176,7 @@ void backward_params_level(const Grid& g, int l, const float* x, int64_t n, cons
         for (int f = 0; f < F; ++f) v[f] += w * gi[f];
       }
     }
-  }
+  });
 }
 
 template <int D, int F, int A>
@@ -178,10 +186,8 @@ void backward_input_level(const Grid& g, int l, const float* x, int64_t begin, i
   const int64_t row = static_cast<int64_t>(g.n_levels) * F;
   const Level& lv = g.levels[l];
   const float* table = params + static_cast<size_t>(lv.offset) * F;
-  Block<D> blk;
-  for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
-    const int nb = static_cast<int>(std::min<int64_t>(kBlock, end - i0));
-    fill_block<D, F, A>(g, lv, x, i0, nb, table, blk);
+  for_each_block<D, F, A>(g, lv, x, begin, end, table,
+                          [&](const Block<D>& blk, int64_t i0, int nb) {
     for (int b = 0; b < nb; ++b) {
       const Cell<D>& c = blk.cell[b];
       const float* gi = dy + (i0 + b) * row + l * F;
@@ -200,7 +206,7 @@ void backward_input_level(const Grid& g, int l, const float* x, int64_t begin, i
       }
       for (int d = 0; d < D; ++d) dx[(i0 + b) * D + d] += acc[d];
     }
-  }
+  });
 }
 
 // Runs K<D, F, A>::run(g, l, args...) for the grid's (n_dims, n_features) and level l's

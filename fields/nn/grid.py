@@ -299,7 +299,10 @@ class GridEncoding(InputEncoding):
             raise ValueError(f"{owner}: backend='cpu' is unavailable: {_ext.unavailable_reason()}")
         self.last_backend: str | None = None
         self.init_scale = init_scale
-        self.params = nn.Parameter(torch.empty(self.layout.n_params, dtype=dtype, device=device))
+        params = torch.empty(self.layout.n_params, dtype=dtype, device=device)
+        if params.device.type == "cpu" and params.nbytes >= 2**22 and _ext.available():
+            _ext.extension().advise_huge_pages(params)  # before the first touch
+        self.params = nn.Parameter(params)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -13,7 +13,8 @@ ordinary named tensors rather than one flat ``params`` vector.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -23,11 +24,14 @@ from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config
 
 
-def _seeded(seed: int):
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Parameters initialised inside draw from `seed`; the global RNG state is left as it was."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    ctx = torch.random.fork_rng(devices=[])
-    return ctx
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class Encoding(nn.Module):
@@ -42,7 +46,6 @@ class Encoding(nn.Module):
     ) -> None:
         super().__init__()
         with _seeded(seed):
-            torch.manual_seed(seed)
             self.encoding = encoding_from_config(n_input_dims, encoding_config)
         if dtype is not None:
             self.encoding.to(dtype)
@@ -65,7 +68,6 @@ class Network(nn.Module):
     ) -> None:
         super().__init__()
         with _seeded(seed):
-            torch.manual_seed(seed)
             self.network = from_config(network_config, n_input_dims, n_output_dims)
         self.n_input_dims = n_input_dims
         self.n_output_dims = n_output_dims
@@ -87,7 +89,6 @@ class NetworkWithInputEncoding(nn.Module):
     ) -> None:
         super().__init__()
         with _seeded(seed):
-            torch.manual_seed(seed)
             self.encoding = encoding_from_config(n_input_dims, encoding_config)
             self.network = from_config(
                 network_config, self.encoding.n_output_dims, n_output_dims
