@@ -189,20 +189,29 @@ void backward_input_level(const Grid& g, int l, const float* x, int64_t begin, i
   for_each_block<D, F, A>(g, lv, x, begin, end, table,
                           [&](const Block<D>& blk, int64_t i0, int nb) {
     for (int b = 0; b < nb; ++b) {
+      // d out / d x_d = dw_d * sum over the cell's edges along d of (other dims' weights) *
+      // (upper value - lower value); projected on dy first, one dot product per corner.
       const Cell<D>& c = blk.cell[b];
       const float* gi = dy + (i0 + b) * row + l * F;
-      float acc[D] = {};
+      float dot[kCorners];
       for (int k = 0; k < kCorners; ++k) {
         const float* v = table + static_cast<size_t>(blk.idx[b][k]) * F;
-        float dot = 0.f;
-        for (int f = 0; f < F; ++f) dot += gi[f] * v[f];
-        for (int d = 0; d < D; ++d) {
-          float w = (k >> d) & 1 ? c.dw[d] : -c.dw[d];
+        float s = 0.f;
+        for (int f = 0; f < F; ++f) s += gi[f] * v[f];
+        dot[k] = s;
+      }
+      float acc[D];
+      for (int d = 0; d < D; ++d) {
+        float s = 0.f;
+        for (int k = 0; k < kCorners; ++k) {
+          if ((k >> d) & 1) continue;
+          float w = 1.f;
           for (int e = 0; e < D; ++e) {
             if (e != d) w *= (k >> e) & 1 ? c.w[e] : 1.f - c.w[e];
           }
-          acc[d] += w * dot;
+          s += w * (dot[k | (1 << d)] - dot[k]);
         }
+        acc[d] = c.dw[d] * s;
       }
       for (int d = 0; d < D; ++d) dx[(i0 + b) * D + d] += acc[d];
     }

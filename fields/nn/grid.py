@@ -18,7 +18,8 @@ Layout (as tiny-cuda-nn):
 - the output is ``(..., n_levels * n_features)``, level-major.
 
 Boundaries, documented: inputs are clamped to [0, 1] (an input outside the box encodes as the
-nearest point on it and gets zero gradient; 0 and 1 exactly are inside); a point sits at
+nearest point on it and gets zero gradient; 0 and 1 exactly are inside; NaN encodes as 0
+with zero gradient); a point sits at
 ``pos = x * scale + 0.5`` in vertex units, and corner vertices beyond ``res - 1`` are clamped
 to it (clamp-to-edge), so the whole box is covered without aliasing. Nearest interpolation
 takes the vertex ``floor(pos)`` and has zero input gradient.
@@ -169,7 +170,7 @@ def grid_reference(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) ->
     of x inside a cell; cell indices are piecewise constant)."""
     n_dims = x.shape[1]
     nf = layout.n_features
-    x = x.clamp(0.0, 1.0)
+    x = torch.nan_to_num(x, nan=0.0).clamp(0.0, 1.0)  # as the kernels: NaN encodes as 0
     bits = _corner_bits(n_dims, x.device)
     outs = []
     for lv in layout.levels:
