@@ -101,3 +101,14 @@ def test_cli_fit_image_writes_outputs(tmp_path):
     )
     assert bad_cfg.exit_code == 2
     assert "did you mean 'n_levels'" in " ".join(bad_cfg.output.split())
+
+
+def test_error_map_is_log_scaled():
+    from fields.data.images import error_map
+
+    target = torch.zeros(1, 4, 3)
+    pred = torch.tensor([0.0, 1e-3, 1e-2, 1.0])[None, :, None].expand(1, 4, 3)
+    m = error_map(pred, target)
+    assert torch.all(m[0, 0] == 0) and torch.all(m[0, 3] == 1)  # black at 0, white at 1
+    brightness = m[0].sum(-1)
+    assert brightness[0] < brightness[1] < brightness[2] < brightness[3]

@@ -108,13 +108,17 @@ def write_image(path: str | os.PathLike, image: torch.Tensor) -> Path:
     return atomic_write(p, lambda tmp: iio.imwrite(tmp, arr, extension=p.suffix))
 
 
-def error_map(prediction: torch.Tensor, target: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
-    """(H, W, 3) heat map of the per-pixel mean absolute error (black: 0, white: >= 1/gain)."""
-    err = ((prediction - target).abs().mean(-1) * gain).clamp(0, 1)
-    # black -> red -> yellow -> white
-    r = (3 * err).clamp(0, 1)
-    g = (3 * err - 1).clamp(0, 1)
-    b = (3 * err - 2).clamp(0, 1)
+def error_map(
+    prediction: torch.Tensor, target: torch.Tensor, lo: float = 1e-4, hi: float = 1e-1
+) -> torch.Tensor:
+    """(H, W, 3) heat map of the per-pixel mean absolute error on a log scale: black at or
+    below `lo`, through red and yellow, white at or above `hi` (so both a 20 dB and a 60 dB
+    fit show their structure)."""
+    err = (prediction - target).abs().mean(-1).clamp(min=lo)
+    t = ((err.log10() - math.log10(lo)) / (math.log10(hi) - math.log10(lo))).clamp(0, 1)
+    r = (3 * t).clamp(0, 1)
+    g = (3 * t - 1).clamp(0, 1)
+    b = (3 * t - 2).clamp(0, 1)
     return torch.stack((r, g, b), -1)
 
 
