@@ -300,6 +300,191 @@ def fit_image_cmd(
     )
 
 
+def _error(e: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {e}")
+    return typer.Exit(2)
+
+
+export_app = typer.Typer(help="Export a fitted field (meshes).", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+def _load_nerf_data(data: str | None, downscale: int, scene_resolution: int):
+    """The data set to fit: a folder in any supported format, or the built-in scene."""
+    from rich.progress import Progress
+
+    from fields.data import load_scene
+    from fields.data.procedural import SceneSpec, ensure_scene
+
+    if data is None:
+        spec = SceneSpec(resolution=scene_resolution)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("rendering the built-in scene (once, then cached)", total=1)
+            folder = ensure_scene(
+                spec, progress=lambda i, n: progress.update(task, completed=i, total=n)
+            )
+        console.print(f"built-in scene {spec.name!r} ({scene_resolution}px): {folder}")
+        return load_scene(folder), spec.name
+    scene = load_scene(data, downscale=downscale)
+    return scene, scene.name
+
+
+@fit_app.command("nerf")
+def fit_nerf_cmd(
+    data: Annotated[
+        str | None,
+        typer.Option(help="scene folder: Blender, instant-ngp, LLFF or COLMAP text "
+                     "(default: the built-in procedural scene)"),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option(help="output folder (default outputs/<scene>/nerf/<time>)")
+    ] = None,
+    model: Annotated[str, typer.Option(help="ngp (hash grid) or vanilla (frequency)")] = "ngp",
+    steps: Annotated[int, typer.Option(help="step budget")] = 20_000,
+    max_seconds: Annotated[float, typer.Option(help="training-time budget in seconds")] = 600.0,
+    eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 60.0,
+    resume: Annotated[str | None, typer.Option(help="checkpoint to continue from")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
+    scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 128,
+    config: Annotated[
+        str | None, typer.Option(help="JSON overrides of NerfConfig fields, e.g. '{\"lr\": 0.005}'")
+    ] = None,
+    mesh: Annotated[int, typer.Option(help="also export mesh.ply at this resolution (0: no)")] = 0,
+    video_frames: Annotated[int, typer.Option(help="frames of the orbit video (0: none)")] = 48,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+) -> None:
+    """Fit a radiance field (instant-ngp style) to posed images; writes config.json,
+    checkpoint.pt, metrics.json, renders/ and orbit.mp4 to the output folder."""
+    import time
+    from pathlib import Path
+
+    from fields.io import write_text_atomic
+    from fields.nerf import MODELS, NerfConfig, NerfTask, write_outputs
+    from fields.train import TrainConfig, seed_everything, train
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if model not in MODELS:
+        raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--model")
+    try:
+        scene, name = _load_nerf_data(data, downscale, scene_resolution)
+        cfg = MODELS[model]()
+        if config:
+            cfg = NerfConfig.from_dict({**cfg.to_dict(), **json.loads(config)})
+    except (ValueError, FileNotFoundError) as e:
+        raise _error(e) from e
+    out = Path(output or f"outputs/{name}/nerf/{time.strftime('%Y-%m-%d_%H%M%S')}")
+    train_cfg = TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
+                            seed=seed)
+    seed_everything(seed)
+    task = NerfTask(scene, cfg, seed=seed)
+    split = scene.eval_split()
+    console.print(
+        f"fitting {name}: {len(scene.train)} training views {scene.train.cameras.width}x"
+        f"{scene.train.cameras.height}, {len(split)} held-out; model {model}; budget "
+        f"{steps} steps / {max_seconds:g} s; output {out}"
+    )
+    run_info = {"scene": name, "data": data, "model": model, "seed": seed,
+                "train": train_cfg.__dict__, "nerf": cfg.to_dict()}
+    write_text_atomic(out / "config.json", json.dumps(run_info, indent=2) + "\n")
+
+    def on_eval(state, rec) -> None:
+        console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: held-out PSNR "
+                    f"{rec['psnr']:.2f} dB")
+
+    wall = time.perf_counter()
+    try:
+        state = train(task, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
+                      checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: checkpoint written to {out}/checkpoint.pt")
+        raise typer.Exit(130) from None
+    except (ValueError, FileNotFoundError) as e:
+        raise _error(e) from e
+    console.print("evaluating on every held-out view...")
+    task.module.eval()
+    with torch.no_grad():
+        final = task.evaluate(final=True)
+    metrics = {
+        "scene": name,
+        "psnr": final["psnr"],
+        "ssim": final["ssim"],
+        "psnr_per_view": final["psnr_per_view"],
+        "steps": state.step,
+        "seconds": state.seconds,
+        "wall_seconds": time.perf_counter() - wall,
+        "rays_per_s": task.rays_trained / max(state.seconds, 1e-9),
+        "samples_per_s": task.samples_trained / max(state.seconds, 1e-9),
+        "occupancy": float(task.grid.occupancy_fraction),
+        "threads": torch.get_num_threads(),
+        "history": state.history,
+    }
+    write_outputs(task, out, metrics, video_frames=video_frames, mesh_resolution=mesh or None)
+    console.print(
+        f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(split)} held-out "
+        f"views after {state.step} steps, {state.seconds:.0f} s of training "
+        f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/"
+    )
+
+
+@app.command("render")
+def render_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint.pt written by fields fit")],
+    path: Annotated[str, typer.Option(help="camera path: orbit or spiral")] = "spiral",
+    out: Annotated[str, typer.Option(help="video file (.mp4 or .gif)")] = "video.mp4",
+    frames: Annotated[int, typer.Option(help="number of frames")] = 60,
+    fps: Annotated[int, typer.Option(help="frames per second")] = 24,
+    scale: Annotated[float, typer.Option(help="resolution relative to the data's")] = 1.0,
+) -> None:
+    """Render a video of a fitted radiance field along a camera path."""
+    from rich.progress import Progress
+
+    from fields.io import write_video
+    from fields.nerf import LoadedNerf, render_path
+
+    try:
+        nerf = LoadedNerf(checkpoint)
+        with Progress(console=console) as progress:
+            task = progress.add_task("rendering", total=frames)
+            video = render_path(
+                nerf.model, nerf.grid, nerf.settings, nerf.info, path, frames, scale=scale,
+                progress=lambda i, n: progress.update(task, completed=i),
+            )
+        write_video(out, video, fps=fps)
+    except (ValueError, FileNotFoundError) as e:
+        raise _error(e) from e
+    console.print(f"wrote {out} ({frames} frames, {video[0].shape[1]}x{video[0].shape[0]})")
+
+
+@export_app.command("mesh")
+def export_mesh_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint.pt written by fields fit")],
+    resolution: Annotated[int, typer.Option(help="grid vertices per axis")] = 256,
+    threshold: Annotated[float, typer.Option(help="density iso-level")] = 10.0,
+    out: Annotated[
+        str | None, typer.Option(help="PLY file (default: next to the checkpoint)")
+    ] = None,
+) -> None:
+    """Extract a coloured mesh (PLY) from a fitted radiance field by marching cubes."""
+    from pathlib import Path
+
+    from fields.mesh import write_ply
+    from fields.nerf import LoadedNerf, extract_nerf_mesh
+
+    try:
+        nerf = LoadedNerf(checkpoint)
+        with console.status(f"sampling the density on a {resolution}^3 grid..."):
+            verts, faces, colours = extract_nerf_mesh(
+                nerf.model, nerf.model.aabb, resolution, threshold
+            )
+        target = Path(out) if out else Path(checkpoint).with_name("mesh.ply")
+        write_ply(target, verts, faces, colours)
+    except (ValueError, FileNotFoundError) as e:
+        raise _error(e) from e
+    console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces")
+
+
 def main() -> None:
     app()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -35,3 +36,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Writes a text file atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+
+def write_video(path: str | os.PathLike, frames: Sequence[Any], fps: int = 24) -> Path:
+    """Writes frames ((H, W, 3) float tensors in [0, 1]) as a video, atomically. ``.mp4``
+    goes through imageio's ffmpeg plugin (the imageio-ffmpeg package, a dependency);
+    ``.gif`` needs imageio alone."""
+    import imageio
+    import numpy as np
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".mp4", ".gif"):
+        raise ValueError(f"{p}: unknown video extension {p.suffix!r}; use .mp4 or .gif")
+    arr = [(f.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8) for f in frames]
+
+    def write(tmp: str) -> None:
+        if suffix == ".gif":
+            imageio.mimwrite(tmp, arr, format="GIF", duration=1000 / fps, loop=0)
+        else:
+            imageio.mimwrite(tmp, arr, format="FFMPEG", fps=fps, macro_block_size=1,
+                             quality=8)
+
+    return atomic_write(p, write)

@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "grid.h"
+#include "march.h"
 #include "mlp.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -24,6 +25,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("need_params"), py::arg("need_dx"));
   m.def("advise_huge_pages", &fields::advise_huge_pages,
         "Hint the OS to back a (large, untouched) CPU tensor with huge pages", py::arg("t"));
+  m.def("march_rays_cpu", &fields::march_rays_cpu,
+        "Ray marching through an occupancy grid on the CPU (packed samples)",
+        py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
+        py::arg("occupancy"), py::arg("aabb"), py::arg("contraction"), py::arg("step_size"),
+        py::arg("cone_angle"), py::arg("max_step"));
 #ifdef FIELDS_WITH_CUDA
   m.attr("has_cuda") = true;
 #else

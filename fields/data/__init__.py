@@ -1,1 +1,55 @@
 """Dataset readers and procedural scenes (built with the field kinds that need them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fields.data.dataset import SceneData
+
+FORMATS = ("blender", "ngp", "llff", "colmap")
+_LOOKED_FOR = (
+    "transforms_train.json (Blender), transforms.json (instant-ngp), poses_bounds.npy (LLFF), "
+    "sparse/ or cameras.txt + images.txt (COLMAP)"
+)
+
+
+def format_of(path: str | os.PathLike) -> str:
+    """The format of a scene folder, one of `FORMATS`, by the files it holds (first match):
+    ``transforms_train.json`` -> "blender", ``transforms.json`` -> "ngp",
+    ``poses_bounds.npy`` -> "llff", ``sparse/`` or ``cameras.txt`` + ``images.txt`` ->
+    "colmap". A path to a ``.json`` file (other than ``transforms_<split>.json``, whose folder
+    is the scene) is "ngp". Raises ValueError when nothing matches."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_file():
+        if p.suffix == ".json" and not p.name.startswith("transforms_"):
+            return "ngp"
+        raise ValueError(f"{p}: not a scene folder (expected a folder holding {_LOOKED_FOR})")
+    if (p / "transforms_train.json").is_file():
+        return "blender"
+    if (p / "transforms.json").is_file():
+        return "ngp"
+    if (p / "poses_bounds.npy").is_file():
+        return "llff"
+    if (p / "sparse").is_dir() or ((p / "cameras.txt").is_file() and (p / "images.txt").is_file()):
+        return "colmap"
+    raise ValueError(f"{p}: unknown scene format (looked for {_LOOKED_FOR})")
+
+
+def load_scene(path: str | os.PathLike, **kw: Any) -> SceneData:
+    """Reads a scene in whichever format `format_of` detects; keyword arguments go to the
+    reader (`read_blender`, `read_ngp`, `read_llff`, `read_colmap`). Returns a SceneData."""
+    fmt = format_of(path)
+    if fmt == "blender":
+        from fields.data.blender import read_blender as reader
+    elif fmt == "ngp":
+        from fields.data.ngp import read_ngp as reader
+    elif fmt == "llff":
+        from fields.data.llff import read_llff as reader
+    else:
+        from fields.data.colmap import read_colmap as reader
+    return reader(path, **kw)

@@ -1,0 +1,278 @@
+"""COLMAP text models: ``cameras.txt``, ``images.txt`` and (optional) ``points3D.txt``.
+
+The model is looked for in ``<path>/sparse/0``, ``<path>/sparse``, then ``<path>``; images in
+``<path>/images`` (or ``<path>/images_<downscale>`` when it exists). Binary models
+(``cameras.bin``) are not read: convert them with
+``colmap model_converter --input_path sparse/0 --output_path sparse/0 --output_type TXT``.
+
+Camera models and their parameters (OpenCV radial-tangential distortion k1 k2 p1 p2):
+
+* ``SIMPLE_PINHOLE f cx cy``          * ``PINHOLE fx fy cx cy``
+* ``SIMPLE_RADIAL f cx cy k``          * ``RADIAL f cx cy k1 k2``
+* ``OPENCV fx fy cx cy k1 k2 p1 p2``
+
+COLMAP's pixel convention (centre of the top-left pixel at (0.5, 0.5)) is the engine's, so
+principal points are taken as they are. ``images.txt`` gives world-to-camera poses in the
+OpenCV camera frame: ``x_cam = R(q) x_world + t`` with ``q = (QW, QX, QY, QZ)``. The reader
+inverts them (``c2w = [R^T | -R^T t]``) and converts with `opencv_to_opengl`.
+
+Normalisation (recorded in ``meta``): world points are mapped to
+``(x - centre) * scale``, with ``centre`` the mean camera centre and ``scale`` one over the
+largest camera distance from it, so cameras lie within the unit sphere and at least one on it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fields.data.blender import check_downscale, hold_out, load_images
+from fields.data.dataset import SceneData, Split
+from fields.render.cameras import Cameras, opencv_to_opengl
+
+#: model name -> (number of params, function params -> (fx, fy, cx, cy, k1, k2, p1, p2))
+CAMERA_MODELS = {
+    "SIMPLE_PINHOLE": (3, lambda p: (p[0], p[0], p[1], p[2], 0, 0, 0, 0)),
+    "PINHOLE": (4, lambda p: (p[0], p[1], p[2], p[3], 0, 0, 0, 0)),
+    "SIMPLE_RADIAL": (4, lambda p: (p[0], p[0], p[1], p[2], p[3], 0, 0, 0)),
+    "RADIAL": (5, lambda p: (p[0], p[0], p[1], p[2], p[3], p[4], 0, 0)),
+    "OPENCV": (8, lambda p: tuple(p)),
+}
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, line without the newline) of a text file, comments dropped."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text file ({e})") from e
+    return [(i + 1, ln.rstrip("\r")) for i, ln in enumerate(text.split("\n"))
+            if not ln.lstrip().startswith("#")]
+
+
+def _floats(tokens: list[str], where: str, what: str) -> list[float]:
+    try:
+        vals = [float(t) for t in tokens]
+    except ValueError as e:
+        raise ValueError(f"{where}: {e} (expected {what})") from e
+    if not all(np.isfinite(vals)):
+        raise ValueError(f"{where}: non-finite value (expected {what})")
+    return vals
+
+
+def read_cameras_txt(path: Path) -> dict[int, dict]:
+    """Parses ``cameras.txt``: {camera id: {"size": (W, H), "params": (fx, fy, cx, cy, k1, k2,
+    p1, p2), "line": line number}}."""
+    cams = {}
+    for no, line in _lines(path):
+        tok = line.split()
+        if not tok:
+            continue
+        where = f"{path}:{no}"
+        if len(tok) < 4:
+            raise ValueError(f"{where}: {line!r} (expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS[])")
+        model = tok[1]
+        if model not in CAMERA_MODELS:
+            raise ValueError(
+                f"{where}: camera model {model!r} is not supported (expected one of "
+                f"{', '.join(CAMERA_MODELS)}; undistort the images with COLMAP first)"
+            )
+        try:
+            cid, w, h = int(tok[0]), int(tok[2]), int(tok[3])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e} (expected integer CAMERA_ID, WIDTH, HEIGHT)") from e
+        n, convert = CAMERA_MODELS[model]
+        if len(tok) - 4 != n:
+            raise ValueError(f"{where}: {model} has {len(tok) - 4} parameters (expected {n})")
+        params = convert(_floats(tok[4:], where, f"{n} numeric {model} parameters"))
+        if w < 1 or h < 1 or params[0] <= 0 or params[1] <= 0:
+            raise ValueError(f"{where}: size {w}x{h}, focal {params[0]:g} (expected > 0)")
+        cams[cid] = {"size": (w, h), "params": tuple(float(v) for v in params), "line": no}
+    return cams
+
+
+def qvec_to_rotation(q: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation of a quaternion (w, x, y, z) (normalised first)."""
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def read_images_txt(path: Path) -> list[dict]:
+    """Parses ``images.txt`` (two lines per image, the second, the 2D points, possibly empty):
+    [{"name", "camera", "R" (3, 3), "t" (3,), "line"}], world-to-camera in OpenCV's frame."""
+    images = []
+    lines = _lines(path)
+    i = 0
+    while i < len(lines):
+        no, line = lines[i]
+        tok = line.split()
+        i += 1
+        if not tok:  # blank lines between entries or at the end
+            continue
+        where = f"{path}:{no}"
+        if len(tok) < 10:
+            raise ValueError(
+                f"{where}: {line!r} (expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME)"
+            )
+        vals = _floats(tok[1:8], where, "numeric QW QX QY QZ TX TY TZ")
+        q = np.array(vals[:4])
+        if np.linalg.norm(q) < 1e-8:
+            raise ValueError(f"{where}: zero quaternion (expected QW QX QY QZ of a rotation)")
+        try:
+            cam = int(tok[8])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e} (expected an integer CAMERA_ID)") from e
+        images.append({"name": " ".join(tok[9:]), "camera": cam, "R": qvec_to_rotation(q),
+                       "t": np.array(vals[4:]), "line": no})
+        # the points line: skip it unless it is missing (then the next line is an image's)
+        if i < len(lines):
+            nxt = lines[i][1].split()
+            if len(nxt) % 3 == 0:
+                i += 1
+    return images
+
+
+def read_points_txt(path: Path) -> np.ndarray:
+    """(P, 3) positions of ``points3D.txt`` (``POINT3D_ID X Y Z R G B ERROR TRACK[]``)."""
+    pts = []
+    for no, line in _lines(path):
+        tok = line.split(maxsplit=4)
+        if not tok:
+            continue
+        if len(tok) < 4:
+            raise ValueError(f"{path}:{no}: {line!r} (expected POINT3D_ID X Y Z R G B ERROR "
+                             "TRACK[])")
+        pts.append(_floats(tok[1:4], f"{path}:{no}", "numeric X Y Z"))
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+
+
+def _model_dir(root: Path) -> Path:
+    candidates = (root / "sparse" / "0", root / "sparse", root)
+    for c in candidates:
+        if (c / "cameras.txt").is_file() and (c / "images.txt").is_file():
+            return c
+    for c in candidates:
+        if (c / "cameras.bin").is_file():
+            raise ValueError(
+                f"{c / 'cameras.bin'}: binary COLMAP model (expected cameras.txt and images.txt; "
+                f"convert with: colmap model_converter --input_path {c} --output_path {c} "
+                "--output_type TXT)"
+            )
+    raise FileNotFoundError(
+        f"{root}: no COLMAP text model (expected cameras.txt and images.txt in "
+        + ", ".join(str(c) for c in candidates) + ")"
+    )
+
+
+def _box(pts: np.ndarray) -> np.ndarray:
+    """(2, 3) box of points, each axis at least 5% of the largest extent (1 if all are 0)."""
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    big = half.max()
+    half = np.maximum(half, 0.05 * big) if big > 1e-9 else np.ones(3)
+    return np.stack((centre - half, centre + half))
+
+
+def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) -> SceneData:
+    """Reads a COLMAP scene folder (text model; see the module docstring for conventions).
+
+    Args:
+        path: the scene folder (model in ``sparse/0``, ``sparse`` or the folder itself; images
+            in ``images/``).
+        downscale: integer factor. Images come from ``images_<downscale>/`` when it exists,
+            else from ``images/`` area-averaged to ``(H // d, W // d)``; intrinsics follow.
+        hold_every: with more than `hold_every` images (sorted by name), images 0, hold_every,
+            2 hold_every, ... are "test", the rest "train"; 0 keeps all in "train".
+    Returns:
+        SceneData: images (N, H, W, 3), cameras with the model's intrinsics and distortion,
+        poses normalised (module docstring); unbounded; aabb the 2nd-98th percentile box of
+        the normalised ``points3D.txt`` points, or without points the box of the camera
+        centres; near 0, far 1e10. meta has "centre" (3,) and "scale" of the normalisation.
+    Raises:
+        ValueError naming the file and line for malformed or unsupported input, or images of
+        different sizes; FileNotFoundError for missing files.
+    """
+    root = Path(path)
+    d = check_downscale(downscale)
+    model = _model_dir(root)
+    cams_txt, images_txt = model / "cameras.txt", model / "images.txt"
+    cameras = read_cameras_txt(cams_txt)
+    entries = sorted(read_images_txt(images_txt), key=lambda e: e["name"])
+    if not entries:
+        raise ValueError(f"{images_txt}: no images")
+    for e in entries:
+        if e["camera"] not in cameras:
+            raise ValueError(f"{images_txt}:{e['line']}: CAMERA_ID {e['camera']} is not in "
+                             f"{cams_txt}")
+    sizes = {cameras[e["camera"]]["size"] for e in entries}
+    if len(sizes) > 1:
+        raise ValueError(f"{cams_txt}: the images use cameras of sizes "
+                         f"{sorted(sizes)} (expected one size for all images)")
+    (cw, ch), = sizes
+
+    folder = root / f"images_{d}"
+    pre_shrunk = d > 1 and folder.is_dir()
+    if not pre_shrunk:
+        folder = root / "images"
+    files = []
+    for e in entries:
+        f = folder / e["name"]
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such image (listed in {images_txt}:{e['line']})")
+        files.append(f)
+    images, _, (h0, w0) = load_images(files, 1 if pre_shrunk else d, source=images_txt)
+    f0 = d if pre_shrunk else 1
+    if abs(w0 - cw / f0) > 1 or abs(h0 - ch / f0) > 1:
+        raise ValueError(
+            f"{files[0]}: image is {w0}x{h0} but its camera in {cams_txt} is {cw}x{ch} "
+            f"(expected {cw // f0}x{ch // f0})"
+        )
+    h, w = images.shape[1:3]
+    sx, sy = w / cw, h / ch
+
+    rot = np.stack([e["R"] for e in entries])
+    t = np.stack([e["t"] for e in entries])
+    centres = -np.einsum("nji,nj->ni", rot, t)  # -R^T t
+    centre = centres.mean(0)
+    radius = np.linalg.norm(centres - centre, axis=1).max()
+    scale = 1.0 / radius if radius > 1e-9 else 1.0
+    c2w = np.concatenate((rot.transpose(0, 2, 1), ((centres - centre) * scale)[:, :, None]),
+                         axis=2)
+    c2w = opencv_to_opengl(torch.from_numpy(c2w)).float()
+
+    params = np.array([cameras[e["camera"]]["params"] for e in entries])  # (N, 8)
+    cams = Cameras(
+        c2w, params[:, 0] * sx, params[:, 1] * sy, params[:, 2] * sx, params[:, 3] * sy, w, h,
+        torch.from_numpy(params[:, 4:]).float(),
+    )
+
+    points_txt = model / "points3D.txt"
+    pts = read_points_txt(points_txt) if points_txt.is_file() else np.zeros((0, 3))
+    if len(pts):
+        pts = (pts - centre) * scale
+        aabb = _box(np.percentile(pts, [2.0, 98.0], axis=0))
+    else:
+        aabb = _box((centres - centre) * scale)
+
+    names = [e["name"] for e in entries]
+    train, test = hold_out(len(entries), hold_every)
+    splits = {}
+    for name, idx in (("train", train), ("test", test)):
+        if idx:
+            ix = torch.tensor(idx)
+            splits[name] = Split(images[ix], cams[ix], [names[i] for i in idx])
+    return SceneData(
+        name=root.resolve().name, splits=splits, aabb=torch.from_numpy(aabb).float(),
+        unbounded=True, near=0.0, far=1e10,
+        meta={"format": "colmap", "path": str(root), "model": str(model), "downscale": d,
+              "centre": centre.tolist(), "scale": scale, "images": str(folder)},
+    )

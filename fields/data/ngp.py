@@ -1,0 +1,187 @@
+"""instant-ngp scenes: one ``transforms.json`` (as written by instant-ngp's colmap2nerf.py).
+
+Keys read (each intrinsic key at the top level or per frame, the frame's value winning):
+
+* ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``: intrinsics in pixels; ``camera_angle_x`` /
+  ``camera_angle_y`` (field of view in radians) when ``fl_x`` / ``fl_y`` are missing,
+  ``fl_y = fl_x`` when neither is given, the principal point defaults to the image centre;
+* ``k1``, ``k2``, ``p1``, ``p2``: OpenCV radial-tangential distortion (``Cameras.distortion``);
+* ``aabb_scale`` (default 1), ``scale`` (default 0.33), ``offset`` (default [0.5, 0.5, 0.5]);
+* ``frames[i].file_path`` (relative to the json) and ``frames[i].transform_matrix`` (4x4
+  camera-to-world, NeRF / OpenGL convention).
+
+Coordinates. instant-ngp maps a camera translation ``t`` of the json to ``t * scale + offset``
+(then cycles the axes, which does not matter here) and renders the box of half-size
+``aabb_scale / 2`` centred at its unit cube's centre ``(0.5, 0.5, 0.5)``. We keep the json's
+axes and put that centre at the origin::
+
+    world = t * scale + (offset - 0.5)        # = t * scale with the default offset
+    aabb  = [-aabb_scale / 2, +aabb_scale / 2]^3
+
+so instant-ngp's unit cube [0, 1]^3 becomes [-0.5, 0.5]^3; rotations are unchanged. The scene
+is unbounded when ``aabb_scale > 1``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fields.data.blender import (
+    check_downscale,
+    frame_file,
+    frame_matrix,
+    hold_out,
+    load_images,
+    number,
+    read_json,
+)
+from fields.data.dataset import SceneData, Split
+from fields.render.cameras import Cameras
+
+NGP_SCALE = 0.33
+NGP_OFFSET = (0.5, 0.5, 0.5)
+HOLD_EVERY = 8
+_INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
+               "k1", "k2", "p1", "p2", "k3", "k4")
+
+
+def _intrinsics(
+    keys: dict[str, Any], where: str, w: int, h: int
+) -> tuple[float, float, float, float, list[float]]:
+    """fx, fy, cx, cy (pixels at the file's size w x h) and [k1, k2, p1, p2] of one frame."""
+    def get(k: str, expected: str) -> float | None:
+        return None if keys.get(k) is None else number(keys, k, where, expected)
+
+    jw, jh = get("w", "the image width in pixels"), get("h", "the image height in pixels")
+    # intrinsics are given for a w x h image: scale them to the file's size
+    if jw is not None and jh is not None and (jw, jh) != (w, h):
+        if abs(jh * w / jw - h) > 1 and abs(jw * h / jh - w) > 1:  # beyond rounding
+            raise ValueError(
+                f"{where}: 'w' x 'h' is {jw:g}x{jh:g} but the image is {w}x{h} "
+                "(expected the image size, or one of the same aspect ratio)"
+            )
+    sx = w / jw if jw else 1.0
+    sy = h / jh if jh else sx
+    jw, jh = w / sx, h / sy  # the size the intrinsics refer to
+    fx = get("fl_x", "the focal length in pixels")
+    if fx is None:
+        ax = get("camera_angle_x", "the horizontal field of view in radians")
+        if ax is None:
+            raise ValueError(
+                f"{where}: no 'fl_x' or 'camera_angle_x' (expected the focal length in pixels "
+                "or the horizontal field of view in radians)"
+            )
+        fx = 0.5 * jw / math.tan(0.5 * ax)
+    fy = get("fl_y", "the focal length in pixels")
+    if fy is None:
+        ay = get("camera_angle_y", "the vertical field of view in radians")
+        fy = fx if ay is None else 0.5 * jh / math.tan(0.5 * ay)
+    cx = get("cx", "the principal point in pixels")
+    cy = get("cy", "the principal point in pixels")
+    cx = 0.5 * jw if cx is None else cx
+    cy = 0.5 * jh if cy is None else cy
+    for k in ("k3", "k4"):
+        if get(k, "a distortion coefficient"):
+            raise ValueError(f"{where}: {k!r} is non-zero (only OpenCV k1 k2 p1 p2 distortion "
+                             "is supported)")
+    dist = [get(k, "a distortion coefficient") or 0.0 for k in ("k1", "k2", "p1", "p2")]
+    if fx <= 0 or fy <= 0:
+        raise ValueError(f"{where}: focal length {fx:g}, {fy:g} (expected > 0)")
+    return fx * sx, fy * sy, cx * sx, cy * sy, dist
+
+
+def read_ngp(
+    path: str | os.PathLike,
+    downscale: int = 1,
+    background: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
+) -> SceneData:
+    """Reads an instant-ngp scene (see the module docstring for keys and coordinates).
+
+    Args:
+        path: the folder holding ``transforms.json``, or the json file itself.
+        downscale: integer factor; images are area-averaged to ``(H // d, W // d)`` and the
+            intrinsics scaled with them.
+        background: RGB that RGBA images are composited on (alpha kept in Split.alpha).
+    Returns:
+        SceneData: every frame in "train", except that with more than 8 frames every 8th frame
+        (indices 0, 8, 16, ..., LLFF's convention) is held out as "test". Images
+        (N, H, W, 3), cameras (N) with distortion, aabb [-aabb_scale/2, aabb_scale/2]^3,
+        unbounded when aabb_scale > 1, near 0, far 1e10; meta has scale and offset.
+    Raises:
+        ValueError for malformed json (naming the file and field) or when no frame has an
+        image file; frames whose image is missing are skipped with a warning.
+    """
+    p = Path(path)
+    json_path = p if p.suffix == ".json" else p / "transforms.json"
+    data = read_json(json_path)
+    d = check_downscale(downscale)
+    bg = torch.as_tensor(background, dtype=torch.float32).reshape(3)
+    frames = data.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise ValueError(f"{json_path}: no 'frames' (expected a non-empty list of frames)")
+    scale = number(data, "scale", str(json_path), "a number") if "scale" in data else NGP_SCALE
+    if scale <= 0:
+        raise ValueError(f"{json_path}: 'scale' is {scale} (expected > 0)")
+    offset = np.asarray(data.get("offset", NGP_OFFSET), dtype=np.float64)
+    if offset.shape != (3,) or not np.isfinite(offset).all():
+        raise ValueError(f"{json_path}: 'offset' is {data['offset']!r} (expected [x, y, z])")
+    aabb_scale = 1.0
+    if "aabb_scale" in data:
+        aabb_scale = number(data, "aabb_scale", str(json_path), "a positive number")
+        if aabb_scale <= 0:
+            raise ValueError(f"{json_path}: 'aabb_scale' is {aabb_scale} (expected > 0)")
+    top = {k: data[k] for k in _INTRINSICS if k in data}
+
+    mats, files, names, keys = [], [], [], []
+    for i, fr in enumerate(frames):
+        m = frame_matrix(fr, i, json_path)
+        try:
+            f = frame_file(fr, i, json_path, ("", ".png", ".jpg"))
+        except FileNotFoundError as e:
+            warnings.warn(f"skipping a frame: {e}", stacklevel=2)
+            continue
+        mats.append(m)
+        files.append(f)
+        names.append(fr["file_path"])
+        keys.append((i, top | {k: fr[k] for k in _INTRINSICS if k in fr}))
+    if not files:
+        raise ValueError(f"{json_path}: none of the {len(frames)} frames has an image file")
+
+    images, alpha, (h0, w0) = load_images(files, d, bg, json_path)
+    h, w = images.shape[1:3]
+    intr = [_intrinsics(k, f"{json_path}: frames[{i}]", w0, h0) for i, k in keys]
+    fx, fy, cx, cy = (torch.tensor([v[j] for v in intr], dtype=torch.float64) for j in range(4))
+    sx, sy = w / w0, h / h0
+    c2w = np.stack(mats)
+    c2w[:, :, 3] = c2w[:, :, 3] * scale + (offset - 0.5)
+    cams = Cameras(
+        torch.from_numpy(c2w).float(), fx * sx, fy * sy, cx * sx, cy * sy, w, h,
+        torch.tensor([v[4] for v in intr], dtype=torch.float32),
+    )
+
+    train, test = hold_out(len(files), HOLD_EVERY)
+    splits = {}
+    for name, idx in (("train", train), ("test", test)):
+        if not idx:
+            continue
+        ix = torch.tensor(idx)
+        splits[name] = Split(
+            images[ix], cams[ix], [names[i] for i in idx],
+            None if alpha is None else alpha[ix],
+        )
+    half = 0.5 * aabb_scale
+    return SceneData(
+        name=(json_path.parent.resolve().name), splits=splits,
+        aabb=torch.tensor([[-half] * 3, [half] * 3]), background=bg,
+        unbounded=aabb_scale > 1, near=0.0, far=1e10,
+        meta={"format": "ngp", "path": str(json_path), "downscale": d, "scale": scale,
+              "offset": offset.tolist(), "aabb_scale": aabb_scale},
+    )

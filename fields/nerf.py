@@ -1,0 +1,617 @@
+"""Radiance fields (NeRF): the model, rendering rays through an occupancy grid, and fitting.
+
+The default model is instant-ngp's (Müller et al. 2022): a 3-D multiresolution hash grid over
+the scene box, a small density network whose first output is the log-density and whose other
+outputs (15 features) feed, with a spherical-harmonics encoding of the view direction, a
+colour network. All networks are `FusedMLP`s, all encodings come from tiny-cuda-nn style
+configs, so any part can be swapped in `NerfConfig`. `vanilla_config()` is the original
+NeRF's layout (frequency encodings, a wide MLP) for comparison.
+
+Rendering (`render_rays`): rays are marched through an `OccupancyGrid` (C++ kernel, packed
+samples); a no-grad pass evaluates the density of every marched sample so that samples behind
+opaque content (transmittance < 1e-4) are dropped before the pass with gradients; the
+survivors are composited (`fields.render.volrend`). Unbounded scenes use the mip-NeRF 360
+contraction and cone-angle stepping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fields.data.dataset import SceneData, Split
+from fields.nn.config import from_config
+from fields.nn.encoding_config import encoding_from_config
+from fields.render.occupancy import OccupancyGrid, contract
+from fields.render.volrend import composite, offsets_from_indices, prune_samples
+
+CONTRACTIONS = ("none", "mipnerf360")
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp(x) whose gradient uses exp(min(x, 15)): instant-ngp's density activation, kept
+    from blowing up where the log-density grows large."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    return _TruncExp.apply(x)
+
+
+def hash_grid_config(finest_resolution: int = 1024, log2_hashmap_size: int = 19) -> dict:
+    """instant-ngp's NeRF grid: 16 levels x 2 features from resolution 16 to `finest`."""
+    return {
+        "otype": "HashGrid",
+        "n_levels": 16,
+        "n_features_per_level": 2,
+        "log2_hashmap_size": log2_hashmap_size,
+        "base_resolution": 16,
+        "per_level_scale": math.exp(math.log(finest_resolution / 16) / 15),
+    }
+
+
+@dataclass
+class NerfConfig:
+    """The model and how it is rendered and trained (defaults: instant-ngp on a CPU budget).
+
+    Model: `encoding` (position, on contracted coordinates in [0, 1]^3) -> `density_network`
+    -> 1 log-density + `geo_features`; `direction_encoding` (unit view direction, as
+    (d + 1) / 2) and the features -> `color_network` -> RGB (sigmoid).
+
+    Rendering: `grid_resolution`^3 occupancy cells; `render_steps` marching steps across the
+    scene box's diagonal; `cone_angle` (0 for bounded scenes: constant steps; unbounded scenes
+    default to 1/256, steps growing with distance); `transmittance_threshold` for early ray
+    termination.
+
+    Training: each step draws rays so that about `target_samples` samples are evaluated
+    (starting from `initial_rays`, at most `max_rays`); Adam (betas 0.9/0.99, eps 1e-15) with
+    learning rate `lr` decaying exponentially to `lr * lr_decay` over the budget after
+    `warmup_steps` of linear warm-up; L2 `weight_decay` on the networks; random background
+    colours when the images have alpha; occupancy-grid updates every `occupancy_every` steps.
+    """
+
+    encoding: dict[str, Any] = field(default_factory=lambda: hash_grid_config(1024, 19))
+    density_network: dict[str, Any] = field(
+        default_factory=lambda: {
+            "otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "None",
+            "n_neurons": 64, "n_hidden_layers": 1,
+        }
+    )
+    direction_encoding: dict[str, Any] = field(
+        default_factory=lambda: {"otype": "SphericalHarmonics", "degree": 4}
+    )
+    color_network: dict[str, Any] = field(
+        default_factory=lambda: {
+            "otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "Sigmoid",
+            "n_neurons": 64, "n_hidden_layers": 2,
+        }
+    )
+    geo_features: int = 15
+    density_bias: float = -1.0
+    grid_resolution: int = 128
+    render_steps: int = 512
+    cone_angle: float | None = None
+    transmittance_threshold: float = 1e-4
+    target_samples: int = 2**17
+    initial_rays: int = 4096
+    max_rays: int = 2**15
+    lr: float = 1e-2
+    lr_decay: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 1e-6
+    random_background: bool = True
+    occupancy_every: int = 16
+    occupancy_warmup: int = 256
+    occupancy_threshold: float = 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NerfConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(
+                f"NerfConfig: unknown keys {sorted(unknown)}; allowed: {sorted(known)}"
+            )
+        return cls(**d)
+
+
+def vanilla_config() -> NerfConfig:
+    """The original NeRF's model (Mildenhall et al. 2020) on this engine: 10 / 4 frequency
+    bands for position / direction, an 8 x 256 ReLU density MLP (here without the skip
+    connection and the separate 128-wide colour layer), rendered with the same sampler.
+    Very slow on a CPU: for comparisons."""
+    return NerfConfig(
+        encoding={"otype": "Frequency", "n_frequencies": 10},
+        density_network={
+            "otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "None",
+            "n_neurons": 256, "n_hidden_layers": 8,
+        },
+        direction_encoding={"otype": "Frequency", "n_frequencies": 4},
+        color_network={
+            "otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "Sigmoid",
+            "n_neurons": 128, "n_hidden_layers": 1,
+        },
+        geo_features=255,
+        density_bias=0.0,
+        lr=5e-4,
+        lr_decay=0.1,
+        target_samples=2**15,
+        initial_rays=1024,
+        weight_decay=0.0,
+    )
+
+
+MODELS: dict[str, Callable[[], NerfConfig]] = {"ngp": NerfConfig, "vanilla": vanilla_config}
+
+
+class RadianceField(nn.Module):
+    """Density and view-dependent colour over a scene box (see `NerfConfig`).
+
+    Args:
+        aabb: (2, 3) scene box; positions are mapped to [0, 1]^3 by `contract`.
+        contraction: "none" (bounded: zero density outside the box) or "mipnerf360".
+        config: the model's configs.
+    """
+
+    def __init__(self, aabb: torch.Tensor, contraction: str, config: NerfConfig) -> None:
+        super().__init__()
+        if contraction not in CONTRACTIONS:
+            raise ValueError(f"RadianceField: contraction {contraction!r} not in {CONTRACTIONS}")
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3))
+        self.contraction = contraction
+        self.config = config
+        self.encoding = encoding_from_config(3, config.encoding)
+        self.density_network = from_config(
+            config.density_network, self.encoding.n_output_dims, 1 + config.geo_features
+        )
+        self.direction_encoding = encoding_from_config(3, config.direction_encoding)
+        self.color_network = from_config(
+            config.color_network,
+            self.direction_encoding.n_output_dims + config.geo_features,
+            3,
+        )
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = contract(x, self.aabb.reshape(6), self.contraction)
+        h = self.density_network(self.encoding(g.clamp(0.0, 1.0)))
+        sigma = trunc_exp(h[:, 0] + self.config.density_bias)
+        if self.contraction == "none":
+            inside = ((g >= 0) & (g <= 1)).all(dim=-1)
+            sigma = sigma * inside
+        return sigma, h[:, 1:]
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """Density (P,) at world points x (P, 3)."""
+        return self._features(x)[0]
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (P,) and colour (P, 3) at points x (P, 3) seen along unit directions d."""
+        sigma, feat = self._features(x)
+        rgb = self.color_network(
+            torch.cat((self.direction_encoding((d + 1.0) * 0.5), feat), dim=-1)
+        )
+        return sigma, rgb
+
+
+@dataclass
+class RenderSettings:
+    """How rays are marched: `step_size` (world units), `cone_angle`, near / far planes."""
+
+    step_size: float
+    cone_angle: float
+    near: float
+    far: float
+    transmittance_threshold: float = 1e-4
+
+    @classmethod
+    def for_scene(cls, aabb: torch.Tensor, unbounded: bool, config: NerfConfig,
+                  near: float = 0.0, far: float = 1e10) -> RenderSettings:
+        diag = float((aabb[1] - aabb[0]).norm())
+        cone = config.cone_angle if config.cone_angle is not None else (
+            1.0 / 256 if unbounded else 0.0
+        )
+        if unbounded and far > 1e9:
+            far = 1e3 * diag
+        return cls(diag / config.render_steps, cone, near, far, config.transmittance_threshold)
+
+
+def render_rays(
+    model: RadianceField,
+    grid: OccupancyGrid,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    settings: RenderSettings,
+    background: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Renders rays (R, 3) + unit directions (R, 3) on `background` ((3,) or (R, 3)).
+
+    Returns {"rgb": (R, 3), "opacity": (R, 1), "depth": (R, 1), "n_samples": () int64 samples
+    evaluated with gradients, "n_marched": () int64 samples marched}."""
+    n_rays = origins.shape[0]
+    ray_indices, t_starts, t_ends, offsets = grid.sample(
+        origins, directions, settings.near, settings.far, settings.step_size,
+        cone_angle=settings.cone_angle,
+    )
+    n_marched = ray_indices.shape[0]
+
+    def points(ri: torch.Tensor, ts: torch.Tensor, te: torch.Tensor) -> torch.Tensor:
+        return origins[ri] + directions[ri] * (0.5 * (ts + te))[:, None]
+
+    if n_marched > 0:
+        with torch.no_grad():
+            sig = model.density(points(ray_indices, t_starts, t_ends))
+            keep = prune_samples(
+                sig, t_starts, t_ends, ray_indices, offsets,
+                transmittance_threshold=settings.transmittance_threshold,
+            )
+        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
+        offsets = offsets_from_indices(ray_indices, n_rays)
+    sigmas, rgbs = model(points(ray_indices, t_starts, t_ends), directions[ray_indices])
+    out = composite(sigmas, rgbs, t_starts, t_ends, ray_indices, offsets, background)
+    out["n_samples"] = torch.tensor(ray_indices.shape[0])
+    out["n_marched"] = torch.tensor(n_marched)
+    return out
+
+
+def render_camera(
+    model: RadianceField,
+    grid: OccupancyGrid,
+    cameras: Any,
+    index: int,
+    settings: RenderSettings,
+    background: torch.Tensor,
+    chunk: int = 2**14,
+) -> dict[str, torch.Tensor]:
+    """Renders one camera's image: {"rgb": (H, W, 3), "depth": (H, W, 1), "opacity": (H, W, 1)}."""
+    origins, dirs = cameras.pixel_rays(index)
+    parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+    with torch.no_grad():
+        for o, d in zip(origins.split(chunk), dirs.split(chunk), strict=True):
+            out = render_rays(model, grid, o, d, settings, background)
+            for k in parts:
+                parts[k].append(out[k])
+    h, w = cameras.height, cameras.width
+    return {k: torch.cat(v).reshape(h, w, -1) for k, v in parts.items()}
+
+
+class RayBatcher:
+    """All training rays, precomputed, and random batches of them.
+
+    Holds origins / directions (P, 3), colours (P, 3) composited on the data set's
+    background and, when the images had alpha, alpha (P, 1) for random backgrounds."""
+
+    def __init__(self, split: Split, background: torch.Tensor) -> None:
+        cams = split.cameras
+        n, h, w = len(split), cams.height, cams.width
+        v, u = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32) + 0.5,
+            torch.arange(w, dtype=torch.float32) + 0.5,
+            indexing="ij",
+        )
+        cam = torch.arange(n).repeat_interleave(h * w)
+        self.origins, self.directions = cams.rays(
+            cam, u.reshape(-1).repeat(n), v.reshape(-1).repeat(n)
+        )
+        self.colors = split.images.reshape(-1, 3).contiguous()
+        self.alpha = None if split.alpha is None else split.alpha.reshape(-1, 1).contiguous()
+        self.background = background
+        self.n = self.colors.shape[0]
+
+    def sample(
+        self, n_rays: int, generator: torch.Generator, random_background: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """origins, directions, target colours (R, 3) and the background (R, 3) or (3,)."""
+        idx = torch.randint(0, self.n, (n_rays,), generator=generator)
+        target = self.colors[idx]
+        bg = self.background
+        if random_background and self.alpha is not None:
+            bg = torch.rand(n_rays, 3, generator=generator)
+            a = self.alpha[idx]
+            target = target + (1.0 - a) * (bg - self.background)
+        return self.origins[idx], self.directions[idx], target, bg
+
+
+def _param_groups(model: RadianceField, weight_decay: float) -> list[dict[str, Any]]:
+    """The encodings' tables without weight decay, the networks' weights with it."""
+    nets = [p for m in (model.density_network, model.color_network) for p in m.parameters()]
+    net_ids = {id(p) for p in nets}
+    rest = [p for p in model.parameters() if id(p) not in net_ids]
+    return [{"params": rest, "weight_decay": 0.0}, {"params": nets, "weight_decay": weight_decay}]
+
+
+class NerfTask:
+    """One NeRF training run for `fields.train.train`: model + occupancy grid, Adam, the
+    adaptive ray batch, evaluation on held-out views."""
+
+    def __init__(
+        self, data: SceneData, config: NerfConfig, seed: int = 0, eval_views: int = 4
+    ) -> None:
+        self.data = data
+        self.config = config
+        self.contraction = "mipnerf360" if data.unbounded else "none"
+        self.model = RadianceField(data.aabb, self.contraction, config)
+        self.grid = OccupancyGrid(
+            data.aabb.reshape(6), config.grid_resolution, self.contraction
+        )
+        self.module = nn.ModuleDict({"field": self.model, "grid": self.grid})
+        self.settings = RenderSettings.for_scene(
+            data.aabb, data.unbounded, config, data.near, data.far
+        )
+        self.optimizer = torch.optim.Adam(
+            _param_groups(self.model, config.weight_decay),
+            lr=config.lr, betas=(0.9, 0.99), eps=1e-15,
+        )
+        self.rays = RayBatcher(data.train, data.background)
+        self.n_rays = config.initial_rays
+        self.generator = torch.Generator().manual_seed(seed)
+        self.eval_views = eval_views
+        self.last_eval_images: list[dict[str, torch.Tensor]] = []
+        self.rays_trained = 0
+        self.samples_trained = 0
+
+    # -- training --
+    def learning_rate(self, step: int, progress: float) -> float:
+        c = self.config
+        warm = min(1.0, (step + 1) / max(c.warmup_steps, 1))
+        return c.lr * warm * c.lr_decay**progress
+
+    def occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
+        """What the occupancy grid thresholds: the opacity of one marching step at x."""
+        return self.model.density(x) * self.settings.step_size
+
+    def train_step(self, step: int, progress: float) -> dict[str, float]:
+        c = self.config
+        if step % c.occupancy_every == 0:
+            self.grid.update(
+                step, self.occupancy_density, occ_thre=c.occupancy_threshold,
+                warmup_steps=c.occupancy_warmup,
+            )
+        lr = self.learning_rate(step, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        o, d, target, bg = self.rays.sample(self.n_rays, self.generator, c.random_background)
+        out = render_rays(self.model, self.grid, o, d, self.settings, bg)
+        mse = (out["rgb"] - target).square().mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        if out["n_samples"] > 0:
+            mse.backward()
+            self.optimizer.step()
+        n_samples = int(out["n_samples"])
+        rays = self.n_rays
+        self.rays_trained += rays
+        self.samples_trained += n_samples
+        # aim at target_samples evaluated samples per step
+        per_ray = max(n_samples, 1) / rays
+        self.n_rays = int(min(c.max_rays, max(256, c.target_samples / per_ray)))
+        loss = mse.item()
+        return {
+            "loss": loss,
+            "psnr": -10.0 * math.log10(max(loss, 1e-10)),
+            "rays": float(rays),
+            "samples": float(n_samples),
+            "lr": lr,
+        }
+
+    # -- evaluation --
+    def render(self, split: Split, index: int, background: torch.Tensor | None = None):
+        bg = self.data.background if background is None else background
+        return render_camera(self.model, self.grid, split.cameras, index, self.settings, bg)
+
+    def evaluate(self, final: bool) -> dict[str, float]:
+        """Mean per-view PSNR (and SSIM when final) over held-out views: every view of the
+        evaluation split when final, else the first `eval_views` of "val" (or of it)."""
+        from fields.metrics import psnr, ssim
+
+        if final:
+            split = self.data.eval_split()
+            views = range(len(split))
+        else:
+            split = self.data.splits.get("val", self.data.eval_split())
+            views = range(min(self.eval_views, len(split)))
+        psnrs, ssims = [], []
+        self.last_eval_images = []
+        for i in views:
+            out = self.render(split, i)
+            gt = split.images[i]
+            psnrs.append(psnr(out["rgb"], gt))
+            if final:
+                ssims.append(ssim(out["rgb"], gt))
+                self.last_eval_images.append({**out, "gt": gt})
+        scores = {"psnr": sum(psnrs) / len(psnrs)}
+        if final:
+            scores["ssim"] = sum(ssims) / len(ssims)
+            scores["psnr_per_view"] = psnrs  # type: ignore[assignment]
+        return scores
+
+    # -- what a checkpoint needs to rebuild the renderer --
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"kind": "nerf", "nerf": scene_info(self.data, self.config)}
+
+
+def scene_info(data: SceneData, config: NerfConfig) -> dict[str, Any]:
+    """Everything besides the weights that rendering a checkpoint needs: the config, the box,
+    near / far, the evaluation cameras' intrinsics and an orbit (centre, radius, up)."""
+    split = data.eval_split()
+    cams = data.train.cameras
+    centres = cams.c2w[:, :, 3]
+    up = cams.c2w[:, :, 1].mean(0)
+    up = up / up.norm().clamp_min(1e-9)
+    centre = data.aabb.mean(0) if not data.unbounded else centres.mean(0) * 0
+    radius = float((centres - centre).norm(dim=-1).median())
+    ec = split.cameras
+    return {
+        "config": config.to_dict(),
+        "aabb": data.aabb.tolist(),
+        "unbounded": data.unbounded,
+        "near": data.near,
+        "far": min(data.far, 1e10),
+        "background": data.background.tolist(),
+        "scene": data.name,
+        "camera": {
+            "width": ec.width, "height": ec.height, "fx": float(ec.fx[0]), "fy": float(ec.fy[0]),
+            "cx": float(ec.cx[0]), "cy": float(ec.cy[0]),
+        },
+        "orbit": {"centre": centre.tolist(), "radius": radius, "up": up.tolist()},
+    }
+
+
+class LoadedNerf:
+    """A NeRF checkpoint, ready to render: model, grid, settings and the scene info."""
+
+    def __init__(self, path: str) -> None:
+        from fields.train import read_checkpoint
+
+        payload = read_checkpoint(path)
+        info = payload.get("nerf")
+        if payload.get("kind") != "nerf" or not isinstance(info, dict):
+            raise ValueError(f"{path}: not a NeRF checkpoint (field 'kind' is "
+                             f"{payload.get('kind')!r}, expected 'nerf')")
+        self.info = info
+        self.config = NerfConfig.from_dict(info["config"])
+        aabb = torch.tensor(info["aabb"])
+        contraction = "mipnerf360" if info["unbounded"] else "none"
+        self.model = RadianceField(aabb, contraction, self.config)
+        self.grid = OccupancyGrid(aabb.reshape(6), self.config.grid_resolution, contraction)
+        module = nn.ModuleDict({"field": self.model, "grid": self.grid})
+        try:
+            module.load_state_dict(payload["state_dict"])
+        except RuntimeError as e:
+            raise ValueError(f"{path}: field 'state_dict' does not match the model: {e}") from e
+        module.eval()
+        self.settings = RenderSettings.for_scene(
+            aabb, info["unbounded"], self.config, info["near"], info["far"]
+        )
+        self.background = torch.tensor(info["background"])
+        self.payload = payload
+
+
+def depth_image(depth: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) grey picture of a depth map: near is bright, far dark, empty pixels white."""
+    hit = opacity[..., 0] > 0.5
+    d = depth[..., 0]
+    if hit.any():
+        lo, hi = d[hit].min(), d[hit].max()
+        v = 1.0 - 0.8 * ((d - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+    else:
+        v = torch.zeros_like(d)
+    v = torch.where(hit, v, torch.ones_like(v))
+    return v[..., None].expand(*v.shape, 3)
+
+
+def render_path(
+    model: RadianceField,
+    grid: OccupancyGrid,
+    settings: RenderSettings,
+    info: dict[str, Any],
+    path: str = "orbit",
+    n_frames: int = 48,
+    background: torch.Tensor | None = None,
+    scale: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[torch.Tensor]:
+    """Frames (H, W, 3) along an orbit or spiral around the scene (see `fields.render.paths`)
+    with the evaluation cameras' intrinsics (times `scale`)."""
+    from fields.render.cameras import Cameras
+    from fields.render.paths import PATHS, orbit_path
+
+    if path not in PATHS:
+        raise ValueError(f"unknown camera path {path!r}; expected one of {sorted(PATHS)}")
+    o = info["orbit"]
+    c2w = orbit_path(torch.tensor(o["centre"]), o["radius"], torch.tensor(o["up"]),
+                     n_frames, spiral_deg=PATHS[path])
+    cam = info["camera"]
+    cams = Cameras(
+        c2w, cam["fx"] * scale, cam["fy"] * scale, cam["cx"] * scale, cam["cy"] * scale,
+        round(cam["width"] * scale), round(cam["height"] * scale),
+    )
+    bg = torch.tensor(info["background"]) if background is None else background
+    frames = []
+    for i in range(n_frames):  # one frame at a time; rays inside a frame are batched
+        frames.append(render_camera(model, grid, cams, i, settings, bg)["rgb"])
+        if progress is not None:
+            progress(i + 1, n_frames)
+    return frames
+
+
+def extract_nerf_mesh(
+    model: RadianceField, aabb: torch.Tensor, resolution: int = 256, threshold: float = 10.0
+) -> tuple[Any, Any, Any]:
+    """Mesh of the density iso-surface `threshold` over the box, with vertex colours from
+    the radiance head seen along the vertex normals: (vertices, faces, colours uint8)."""
+    import numpy as np
+
+    from fields.mesh import marching_cubes, sample_grid
+
+    vol = sample_grid(model.density, aabb, resolution)
+    verts, faces = marching_cubes(vol, threshold, aabb)
+    colours = None
+    if len(verts):
+        v = torch.from_numpy(verts)
+        # colour seen from outside: along the negative density gradient, by finite differences
+        eps = float((aabb[1] - aabb[0]).max()) / resolution
+        with torch.no_grad():
+            grad = torch.stack([model.density(v + e) - model.density(v - e)
+                                for e in torch.eye(3) * eps], -1)
+            n = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+            rgb = torch.cat([model(p, -d)[1] for p, d in zip(v.split(2**16), n.split(2**16),
+                                                               strict=True)])
+        colours = (rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    return verts, faces, colours
+
+
+def write_outputs(
+    task: NerfTask,
+    out_dir: Any,
+    metrics: dict[str, Any],
+    video_frames: int = 48,
+    mesh_resolution: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Writes renders/ (each evaluation view: ground truth | render | error map | depth),
+    orbit.mp4, mesh.ply (when `mesh_resolution`) and metrics.json into out_dir."""
+    import json
+    from pathlib import Path
+
+    from fields.data.images import error_map, write_image
+    from fields.io import write_text_atomic, write_video
+    from fields.mesh import write_ply
+
+    out = Path(out_dir)
+    for i, view in enumerate(task.last_eval_images):
+        row = torch.cat(
+            (view["gt"], view["rgb"], error_map(view["rgb"], view["gt"], 1e-3, 0.3),
+             depth_image(view["depth"], view["opacity"])), dim=1)
+        write_image(out / "renders" / f"test_{i:03d}.png", row)
+    written = {"renders": str(out / "renders")}
+    if video_frames > 0:
+        info = scene_info(task.data, task.config)
+        frames = render_path(
+            task.model, task.grid, task.settings, info, "orbit", video_frames,
+            progress=(lambda i, n: progress("video", i, n)) if progress else None,
+        )
+        write_video(out / "orbit.mp4", frames)
+        written["video"] = str(out / "orbit.mp4")
+    if mesh_resolution:
+        verts, faces, colours = extract_nerf_mesh(task.model, task.data.aabb, mesh_resolution)
+        write_ply(out / "mesh.ply", verts, faces, colours)
+        written["mesh"] = str(out / "mesh.ply")
+        metrics["mesh_faces"] = len(faces)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return written

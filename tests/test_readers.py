@@ -1,0 +1,605 @@
+"""Readers of posed-image formats (Blender, instant-ngp, LLFF, COLMAP) on tiny scenes written
+here: camera values, image values, conventions (known points project where the format's own
+projection puts them), malformed-input errors, format detection, the Blender round trip."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from fields.data import format_of, load_scene
+from fields.data.blender import read_blender, write_blender
+from fields.data.colmap import read_colmap
+from fields.data.dataset import SceneData, Split
+from fields.data.llff import read_llff
+from fields.data.ngp import read_ngp
+from fields.render.cameras import Cameras, look_at, opencv_to_opengl
+
+W, H = 8, 6
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _write_png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, arr)
+
+
+def _images(n, channels=4, w=W, h=H, seed=0):
+    return _rng(seed).integers(0, 256, size=(n, h, w, channels), dtype=np.uint8)
+
+
+def _poses(n, radius=4.0, arc=2 * math.pi):
+    """(n, 4, 4) OpenGL camera-to-world matrices on an arc of a ring (the whole ring by
+    default), looking at the origin."""
+    a = torch.linspace(0, arc, n + 1)[:-1] - (0 if arc >= 2 * math.pi else arc / 2)
+    eye = torch.stack((radius * a.cos(), radius * a.sin(), 0.5 + 0.3 * a.sin()), -1)
+    c2w = look_at(eye, torch.zeros(3)).double()
+    return torch.cat((c2w, torch.tensor([0, 0, 0, 1.0]).expand(n, 1, 4).double()), 1).numpy()
+
+
+def _blender_scene(root: Path, n=3, angle=0.9, split="train", ext=".png", **extra):
+    imgs = _images(n, channels=4 if ext == ".png" else 3, seed=len(split))
+    poses = _poses(n)
+    frames = []
+    for i in range(n):
+        _write_png(root / split / f"r_{i}{ext}", imgs[i])
+        frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": poses[i].tolist()})
+    data = {"camera_angle_x": angle, "frames": frames, **extra}
+    (root / f"transforms_{split}.json").write_text(json.dumps(data))
+    return imgs, poses
+
+
+def _composite(imgs, bg):
+    rgb, a = imgs[..., :3] / 255.0, imgs[..., 3:] / 255.0
+    return rgb * a + np.asarray(bg) * (1 - a), a
+
+
+# --------------------------------------------------------------------------------- Blender
+
+
+def test_blender_cameras_images_alpha(tmp_path):
+    imgs, poses = _blender_scene(tmp_path, n=3, angle=0.9)
+    _, vposes = _blender_scene(tmp_path, n=2, angle=0.9, split="val")
+    scene = read_blender(tmp_path, background=(0.2, 0.4, 0.6))
+    assert isinstance(scene, SceneData)
+    assert set(scene.splits) == {"train", "val"} and not scene.unbounded
+    cams = scene.train.cameras
+    f = 0.5 * W / math.tan(0.45)
+    assert (cams.width, cams.height) == (W, H)
+    torch.testing.assert_close(cams.fx, torch.full((3,), f))
+    torch.testing.assert_close(cams.fy, torch.full((3,), f))
+    torch.testing.assert_close(cams.cx, torch.full((3,), W / 2))
+    torch.testing.assert_close(cams.cy, torch.full((3,), H / 2))
+    torch.testing.assert_close(cams.c2w, torch.from_numpy(poses[:, :3]).float())
+    assert not cams.has_distortion
+    rgb, a = _composite(imgs, (0.2, 0.4, 0.6))
+    torch.testing.assert_close(scene.train.images, torch.from_numpy(rgb).float())
+    torch.testing.assert_close(scene.train.alpha, torch.from_numpy(a).float())
+    torch.testing.assert_close(scene.splits["val"].cameras.c2w,
+                               torch.from_numpy(vposes[:, :3]).float())
+    assert scene.train.names == ["./train/r_0", "./train/r_1", "./train/r_2"]
+    torch.testing.assert_close(scene.aabb, torch.tensor([[-1.5] * 3, [1.5] * 3]))
+    torch.testing.assert_close(scene.background, torch.tensor([0.2, 0.4, 0.6]))
+    assert scene.near == 0.0 and scene.far > 1e6
+
+
+def test_blender_camera_looks_down_minus_z(tmp_path):
+    """The ring cameras look at the origin: it projects to the image centre, in front."""
+    _blender_scene(tmp_path, n=4)
+    cams = read_blender(tmp_path).train.cameras
+    for i in range(4):
+        uv, depth = cams.project(torch.zeros(1, 3), i)
+        torch.testing.assert_close(uv[0], torch.tensor([W / 2, H / 2]))
+        assert depth.item() > 3.9
+        # the -z axis of c2w points from the camera to the origin
+        fwd = -cams.c2w[i, :, 2]
+        to_origin = -cams.c2w[i, :, 3] / cams.c2w[i, :, 3].norm()
+        torch.testing.assert_close(fwd, to_origin, atol=1e-5, rtol=0)
+
+
+def test_blender_angle_y_aabb_and_file_suffixes(tmp_path):
+    _blender_scene(tmp_path, n=2, ext=".jpg", camera_angle_y=0.5,
+                   aabb=[[-1, -2, -3], [1, 2, 3]])
+    scene = read_blender(tmp_path)
+    cams = scene.train.cameras
+    torch.testing.assert_close(cams.fy, torch.full((2,), 0.5 * H / math.tan(0.25)))
+    torch.testing.assert_close(scene.aabb, torch.tensor([[-1.0, -2, -3], [1, 2, 3]]))
+    assert scene.train.images.shape == (2, H, W, 3)
+    # file_path with its extension written out is used as is
+    data = json.loads((tmp_path / "transforms_train.json").read_text())
+    for fr in data["frames"]:
+        fr["file_path"] += ".jpg"
+    (tmp_path / "transforms_train.json").write_text(json.dumps(data))
+    assert len(read_blender(tmp_path).train) == 2
+
+
+def test_blender_downscale_area_average(tmp_path):
+    _blender_scene(tmp_path, n=2)
+    full = read_blender(tmp_path)
+    half = read_blender(tmp_path, downscale=2)
+    cams = half.train.cameras
+    assert (cams.width, cams.height) == (W // 2, H // 2)
+    torch.testing.assert_close(cams.fx, full.train.cameras.fx / 2)
+    torch.testing.assert_close(cams.cx, torch.full((2,), W / 4))
+    expect = full.train.images.reshape(2, H // 2, 2, W // 2, 2, 3).mean((2, 4))
+    torch.testing.assert_close(half.train.images, expect)
+    assert half.train.alpha.shape == (2, H // 2, W // 2, 1)
+
+
+def _edit_json(path, edit):
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_blender_errors_name_file_and_field(tmp_path):
+    _blender_scene(tmp_path, n=3)
+    jp = tmp_path / "transforms_train.json"
+    good = jp.read_text()
+
+    _edit_json(jp, lambda d: d.pop("camera_angle_x"))
+    with pytest.raises(ValueError, match=r"transforms_train\.json: no 'camera_angle_x'"):
+        read_blender(tmp_path)
+
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d["frames"][1].pop("transform_matrix"))
+    with pytest.raises(ValueError, match=r"transforms_train\.json: frames\[1\] has no "
+                       r"'transform_matrix' \(expected a 4x4"):
+        read_blender(tmp_path)
+
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d["frames"][2].update(transform_matrix=np.eye(3).tolist()))
+    with pytest.raises(ValueError, match=r"frames\[2\]\.transform_matrix has shape \(3, 3\) "
+                       r"\(expected a 4x4"):
+        read_blender(tmp_path)
+
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d.update(aabb=[1, 2, 3]))
+    with pytest.raises(ValueError, match=r"transforms_train\.json: 'aabb'"):
+        read_blender(tmp_path)
+
+    jp.write_text("{not json")
+    with pytest.raises(ValueError, match=r"transforms_train\.json: not valid json"):
+        read_blender(tmp_path)
+
+    jp.write_text(good)
+    (tmp_path / "train" / "r_1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"frames\[1\]\.file_path"):
+        read_blender(tmp_path)
+
+    _write_png(tmp_path / "train" / "r_1.png", _images(1, w=W + 2)[0])
+    with pytest.raises(ValueError, match=r"r_1\.png.*10x6.*share one size"):
+        read_blender(tmp_path)
+
+
+def test_blender_needs_transforms_train(tmp_path):
+    (tmp_path / "transforms.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"transforms_train\.json.*read_ngp"):
+        read_blender(tmp_path)
+
+
+def _scene_for_writing(n=3, alpha=True):
+    g = torch.Generator().manual_seed(1)
+    bg = torch.tensor([1.0, 1.0, 1.0])
+    colour = torch.rand(n, H, W, 3, generator=g)
+    a = torch.rand(n, H, W, 1, generator=g)
+    a[:, 0, 0] = 0.0  # fully transparent pixels
+    a[:, 1, 1] = 1.0
+    images = colour * a + bg * (1 - a)
+    f = 7.0
+    cams = Cameras(look_at(torch.tensor([[4.0, 0, 1], [0, 4, 1], [-4, 0, 1]])[:n], torch.zeros(3)),
+                   f, f, W / 2, H / 2, W, H)
+    split = Split(images, cams, [f"x{i}" for i in range(n)], a if alpha else None)
+    test = Split(images[:2], cams[:2], ["t0", "t1"], None)
+    return SceneData("s", {"train": split, "test": test}, aabb=[[-1, -1, -1], [1, 1, 2]],
+                     background=bg)
+
+
+def test_write_read_blender_round_trip(tmp_path):
+    scene = _scene_for_writing()
+    write_blender(tmp_path / "out", scene)
+    assert (tmp_path / "out" / "train" / "r_2.png").is_file()
+    assert iio.imread(tmp_path / "out" / "train" / "r_0.png").shape == (H, W, 4)
+    assert iio.imread(tmp_path / "out" / "test" / "r_0.png").shape == (H, W, 3)
+    back = read_blender(tmp_path / "out", background=scene.background)
+    assert set(back.splits) == {"train", "test"}
+    for name in ("train", "test"):
+        a, b = scene.splits[name], back.splits[name]
+        assert (b.images - a.images).abs().max() <= 1.5 / 255
+        torch.testing.assert_close(b.cameras.c2w, a.cameras.c2w, atol=1e-6, rtol=0)
+        for k in ("fx", "fy", "cx", "cy"):
+            torch.testing.assert_close(getattr(b.cameras, k), getattr(a.cameras, k))
+    assert (back.train.alpha - scene.train.alpha).abs().max() <= 0.5 / 255 + 1e-6
+    assert back.splits["test"].alpha is None
+    torch.testing.assert_close(back.aabb, scene.aabb)
+    # no temporary files left behind
+    assert not [p for p in (tmp_path / "out").rglob(".*")]
+
+
+def test_write_blender_rejects_what_the_format_cannot_hold(tmp_path):
+    scene = _scene_for_writing(alpha=False)
+    scene.train.cameras.cx[1] += 1.0
+    with pytest.raises(ValueError, match="principal point"):
+        write_blender(tmp_path, scene)
+    scene = _scene_for_writing(alpha=False)
+    scene.train.cameras.fx[1] += 1.0
+    with pytest.raises(ValueError, match="fx differs"):
+        write_blender(tmp_path, scene)
+
+
+# --------------------------------------------------------------------------------- instant-ngp
+
+
+def _ngp_scene(root: Path, n=10, **top):
+    imgs = _images(n, channels=3, seed=3)
+    poses = _poses(n)
+    frames = []
+    for i in range(n):
+        _write_png(root / "images" / f"{i:03d}.png", imgs[i])
+        frames.append({"file_path": f"images/{i:03d}.png", "transform_matrix": poses[i].tolist()})
+    data = {"fl_x": 9.0, "fl_y": 10.0, "cx": 4.2, "cy": 2.9, "w": W, "h": H,
+            "k1": 0.1, "k2": -0.02, "p1": 0.003, "p2": -0.004, "aabb_scale": 4, **top,
+            "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(data))
+    return imgs, poses, data
+
+
+def test_ngp_intrinsics_distortion_scale_and_holdout(tmp_path):
+    imgs, poses, _ = _ngp_scene(tmp_path, n=10, scale=0.5)
+    scene = read_ngp(tmp_path)
+    # 10 frames > 8: frames 0 and 8 held out
+    assert scene.splits["test"].names == ["images/000.png", "images/008.png"]
+    assert len(scene.train) == 8 and "images/001.png" in scene.train.names
+    cams = scene.train.cameras
+    torch.testing.assert_close(cams.fx, torch.full((8,), 9.0))
+    torch.testing.assert_close(cams.fy, torch.full((8,), 10.0))
+    torch.testing.assert_close(cams.cx, torch.full((8,), 4.2))
+    torch.testing.assert_close(cams.cy, torch.full((8,), 2.9))
+    torch.testing.assert_close(cams.distortion, torch.tensor([[0.1, -0.02, 0.003, -0.004]] * 8))
+    train_idx = [i for i in range(10) if i % 8]
+    expect = poses[train_idx, :3].copy()
+    expect[:, :, 3] *= 0.5  # t * scale (+ offset - 0.5 = 0 with the default offset)
+    torch.testing.assert_close(cams.c2w, torch.from_numpy(expect).float())
+    torch.testing.assert_close(scene.train.images,
+                               torch.from_numpy(imgs[train_idx] / 255.0).float())
+    torch.testing.assert_close(scene.aabb, torch.tensor([[-2.0] * 3, [2.0] * 3]))
+    assert scene.unbounded and scene.train.alpha is None
+
+
+def test_ngp_offset_angle_fallback_per_frame_and_size_scaling(tmp_path):
+    _, poses, data = _ngp_scene(tmp_path, n=3, aabb_scale=1, offset=[0.5, 0.7, 0.4])
+    for k in ("fl_x", "fl_y", "cx", "cy"):
+        data.pop(k)
+    data.update(camera_angle_x=1.0, w=2 * W, h=2 * H)  # intrinsics given for a 2x larger image
+    data["frames"][2]["fl_x"] = 30.0
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    scene = read_ngp(tmp_path / "transforms.json")
+    cams = scene.train.cameras
+    f = 0.5 * 2 * W / math.tan(0.5) / 2
+    torch.testing.assert_close(cams.fx, torch.tensor([f, f, 15.0]))
+    torch.testing.assert_close(cams.fy, cams.fx)
+    torch.testing.assert_close(cams.cx, torch.full((3,), W / 2))
+    expect = poses[:, :3, 3] * 0.33 + np.array([0.0, 0.2, -0.1])
+    torch.testing.assert_close(cams.c2w[:, :, 3], torch.from_numpy(expect).float())
+    assert not scene.unbounded and "test" not in scene.splits
+    torch.testing.assert_close(scene.aabb, torch.tensor([[-0.5] * 3, [0.5] * 3]))
+
+
+def test_ngp_missing_image_is_skipped_with_a_warning(tmp_path):
+    _ngp_scene(tmp_path, n=4)
+    (tmp_path / "images" / "002.png").unlink()
+    with pytest.warns(UserWarning, match=r"frames\[2\].*002\.png"):
+        scene = read_ngp(tmp_path)
+    assert scene.train.names == ["images/000.png", "images/001.png", "images/003.png"]
+    for i in (0, 1, 3):
+        (tmp_path / "images" / f"{i:03d}.png").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 4 frames"):
+        read_ngp(tmp_path)
+
+
+def test_ngp_errors(tmp_path):
+    _ngp_scene(tmp_path, n=2)
+    jp = tmp_path / "transforms.json"
+    good = jp.read_text()
+    _edit_json(jp, lambda d: d.pop("fl_x"))
+    with pytest.raises(ValueError, match=r"transforms\.json: frames\[0\]: no 'fl_x' or "
+                       "'camera_angle_x'"):
+        read_ngp(tmp_path)
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d["frames"][1].pop("transform_matrix"))
+    with pytest.raises(ValueError, match=r"frames\[1\] has no 'transform_matrix'"):
+        read_ngp(tmp_path)
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d.update(w=7, h=7))
+    with pytest.raises(ValueError, match=r"'w' x 'h' is 7x7 but the image is 8x6"):
+        read_ngp(tmp_path)
+
+
+# --------------------------------------------------------------------------------- LLFF
+
+
+def _llff_scene(root: Path, n=10, folder="images", w=W, h=H):
+    """poses_bounds.npy from OpenGL ring poses; hwf written for a 2x larger original image."""
+    gl = _poses(n, radius=3.0, arc=0.6)  # forward-facing
+    right, up, back, t = gl[:, :3, 0], gl[:, :3, 1], gl[:, :3, 2], gl[:, :3, 3]
+    llff_rot = np.stack((-up, right, back), axis=2)  # columns [down, right, backwards]
+    hwf = np.tile([2 * H, 2 * W, 14.0], (n, 1))[:, :, None]
+    pose = np.concatenate((llff_rot, t[:, :, None], hwf), axis=2)  # (n, 3, 5)
+    bounds = np.stack((np.linspace(2.0, 2.5, n), np.linspace(6.0, 8.0, n)), 1)
+    np.save(root / "poses_bounds.npy", np.concatenate((pose.reshape(n, 15), bounds), 1))
+    imgs = _images(n, channels=3, w=w, h=h, seed=5)
+    for i in range(n):
+        _write_png(root / folder / f"IMG_{i:04d}.png", imgs[i])
+    return pose, bounds, imgs
+
+
+def test_llff_conventions_rescale_recentre(tmp_path):
+    pose, _, imgs = _llff_scene(tmp_path, n=10)
+    scene = read_llff(tmp_path, hold_every=8)
+    assert scene.unbounded
+    assert scene.splits["test"].names == ["IMG_0000.png", "IMG_0008.png"]
+    train_idx = [i for i in range(10) if i % 8]
+    cams = scene.train.cameras
+    torch.testing.assert_close(cams.fx, torch.full((8,), 7.0))  # hwf focal 14 at 2x the size
+    torch.testing.assert_close(cams.cy, torch.full((8,), H / 2))
+    torch.testing.assert_close(scene.train.images,
+                               torch.from_numpy(imgs[train_idx] / 255.0).float())
+    s = scene.meta["scale"]
+    assert s == pytest.approx(1 / (0.75 * 2.0))
+    assert scene.near == pytest.approx(0.9 * 2.0 * s)
+    assert scene.far == pytest.approx(8.0 * s)
+    avg = np.asarray(scene.meta["average_pose"])
+    # recentred: the average of the read poses is the identity
+    all_c2w = torch.cat((scene.train.cameras.c2w, scene.splits["test"].cameras.c2w)).double()
+    assert all_c2w[:, :, 3].mean(0).abs().max() < 1e-5
+    # a world point projects where LLFF's own model puts it: in the LLFF camera frame
+    # (columns down, right, backwards) u = cx + f * right / -back, v = cy + f * down / -back
+    rng = _rng(1)
+    pts = rng.uniform(-0.5, 0.5, size=(5, 3))
+    for k, i in enumerate(train_idx):
+        rot, t, f = pose[i, :, :3], pose[i, :, 3], 14.0 / 2
+        pc = (pts - t) @ rot  # (down, right, back)
+        u = W / 2 + f * pc[:, 1] / -pc[:, 2]
+        v = H / 2 + f * pc[:, 0] / -pc[:, 2]
+        p_new = (np.linalg.inv(avg) @ np.c_[pts * s, np.ones(5)].T).T[:, :3]
+        uv, depth = cams.project(torch.from_numpy(p_new).float(), k)
+        torch.testing.assert_close(uv, torch.from_numpy(np.stack((u, v), 1)).float(),
+                                   atol=1e-3, rtol=0)
+        torch.testing.assert_close(depth, torch.from_numpy(-pc[:, 2] * s).float())
+    # the aabb holds every camera centre
+    centres = all_c2w[:, :, 3].float()
+    assert (centres >= scene.aabb[0]).all() and (centres <= scene.aabb[1]).all()
+
+
+def test_llff_downscale_uses_images_n(tmp_path):
+    _llff_scene(tmp_path, n=3)
+    _llff_scene(tmp_path, n=3, folder="images_2", w=W // 2, h=H // 2)
+    scene = read_llff(tmp_path, downscale=2)
+    assert "test" not in scene.splits
+    cams = scene.train.cameras
+    assert (cams.width, cams.height) == (W // 2, H // 2)
+    torch.testing.assert_close(cams.fx, torch.full((3,), 3.5))
+    assert scene.meta["images"].endswith("images_2")
+    (tmp_path / "images_2" / "IMG_0001.png").unlink()
+    (tmp_path / "images_2" / "IMG_0000.png").unlink()
+    (tmp_path / "images_2" / "IMG_0002.png").unlink()
+    (tmp_path / "images_2").rmdir()
+    scene = read_llff(tmp_path, downscale=2)  # from images/, area-averaged
+    assert scene.train.images.shape == (3, H // 2, W // 2, 3)
+    torch.testing.assert_close(scene.train.cameras.fx, torch.full((3,), 3.5))
+
+
+def test_llff_errors(tmp_path):
+    _llff_scene(tmp_path, n=3)
+    npy = tmp_path / "poses_bounds.npy"
+    np.save(npy, np.zeros((3, 15)))
+    with pytest.raises(ValueError, match=r"poses_bounds\.npy: array has shape \(3, 15\) "
+                       r"\(expected \(N, 17\)"):
+        read_llff(tmp_path)
+    _llff_scene(tmp_path, n=3)
+    (tmp_path / "images" / "IMG_0002.png").unlink()
+    with pytest.raises(ValueError, match=r"2 images but .*poses_bounds\.npy has 3 poses"):
+        read_llff(tmp_path)
+
+
+# --------------------------------------------------------------------------------- COLMAP
+
+
+def _rot_to_quat(r: np.ndarray) -> np.ndarray:
+    """(w, x, y, z) of a rotation matrix (Shepperd's method)."""
+    tr = np.trace(r)
+    if tr > 0:
+        s = 2 * math.sqrt(tr + 1)
+        return np.array([s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s,
+                         (r[1, 0] - r[0, 1]) / s])
+    i = int(np.argmax(np.diag(r)))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = 2 * math.sqrt(1 + r[i, i] - r[j, j] - r[k, k])
+    q = np.zeros(4)
+    q[0] = (r[k, j] - r[j, k]) / s
+    q[1 + i] = s / 4
+    q[1 + j] = (r[j, i] + r[i, j]) / s
+    q[1 + k] = (r[k, i] + r[i, k]) / s
+    return q
+
+
+def _opencv_w2c(eye, target):
+    """World-to-camera (R, t) of an OpenCV camera at eye looking at target, world up +z:
+    rows of R are the camera's x (right), y (down), z (forward) axes in world coordinates."""
+    z = target - eye
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    r = np.stack((x, y, z))
+    return r, -r @ eye
+
+
+COLMAP_EYES = np.array([[5.0, 1.0, 1.0], [-1.0, 6.0, 0.5], [-4.0, -3.0, 2.0], [2.0, -5.0, -1.0]])
+TARGET = np.array([0.3, -0.2, 0.1])
+
+
+def _colmap_scene(root: Path, sub=("sparse", "0"), cameras=None, points=True, n=4):
+    model = root.joinpath(*sub)
+    model.mkdir(parents=True, exist_ok=True)
+    cameras = cameras or [
+        "1 PINHOLE 8 6 7.5 8.5 4.25 2.75",
+        "2 OPENCV 8 6 7.0 7.2 3.9 3.1 0.05 -0.01 0.002 -0.003",
+    ]
+    (model / "cameras.txt").write_text("# Camera list\n" + "\n".join(cameras) + "\n")
+    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, ..."]
+    imgs = _images(n, channels=3, seed=7)
+    w2c = []
+    for i in range(n):
+        r, t = _opencv_w2c(COLMAP_EYES[i], TARGET)
+        w2c.append((r, t))
+        q = _rot_to_quat(r) * (-1 if i == 1 else 1)  # -q is the same rotation
+        name = f"frame_{n - i:02d}.png"  # listed in reverse name order
+        lines.append(f"{i + 1} {' '.join(f'{v:.17g}' for v in q)} "
+                     f"{' '.join(f'{v:.17g}' for v in t)} "
+                     f"{1 + i % 2} {name}")
+        lines.append("" if i % 2 else "1.5 2.5 -1 3.0 4.0 7")
+        _write_png(root / "images" / name, imgs[i])
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+    pts = _rng(2).normal(size=(200, 3))
+    if points:
+        (model / "points3D.txt").write_text(
+            "# 3D point list\n"
+            + "\n".join(f"{k} {p[0]} {p[1]} {p[2]} 10 20 30 0.5 1 2 3 4" for k, p in enumerate(pts))
+            + "\n"
+        )
+    return w2c, pts, imgs
+
+
+def _opencv_project(x, r, t, fx, fy, cx, cy, k=(0, 0, 0, 0)):
+    pc = x @ r.T + t
+    xn, yn = pc[:, 0] / pc[:, 2], pc[:, 1] / pc[:, 2]
+    k1, k2, p1, p2 = k
+    r2 = xn * xn + yn * yn
+    rad = 1 + k1 * r2 + k2 * r2 * r2
+    xd = xn * rad + 2 * p1 * xn * yn + p2 * (r2 + 2 * xn * xn)
+    yd = yn * rad + p1 * (r2 + 2 * yn * yn) + 2 * p2 * xn * yn
+    return np.stack((fx * xd + cx, fy * yd + cy), 1), pc[:, 2]
+
+
+def test_colmap_projection_matches_colmap_pinhole_and_opencv(tmp_path):
+    w2c, pts, imgs = _colmap_scene(tmp_path)
+    scene = read_colmap(tmp_path, hold_every=0)
+    split = scene.train
+    # sorted by name: frame_01 (image 4), frame_02 (3), frame_03 (2), frame_04 (1)
+    assert split.names == ["frame_01.png", "frame_02.png", "frame_03.png", "frame_04.png"]
+    order = [3, 2, 1, 0]
+    torch.testing.assert_close(split.images, torch.from_numpy(imgs[order] / 255.0).float())
+    centre, s = np.asarray(scene.meta["centre"]), scene.meta["scale"]
+    np.testing.assert_allclose(centre, COLMAP_EYES.mean(0), atol=1e-9)
+    assert s == pytest.approx(1 / np.linalg.norm(COLMAP_EYES - COLMAP_EYES.mean(0), axis=1).max())
+    cams = split.cameras
+    intr = {1: (7.5, 8.5, 4.25, 2.75, (0, 0, 0, 0)),
+            2: (7.0, 7.2, 3.9, 3.1, (0.05, -0.01, 0.002, -0.003))}
+    world = np.vstack((TARGET, TARGET + _rng(3).uniform(-0.4, 0.4, size=(6, 3))))
+    for k, i in enumerate(order):
+        fx, fy, cx, cy, dist = intr[1 + i % 2]
+        torch.testing.assert_close(cams.distortion[k], torch.tensor(dist, dtype=torch.float32))
+        r, t = w2c[i]
+        uv, z = _opencv_project(world, r, t, fx, fy, cx, cy, dist)
+        uv_ours, depth = cams.project(torch.from_numpy((world - centre) * s).float(), k)
+        torch.testing.assert_close(uv_ours, torch.from_numpy(uv).float(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(depth, torch.from_numpy(z * s).float())
+        # the target is on the optical axis: principal point
+        torch.testing.assert_close(uv_ours[0], torch.tensor([cx, cy]), atol=1e-4, rtol=0)
+        # OpenGL c2w = OpenCV c2w with y, z flipped; camera centre normalised
+        cv_c2w = torch.from_numpy(np.c_[r.T, ((-r.T @ t) - centre) * s]).float()
+        torch.testing.assert_close(cams.c2w[k], opencv_to_opengl(cv_c2w), atol=1e-6, rtol=0)
+    # cameras within the unit sphere, one on it
+    radii = cams.c2w[:, :, 3].norm(dim=-1)
+    assert radii.max().item() == pytest.approx(1.0, abs=1e-6)
+    # aabb: 2nd-98th percentile box of the normalised points
+    box = np.percentile((pts - centre) * s, [2, 98], axis=0)
+    torch.testing.assert_close(scene.aabb, torch.from_numpy(box).float())
+    assert scene.unbounded
+
+
+def test_colmap_model_locations_downscale_and_camera_box(tmp_path):
+    _colmap_scene(tmp_path, sub=(), points=False, n=4)
+    scene = read_colmap(tmp_path, downscale=2, hold_every=2)
+    assert scene.splits["test"].names == ["frame_01.png", "frame_03.png"]
+    cams = scene.train.cameras
+    assert (cams.width, cams.height) == (W // 2, H // 2)
+    torch.testing.assert_close(cams.fx, torch.tensor([7.5, 7.5]) / 2)  # frame_02, frame_04
+    torch.testing.assert_close(cams.cy, torch.tensor([2.75, 2.75]) / 2)
+    torch.testing.assert_close(scene.splits["test"].cameras.fx, torch.tensor([7.0, 7.0]) / 2)
+    all_c = torch.cat((cams.c2w, scene.splits["test"].cameras.c2w))[:, :, 3]
+    torch.testing.assert_close(scene.aabb[0], all_c.min(0).values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(scene.aabb[1], all_c.max(0).values, atol=1e-6, rtol=0)
+
+
+def test_colmap_errors(tmp_path):
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 8 6 7 7 4 3", "2 FULL_OPENCV 8 6 " + "1 " * 12])
+    with pytest.raises(ValueError, match=r"cameras\.txt:3: camera model 'FULL_OPENCV' is not "
+                       "supported"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 8 6 7 7 4", "2 PINHOLE 8 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:2: PINHOLE has 3 parameters \(expected 4"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 8 6 7 7 4 3", "2 PINHOLE 10 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt: the images use cameras of sizes"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 16 12 7 7 4 3", "2 PINHOLE 16 12 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"image is 8x6 but its camera .* is 16x12"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path)
+    images_txt = tmp_path / "sparse" / "0" / "images.txt"
+    lines = images_txt.read_text().split("\n")
+    lines[2] = "1 0.5 0.5 x 0.5 1 2 3 1 frame_04.png"
+    images_txt.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"images\.txt:3: .*expected numeric QW"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path)
+    (tmp_path / "images" / "frame_02.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"frame_02\.png: no such image \(listed in "
+                       r".*images\.txt:"):
+        read_colmap(tmp_path)
+
+
+def test_colmap_binary_model_is_named(tmp_path):
+    (tmp_path / "sparse" / "0").mkdir(parents=True)
+    (tmp_path / "sparse" / "0" / "cameras.bin").write_bytes(b"\0")
+    with pytest.raises(ValueError, match=re.escape("cameras.bin: binary COLMAP model")):
+        read_colmap(tmp_path)
+
+
+# --------------------------------------------------------------------------------- detection
+
+
+def test_format_detection_and_load_scene(tmp_path):
+    blender, ngp, llff, colmap, flat = (tmp_path / n for n in ("b", "n", "l", "c", "f"))
+    for p in (blender, ngp, llff, colmap, flat):
+        p.mkdir()
+    _blender_scene(blender, n=2)
+    (blender / "transforms.json").write_text("{}")  # Blender wins over a stray transforms.json
+    _ngp_scene(ngp, n=2)
+    _llff_scene(llff, n=2)
+    _colmap_scene(colmap, n=2)
+    _colmap_scene(flat, sub=(), n=2)
+    expect = {blender: "blender", ngp: "ngp", llff: "llff", colmap: "colmap", flat: "colmap"}
+    for p, fmt in expect.items():
+        assert format_of(p) == fmt
+        scene = load_scene(p)
+        assert scene.meta["format"] == fmt and len(scene.train) == 2
+    assert format_of(ngp / "transforms.json") == "ngp"
+    assert load_scene(blender, downscale=2).train.cameras.width == W // 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"empty: unknown scene format \(looked for "
+                       r"transforms_train\.json .*poses_bounds\.npy.*cameras\.txt"):
+        load_scene(empty)
+    with pytest.raises(FileNotFoundError):
+        format_of(tmp_path / "missing")

@@ -1,0 +1,175 @@
+"""Cameras, compositing, camera paths, SSIM, meshes: the renderer's pure-torch parts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fields.metrics import ssim
+from fields.render.cameras import Cameras, distort, look_at, opencv_to_opengl, undistort
+from fields.render.paths import orbit_path
+from fields.render.volrend import (
+    composite,
+    exclusive_cumsum_packed,
+    offsets_from_indices,
+    prune_samples,
+)
+
+
+def test_composite_hand_computed():
+    # ray 0: two samples; ray 1: one sample; ray 2: none
+    sig = torch.tensor([1.0, 2.0, 4.0])
+    ts = torch.tensor([0.0, 0.5, 1.0])
+    te = torch.tensor([0.5, 1.0, 1.25])
+    ri = torch.tensor([0, 0, 1])
+    offsets = offsets_from_indices(ri, 3)
+    assert offsets.tolist() == [0, 2, 3, 3]
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    bg = torch.tensor([0.5, 0.5, 0.5])
+    out = composite(sig, rgb, ts, te, ri, offsets, bg)
+    a1 = 1 - math.exp(-0.5)
+    a2 = 1 - math.exp(-1.0)
+    w1, w2 = a1, math.exp(-0.5) * a2
+    a3 = 1 - math.exp(-1.0)
+    expect = torch.tensor(
+        [
+            [w1 + 0.5 * (1 - w1 - w2), w2 + 0.5 * (1 - w1 - w2), 0.5 * (1 - w1 - w2)],
+            [0.5 * (1 - a3), 0.5 * (1 - a3), a3 + 0.5 * (1 - a3)],
+            [0.5, 0.5, 0.5],
+        ]
+    )
+    torch.testing.assert_close(out["rgb"], expect)
+    torch.testing.assert_close(out["opacity"][:, 0], torch.tensor([w1 + w2, a3, 0.0]))
+    d0 = (w1 * 0.25 + w2 * 0.75) / (w1 + w2)
+    torch.testing.assert_close(out["depth"][:, 0], torch.tensor([d0, 1.125, 0.0]))
+    torch.testing.assert_close(out["weights"], torch.tensor([w1, w2, a3]))
+
+
+def test_composite_gradient_matches_dense():
+    # packed compositing against a batched (dense) formula, values and gradients
+    torch.manual_seed(0)
+    counts = torch.tensor([3, 0, 5, 1])
+    ri = torch.repeat_interleave(torch.arange(4), counts)
+    offsets = offsets_from_indices(ri, 4)
+    s = ri.shape[0]
+    sig = torch.rand(s, dtype=torch.float64, requires_grad=True)
+    rgb = torch.rand(s, 3, dtype=torch.float64, requires_grad=True)
+    ts = torch.rand(s, dtype=torch.float64)
+    te = ts + 0.3
+    out = composite(sig, rgb, ts, te, ri, offsets)["rgb"]
+    rows = []
+    for r in range(4):  # test-only reference: a loop over 4 rays
+        sl = slice(int(offsets[r]), int(offsets[r + 1]))
+        sd = sig[sl] * (te[sl] - ts[sl])
+        trans = torch.exp(-(torch.cumsum(sd, 0) - sd))
+        w = trans * (1 - torch.exp(-sd))
+        rows.append((w[:, None] * rgb[sl]).sum(0))
+    ref = torch.stack(rows)
+    torch.testing.assert_close(out, ref)
+    g1 = torch.autograd.grad(out.sum(), (sig, rgb))
+    g2 = torch.autograd.grad(ref.sum(), (sig, rgb))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_exclusive_cumsum_and_prune():
+    ri = torch.tensor([0, 0, 0, 2, 2])
+    offsets = offsets_from_indices(ri, 3)
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert exclusive_cumsum_packed(v, ri, offsets).tolist() == [0.0, 1.0, 3.0, 0.0, 4.0]
+    # an opaque first sample hides the ones behind it on the same ray only
+    sig = torch.tensor([100.0, 1.0, 1.0, 0.0, 1.0])
+    ts = torch.arange(5.0)
+    keep = prune_samples(sig, ts, ts + 1, ri, offsets)
+    assert keep.tolist() == [True, False, False, True, True]
+
+
+def test_camera_projection_and_rays_agree():
+    c2w = look_at(torch.tensor([[0.0, -4.0, 1.0]]), torch.zeros(3))
+    cam = Cameras(c2w, 100.0, 110.0, 64.0, 48.0, 128, 96)
+    # the look-at target projects to the principal point, in front of the camera
+    uv, depth = cam.project(torch.zeros(1, 3), 0)
+    torch.testing.assert_close(uv, torch.tensor([[64.0, 48.0]]))
+    assert depth.item() == pytest.approx(math.sqrt(17.0), rel=1e-6)
+    # a point above the target appears higher in the image (smaller v): +y is up
+    uv_up, _ = cam.project(torch.tensor([[0.0, 0.0, 0.5]]), 0)
+    assert uv_up[0, 1] < 48.0 and abs(uv_up[0, 0] - 64.0) < 1e-3
+    # a point to the camera's right (+x in the world here) has larger u
+    uv_r, _ = cam.project(torch.tensor([[0.5, 0.0, 0.0]]), 0)
+    assert uv_r[0, 0] > 64.0
+
+
+def test_rays_through_projected_points_with_distortion():
+    torch.manual_seed(1)
+    c2w = look_at(torch.tensor([[3.0, 1.0, 2.0]]), torch.zeros(3))
+    k = torch.tensor([[0.08, -0.03, 0.004, -0.002]])
+    cam = Cameras(c2w, 90.0, 95.0, 60.0, 50.0, 120, 100, k)
+    pts = torch.rand(50, 3) - 0.5
+    uv, _ = cam.project(pts, 0)
+    o, d = cam.rays(torch.zeros(50, dtype=torch.long), uv[:, 0], uv[:, 1])
+    dist = (pts - o).norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(o + d * dist, pts, atol=1e-4, rtol=0)
+    torch.testing.assert_close(d.norm(dim=-1), torch.ones(50))
+
+
+def test_undistort_inverts_distort():
+    x, y = torch.rand(2, 100) - 0.5
+    k = torch.tensor([0.1, -0.05, 0.01, 0.005]).expand(100, 4)
+    xd, yd = distort(x, y, k)
+    xu, yu = undistort(xd, yd, k)
+    torch.testing.assert_close(xu, x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(yu, y, atol=1e-6, rtol=0)
+
+
+def test_opencv_to_opengl_flips_camera_axes():
+    c2w = torch.eye(4)[:3]
+    gl = opencv_to_opengl(c2w)
+    torch.testing.assert_close(gl[:, :3], torch.diag(torch.tensor([1.0, -1.0, -1.0])))
+    # an OpenCV camera looking down +z at a point ahead: OpenGL frame looks down -z at it
+    cam = Cameras(gl[None], 10.0, 10.0, 5.0, 5.0, 10, 10)
+    _, depth = cam.project(torch.tensor([[0.0, 0.0, 2.0]]), 0)
+    assert depth.item() == pytest.approx(2.0)
+    # OpenCV: +y world is down in the image for this camera
+    uv2, _ = cam.project(torch.tensor([[0.0, 0.5, 2.0]]), 0)
+    assert uv2[0, 1] > 5.0
+
+
+def test_orbit_path_looks_at_centre():
+    centre = torch.tensor([0.1, 0.2, 0.3])
+    c2w = orbit_path(centre, 3.0, torch.tensor([0.0, 0.0, 1.0]), n_frames=8)
+    eyes = c2w[:, :, 3]
+    torch.testing.assert_close((eyes - centre).norm(dim=-1), torch.full((8,), 3.0))
+    forward = -c2w[:, :, 2]
+    to_centre = (centre - eyes) / 3.0
+    torch.testing.assert_close(forward, to_centre, atol=1e-5, rtol=0)
+
+
+def test_ssim_identity_and_noise():
+    torch.manual_seed(0)
+    img = torch.rand(32, 32, 3)
+    assert ssim(img, img) == pytest.approx(1.0)
+    noisy = (img + 0.2 * torch.randn_like(img)).clamp(0, 1)
+    assert ssim(noisy, img) < 0.9
+    with pytest.raises(ValueError, match="ssim"):
+        ssim(img, img[:16])
+
+
+def test_marching_cubes_sphere_and_ply_round_trip(tmp_path):
+    from fields.mesh import marching_cubes, read_ply, sample_grid, write_ply
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    # "density" high inside a sphere of radius 0.6
+    vol = sample_grid(lambda p: 0.6 - p.norm(dim=-1), aabb, 64, chunk=1000)
+    verts, faces = marching_cubes(vol, 0.0, aabb)
+    r = np.linalg.norm(verts, axis=-1)
+    assert np.abs(r - 0.6).max() < 0.01
+    # outward normals: the signed volume is positive
+    tri = verts[faces]
+    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
+    assert signed == pytest.approx(4 / 3 * math.pi * 0.6**3, rel=0.02)
+    colours = np.full((len(verts), 3), 200, np.uint8)
+    write_ply(tmp_path / "m.ply", verts, faces, colours)
+    v2, f2 = read_ply(tmp_path / "m.ply")
+    np.testing.assert_array_equal(v2, verts)
+    np.testing.assert_array_equal(f2, faces)
