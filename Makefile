@@ -1,5 +1,5 @@
 # Set-up lives here, so that a fresh machine needs nothing but Python 3.10+ and a C++ compiler.
-#   make demo   set up, then run the main job: fit the built-in image scene (60 s)
+#   make demo   set up, then run the main job: fit a radiance field to the built-in scene (5 min)
 #   make test   set up, then run the default test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -29,7 +29,7 @@ endif
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/fields fit image --out runs/image
+	$(VENV)/bin/fields fit nerf
 
 test: setup
 	$(VENV)/bin/pytest -q

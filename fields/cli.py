@@ -341,7 +341,7 @@ def fit_nerf_cmd(
     ] = None,
     model: Annotated[str, typer.Option(help="ngp (hash grid) or vanilla (frequency)")] = "ngp",
     steps: Annotated[int, typer.Option(help="step budget")] = 20_000,
-    max_seconds: Annotated[float, typer.Option(help="training-time budget in seconds")] = 600.0,
+    max_seconds: Annotated[float, typer.Option(help="training-time budget in seconds")] = 300.0,
     eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 60.0,
     resume: Annotated[str | None, typer.Option(help="checkpoint to continue from")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
