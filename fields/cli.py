@@ -470,13 +470,14 @@ def export_mesh_cmd(
     from pathlib import Path
 
     from fields.mesh import write_ply
-    from fields.nerf import LoadedNerf, extract_nerf_mesh
+    from fields.nerf import LoadedNerf, extract_nerf_mesh, views_from_info
 
     try:
         nerf = LoadedNerf(checkpoint)
         with console.status(f"sampling the density on a {resolution}^3 grid..."):
             verts, faces, colours = extract_nerf_mesh(
-                nerf.model, nerf.model.aabb, resolution, threshold
+                nerf.model, nerf.model.aabb, resolution, threshold, grid=nerf.grid,
+                settings=nerf.settings, views=views_from_info(nerf.info),
             )
         target = Path(out) if out else Path(checkpoint).with_name("mesh.ply")
         write_ply(target, verts, faces, colours)

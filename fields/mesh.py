@@ -105,3 +105,37 @@ def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     faces = np.frombuffer(data, np.dtype([("n", "u1"), ("i", "<i4", 3)]), nf,
                           end + nv * vdt.itemsize)["i"]
     return np.array(verts), np.array(faces, dtype=np.int64)
+
+
+def clean_density_volume(
+    volume: torch.Tensor, level: float, min_component: float = 1e-3
+) -> torch.Tensor:
+    """Keeps only the surface of a density volume (res, res, res) that can be seen from
+    outside, for meshing a radiance field:
+
+    - inside (density > `level`) components with fewer than `min_component` times the voxels
+      of the largest one are removed (floaters in empty space);
+    - empty cavities that do not connect to the volume's border are filled (a radiance field's
+      density inside opaque objects is never observed, so iso-surfaces there are noise).
+
+    Returns a copy whose removed voxels are 0 and whose filled voxels are at least
+    2 * `level`, so marching cubes at `level` meshes only the outer surface."""
+    from scipy import ndimage
+
+    vol = volume.detach().cpu().numpy().copy()
+    solid = vol > level
+    labels, n = ndimage.label(solid)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        small = np.flatnonzero(sizes < min_component * sizes.max()) + 1
+        vol[np.isin(labels, small)] = 0.0
+        solid = vol > level
+    empty_labels, _ = ndimage.label(~solid)
+    border = np.unique(np.concatenate([
+        empty_labels[[0, -1]].ravel(), empty_labels[:, [0, -1]].ravel(),
+        empty_labels[:, :, [0, -1]].ravel(),
+    ]))
+    border = border[border > 0]
+    cavity = ~solid & ~np.isin(empty_labels, border)
+    vol[cavity] = np.maximum(vol[cavity], 2.0 * level)
+    return torch.from_numpy(vol)

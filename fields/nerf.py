@@ -517,7 +517,33 @@ def scene_info(data: SceneData, config: NerfConfig) -> dict[str, Any]:
             "cx": float(ec.cx[0]), "cy": float(ec.cy[0]),
         },
         "orbit": {"centre": centre.tolist(), "radius": radius, "up": up.tolist()},
+        "views": _views(cams),
     }
+
+
+def _views(cams: Any, max_views: int = 64) -> dict[str, Any]:
+    """Up to `max_views` training cameras (evenly picked), for visibility tests in meshing."""
+    idx = torch.linspace(0, len(cams) - 1, min(max_views, len(cams))).round().long().unique()
+    sub = cams[idx]
+    return {
+        "c2w": sub.c2w.tolist(), "fx": sub.fx.tolist(), "fy": sub.fy.tolist(),
+        "cx": sub.cx.tolist(), "cy": sub.cy.tolist(), "width": sub.width,
+        "height": sub.height, "distortion": sub.distortion.tolist(),
+    }
+
+
+def views_from_info(info: dict[str, Any]) -> Any:
+    """The `Cameras` stored by `scene_info` (None for checkpoints without them)."""
+    from fields.render.cameras import Cameras
+
+    v = info.get("views")
+    if not v:
+        return None
+    return Cameras(
+        torch.tensor(v["c2w"]), torch.tensor(v["fx"]), torch.tensor(v["fy"]),
+        torch.tensor(v["cx"]), torch.tensor(v["cy"]), v["width"], v["height"],
+        torch.tensor(v["distortion"]),
+    )
 
 
 class LoadedNerf:
@@ -598,16 +624,87 @@ def render_path(
     return frames
 
 
+def carve_hidden_space(
+    volume: torch.Tensor,
+    level: float,
+    model: RadianceField,
+    grid: OccupancyGrid,
+    settings: RenderSettings,
+    cameras: Any,
+    aabb: torch.Tensor,
+    tolerance: float,
+    scale: float = 0.5,
+    chunk: int = 2**20,
+) -> torch.Tensor:
+    """Space carving from rendered depth, to mesh only what the cameras saw.
+
+    A grid vertex (of `volume`, (res, res, res) over `aabb`, as `fields.mesh.sample_grid`) is
+    free if some camera sees it in front of the rendered surface: it projects into the
+    image where the rendered opacity is < 0.5, or its distance along the ray is less than the
+    rendered depth minus `tolerance`. Vertices seen by some camera but free in none lie
+    behind every observed surface (inside opaque objects, where a radiance field's density is
+    never constrained): their density is raised to 2 * `level`, so that marching cubes at
+    `level` keeps only the outer surface. Vertices no camera sees are left as they are.
+    Depth maps are rendered at `scale` times the cameras' resolution."""
+    from fields.render.cameras import Cameras
+
+    res = volume.shape[0]
+    small = Cameras(
+        cameras.c2w, cameras.fx * scale, cameras.fy * scale, cameras.cx * scale,
+        cameras.cy * scale, max(1, round(cameras.width * scale)),
+        max(1, round(cameras.height * scale)), cameras.distortion,
+    )
+    maps = []
+    for i in range(len(small)):  # a loop over cameras; pixels are batched
+        out = render_camera(model, grid, small, i, settings, torch.zeros(3))
+        maps.append((out["depth"][..., 0], out["opacity"][..., 0]))
+    axes = [torch.linspace(float(aabb[0, k]), float(aabb[1, k]), res) for k in range(3)]
+    flat = volume.reshape(-1).clone()
+    for start in range(0, res**3, chunk):  # chunks of grid vertices, each fully vectorised
+        idx = torch.arange(start, min(start + chunk, res**3))
+        pts = torch.stack((axes[0][idx // (res * res)], axes[1][(idx // res) % res],
+                           axes[2][idx % res]), -1)
+        seen = torch.zeros(idx.shape[0], dtype=torch.bool)
+        free = torch.zeros(idx.shape[0], dtype=torch.bool)
+        for i, (d_map, o_map) in enumerate(maps):
+            uv, depth = small.project(pts, i)
+            u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+            inside = (u >= 0) & (u < small.width) & (v >= 0) & (v < small.height) & (depth > 0)
+            ui, vi = u.clamp(0, small.width - 1), v.clamp(0, small.height - 1)
+            ray_len = (pts - small.c2w[i, :, 3]).norm(dim=-1)
+            seen |= inside
+            free |= inside & ((o_map[vi, ui] < 0.5) | (ray_len < d_map[vi, ui] - tolerance))
+        hidden = seen & ~free
+        flat[idx[hidden]] = torch.clamp_min(flat[idx[hidden]], 2.0 * level)
+    return flat.reshape(volume.shape)
+
+
 def extract_nerf_mesh(
-    model: RadianceField, aabb: torch.Tensor, resolution: int = 256, threshold: float = 10.0
+    model: RadianceField,
+    aabb: torch.Tensor,
+    resolution: int = 256,
+    threshold: float = 10.0,
+    grid: OccupancyGrid | None = None,
+    settings: RenderSettings | None = None,
+    views: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Mesh of the density iso-surface `threshold` over the box, with vertex colours from
-    the radiance head seen along the vertex normals: (vertices, faces, colours uint8)."""
+    the radiance head seen along the vertex normals: (vertices, faces, colours uint8).
+
+    Cleaning: with `views` (training `Cameras`, plus the `grid` and `settings` to render
+    them) space no camera saw into is filled (`carve_hidden_space`), which removes the
+    iso-surfaces a radiance field has inside opaque objects; then floaters and sealed
+    cavities are removed (`fields.mesh.clean_density_volume`)."""
     import numpy as np
 
-    from fields.mesh import marching_cubes, sample_grid
+    from fields.mesh import clean_density_volume, marching_cubes, sample_grid
 
     vol = sample_grid(model.density, aabb, resolution)
+    if views is not None and grid is not None and settings is not None:
+        voxel = float((aabb[1] - aabb[0]).max()) / (resolution - 1)
+        vol = carve_hidden_space(vol, threshold, model, grid, settings, views, aabb,
+                                 tolerance=max(2 * voxel, settings.step_size))
+    vol = clean_density_volume(vol, threshold)
     verts, faces = marching_cubes(vol, threshold, aabb)
     colours = None
     if len(verts):
@@ -657,7 +754,10 @@ def write_outputs(
         write_video(out / "orbit.mp4", frames)
         written["video"] = str(out / "orbit.mp4")
     if mesh_resolution:
-        verts, faces, colours = extract_nerf_mesh(task.model, task.data.aabb, mesh_resolution)
+        verts, faces, colours = extract_nerf_mesh(
+            task.model, task.data.aabb, mesh_resolution, grid=task.grid,
+            settings=task.settings, views=views_from_info(scene_info(task.data, task.config)),
+        )
         write_ply(out / "mesh.ply", verts, faces, colours)
         written["mesh"] = str(out / "mesh.ply")
         metrics["mesh_faces"] = len(faces)
