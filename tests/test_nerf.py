@@ -228,10 +228,11 @@ def test_unbounded_llff_scene_trains_end_to_end(tiny_scene, tmp_path):
     seed_everything(0)
     task = NerfTask(data, small_config(), seed=0)
     assert task.contraction == "mipnerf360"
-    train(task, TrainConfig(steps=40, max_seconds=60, eval_every=0, checkpoint_every=0),
+    before = task.evaluate(final=True)["psnr"]
+    train(task, TrainConfig(steps=80, max_seconds=60, eval_every=0, checkpoint_every=0),
           show_progress=False)
     scores = task.evaluate(final=True)
-    assert np.isfinite(scores["psnr"]) and scores["psnr"] > 12.0
+    assert np.isfinite(scores["psnr"]) and scores["psnr"] > before + 2.0
     frames = render_path(task.model, task.grid, task.settings, scene_info(data, task.config),
                          "spiral", n_frames=2)
     assert len(frames) == 2 and torch.isfinite(frames[0]).all()
