@@ -107,7 +107,8 @@ class NerfConfig:
 
     Training: each step draws rays so that about `target_samples` samples are evaluated
     (starting from `initial_rays`, at most `max_rays`); Adam (betas 0.9/0.99, eps 1e-15) with
-    learning rate `lr` decaying exponentially to `lr * lr_decay` over the budget after
+    learning rate `lr`, constant until `lr_decay_start` of the budget, then decaying
+    exponentially to `lr * lr_decay` at its end, after
     `warmup_steps` of linear warm-up; L2 `weight_decay` on the networks; random background
     colours when the images have alpha; rays through random points of their pixels
     (`pixel_jitter`, off by default: rays through pixel centres fit anti-aliased images
@@ -141,6 +142,7 @@ class NerfConfig:
     max_rays: int = 2**15
     lr: float = 1e-2
     lr_decay: float = 0.05
+    lr_decay_start: float = 0.5
     warmup_steps: int = 100
     weight_decay: float = 1e-6
     random_background: bool = True
@@ -416,7 +418,8 @@ class NerfTask:
     def learning_rate(self, step: int, progress: float) -> float:
         c = self.config
         warm = min(1.0, (step + 1) / max(c.warmup_steps, 1))
-        return c.lr * warm * c.lr_decay**progress
+        late = max(0.0, progress - c.lr_decay_start) / max(1.0 - c.lr_decay_start, 1e-9)
+        return c.lr * warm * c.lr_decay**late
 
     def occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
         """What the occupancy grid thresholds: the opacity of one marching step at x."""
