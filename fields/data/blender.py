@@ -119,6 +119,26 @@ def hold_out(n: int, every: int | None) -> tuple[list[int], list[int]]:
     return [i for i in range(n) if i % every], test
 
 
+def hold_out_splits(
+    images: torch.Tensor,
+    cameras: Cameras,
+    names: Sequence[str],
+    every: int | None,
+    alpha: torch.Tensor | None = None,
+) -> dict[str, Split]:
+    """{"train": Split, "test": Split} by `hold_out` (no "test" when nothing is held out)."""
+    train, test = hold_out(len(names), every)
+    splits = {}
+    for name, idx in (("train", train), ("test", test)):
+        if idx:
+            ix = torch.tensor(idx)
+            splits[name] = Split(
+                images[ix], cameras[ix], [names[i] for i in idx],
+                None if alpha is None else alpha[ix],
+            )
+    return splits
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """Parses a json object, with errors that name the file."""
     if not path.is_file():

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fields.data.blender import check_downscale, hold_out, load_images
-from fields.data.dataset import SceneData, Split
+from fields.data.blender import check_downscale, hold_out_splits, load_images
+from fields.data.dataset import SceneData
 from fields.render.cameras import Cameras, opencv_to_opengl
 
 #: model name -> (number of params, function params -> (fx, fy, cx, cy, k1, k2, p1, p2))
@@ -264,12 +264,7 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
         aabb = _box((centres - centre) * scale)
 
     names = [e["name"] for e in entries]
-    train, test = hold_out(len(entries), hold_every)
-    splits = {}
-    for name, idx in (("train", train), ("test", test)):
-        if idx:
-            ix = torch.tensor(idx)
-            splits[name] = Split(images[ix], cams[ix], [names[i] for i in idx])
+    splits = hold_out_splits(images, cams, names, hold_every)
     return SceneData(
         name=root.resolve().name, splits=splits, aabb=torch.from_numpy(aabb).float(),
         unbounded=True, near=0.0, far=1e10,

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fields.data.blender import check_downscale, hold_out, load_images
-from fields.data.dataset import SceneData, Split
+from fields.data.blender import check_downscale, hold_out_splits, load_images
+from fields.data.dataset import SceneData
 from fields.render.cameras import Cameras
 
 BD_FACTOR = 0.75
@@ -142,12 +142,7 @@ def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) 
     cams = Cameras(torch.from_numpy(c2w).float(), torch.from_numpy(focal).float(),
                    torch.from_numpy(focal).float(), 0.5 * w, 0.5 * h, w, h)
     names = [f.name for f in files]
-    train, test = hold_out(len(files), hold_every)
-    splits = {}
-    for name, idx in (("train", train), ("test", test)):
-        if idx:
-            ix = torch.tensor(idx)
-            splits[name] = Split(images[ix], cams[ix], [names[i] for i in idx])
+    splits = hold_out_splits(images, cams, names, hold_every)
     return SceneData(
         name=root.resolve().name, splits=splits, aabb=torch.from_numpy(aabb).float(),
         unbounded=True, near=float(0.9 * bounds[:, 0].min()), far=float(bounds[:, 1].max()),

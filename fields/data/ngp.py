@@ -38,12 +38,12 @@ from fields.data.blender import (
     check_downscale,
     frame_file,
     frame_matrix,
-    hold_out,
+    hold_out_splits,
     load_images,
     number,
     read_json,
 )
-from fields.data.dataset import SceneData, Split
+from fields.data.dataset import SceneData
 from fields.render.cameras import Cameras
 
 NGP_SCALE = 0.33
@@ -167,16 +167,7 @@ def read_ngp(
         torch.tensor([v[4] for v in intr], dtype=torch.float32),
     )
 
-    train, test = hold_out(len(files), HOLD_EVERY)
-    splits = {}
-    for name, idx in (("train", train), ("test", test)):
-        if not idx:
-            continue
-        ix = torch.tensor(idx)
-        splits[name] = Split(
-            images[ix], cams[ix], [names[i] for i in idx],
-            None if alpha is None else alpha[ix],
-        )
+    splits = hold_out_splits(images, cams, names, HOLD_EVERY, alpha)
     half = 0.5 * aabb_scale
     return SceneData(
         name=(json_path.parent.resolve().name), splits=splits,
