@@ -313,3 +313,78 @@ def bench_encoding(
                 if on_row is not None:
                     on_row(row)
     return rows
+
+
+@dataclass
+class MarchBenchRow:
+    backend: str
+    baseline: str
+    n_rays: int
+    resolution: int
+    occupancy: float
+    samples: int
+    rays_per_s: float
+    speedup: float
+    ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _march_call(
+    grid: torch.nn.Module, origins: torch.Tensor, dirs: torch.Tensor, step: float,
+    backend: str, counts: dict[str, int],
+) -> Callable[[], None]:
+    def fn() -> None:
+        out = grid.sample(origins, dirs, 0.0, 1e10, step, backend=backend)
+        counts[backend] = out.ray_indices.shape[0]
+
+    return fn
+
+
+def bench_march(
+    ray_counts: Iterable[int] = (4096, 65536),
+    resolution: int = 128,
+    occupancy: float = 0.15,
+    render_steps: int = 512,
+    min_time: float = 1.0,
+    max_repeats: int = 20,
+    on_row: Callable[[MarchBenchRow], None] | None = None,
+) -> list[MarchBenchRow]:
+    """The C++ occupancy-grid marcher against its torch reference (`march_rays_reference`):
+    rays from a sphere of radius 3 aimed at points of the box [-1, 1]^3, an occupancy grid
+    with the given fraction of cells occupied (a ball around the centre, as a scene's content),
+    step = box diagonal / `render_steps`; same rays and grid for both, interleaved."""
+    from fields.render.occupancy import OccupancyGrid
+
+    if not _ext.available():
+        raise ValueError(f"bench_march: {_ext.unavailable_reason()}")
+    if not 0.0 < occupancy <= 1.0:
+        raise ValueError(f"bench_march: occupancy must be in (0, 1], got {occupancy}")
+    gen = torch.Generator().manual_seed(0)
+    grid = OccupancyGrid([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], resolution, "none")
+    centres = (torch.arange(resolution) + 0.5) / resolution * 2 - 1
+    r2 = sum(c**2 for c in torch.meshgrid(centres, centres, centres, indexing="ij"))
+    # a ball holding the requested fraction of cells
+    grid.occupied.copy_(r2 <= torch.quantile(r2.reshape(-1)[::7], occupancy))
+    step = 2 * math.sqrt(3) / render_steps
+    rows: list[MarchBenchRow] = []
+    for n in ray_counts:
+        d = torch.randn(n, 3, generator=gen)
+        origins = 3.0 * d / d.norm(dim=-1, keepdim=True)
+        target = torch.rand(n, 3, generator=gen) * 2 - 1
+        dirs = target - origins
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        counts: dict[str, int] = {}
+        fns = {b: _march_call(grid, origins, dirs, step, b, counts) for b in ("torch", "cpu")}
+        secs = time_interleaved(fns, torch.device("cpu"), min_time, max_repeats)
+        for name, sec in secs.items():
+            row = MarchBenchRow(
+                backend=name, baseline="torch", n_rays=n, resolution=resolution,
+                occupancy=float(grid.occupancy_fraction), samples=counts[name],
+                rays_per_s=n / sec, speedup=secs["torch"] / sec, ms=sec * 1e3,
+            )
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows

@@ -193,6 +193,39 @@ def bench_encoding_cmd(
         raise typer.Exit(2) from e
 
 
+@bench_app.command("march")
+def bench_march_cmd(
+    rays: Annotated[list[int], typer.Option(help="rays per call")] = [4096, 65536],  # noqa: B006
+    resolution: Annotated[int, typer.Option(help="occupancy grid cells per axis")] = 128,
+    occupancy: Annotated[float, typer.Option(help="fraction of cells occupied")] = 0.15,
+    render_steps: Annotated[int, typer.Option(help="steps across the box diagonal")] = 512,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    min_time: Annotated[float, typer.Option(help="seconds of timed calls per figure")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """The C++ occupancy-grid ray marcher against its torch reference."""
+    from fields.bench import MarchBenchRow, bench_march
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+    def cells(row: MarchBenchRow) -> list[str]:
+        return [row.backend, str(row.n_rays), f"{row.occupancy:.3f}", str(row.samples),
+                f"{row.ms:.2f}", f"{row.rays_per_s:.3g}", f"{row.speedup:.2f}x"]
+
+    try:
+        _report(
+            f"fields bench march ({resolution}^3 grid, {torch.get_num_threads()} threads)",
+            ["backend", "rays", "occupied", "samples", "ms", "rays/s", "vs torch"],
+            cells,
+            lambda on_row: bench_march(rays, resolution, occupancy, render_steps,
+                                       min_time=min_time, on_row=on_row),
+            as_json,
+        )
+    except ValueError as e:
+        raise _error(e) from e
+
+
 @fit_app.command("image")
 def fit_image_cmd(
     image: Annotated[

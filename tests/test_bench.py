@@ -98,3 +98,13 @@ def test_cli_bench_encoding_json_and_errors():
     assert bad.exit_code == 2 and "n_features_per_level" in bad.output
     bad_mode = CliRunner().invoke(app, [*args, "--modes", "train"])
     assert bad_mode.exit_code != 0 and "forward+backward" in bad_mode.output
+
+
+def test_bench_march_rows_agree():
+    from fields.bench import bench_march
+
+    rows = bench_march(ray_counts=[256], resolution=16, min_time=0.01, max_repeats=3)
+    by = {r.backend: r for r in rows}
+    assert set(by) == {"torch", "cpu"}
+    assert by["torch"].samples == by["cpu"].samples > 0  # same samples from both marchers
+    assert by["torch"].speedup == 1.0 and by["cpu"].speedup > 0
