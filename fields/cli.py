@@ -400,27 +400,30 @@ def fit_nerf_cmd(
         torch.set_num_threads(threads)
     if model not in MODELS:
         raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--model")
+    if steps < 1 or not max_seconds > 0:
+        raise _error(ValueError("--steps must be >= 1 and --max-seconds > 0"))
     try:
+        overrides = json.loads(config) if config else {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config must be a JSON object of NerfConfig fields, got {config}")
         scene, name = _load_nerf_data(data, downscale, scene_resolution)
-        cfg = MODELS[model]()
-        if config:
-            cfg = NerfConfig.from_dict({**cfg.to_dict(), **json.loads(config)})
-    except (ValueError, FileNotFoundError) as e:
+        cfg = NerfConfig.from_dict({**MODELS[model]().to_dict(), **overrides})
+        out = Path(output or f"outputs/{name}/nerf/{time.strftime('%Y-%m-%d_%H%M%S')}")
+        train_cfg = TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
+                                seed=seed)
+        seed_everything(seed)
+        task = NerfTask(scene, cfg, seed=seed)
+        run_info = {"scene": name, "data": data, "model": model, "seed": seed,
+                    "train": train_cfg.__dict__, "nerf": task.config.to_dict()}
+        write_text_atomic(out / "config.json", json.dumps(run_info, indent=2) + "\n")
+    except (ValueError, TypeError, OSError) as e:  # OSError: FileNotFoundError, permissions
         raise _error(e) from e
-    out = Path(output or f"outputs/{name}/nerf/{time.strftime('%Y-%m-%d_%H%M%S')}")
-    train_cfg = TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
-                            seed=seed)
-    seed_everything(seed)
-    task = NerfTask(scene, cfg, seed=seed)
     split = scene.eval_split()
     console.print(
         f"fitting {name}: {len(scene.train)} training views {scene.train.cameras.width}x"
         f"{scene.train.cameras.height}, {len(split)} held-out; model {model}; budget "
         f"{steps} steps / {max_seconds:g} s; output {out}"
     )
-    run_info = {"scene": name, "data": data, "model": model, "seed": seed,
-                "train": train_cfg.__dict__, "nerf": cfg.to_dict()}
-    write_text_atomic(out / "config.json", json.dumps(run_info, indent=2) + "\n")
 
     def on_eval(state, rec) -> None:
         console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: held-out PSNR "
@@ -433,7 +436,7 @@ def fit_nerf_cmd(
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]: checkpoint written to {out}/checkpoint.pt")
         raise typer.Exit(130) from None
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise _error(e) from e
     console.print("evaluating on every held-out view...")
     task.module.eval()
@@ -471,11 +474,17 @@ def render_cmd(
     scale: Annotated[float, typer.Option(help="resolution relative to the data's")] = 1.0,
 ) -> None:
     """Render a video of a fitted radiance field along a camera path."""
+    from pathlib import Path
+
     from rich.progress import Progress
 
     from fields.io import write_video
     from fields.nerf import LoadedNerf, render_path
 
+    if frames < 1 or fps < 1 or not scale > 0:
+        raise _error(ValueError("--frames and --fps must be >= 1 and --scale > 0"))
+    if Path(out).suffix.lower() not in (".mp4", ".gif"):
+        raise _error(ValueError(f"{out}: unknown video extension; use .mp4 or .gif"))
     try:
         nerf = LoadedNerf(checkpoint)
         with Progress(console=console) as progress:
@@ -485,7 +494,7 @@ def render_cmd(
                 progress=lambda i, n: progress.update(task, completed=i),
             )
         write_video(out, video, fps=fps)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise _error(e) from e
     console.print(f"wrote {out} ({frames} frames, {video[0].shape[1]}x{video[0].shape[0]})")
 
@@ -514,7 +523,7 @@ def export_mesh_cmd(
             )
         target = Path(out) if out else Path(checkpoint).with_name("mesh.ply")
         write_ply(target, verts, faces, colours)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         raise _error(e) from e
     console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces")
 

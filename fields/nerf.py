@@ -491,6 +491,18 @@ class NerfTask:
             scores["psnr_per_view"] = psnrs  # type: ignore[assignment]
         return scores
 
+    # -- state besides the module and optimiser, for resume --
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_rays": self.n_rays, "rays_trained": self.rays_trained,
+                "samples_trained": self.samples_trained,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n_rays = int(state["n_rays"])
+        self.rays_trained = int(state["rays_trained"])
+        self.samples_trained = int(state["samples_trained"])
+        self.generator.set_state(state["generator"])
+
     # -- what a checkpoint needs to rebuild the renderer --
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"kind": "nerf", "nerf": scene_info(self.data, self.config)}

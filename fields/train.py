@@ -1,9 +1,11 @@
 """The training loop every field uses, and checkpoints written atomically.
 
 A field kind describes one training run as a `Task` (its model, optimiser, one training step,
-an evaluation); `train` runs it under step and time budgets with a progress bar, periodic
+an evaluation; optionally `state_dict` / `load_state_dict` for its own state, such as
+generators); `train` runs it under step and time budgets with a progress bar, periodic
 evaluation on held-out data, periodic and final checkpoints, `resume`, and Ctrl-C handling
-(the interrupt is caught between steps, a checkpoint is written, then it propagates).
+(a checkpoint is written, then the interrupt propagates; an interrupt in the middle of a step
+may leave that step's update in the weights, so a resumed run can repeat one step).
 
 A checkpoint is a `torch.save` dict ``{"format": "fields-checkpoint", "version": 1,
 "state_dict": ..., **extra}``; it is written to a temporary file in the target folder and
@@ -131,10 +133,6 @@ class TrainState:
         return {"step": self.step, "seconds": self.seconds, "history": self.history}
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
-
-
 def save_training_checkpoint(
     path: str | os.PathLike, task: Task, state: TrainState, extra: Mapping[str, Any] | None = None
 ) -> None:
@@ -146,6 +144,7 @@ def save_training_checkpoint(
             "optimizer": task.optimizer.state_dict(),
             "train_state": state.as_dict(),
             "rng": {"torch": torch.get_rng_state()},
+            **({"task": task.state_dict()} if hasattr(task, "state_dict") else {}),
             **(extra or {}),
         },
     )
@@ -180,6 +179,8 @@ def train(
         rng = payload.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
+        if "task" in payload and hasattr(task, "load_state_dict"):
+            task.load_state_dict(payload["task"])
     extra = dict(checkpoint_extra or {})
 
     def write_checkpoint() -> None:

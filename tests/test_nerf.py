@@ -236,3 +236,30 @@ def test_unbounded_llff_scene_trains_end_to_end(tiny_scene, tmp_path):
     frames = render_path(task.model, task.grid, task.settings, scene_info(data, task.config),
                          "spiral", n_frames=2)
     assert len(frames) == 2 and torch.isfinite(frames[0]).all()
+
+
+def test_cli_bad_options_give_clear_errors(tiny_scene, tmp_path):
+    runner = CliRunner()
+    for cfg in ("[1]", '{"encoding": {"otype": "Nope"}}', '{"grid_resolution": 5000}'):
+        res = runner.invoke(app, ["fit", "nerf", "--data", str(tiny_scene), "--config", cfg,
+                                  "--output", str(tmp_path / "x")])
+        assert res.exit_code == 2, (cfg, res.output)
+        assert "error" in res.output
+    ckpt = tmp_path / "none.pt"
+    for args in (["--fps", "0"], ["--out", str(tmp_path / "v.avi")]):
+        res = runner.invoke(app, ["render", str(ckpt), *args])
+        assert res.exit_code == 2 and "error" in res.output, res.output
+
+
+def test_resume_restores_the_task_state(tiny_scene, tmp_path):
+    scene = load_scene(tiny_scene)
+    seed_everything(0)
+    a = NerfTask(scene, small_config(), seed=0)
+    cfg = TrainConfig(steps=20, max_seconds=60, eval_every=0, checkpoint_every=0)
+    train(a, cfg, checkpoint=tmp_path / "a.pt", checkpoint_extra=a.checkpoint_extra(),
+          show_progress=False)
+    b = NerfTask(scene, small_config(), seed=0)
+    train(b, TrainConfig(steps=20, max_seconds=60, eval_every=0, checkpoint_every=0),
+          resume=tmp_path / "a.pt", show_progress=False)
+    assert b.n_rays == a.n_rays and b.rays_trained == a.rays_trained
+    torch.testing.assert_close(b.generator.get_state(), a.generator.get_state())
