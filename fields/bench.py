@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -387,4 +388,76 @@ def bench_march(
             rows.append(row)
             if on_row is not None:
                 on_row(row)
+    return rows
+
+
+@dataclass
+class FlowBenchRow:
+    pair: str
+    method: str
+    epe3d: float
+    acc_strict: float
+    acc_relax: float
+    outliers: float
+    angle_error: float
+    iters: int
+    seconds: float
+    # on the summary rows ("mean" pair): the baseline's seconds / this method's, and this
+    # method's EPE3D / the baseline's, over the same pairs
+    speedup: float | None = None
+    epe_ratio: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_flow(
+    times: Sequence[int] = (0, 6, 12),
+    seed: int = 0,
+    methods: Sequence[str] = ("nsfp", "dt"),
+    baseline: str = "nsfp",
+    n_points: int = 8192,
+    on_row: Callable[[FlowBenchRow], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[FlowBenchRow]:
+    """Every scene-flow method with its defaults on the built-in lidar pairs (frames t, t + 1
+    of the street scene for each t in `times`), one after the other in this process; then one
+    summary row per method: mean errors, total seconds (set-up included) and the speed and EPE
+    ratios against `baseline`."""
+    from fields.data.flow_scenes import make_flow_pair
+    from fields.flow import FlowConfig, fit_flow
+    from fields.metrics import scene_flow_metrics
+
+    rows: list[FlowBenchRow] = []
+    for t in times:
+        pair = make_flow_pair(seed=seed, n_points=n_points, time=t)
+        gt = torch.from_numpy(pair.flow)
+        for method in methods:
+            if on_progress is not None:
+                on_progress(f"{pair.name}: {method}")
+            fit = fit_flow(pair.source, pair.target, FlowConfig.for_method(method, seed=seed))
+            m = scene_flow_metrics(fit.flow, gt)
+            row = FlowBenchRow(pair.name, method, m["epe3d"], m["acc_strict"], m["acc_relax"],
+                               m["outliers"], m["angle_error"], fit.iters, fit.seconds)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    summary: dict[str, FlowBenchRow] = {}
+    for method in methods:
+        mine = [r for r in rows if r.method == method]
+        summary[method] = FlowBenchRow(
+            "mean", method,
+            *(float(np.mean([getattr(r, k) for r in mine]))
+              for k in ("epe3d", "acc_strict", "acc_relax", "outliers", "angle_error")),
+            sum(r.iters for r in mine), sum(r.seconds for r in mine),
+        )
+    if baseline in summary:
+        base = summary[baseline]
+        for row in summary.values():
+            row.speedup = base.seconds / row.seconds
+            row.epe_ratio = row.epe3d / base.epe3d if base.epe3d > 0 else None
+    for row in summary.values():
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows

@@ -226,6 +226,53 @@ def bench_march_cmd(
         raise _error(e) from e
 
 
+@bench_app.command("flow")
+def bench_flow_cmd(
+    times: Annotated[
+        list[int], typer.Option("--time", help="built-in pairs: frames t, t+1 (repeatable)")
+    ] = [0, 6, 12],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="scene and network seed")] = 0,
+    methods: Annotated[
+        list[str], typer.Option("--method", help="methods to run (repeatable)")
+    ] = ["nsfp", "dt"],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Scene flow: the distance-transform method against NSFP's Chamfer loss on the built-in
+    lidar pairs, errors and time from one run, with the speed-up and EPE ratio."""
+    from fields.bench import FlowBenchRow, bench_flow
+    from fields.flow import METHODS
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise typer.BadParameter(f"unknown {bad}; expected some of {METHODS}",
+                                 param_hint="--method")
+
+    def ratio(v: float | None) -> str:
+        return "" if v is None else f"{v:.2f}x"
+
+    def cells(row: FlowBenchRow) -> list[str]:
+        return [row.pair, row.method, f"{row.epe3d:.4f}", f"{row.acc_strict:.3f}",
+                f"{row.acc_relax:.3f}", f"{row.outliers:.3f}", f"{row.angle_error:.3f}",
+                str(row.iters), f"{row.seconds:.1f}", ratio(row.speedup), ratio(row.epe_ratio)]
+
+    baseline = "nsfp" if "nsfp" in methods else methods[0]
+    try:
+        _report(
+            f"fields bench flow (built-in lidar pairs, {torch.get_num_threads()} threads; "
+            f"ratios against {baseline})",
+            ["pair", "method", "EPE3D", "Acc-strict", "Acc-relax", "outliers", "angle",
+             "iters", "seconds", "speed-up", "EPE ratio"],
+            cells,
+            lambda on_row: bench_flow(times, seed, methods, baseline, on_row=on_row),
+            as_json,
+        )
+    except ValueError as e:
+        raise _error(e) from e
+
+
 @fit_app.command("image")
 def fit_image_cmd(
     image: Annotated[
@@ -462,6 +509,257 @@ def fit_nerf_cmd(
         f"views after {state.step} steps, {state.seconds:.0f} s of training "
         f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/"
     )
+
+
+def _flow_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _read_flow_gt(path: str, n: int):
+    import numpy as np
+
+    from fields.data.pointclouds import read_points
+
+    if path.lower().endswith(".npy"):
+        try:
+            gt = np.load(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable .npy file ({e})") from e
+    else:
+        gt = read_points(path)
+    if gt.ndim != 2 or gt.shape != (n, 3):
+        raise ValueError(f"{path}: the ground-truth flow must be an ({n}, 3) array, one row per "
+                         f"source point, got shape {gt.shape}")
+    if not np.isfinite(gt).all():
+        raise ValueError(f"{path}: the ground-truth flow has non-finite values")
+    return torch.from_numpy(gt.astype(np.float32))
+
+
+@fit_app.command("flow")
+def fit_flow_cmd(
+    source: Annotated[
+        str | None, typer.Argument(help="source cloud (.ply .npy .pcd .bin .txt); default: "
+                                        "the built-in synthetic lidar pair")
+    ] = None,
+    target: Annotated[str | None, typer.Argument(help="target cloud")] = None,
+    gt: Annotated[
+        str | None, typer.Option(help="ground-truth flow of the source points (N x 3 .npy)")
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="dt (distance transform, fast) or nsfp (Chamfer, the paper)")
+    ] = "dt",
+    sequence: Annotated[
+        str | None, typer.Option(help="a folder of frames (sorted by name), or 'builtin' for "
+                                      "the synthetic sequence: fit every consecutive pair")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="frames of the built-in sequence")] = 5,
+    trajectories: Annotated[
+        bool, typer.Option(help="with --sequence: integrate the flows into trajectories of the "
+                                "first frame's points")
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option(help="output folder (default outputs/<name>/flow/<time>)")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option(help="JSON overrides of FlowConfig, e.g. '{\"lr\": 0.004}'")
+    ] = None,
+    max_iters: Annotated[int | None, typer.Option(help="iteration budget per pair")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the network and the built-in data")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+) -> None:
+    """Fit a neural scene-flow prior between two point clouds (or along a sequence); writes
+    flow.npy, metrics.json, flow.png and checkpoint.pt to the output folder."""
+    import time
+    from pathlib import Path
+
+    from fields.flow import METHODS, FlowConfig
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if method not in METHODS:
+        raise typer.BadParameter(f"expected one of {', '.join(METHODS)}", param_hint="--method")
+    if (source is None) != (target is None):
+        raise _error(ValueError("give both SOURCE and TARGET clouds, or neither (the built-in "
+                                "pair)"))
+    if sequence is not None and source is not None:
+        raise _error(ValueError("--sequence fits the frames of a folder: give it without "
+                                "SOURCE and TARGET"))
+    if trajectories and sequence is None:
+        raise _error(ValueError("--trajectories needs --sequence"))
+    try:
+        overrides = json.loads(config) if config else {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config must be a JSON object of FlowConfig fields, got {config}")
+        if max_iters is not None:
+            overrides["max_iters"] = max_iters
+        overrides.setdefault("seed", seed)
+        cfg = FlowConfig.for_method(method, **overrides)
+    except (ValueError, TypeError) as e:
+        raise _error(ValueError(f"--config: {e}")) from e
+    stamp = time.strftime("%Y-%m-%d_%H%M%S")
+    if sequence is not None:
+        _fit_flow_sequence(sequence, frames, trajectories, cfg, output, stamp, seed)
+        return
+
+    from fields.data.pointclouds import read_points
+    from fields.flow import fit_flow, write_flow_outputs
+
+    try:
+        if source is None:
+            from fields.data.flow_scenes import make_flow_pair
+
+            with console.status("making the built-in lidar pair..."):
+                pair = make_flow_pair(seed=seed)
+            name, src_np, tgt_np = pair.name, pair.source, pair.target
+            gt_flow = torch.from_numpy(pair.flow)
+            if gt is not None:
+                gt_flow = _read_flow_gt(gt, len(src_np))
+        else:
+            src_np, tgt_np = read_points(source), read_points(target)
+            name = Path(source).stem
+            gt_flow = _read_flow_gt(gt, len(src_np)) if gt is not None else None
+    except (ValueError, OSError) as e:
+        raise _error(e) from e
+    src, tgt = torch.from_numpy(src_np), torch.from_numpy(tgt_np)
+    out = Path(output or f"outputs/{name}/flow/{stamp}")
+    console.print(f"scene flow {name}: {len(src)} -> {len(tgt)} points, method {method}, "
+                  f"network {cfg.depth}x{cfg.width}, at most {cfg.max_iters} iterations; "
+                  f"output {out}")
+    with _flow_progress() as progress:
+        task = progress.add_task("fitting", total=cfg.max_iters, status="")
+
+        def on_iter(rec: dict[str, float]) -> None:
+            progress.update(task, completed=rec["iter"],
+                            status=f"loss {rec['loss']:.4g} (best {rec['best_loss']:.4g})")
+
+        try:
+            fit = fit_flow(src, tgt, cfg, on_iter=on_iter)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: nothing written")
+            raise typer.Exit(130) from None
+        except (ValueError, RuntimeError) as e:
+            raise _error(e) from e
+        progress.update(task, total=fit.iters, completed=fit.iters)
+    info = {"name": name, "source": source or "builtin", "target": target or "builtin",
+            "gt": gt or ("builtin" if source is None else None)}
+    try:
+        metrics = write_flow_outputs(out, fit, src, tgt, gt_flow, info)
+    except OSError as e:
+        raise _error(e) from e
+    quality = (
+        f"EPE3D {metrics['epe3d']:.4f} m, Acc-strict {metrics['acc_strict']:.3f}, Acc-relax "
+        f"{metrics['acc_relax']:.3f}, outliers {metrics['outliers']:.3f}, angle "
+        f"{metrics['angle_error']:.3f} rad; " if gt_flow is not None else ""
+    )
+    console.print(f"{quality}{fit.iters} iterations (best {fit.best_iter}) in "
+                  f"{fit.seconds:.1f} s. Wrote {out}/flow.npy, metrics.json, flow.png, "
+                  "checkpoint.pt")
+
+
+def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: Any,
+                       output: str | None, stamp: str, seed: int) -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    from fields.data.pointclouds import write_points
+    from fields.flow import accumulate, fit_sequence, integrate, read_sequence
+    from fields.io import atomic_write, write_text_atomic
+    from fields.metrics import scene_flow_metrics
+    from fields.plots import write_flow_figure, write_trajectory_figure
+
+    gt_flows = gt_traj = None
+    try:
+        if sequence == "builtin":
+            from fields.data.flow_scenes import make_flow_sequence
+
+            with console.status("making the built-in lidar sequence..."):
+                seq = make_flow_sequence(n_frames, seed=seed)
+            clouds, names, name = seq.frames, [f"frame {k}" for k in range(n_frames)], seq.name
+            gt_flows, gt_traj = seq.flows, seq.trajectories
+        else:
+            clouds, names = read_sequence(sequence)
+            name = Path(sequence).name
+    except (ValueError, OSError) as e:
+        raise _error(e) from e
+    out = Path(output or f"outputs/{name}/flow/{stamp}")
+    n_pairs = len(clouds) - 1
+    console.print(f"scene flow along {name}: {len(clouds)} frames, method {cfg.method}; "
+                  f"output {out}")
+    pairs: list[dict[str, Any]] = []
+    with _flow_progress() as progress:
+        task = progress.add_task("pairs", total=n_pairs, status="")
+
+        def on_iter(k: int, rec: dict[str, float]) -> None:
+            progress.update(task, status=f"pair {k}: iteration {rec['iter']}, loss "
+                                         f"{rec['loss']:.4g}")
+
+        def on_pair(k: int, fit: Any) -> None:
+            rec: dict[str, Any] = {"pair": k, "source": names[k], "target": names[k + 1],
+                                   "iters": fit.iters, "seconds": fit.seconds}
+            flow = fit.flow.numpy()
+
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, flow)
+
+            atomic_write(out / "flows" / f"flow_{k:03d}.npy", write)
+            gt_k = None if gt_flows is None else gt_flows[k]
+            if gt_k is not None:
+                rec.update(scene_flow_metrics(fit.flow, torch.from_numpy(gt_k)))
+            write_flow_figure(out / "flows" / f"flow_{k:03d}.png", clouds[k], clouds[k + 1],
+                              flow, gt_k, title=f"pair {k}")
+            pairs.append(rec)
+            progress.update(task, completed=k + 1)
+
+        try:
+            fits = fit_sequence(clouds, cfg, on_pair=on_pair, on_iter=on_iter)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/yellow]: finished pairs are in {out}/flows")
+            raise typer.Exit(130) from None
+        except (ValueError, RuntimeError, OSError) as e:
+            raise _error(e) from e
+    metrics: dict[str, Any] = {"name": name, "frames": len(clouds), "method": cfg.method,
+                               "config": cfg.to_dict(), "pairs": pairs,
+                               "seconds": sum(p["seconds"] for p in pairs)}
+    fields_ = [f.forward_field for f in fits]
+    dense, frame_idx = accumulate(clouds, fields_)
+    write_points(out / "accumulated.ply", dense.numpy(),
+                 {"frame": frame_idx.numpy().astype(np.int32)})
+    if trajectories:
+        traj = integrate(fields_, torch.from_numpy(np.asarray(clouds[0]))).numpy()
+
+        def write_traj(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, traj.astype(np.float32))
+
+        atomic_write(out / "trajectories.npy", write_traj)
+        write_trajectory_figure(out / "trajectories.png", traj)
+        if gt_traj is not None:
+            err = np.linalg.norm(traj - gt_traj, axis=-1).mean(axis=1)
+            metrics["trajectory_epe_per_frame"] = [float(e) for e in err]
+            metrics["trajectory_epe_final"] = float(err[-1])
+    if gt_flows is not None:
+        for key in ("epe3d", "acc_strict", "acc_relax", "outliers", "angle_error"):
+            metrics[key] = float(np.mean([p[key] for p in pairs]))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    quality = (f"mean EPE3D {metrics['epe3d']:.4f} m, Acc-strict {metrics['acc_strict']:.3f}; "
+               if gt_flows is not None else "")
+    drift = (f"trajectory error after {len(clouds) - 1} steps "
+             f"{metrics['trajectory_epe_final']:.4f} m; "
+             if "trajectory_epe_final" in metrics else "")
+    console.print(f"{quality}{drift}{n_pairs} pairs in {metrics['seconds']:.1f} s. Wrote {out}/"
+                  "flows/, accumulated.ply, metrics.json"
+                  + (", trajectories.npy, trajectories.png" if trajectories else ""))
 
 
 @app.command("render")

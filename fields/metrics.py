@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR and SSIM (Wang et al. 2004), for images in [0, 1]."""
+"""Quality metrics: PSNR and SSIM (Wang et al. 2004) for images in [0, 1]; scene-flow errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 
 from fields.data.images import psnr
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "scene_flow_metrics", "ssim"]
 
 
 def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
@@ -49,3 +49,38 @@ def ssim(
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
     return float((num / den).mean())
+
+
+def scene_flow_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """Scene-flow errors of (N, 3) predicted flows against ground truth (metres), as in the
+    scene-flow literature (FlowNet3D, HPLFlowNet, NSFP):
+
+    - ``epe3d``: mean end-point error |pred - gt|;
+    - ``acc_strict``: fraction with error < 0.05 m or relative error < 5%;
+    - ``acc_relax``: fraction with error < 0.1 m or relative error < 10%;
+    - ``outliers``: fraction with error > 0.3 m or relative error > 10%;
+    - ``angle_error``: mean angle (radians) between the space-time vectors (pred, 1) and
+      (gt, 1), Barron et al.'s optical-flow angular error in 3-D: defined for zero flows too.
+
+    The relative error is |pred - gt| / |gt| (|gt| clamped below at 1e-4 m).
+    """
+    if pred.shape != gt.shape or pred.dim() != 2 or pred.shape[-1] != 3:
+        raise ValueError(
+            f"scene_flow_metrics: expected two (N, 3) flows of the same shape, got "
+            f"{tuple(pred.shape)} and {tuple(gt.shape)}"
+        )
+    if pred.shape[0] == 0:
+        raise ValueError("scene_flow_metrics: no points")
+    pred, gt = pred.double(), gt.double()
+    err = (pred - gt).norm(dim=-1)
+    rel = err / gt.norm(dim=-1).clamp_min(1e-4)
+    ones = torch.ones_like(err)[:, None]
+    a, b = torch.cat((pred, ones), -1), torch.cat((gt, ones), -1)
+    cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+    return {
+        "epe3d": float(err.mean()),
+        "acc_strict": float(((err < 0.05) | (rel < 0.05)).double().mean()),
+        "acc_relax": float(((err < 0.1) | (rel < 0.1)).double().mean()),
+        "outliers": float(((err > 0.3) | (rel > 0.1)).double().mean()),
+        "angle_error": float(torch.acos(cos.clamp(-1.0, 1.0)).mean()),
+    }

@@ -1,6 +1,7 @@
 // The fields._C extension module: the only place that names the Python-visible functions.
 #include <torch/extension.h>
 
+#include "dt.h"
 #include "grid.h"
 #include "march.h"
 #include "mlp.h"
@@ -30,6 +31,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
         py::arg("occupancy"), py::arg("aabb"), py::arg("contraction"), py::arg("step_size"),
         py::arg("cone_angle"), py::arg("max_step"));
+  m.def("distance_transform_cpu", &fields::distance_transform_cpu,
+        "Distance from every cell centre of a grid to the nearest point, on the CPU",
+        py::arg("points"), py::arg("origin"), py::arg("voxel"), py::arg("dims"));
 #ifdef FIELDS_WITH_CUDA
   m.attr("has_cuda") = true;
 #else

@@ -1,0 +1,122 @@
+"""Figures people would rather see than read, written as PNG with matplotlib (Agg, no display).
+
+Every figure is written atomically (a temporary file renamed over the target).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fields.io import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_flow_figure(
+    path: str | os.PathLike,
+    source: np.ndarray,
+    target: np.ndarray,
+    flow: np.ndarray,
+    gt: np.ndarray | None = None,
+    *,
+    title: str = "",
+    max_arrows: int = 1500,
+    seed: int = 0,
+) -> Path:
+    """Bird's-eye view (x, y) of both clouds with flow vectors; with ground truth, a second
+    panel colours the source points by end-point error (metres, capped at 0.3).
+
+    Arrows are drawn for at most `max_arrows` source points, the moving ones (|flow| > 5 cm)
+    first, chosen at random with `seed`.
+    """
+    plt = _pyplot()
+    source, target, flow = (np.asarray(a, dtype=np.float32) for a in (source, target, flow))
+    n_panels = 1 if gt is None else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(7.5 * n_panels, 7.5), squeeze=False)
+    ax = axes[0, 0]
+    ax.scatter(source[:, 0], source[:, 1], s=0.6, c="#1f77b4", alpha=0.5, lw=0, label="source")
+    ax.scatter(target[:, 0], target[:, 1], s=0.6, c="#d62728", alpha=0.5, lw=0, label="target")
+    rng = np.random.default_rng(seed)
+    mag = np.linalg.norm(flow, axis=1)
+    moving = np.flatnonzero(mag > 0.05)
+    pick = rng.permutation(moving)[:max_arrows]
+    if len(pick) < max_arrows:
+        rest = rng.permutation(np.flatnonzero(mag <= 0.05))[: max_arrows - len(pick)]
+        pick = np.concatenate([pick, rest])
+    if len(pick):
+        ax.quiver(source[pick, 0], source[pick, 1], flow[pick, 0], flow[pick, 1],
+                  angles="xy", scale_units="xy", scale=1.0, width=0.0015, color="k",
+                  label="flow")
+    ax.set_title(f"{title} bird's-eye view: source, target, flow".strip())
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(loc="upper right", markerscale=12)
+    if gt is not None:
+        gt = np.asarray(gt, dtype=np.float32)
+        err = np.linalg.norm(flow - gt, axis=1)
+        ax2 = axes[0, 1]
+        sc = ax2.scatter(source[:, 0], source[:, 1], s=1.0, c=err, cmap="inferno", vmin=0.0,
+                         vmax=0.3, lw=0)
+        fig.colorbar(sc, ax=ax2, fraction=0.046, pad=0.04, label="end-point error (m)")
+        ax2.set_title(f"end-point error, mean {err.mean():.3f} m")
+        ax2.set_aspect("equal")
+        ax2.set_xlabel("x (m)")
+        ax2.set_facecolor("#dddddd")
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png", dpi=110)
+
+    try:
+        return atomic_write(path, write)
+    finally:
+        plt.close(fig)
+
+
+def write_trajectory_figure(
+    path: str | os.PathLike, trajectories: np.ndarray, *, max_tracks: int = 800, seed: int = 0,
+    title: str = "trajectories",
+) -> Path:
+    """Bird's-eye view of (T, N, 3) trajectories: the moving tracks (those that travel more than
+    10 cm) as lines coloured by time, start points grey."""
+    plt = _pyplot()
+    traj = np.asarray(trajectories, dtype=np.float32)
+    if traj.ndim != 3 or traj.shape[2] != 3:
+        raise ValueError(f"write_trajectory_figure: expected (T, N, 3), got {traj.shape}")
+    fig, ax = plt.subplots(figsize=(7.5, 7.5))
+    ax.scatter(traj[0, :, 0], traj[0, :, 1], s=0.5, c="#999999", lw=0)
+    travel = np.linalg.norm(traj[-1] - traj[0], axis=1)
+    moving = np.flatnonzero(travel > 0.1)
+    pick = np.random.default_rng(seed).permutation(moving)[:max_tracks]
+    cmap = plt.get_cmap("viridis")
+    for k in range(traj.shape[0] - 1):
+        seg_colour = cmap(k / max(traj.shape[0] - 2, 1))
+        ax.plot(
+            np.stack([traj[k, pick, 0], traj[k + 1, pick, 0]]),
+            np.stack([traj[k, pick, 1], traj[k + 1, pick, 1]]),
+            color=seg_colour, lw=0.6,
+        )
+    ax.set_title(f"{title}: {len(moving)} moving points over {traj.shape[0]} frames")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        fig.savefig(tmp, format="png", dpi=110)
+
+    try:
+        return atomic_write(path, write)
+    finally:
+        plt.close(fig)
