@@ -673,7 +673,7 @@ def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: An
 
     from fields.data.pointclouds import write_points
     from fields.flow import accumulate, fit_sequence, integrate, read_sequence
-    from fields.io import atomic_write, write_text_atomic
+    from fields.io import save_npy_atomic, write_text_atomic
     from fields.metrics import scene_flow_metrics
     from fields.plots import write_flow_figure, write_trajectory_figure
 
@@ -707,12 +707,7 @@ def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: An
             rec: dict[str, Any] = {"pair": k, "source": names[k], "target": names[k + 1],
                                    "iters": fit.iters, "seconds": fit.seconds}
             flow = fit.flow.numpy()
-
-            def write(tmp: str) -> None:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, flow)
-
-            atomic_write(out / "flows" / f"flow_{k:03d}.npy", write)
+            save_npy_atomic(out / "flows" / f"flow_{k:03d}.npy", flow)
             gt_k = None if gt_flows is None else gt_flows[k]
             if gt_k is not None:
                 rec.update(scene_flow_metrics(fit.flow, torch.from_numpy(gt_k)))
@@ -737,12 +732,7 @@ def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: An
                  {"frame": frame_idx.numpy().astype(np.int32)})
     if trajectories:
         traj = integrate(fields_, torch.from_numpy(np.asarray(clouds[0]))).numpy()
-
-        def write_traj(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.save(fh, traj.astype(np.float32))
-
-        atomic_write(out / "trajectories.npy", write_traj)
+        save_npy_atomic(out / "trajectories.npy", traj.astype(np.float32))
         write_trajectory_figure(out / "trajectories.png", traj)
         if gt_traj is not None:
             err = np.linalg.norm(traj - gt_traj, axis=-1).mean(axis=1)

@@ -583,7 +583,7 @@ def write_flow_outputs(
     import json
     from pathlib import Path
 
-    from fields.io import atomic_write, write_text_atomic
+    from fields.io import save_npy_atomic, write_text_atomic
     from fields.metrics import scene_flow_metrics
     from fields.plots import write_flow_figure
 
@@ -606,11 +606,7 @@ def write_flow_outputs(
         "history": fit.history,
     })
 
-    def write_npy(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, flow.numpy().astype(np.float32))
-
-    atomic_write(out / "flow.npy", write_npy)
+    save_npy_atomic(out / "flow.npy", flow.numpy().astype(np.float32))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_flow_figure(out / "flow.png", source.numpy(), target.numpy(), flow.numpy(),
                       None if gt is None else gt.numpy(), title=str(info.get("name", "")))

@@ -38,6 +38,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def save_npy_atomic(path: str | os.PathLike, array: Any) -> Path:
+    """Writes a numpy array as .npy atomically (no pickles)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+
+    return atomic_write(path, write)
+
+
 
 def write_video(path: str | os.PathLike, frames: Sequence[Any], fps: int = 24) -> Path:
     """Writes frames ((H, W, 3) float tensors in [0, 1]) as a video, atomically. ``.mp4``

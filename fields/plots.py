@@ -22,6 +22,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    """Writes `fig` as PNG atomically, then closes it."""
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
 def write_flow_figure(
     path: str | os.PathLike,
     source: np.ndarray,
@@ -73,15 +82,7 @@ def write_flow_figure(
         ax2.set_aspect("equal")
         ax2.set_xlabel("x (m)")
         ax2.set_facecolor("#dddddd")
-    fig.tight_layout()
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=110)
-
-    try:
-        return atomic_write(path, write)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, path)
 
 
 def write_trajectory_figure(
@@ -111,12 +112,4 @@ def write_trajectory_figure(
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
-    fig.tight_layout()
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=110)
-
-    try:
-        return atomic_write(path, write)
-    finally:
-        plt.close(fig)
+    return _save(plt, fig, path)

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fields.io import atomic_write
+from fields.io import save_npy_atomic
 
 LABELS = (
     "static",
@@ -672,11 +672,7 @@ class FlowPair:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-
-    atomic_write(path, write)
+    save_npy_atomic(path, array)
 
 
 @dataclass

@@ -907,6 +907,11 @@ def _write_ply(
     ]
     header += [f"property {_PLY_NAMES[dt[c].str[1:]]} {c}" for c in dt.names or ()]
     header.append("end_header")
+    return _header_and_records(header, rec)
+
+
+def _header_and_records(header: list[str], rec: np.ndarray) -> Callable[[str], None]:
+    """A writer of the ASCII header lines followed by the binary records."""
     head = ("\n".join(header) + "\n").encode("ascii")
 
     def write(tmp: str) -> None:
@@ -953,14 +958,7 @@ def _write_pcd(
         f"POINTS {len(xyz)}",
         "DATA binary",
     ]
-    head = ("\n".join(header) + "\n").encode("ascii")
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(head)
-            f.write(rec.tobytes())
-
-    return write
+    return _header_and_records(header, rec)
 
 
 def _write_npy(
