@@ -463,19 +463,18 @@ def fit_flow(
     history: list[dict[str, float]] = []
     it = 0
     for it in range(1, cfg.max_iters + 1):
-        pre_step = [p.detach().clone() for p in params]
         loss, flow = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         value = float(loss.detach())
         if value < best_loss * (1.0 - cfg.min_delta) or not math.isfinite(best_loss):
             since_best = 0
         else:
             since_best += 1
-        if value < best_loss:  # the parameters that gave this flow (before the step)
+        if value < best_loss:  # keep the parameters that gave this flow (before the step)
             best_loss, best_iter, best_flow = value, it, flow.detach().clone()
-            best_state = pre_step
+            best_state = [p.detach().clone() for p in params]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         if it % log_every == 0 or since_best >= cfg.patience or it == cfg.max_iters:
             rec = {"iter": it, "loss": value, "best_loss": best_loss,
                    "seconds": time.perf_counter() - t0}
