@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -419,11 +419,15 @@ def bench_flow(
     n_points: int = 8192,
     on_row: Callable[[FlowBenchRow], None] | None = None,
     on_progress: Callable[[str], None] | None = None,
+    seeds: int = 1,
 ) -> list[FlowBenchRow]:
     """Every scene-flow method with its defaults on the built-in lidar pairs (frames t, t + 1
-    of the street scene for each t in `times`), one after the other in this process; then one
+    of the street scene for each t in `times`, scene `seed`), one after the other in this
+    process, each with `seeds` network initialisations (seeds seed, seed + 1, ...); then one
     summary row per method: mean errors, total seconds (set-up included) and the speed and EPE
     ratios against `baseline`."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"bench_flow: seeds must be a positive integer, got {seeds!r}")
     from fields.data.flow_scenes import make_flow_pair
     from fields.flow import FlowConfig, fit_flow
     from fields.metrics import scene_flow_metrics
@@ -432,16 +436,19 @@ def bench_flow(
     for t in times:
         pair = make_flow_pair(seed=seed, n_points=n_points, time=t)
         gt = torch.from_numpy(pair.flow)
-        for method in methods:
-            if on_progress is not None:
-                on_progress(f"{pair.name}: {method}")
-            fit = fit_flow(pair.source, pair.target, FlowConfig.for_method(method, seed=seed))
-            m = scene_flow_metrics(fit.flow, gt)
-            row = FlowBenchRow(pair.name, method, m["epe3d"], m["acc_strict"], m["acc_relax"],
-                               m["outliers"], m["angle_error"], fit.iters, fit.seconds)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
+        for net_seed in range(seed, seed + seeds):
+            name = pair.name if seeds == 1 else f"{pair.name} #{net_seed}"
+            for method in methods:
+                if on_progress is not None:
+                    on_progress(f"{name}: {method}")
+                cfg = FlowConfig.for_method(method, seed=net_seed)
+                fit = fit_flow(pair.source, pair.target, cfg)
+                m = scene_flow_metrics(fit.flow, gt)
+                row = FlowBenchRow(name, method, m["epe3d"], m["acc_strict"], m["acc_relax"],
+                                   m["outliers"], m["angle_error"], fit.iters, fit.seconds)
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     summary: dict[str, FlowBenchRow] = {}
     for method in methods:
         mine = [r for r in rows if r.method == method]
@@ -457,6 +464,52 @@ def bench_flow(
             row.speedup = base.seconds / row.seconds
             row.epe_ratio = row.epe3d / base.epe3d if base.epe3d > 0 else None
     for row in summary.values():
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+@dataclass
+class INRBenchRow:
+    model: str
+    description: str
+    psnr: float
+    ssim: float
+    steps: int
+    seconds: float
+    params: int
+    history: list = field(default_factory=list)
+
+    def as_dict(self, history: bool = True) -> dict:
+        d = asdict(self)
+        if not history:
+            d.pop("history")
+        return d
+
+
+def bench_inr(
+    image: torch.Tensor,
+    models: Sequence[str],
+    seconds: float = 60.0,
+    on_row: Callable[[INRBenchRow], None] | None = None,
+    seed: int = 1337,
+) -> list[INRBenchRow]:
+    """Every model of `models` (names of `fields.inr.MODELS`) fitted to `image` (H, W, C) in
+    [0, 1] for the same training time, one after the other in this process, each with its
+    default learning rate and batch. PSNR and SSIM of the final reconstruction."""
+    from fields.data.signals import grid_coords
+    from fields.inr import MODELS, fit_signal, render_signal, ssim
+    from fields.nn.inr_layers import count_parameters
+
+    h, w, c = image.shape
+    coords, values = grid_coords((h, w)), image.reshape(-1, c)
+    rows = []
+    for name in models:
+        fit = fit_signal(coords, values, name, finest=max(h, w), seconds=seconds, seed=seed)
+        recon = render_signal(fit.field, (h, w)).clamp(0, 1)
+        row = INRBenchRow(name, MODELS[name].description, fit.psnr, ssim(recon, image),
+                          fit.steps, fit.seconds, count_parameters(fit.field), fit.history)
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -231,10 +231,13 @@ def bench_flow_cmd(
     times: Annotated[
         list[int], typer.Option("--time", help="built-in pairs: frames t, t+1 (repeatable)")
     ] = [0, 6, 12],  # noqa: B006
-    seed: Annotated[int, typer.Option(help="scene and network seed")] = 0,
+    seed: Annotated[int, typer.Option(help="scene and (first) network seed")] = 0,
     methods: Annotated[
         list[str], typer.Option("--method", help="methods to run (repeatable)")
     ] = ["nsfp", "dt"],  # noqa: B006
+    seeds: Annotated[
+        int, typer.Option(min=1, help="network initialisations per pair and method")
+    ] = 1,
     threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
@@ -266,118 +269,12 @@ def bench_flow_cmd(
             ["pair", "method", "EPE3D", "Acc-strict", "Acc-relax", "outliers", "angle",
              "iters", "seconds", "speed-up", "EPE ratio"],
             cells,
-            lambda on_row: bench_flow(times, seed, methods, baseline, on_row=on_row),
+            lambda on_row: bench_flow(times, seed, methods, baseline, on_row=on_row,
+                                      seeds=seeds),
             as_json,
         )
     except ValueError as e:
         raise _error(e) from e
-
-
-@fit_app.command("image")
-def fit_image_cmd(
-    image: Annotated[
-        str | None, typer.Argument(help="image file (default: the built-in procedural image)")
-    ] = None,
-    out: Annotated[str, typer.Option(help="output folder")] = "runs/image",
-    seconds: Annotated[float, typer.Option(help="training time budget")] = 60.0,
-    max_steps: Annotated[int, typer.Option(help="step budget")] = 100_000,
-    size: Annotated[int, typer.Option(help="size of the procedural image")] = 512,
-    batch: Annotated[int, typer.Option(help="pixels per step")] = 2**16,
-    lr: Annotated[float, typer.Option(help="initial learning rate")] = 1e-2,
-    encoding: Annotated[
-        str | None, typer.Option(help="encoding config as JSON (default: a 2-D hash grid)")
-    ] = None,
-    network: Annotated[str | None, typer.Option(help="network config as JSON")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
-) -> None:
-    """Fit a hash grid + fused MLP to an image; writes the reconstruction, an error map,
-    metrics.json and the model to OUT."""
-    from pathlib import Path
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from fields.data.images import error_map, procedural_image, read_image, write_image
-    from fields.inr import default_image_encoding, fit_image
-    from fields.io import write_text_atomic
-    from fields.nn.config import to_config
-    from fields.train import save_checkpoint
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        target = procedural_image(size) if image is None else read_image(image)
-        enc_cfg = json.loads(encoding) if encoding else None
-        net_cfg = json.loads(network) if network else None
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
-    height, width, _ = target.shape
-    enc_cfg = enc_cfg or default_image_encoding(height, width)
-    source = image or f"procedural image ({size}x{size})"
-    console.print(f"fitting {source}: {width}x{height}, {seconds:g} s budget")
-    first_30: dict[str, float] = {}
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("training", total=seconds, status="")
-
-        def on_eval(rec: dict[str, float]) -> None:
-            if rec["psnr"] >= 30.0 and not first_30:
-                first_30.update(rec)
-            progress.update(
-                task,
-                completed=min(rec["seconds"], seconds),
-                status=f"step {int(rec['step'])}  PSNR {rec['psnr']:.2f} dB",
-            )
-
-        try:
-            result = fit_image(
-                target,
-                enc_cfg,
-                net_cfg,
-                seconds=seconds,
-                max_steps=max_steps,
-                batch=batch,
-                lr=lr,
-                on_eval=on_eval,
-            )
-        except ValueError as e:
-            console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from e
-    recon = result.render(height, width)
-    out_dir = Path(out)
-    write_image(out_dir / "target.png", target)
-    write_image(out_dir / "reconstruction.png", recon)
-    write_image(out_dir / "error.png", error_map(recon, target))
-    metrics = {
-        "source": source,
-        "height": height,
-        "width": width,
-        "psnr": result.psnr,
-        "steps": result.steps,
-        "train_seconds": result.seconds,
-        "seconds_to_30db": first_30.get("seconds"),
-        "steps_to_30db": first_30.get("step"),
-        "threads": torch.get_num_threads(),
-        "encoding": result.model.encoding.to_config(),
-        "network": net_cfg or to_config(result.model.network),
-        "history": result.history,
-    }
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    save_checkpoint(out_dir / "model.pt", result.model, extra={"metrics": metrics})
-    to30 = (
-        f"; 30 dB after {first_30['seconds']:.1f} s (step {int(first_30['step'])})"
-        if first_30
-        else "; 30 dB not reached"
-    )
-    console.print(
-        f"PSNR {result.psnr:.2f} dB after {result.steps} steps, {result.seconds:.1f} s of "
-        f"training{to30}. Wrote {out_dir}/reconstruction.png, error.png, metrics.json, model.pt"
-    )
 
 
 def _error(e: Exception) -> typer.Exit:
@@ -756,19 +653,31 @@ def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: An
 def render_cmd(
     checkpoint: Annotated[str, typer.Argument(help="a checkpoint.pt written by fields fit")],
     path: Annotated[str, typer.Option(help="camera path: orbit or spiral")] = "spiral",
-    out: Annotated[str, typer.Option(help="video file (.mp4 or .gif)")] = "video.mp4",
+    out: Annotated[str | None, typer.Option(
+        help="output file: a video (.mp4 or .gif) for radiance fields; for INRs an image "
+             "(.png), audio (.wav) or volume (.npy)")] = None,
     frames: Annotated[int, typer.Option(help="number of frames")] = 60,
     fps: Annotated[int, typer.Option(help="frames per second")] = 24,
     scale: Annotated[float, typer.Option(help="resolution relative to the data's")] = 1.0,
 ) -> None:
-    """Render a video of a fitted radiance field along a camera path."""
+    """Render a fitted field: a radiance field as a video along a camera path; an INR (image,
+    audio, volume, video) sampled at `--scale` times its resolution (it is continuous)."""
     from pathlib import Path
 
     from rich.progress import Progress
 
     from fields.io import write_video
     from fields.nerf import LoadedNerf, render_path
+    from fields.train import read_checkpoint
 
+    try:
+        kind = read_checkpoint(checkpoint).get("kind")
+    except (ValueError, OSError) as e:
+        raise _error(e) from e
+    if kind == "inr":
+        _render_inr(checkpoint, out, scale)
+        return
+    out = out or "video.mp4"
     if frames < 1 or fps < 1 or not scale > 0:
         raise _error(ValueError("--frames and --fps must be >= 1 and --scale > 0"))
     if Path(out).suffix.lower() not in (".mp4", ".gif"):
@@ -785,6 +694,42 @@ def render_cmd(
     except (ValueError, OSError) as e:
         raise _error(e) from e
     console.print(f"wrote {out} ({frames} frames, {video[0].shape[1]}x{video[0].shape[0]})")
+
+
+def _render_inr(checkpoint: str, out: str | None, scale: float) -> None:
+    from pathlib import Path
+
+    from fields.data.images import write_image
+    from fields.inr import load_inr, render_signal
+    from fields.io import save_npy_atomic
+
+    try:
+        model, signal = load_inr(checkpoint)
+        kind, shape = signal.get("kind"), tuple(int(n) for n in signal["shape"])
+        values = render_signal(model, shape, scale).clamp(0, 1)
+        if kind == "image":
+            target = Path(out or "render.png")
+            write_image(target, values)
+        elif kind == "video":
+            target = Path(out or "render.mp4")
+            from fields.io import write_video
+
+            write_video(target, list(values), fps=24)
+        elif kind == "audio":
+            from fields.data.signals import write_audio
+
+            target = Path(out or "render.wav")
+            rate = round(int(signal.get("rate", 16000)) * scale)
+            write_audio(target, values * 2.0 - 1.0, rate)
+        elif kind == "volume":
+            lo, hi = signal.get("range", [0.0, 1.0])
+            target = Path(out or "render.npy")
+            save_npy_atomic(target, (values * (hi - lo) + lo).numpy().astype("float32"))
+        else:
+            raise ValueError(f"{checkpoint}: field 'signal' has unknown kind {kind!r}")
+    except (ValueError, OSError) as e:
+        raise _error(e) from e
+    console.print(f"wrote {target} ({' x '.join(map(str, values.shape))})")
 
 
 @export_app.command("mesh")
@@ -814,6 +759,15 @@ def export_mesh_cmd(
     except (ValueError, OSError) as e:
         raise _error(e) from e
     console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces")
+
+
+def _register_inr() -> None:
+    from fields.cli_inr import register
+
+    register(fit_app, bench_app, console, _error)
+
+
+_register_inr()
 
 
 def main() -> None:

@@ -71,16 +71,21 @@ class FlowConfig:
     tangent_weight: float = 0.0  # point_to_plane: weight of the along-plane part of the offset
     plane_radius: float = 0.0  # point_to_plane: beyond this offset, point-to-point (0: never)
     normal_neighbours: int = 12  # points of the PCA that estimates each target normal
+    rigid: bool = False  # a global rigid motion (the ego-motion) plus the network's residual
+    rigid_iters: int = 300  # rigid: iterations fitting the rigid motion alone, first
+    rigid_lr: float = 1e-2
+    rigid_truncate: float = 0.5  # rigid: farther pairs are left out of that first fit
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"FlowConfig.method: expected one of {METHODS}, got {self.method!r}")
-        for name in ("width", "depth", "max_iters", "patience", "normal_neighbours"):
+        for name in ("width", "depth", "max_iters", "patience", "normal_neighbours",
+                     "rigid_iters"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"FlowConfig.{name}: expected a positive integer, got {value!r}")
-        for name in ("lr", "truncate", "voxel", "input_scale"):
+        for name in ("lr", "truncate", "voxel", "input_scale", "rigid_lr", "rigid_truncate"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"FlowConfig.{name}: expected a positive number, got {value!r}")
@@ -119,22 +124,35 @@ class FlowConfig:
 
 
 # The methods' defaults. nsfp: the paper's network, optimiser and loss (point-to-point
-# Chamfer both ways, backward network). dt: a 6 x 128 network on coordinates scaled by 0.1 (a
-# smoother prior) and the point-to-plane loss through the distance transform's nearest-point
-# map, chosen by `fields bench flow` on the built-in pairs (README, scene flow).
+# Chamfer both ways, backward network). dt: a 6 x 64 network on coordinates scaled by 0.1 (a
+# smoother prior), Adam 1e-2, and the point-to-plane loss through the distance transform's
+# nearest-point map with 3% of the along-plane offset kept: without it the vertical position
+# of points on vertical surfaces (most of a street once the ground is removed) is unconstrained
+# and drifts, and some network seeds end far off. A global rigid motion (the ego-motion), fitted
+# alone first, carries what the network would otherwise have to learn everywhere. Chosen by
+# `fields bench flow --seeds 3` on the built-in pairs (README, scene flow).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "nsfp": {"width": 128, "depth": 8, "lr": 8e-3, "backward": True},
-    "dt": {"width": 128, "depth": 6, "lr": 8e-3, "backward": False, "input_scale": 0.1,
-           "point_to_plane": True},
+    "dt": {"width": 64, "depth": 6, "lr": 1e-2, "backward": False, "input_scale": 0.1,
+           "point_to_plane": True, "tangent_weight": 0.03, "rigid": True},
 }
 
 
 class FlowField(nn.Module):
-    """x (N, 3) -> flow (N, 3): a FusedMLP on raw coordinates (metres), as NSFP."""
+    """x (N, 3) -> flow (N, 3): a FusedMLP on raw coordinates (metres), as NSFP.
+
+    With `config.rigid`, flow(x) = R x + t - x + mlp(x): a global rigid motion (rotation vector
+    and translation, starting at the identity) carries what all points share, the sensor's own
+    motion in lidar coordinates, and the network the rest. Where a point's loss leaves a
+    direction free (the vertical and the along-wall directions of a wall, for point-to-plane
+    losses) its flow then follows the scene's rigid motion instead of whatever the network
+    extrapolates.
+    """
 
     def __init__(self, config: FlowConfig) -> None:
         super().__init__()
         self.input_scale = float(config.input_scale)
+        self.rigid = nn.Parameter(torch.zeros(6)) if config.rigid else None
         self.mlp = FusedMLP(
             3,
             3,
@@ -155,7 +173,22 @@ class FlowField(nn.Module):
                 b.uniform_(-bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x * self.input_scale if self.input_scale != 1.0 else x)
+        flow = self.mlp(x * self.input_scale if self.input_scale != 1.0 else x)
+        if self.rigid is not None:
+            rot, trans = self.rigid_motion()
+            flow = flow + x @ (rot - torch.eye(3, dtype=rot.dtype)).T.to(x.dtype) + trans
+        return flow
+
+    def rigid_motion(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R (3, 3), t (3,)) of the global rigid part (identity without `config.rigid`)."""
+        if self.rigid is None:
+            return torch.eye(3), torch.zeros(3)
+        w = self.rigid[:3]
+        zero = w.new_zeros(())
+        skew = torch.stack((torch.stack((zero, -w[2], w[1])),
+                            torch.stack((w[2], zero, -w[0])),
+                            torch.stack((-w[1], w[0], zero))))
+        return torch.linalg.matrix_exp(skew), self.rigid[3:]
 
 
 # -- nearest neighbours and the truncated Chamfer distance --
@@ -177,6 +210,7 @@ def chamfer(
     normals_b: torch.Tensor | None = None,
     tangent_weight: float = 0.0,
     plane_radius: float | None = None,
+    both: bool = True,
 ) -> torch.Tensor:
     """Symmetric Chamfer distance: mean over a of the squared distance to the nearest point of
     b, plus the same from b to a. With `normals_b` (unit normals of b, zero where undefined),
@@ -186,8 +220,7 @@ def chamfer(
     `plane_distance_sq`). Pairs farther apart than `truncate` (point to
     point) are left out of the means (an outlier-robust Chamfer). Differentiable in the
     coordinates of a and b (the pairs are chosen without gradient). Trees of a and b are built
-    when not given."""
-    tree_a = tree_a if tree_a is not None else cKDTree(a.detach().cpu().numpy())
+    when not given. `both=False`: the a-to-b term alone."""
     tree_b = tree_b if tree_b is not None else cKDTree(b.detach().cpu().numpy())
     nn_b = nearest(tree_b, a)
     diff = a - b[nn_b]
@@ -195,12 +228,16 @@ def chamfer(
     keep_ab = d_ab.detach() <= (math.inf if truncate is None else truncate * truncate)
     if normals_b is not None:  # point-to-plane where b's normal is defined (nonzero)
         d_ab = plane_distance_sq(diff, normals_b[nn_b], tangent_weight, plane_radius)
-    d_ba = (b - a[nearest(tree_a, b)]).square().sum(-1)
     d_ab = d_ab[keep_ab]
+    zero = a.sum() * 0.0
+    loss = d_ab.mean() if d_ab.numel() else zero
+    if not both:
+        return loss
+    tree_a = tree_a if tree_a is not None else cKDTree(a.detach().cpu().numpy())
+    d_ba = (b - a[nearest(tree_a, b)]).square().sum(-1)
     if truncate is not None:
         d_ba = d_ba[d_ba.detach() <= truncate * truncate]
-    zero = a.sum() * 0.0
-    return (d_ab.mean() if d_ab.numel() else zero) + (d_ba.mean() if d_ba.numel() else zero)
+    return loss + (d_ba.mean() if d_ba.numel() else zero)
 
 
 def plane_distance_sq(diff: torch.Tensor, normals: torch.Tensor, tangent_weight: float = 0.0,
@@ -433,29 +470,55 @@ def fit_flow(
         grid = DistanceGrid.build(x2, cfg.voxel, cfg.margin)
     else:
         tree1, tree2 = cKDTree(x1.numpy()), cKDTree(x2.numpy())
-    setup = time.perf_counter() - t0
+    def one_way(moved: torch.Tensor, truncate: float) -> torch.Tensor:
+        """The source-to-target term of the moved source points."""
+        if grid is None:
+            return chamfer(moved, x2, truncate=truncate, tree_b=tree2, normals_b=normals,
+                           tangent_weight=cfg.tangent_weight, plane_radius=cfg.plane_radius,
+                           both=False)
+        if normals is None:  # the interpolated distance
+            d = grid(moved)
+            d = d[d.detach() <= truncate].square()
+        else:  # point-to-plane to the nearest point of the moved point's cell
+            idx = grid.lookup(moved)
+            diff = moved - x2[idx]
+            keep = diff.detach().norm(dim=-1) <= truncate
+            d = plane_distance_sq(diff, normals[idx], cfg.tangent_weight,
+                                  cfg.plane_radius)[keep]
+        return d.mean() if d.numel() else moved.sum() * 0.0
 
     def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
         flow = fwd(x1)
         moved = x1 + flow
         if grid is not None:
-            if normals is None:  # the interpolated distance
-                d = grid(moved)
-                d = d[d.detach() <= cfg.truncate].square()
-            else:  # point-to-plane to the nearest point of the moved point's cell
-                idx = grid.lookup(moved)
-                diff = moved - x2[idx]
-                keep = diff.detach().norm(dim=-1) <= cfg.truncate
-                d = plane_distance_sq(diff, normals[idx], cfg.tangent_weight,
-                                      cfg.plane_radius)[keep]
-            loss = d.mean() if d.numel() else moved.sum() * 0.0
-            return loss, flow
+            return one_way(moved, cfg.truncate), flow
         loss = chamfer(moved, x2, truncate=cfg.truncate, tree_b=tree2, normals_b=normals,
                        tangent_weight=cfg.tangent_weight, plane_radius=cfg.plane_radius)
         if bwd is not None:
             back = moved + bwd(moved)
             loss = loss + chamfer(back, x1, truncate=cfg.truncate, tree_b=tree1)
         return loss, flow
+
+    if fwd.rigid is not None:  # the rigid motion alone first (cheap: the network is fixed)
+        with torch.no_grad():
+            base = fwd(x1)
+        rigid_opt = torch.optim.Adam([fwd.rigid], lr=cfg.rigid_lr)
+        rigid_best, since = math.inf, 0
+        for _ in range(cfg.rigid_iters):
+            rot, trans = fwd.rigid_motion()
+            moved = x1 @ rot.T + trans + base
+            loss = one_way(moved, cfg.rigid_truncate)
+            value = float(loss.detach())
+            if value < rigid_best * (1.0 - cfg.min_delta):
+                rigid_best, since = value, 0
+            else:
+                since += 1
+                if since >= cfg.patience:
+                    break
+            rigid_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            rigid_opt.step()
+    setup = time.perf_counter() - t0
 
     best_loss, best_iter, best_flow = math.inf, 0, torch.zeros_like(x1)
     since_best = 0

@@ -113,3 +113,55 @@ def write_trajectory_figure(
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     return _save(plt, fig, path)
+
+
+def write_psnr_time_figure(path: str | os.PathLike, histories: dict[str, list[dict]],
+                           title: str = "") -> Path:
+    """PSNR (dB) against training seconds, one line per model (`histories`: name -> records
+    with "seconds" and "psnr", as `fields.inr.fit_signal` gives)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name, hist in histories.items():
+        if hist:
+            ax.plot([h["seconds"] for h in hist], [h["psnr"] for h in hist], label=name, lw=1.6)
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"PSNR versus time: {title}" if title else "PSNR versus time")
+    return _save(plt, fig, path)
+
+
+def write_waveform_figure(path: str | os.PathLike, target, reconstruction, rate: int) -> Path:
+    """Audio: the waveform of the first channel, the reconstruction over it, and the error."""
+    plt = _pyplot()
+    t = np.arange(len(target)) / float(rate)
+    a, b = np.asarray(target)[:, 0], np.asarray(reconstruction)[:, 0]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 4.8), sharex=True)
+    ax1.plot(t, a, lw=0.6, label="signal")
+    ax1.plot(t, b, lw=0.6, alpha=0.8, label="reconstruction")
+    ax1.legend(fontsize=8, loc="upper right")
+    ax1.set_ylabel("amplitude")
+    ax2.plot(t, b - a, lw=0.6, color="tab:red")
+    ax2.set_ylabel("error")
+    ax2.set_xlabel("time (s)")
+    return _save(plt, fig, path)
+
+
+def write_slices_figure(path: str | os.PathLike, volume, reconstruction) -> Path:
+    """Volumes (D, H, W, C): the middle slice along each axis of the volume, the
+    reconstruction and the absolute error (first channel)."""
+    plt = _pyplot()
+    v, r = np.asarray(volume)[..., 0], np.asarray(reconstruction)[..., 0]
+    fig, axes = plt.subplots(3, 3, figsize=(9, 9))
+    for k in range(3):
+        sl = [slice(None)] * 3
+        sl[k] = v.shape[k] // 2
+        for row, (img, name) in enumerate(((v, "volume"), (r, "reconstruction"),
+                                           (np.abs(r - v), "|error|"))):
+            ax = axes[row, k]
+            ax.imshow(img[tuple(sl)], cmap="magma" if row == 2 else "gray",
+                      vmin=0, vmax=1 if row < 2 else max(1e-3, float(np.abs(r - v).max())))
+            ax.set_title(f"{name}, axis {k}", fontsize=9)
+            ax.axis("off")
+    return _save(plt, fig, path)

@@ -191,6 +191,67 @@ def test_rigid_motion_is_recovered(method):
     assert fit.best_iter <= fit.iters <= 400
 
 
+def test_rigid_part_of_the_field_is_a_rotation_and_a_translation():
+    from scipy.spatial.transform import Rotation
+
+    from fields.flow import FlowField
+
+    field = FlowField(FlowConfig.for_method("dt", width=16, depth=2, rigid=True))
+    x = _cloud(50, seed=8)
+    with torch.no_grad():
+        network_only = field(x)  # the rigid part starts at the identity
+        rotvec, trans = np.array([0.1, -0.2, 0.3]), np.array([0.5, -1.0, 0.25])
+        field.rigid.copy_(torch.tensor(np.concatenate((rotvec, trans)), dtype=torch.float32))
+        rot, _t = field.rigid_motion()
+        flow = field(x)
+    expected_rot = Rotation.from_rotvec(rotvec).as_matrix()
+    assert np.allclose(rot.numpy(), expected_rot, atol=2e-5)  # float32
+    expected = x.double().numpy() @ expected_rot.T + trans - x.double().numpy()
+    assert np.allclose((flow - network_only).numpy(), expected, atol=1e-4)
+    # without the option there is no rigid part
+    plain = FlowField(FlowConfig.for_method("dt", width=16, depth=2, rigid=False))
+    assert plain.rigid is None and torch.equal(plain.rigid_motion()[0], torch.eye(3))
+
+
+def test_rigid_stage_finds_the_motion():
+    # rigid=True: the rigid motion alone first, then the network. The rigid stage alone (the
+    # network then barely trained) already explains a rigid motion; the whole fit is exact
+    g = torch.Generator().manual_seed(9)
+    n = 2000
+    p = torch.rand(n, 3, generator=g) * 2 - 1
+    face = torch.randint(0, 3, (n,), generator=g)
+    p[torch.arange(n), face] = p[torch.arange(n), face].sign()
+    pts = (p * torch.tensor([3.0, 2.0, 1.0])).numpy()
+    pair = rigid_pair(pts, rotation_deg=4.0, translation=(0.3, 0.1, -0.05), shuffle=True)
+    gt = torch.from_numpy(pair.flow)
+    common = dict(width=32, depth=2, patience=30, rigid=True, rigid_iters=400,
+                  tangent_weight=0.1)
+    rigid_only = fit_flow(pair.source, pair.target,
+                          FlowConfig.for_method("dt", max_iters=1, lr=1e-6, **common))
+    with torch.no_grad():
+        rot, _ = rigid_only.forward_field.rigid_motion()
+    # the translation also absorbs the untrained network's near-constant output; the
+    # rotation is the motion's
+    assert math.degrees(math.atan2(float(rot[1, 0]), float(rot[0, 0]))) == pytest.approx(
+        4.0, abs=0.3)
+    assert scene_flow_metrics(rigid_only.flow, gt)["epe3d"] < 0.04
+    plain = fit_flow(pair.source, pair.target,
+                     FlowConfig.for_method("dt", max_iters=1, lr=1e-6,
+                                           **{**common, "rigid": False}))
+    assert scene_flow_metrics(plain.flow, gt)["epe3d"] > 0.2  # the network alone: not yet
+    full = fit_flow(pair.source, pair.target, FlowConfig.for_method("dt", max_iters=100,
+                                                                     **common))
+    assert scene_flow_metrics(full.flow, gt)["epe3d"] < 0.01
+
+
+def test_one_way_chamfer():
+    a, b = _cloud(200, seed=12), _cloud(150, seed=13)
+    one = chamfer(a, b, both=False)
+    ref = torch.cdist(a, b).square().min(dim=1).values.mean()
+    assert torch.allclose(one, ref, rtol=1e-5)
+    assert chamfer(a, b) > one
+
+
 def test_early_stopping_and_best_iterate():
     pts = _cloud(300, seed=6)
     cfg = FlowConfig.for_method("dt", width=32, depth=2, max_iters=2000, patience=5,

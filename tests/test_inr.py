@@ -89,11 +89,12 @@ def test_cli_fit_image_writes_outputs(tmp_path):
         app, ["fit", "image", str(src), "--out", str(out), "--seconds", "1.5", "--max-steps", "60"]
     )
     assert result.exit_code == 0, result.output
-    for name in ("target.png", "reconstruction.png", "error.png", "metrics.json", "model.pt"):
+    for name in ("target.png", "reconstruction.png", "error.png", "metrics.json",
+                 "checkpoint.pt"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["height"] == 48 and metrics["steps"] <= 60 and metrics["psnr"] > 15
-    assert metrics["encoding"]["otype"] == "Grid"
+    assert metrics["model"] == "hash"
     missing = CliRunner().invoke(app, ["fit", "image", str(tmp_path / "nope.png")])
     assert missing.exit_code == 2 and "no such image file" in " ".join(missing.output.split())
     bad_cfg = CliRunner().invoke(

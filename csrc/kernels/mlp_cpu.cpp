@@ -41,7 +41,7 @@ bool use_avx2() {
 const char* isa() { return use_avx2() ? "avx2+fma" : "generic"; }
 
 bool needs_preactivation(int act) {
-  return act == kSiLU || act == kSine || act == kSquareplus;
+  return act == kSiLU || act == kSine || act == kSquareplus || act == kGaussian || act == kFiner;
 }
 
 int Dims::max_pad() const {

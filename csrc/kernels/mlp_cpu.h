@@ -31,7 +31,9 @@ enum Activation : int {
   kSiLU = 7,
   kSine = 8,
   kSquareplus = 9,
-  kNumActivations = 10,
+  kGaussian = 10,  // exp(-(omega z)^2)
+  kFiner = 11,     // sin(omega (|z| + 1) z)  (FINER's variable-periodic sine)
+  kNumActivations = 12,
 };
 
 constexpr int kColBlock = 16;   // outputs per register block (2 x 8 floats)
@@ -48,7 +50,7 @@ bool needs_preactivation(int act);
 struct Dims {
   int n_in = 0, n_out = 0, width = 0, depth = 1;
   int act = kReLU, out_act = kNone;
-  float omega = 1.0f;  // Sine: act(z) = sin(omega * z)
+  float omega = 1.0f;  // Sine: sin(omega z); Gaussian: exp(-(omega z)^2); Finer: see above
   bool bias = false;
 
   int n_layers() const { return depth + 1; }

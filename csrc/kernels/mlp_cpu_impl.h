@@ -183,6 +183,11 @@ static inline float act_value(int act, float z, float omega) {
     case kSiLU: return z / (1.f + std::exp(-z));
     case kSine: return std::sin(omega * z);
     case kSquareplus: return 0.5f * (z + std::sqrt(z * z + 4.f));
+    case kGaussian: {
+      const float u = omega * z;
+      return std::exp(-u * u);
+    }
+    case kFiner: return std::sin(omega * (std::fabs(z) + 1.f) * z);
     default: return z;
   }
 }
@@ -202,6 +207,12 @@ static inline float act_derivative(int act, float v, float omega) {
     }
     case kSine: return omega * std::cos(omega * v);
     case kSquareplus: return 0.5f * (1.f + v / std::sqrt(v * v + 4.f));
+    case kGaussian: {
+      const float u = omega * v;
+      return -2.f * omega * u * std::exp(-u * u);
+    }
+    case kFiner:  // d/dz sin(omega (|z| + 1) z) = omega (2 |z| + 1) cos(omega (|z| + 1) z)
+      return omega * (2.f * std::fabs(v) + 1.f) * std::cos(omega * (std::fabs(v) + 1.f) * v);
     default: return 1.f;
   }
 }

@@ -17,6 +17,11 @@ Definitions (z is the pre-activation):
 | SiLU        | z sigmoid(z)                    |
 | Sine        | sin(omega0 z)  (SIREN)          |
 | Squareplus  | (z + sqrt(z^2 + 4)) / 2         |
+| Gaussian    | exp(-(omega0 z)^2)              |
+| Finer       | sin(omega0 (|z| + 1) z)  (FINER)|
+
+omega0 is the MLP's one frequency parameter: SIREN's omega_0 for Sine and Finer, the inverse
+width of the Gaussian (exp(-z^2 / (2 sigma^2)) is omega0 = 1 / (sigma sqrt(2))).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ ACTIVATIONS: tuple[str, ...] = (
     "SiLU",
     "Sine",
     "Squareplus",
+    "Gaussian",
+    "Finer",
 )
 ACTIVATION_IDS: dict[str, int] = {name: i for i, name in enumerate(ACTIVATIONS)}
 LEAKY_SLOPE = 0.01
@@ -77,4 +84,8 @@ def apply_activation(name: str, z: torch.Tensor, omega0: float = 30.0) -> torch.
         return torch.sin(omega0 * z)
     if name == "Squareplus":
         return 0.5 * (z + torch.sqrt(z * z + 4.0))
+    if name == "Gaussian":
+        return torch.exp(-(omega0 * z).square())
+    if name == "Finer":
+        return torch.sin(omega0 * (z.abs() + 1.0) * z)
     raise ValueError(f"unknown activation {name!r}")

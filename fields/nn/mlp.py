@@ -196,7 +196,8 @@ class FusedMLP(nn.Module):
         output_activation: activation of the output layer.
         bias: add a bias to every layer (tiny-cuda-nn's networks have none; default False).
         backend: "auto", "torch", "cpu" (or "cuda" once built).
-        omega0: frequency of the Sine activation (SIREN's omega_0, default 30).
+        omega0: frequency of the Sine and Finer activations (SIREN's omega_0, default 30),
+            inverse width of the Gaussian one.
         dtype, device: of the parameters.
 
     Input (..., n_in), output (..., n_out).
@@ -271,27 +272,32 @@ class FusedMLP(nn.Module):
         return self.spec.n_out
 
     def reset_parameters(self) -> None:
-        """SIREN initialisation for Sine; He-uniform for ReLU-like hidden layers; Glorot
-        (Xavier) uniform otherwise. Biases start at zero (uniform in +-1/sqrt(fan_in) for Sine).
+        """SIREN initialisation for Sine and Finer (FINER keeps SIREN's weights); nn.Linear's
+        uniform(+-1/sqrt(fan_in)) for Gaussian hidden layers; He-uniform for ReLU-like hidden
+        layers; Glorot (Xavier) uniform otherwise. Biases start at zero (uniform in
+        +-1/sqrt(fan_in) for Sine, Finer and Gaussian).
         """
         spec = self.spec
+        sine_like = spec.activation in ("Sine", "Finer")
         relu_like = spec.activation in ("ReLU", "LeakyReLU", "SiLU", "Softplus", "Squareplus")
         with torch.no_grad():
             for i, w in enumerate(self.weights):
                 fan_out, fan_in = w.shape
                 last = i == spec.depth
                 act = spec.output_activation if last else spec.activation
-                if spec.activation == "Sine":
+                if sine_like:
                     bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / spec.omega0
-                elif act == "Sine":
+                elif act in ("Sine", "Finer"):
                     bound = math.sqrt(6.0 / fan_in) / spec.omega0
+                elif spec.activation == "Gaussian" and not last:
+                    bound = 1.0 / math.sqrt(fan_in)
                 elif relu_like and not last:
                     bound = math.sqrt(6.0 / fan_in)
                 else:
                     bound = math.sqrt(6.0 / (fan_in + fan_out))
                 w.uniform_(-bound, bound)
             for b, w in zip(self.biases, self.weights, strict=False):  # no biases: empty
-                if spec.activation == "Sine":
+                if sine_like or spec.activation == "Gaussian":
                     b.uniform_(-1.0 / math.sqrt(w.shape[1]), 1.0 / math.sqrt(w.shape[1]))
                 else:
                     b.zero_()
@@ -377,5 +383,6 @@ class FusedMLP(nn.Module):
             f"n_in={s.n_in}, n_out={s.n_out}, width={s.width}, depth={s.depth}, "
             f"activation={s.activation}, output_activation={s.output_activation}, "
             f"bias={s.bias}, backend={self.backend}"
-            + (f", omega0={s.omega0}" if "Sine" in (s.activation, s.output_activation) else "")
+            + (f", omega0={s.omega0}"
+               if {"Sine", "Finer", "Gaussian"} & {s.activation, s.output_activation} else "")
         )

@@ -1,0 +1,305 @@
+"""INR models, signals (audio, volumes, video) and the INR command line."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fields import _ext
+from fields.cli import app
+from fields.data.signals import (
+    builtin_image,
+    grid_coords,
+    read_audio,
+    read_video,
+    read_volume,
+    synthetic_audio,
+    write_audio,
+)
+from fields.inr import MODELS, CoordinateField, fit_signal, load_inr, render_signal
+from fields.nn import FusedMLP
+from fields.nn.activations import apply_activation
+from fields.nn.inr_layers import (
+    FANLayer,
+    GaborNet,
+    chebyshev_basis,
+    count_parameters,
+    gabor_wavelet,
+)
+
+needs_ext = pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
+
+
+# -- activations and initialisations --
+
+
+@pytest.mark.parametrize("name", ["Gaussian", "Finer"])
+def test_new_activations_values_and_derivatives(name):
+    z = torch.linspace(-1.5, 1.5, 301, dtype=torch.float64, requires_grad=True)
+    w = 3.0
+    a = apply_activation(name, z, w)
+    (g,) = torch.autograd.grad(a.sum(), z)
+    zd = z.detach()
+    if name == "Gaussian":
+        want, dwant = torch.exp(-(w * zd) ** 2), -2 * w * w * zd * torch.exp(-(w * zd) ** 2)
+    else:
+        want = torch.sin(w * (zd.abs() + 1) * zd)
+        dwant = w * (2 * zd.abs() + 1) * torch.cos(w * (zd.abs() + 1) * zd)
+    torch.testing.assert_close(a.detach(), want)
+    torch.testing.assert_close(g, dwant)
+
+
+@pytest.mark.parametrize("activation", ["Sine", "Finer"])
+def test_siren_initialisation_keeps_activations_stable(activation):
+    # SIREN's initialisation: hidden activations keep the arcsine distribution of std 1/sqrt(2)
+    # through depth (FINER keeps SIREN's weights)
+    torch.manual_seed(0)
+    net = FusedMLP(2, 1, 256, 5, activation, bias=True, omega0=30.0, backend="torch")
+    first = net.weights[0]
+    assert first.abs().max() <= 1.0 / 2 + 1e-6  # uniform(+-1/fan_in), fan_in 2
+    for w in net.weights[1:]:
+        assert w.abs().max() <= math.sqrt(6.0 / w.shape[1]) / 30.0 + 1e-6
+    h = torch.rand(20000, 2) * 2 - 1
+    stds = []
+    for w, b in zip(net.weights[:-1], net.biases[:-1], strict=True):
+        h = apply_activation(activation, h @ w.T + b, 30.0)
+        stds.append(float(h.std()))
+    if activation == "Sine":
+        assert all(0.6 < s < 0.8 for s in stds[1:]), stds
+    else:
+        assert all(0.4 < s < 0.9 for s in stds[1:]), stds
+
+
+def test_gaussian_initialisation_is_linear_default():
+    torch.manual_seed(0)
+    net = FusedMLP(2, 3, 64, 2, "Gaussian", bias=True, omega0=10.0, backend="torch")
+    for w in net.weights[:-1]:
+        assert w.abs().max() <= 1.0 / math.sqrt(w.shape[1]) + 1e-6
+
+
+# -- networks --
+
+
+def test_gabor_wavelet_and_gabor_net():
+    z = torch.tensor([0.0, 0.1, -0.2])
+    got = gabor_wavelet(z, 20.0, 10.0)
+    want = torch.exp(torch.complex(-(10 * z) ** 2, 20 * z))
+    torch.testing.assert_close(got, want)
+    net = GaborNet(2, 3, width=16, depth=2)
+    x = torch.rand(10, 2) * 2 - 1
+    y = net(x)
+    assert y.shape == (10, 3) and not y.is_complex()
+    y.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    # complex parameters count twice
+    real = sum(p.numel() for p in net.parameters() if not p.is_complex())
+    cplx = sum(p.numel() for p in net.parameters() if p.is_complex())
+    assert count_parameters(net) == real + 2 * cplx
+
+
+def test_chebyshev_basis_matches_closed_form():
+    x = torch.linspace(-0.99, 0.99, 50, dtype=torch.float64)
+    basis = chebyshev_basis(x, 12)
+    k = torch.arange(13, dtype=torch.float64)
+    want = torch.cos(k * torch.arccos(x)[:, None])
+    torch.testing.assert_close(basis, want)
+
+
+def test_fan_layer_parts():
+    layer = FANLayer(3, 16)
+    h = torch.randn(5, 3)
+    out = layer(h)
+    p = h @ layer.periodic.weight.T
+    assert out.shape == (5, 16)
+    torch.testing.assert_close(out[:, :4], torch.cos(p))
+    torch.testing.assert_close(out[:, 4:8], torch.sin(p))
+    torch.testing.assert_close(out[:, 8:], torch.nn.functional.gelu(layer.gated(h)))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_learns(name):
+    # a few steps on a tiny image lower the loss of every model
+    img = builtin_image("camera", 24)
+    coords, values = grid_coords(img.shape[:2]), img.reshape(-1, 1)
+    before = CoordinateField(name, 2, 1, 24)
+    with torch.no_grad():
+        start = float((before(coords) - values).square().mean())
+    fit = fit_signal(coords, values, name, finest=24, seconds=30.0, max_steps=60,
+                     eval_every=1e9)
+    end = float((fit.predict(coords) - values).square().mean())
+    assert end < 0.7 * start, (name, start, end)
+
+
+@needs_ext
+def test_end_to_end_fit_beats_fixed_psnr():
+    img = builtin_image("camera", 48)
+    coords, values = grid_coords(img.shape[:2]), img.reshape(-1, 1)
+    fit = fit_signal(coords, values, "siren", finest=48, seconds=60.0, max_steps=300,
+                     batch=None)
+    assert fit.psnr > 30.0, fit.history[-3:]
+    fit = fit_signal(coords, values, "hash", finest=48, seconds=60.0, max_steps=300)
+    assert fit.psnr > 30.0, fit.history[-3:]
+
+
+def test_teaching_and_mask():
+    img = builtin_image("camera", 16)
+    coords, values = grid_coords(img.shape[:2]), img.reshape(-1, 1)
+    mask = torch.zeros(256, dtype=torch.bool)
+    mask[::3] = True
+    fit = fit_signal(coords, values, "siren", finest=16, max_steps=20, mask=mask,
+                     teaching=0.5, seconds=30.0)
+    assert fit.steps == 20
+    with pytest.raises(ValueError, match="teaching"):
+        fit_signal(coords, values, "siren", teaching=1.5)
+    with pytest.raises(ValueError, match="mask keeps no samples"):
+        fit_signal(coords, values, "siren", mask=torch.zeros(256, dtype=torch.bool))
+    with pytest.raises(ValueError, match="unknown INR model 'nope'"):
+        fit_signal(coords, values, "nope")
+
+
+def test_render_signal_any_resolution():
+    field = CoordinateField("siren", 2, 3, 8)
+    img = render_signal(field, (8, 10), scale=2.5)
+    assert img.shape == (20, 25, 3)
+    with pytest.raises(ValueError, match="scale"):
+        render_signal(field, (8, 8), scale=0)
+
+
+# -- signals --
+
+
+def test_grid_coords_order():
+    c = grid_coords((2, 3))
+    assert c.shape == (6, 2)
+    torch.testing.assert_close(c[1], torch.tensor([0.5, 0.25]))  # x first, row-major
+    assert grid_coords((4, 2, 2)).shape == (16, 3)
+
+
+def test_builtin_image_and_errors():
+    img = builtin_image("camera", 64)
+    assert img.shape == (64, 64, 1) and 0 <= img.min() and img.max() <= 1
+    assert builtin_image("coffee", 60).shape == (40, 60, 3)
+    with pytest.raises(ValueError, match="unknown built-in image 'nope'"):
+        builtin_image("nope")
+
+
+def test_audio_round_trip_and_errors(tmp_path):
+    sig = synthetic_audio(0.25, 8000)
+    write_audio(tmp_path / "a.wav", sig, 8000)
+    back, rate = read_audio(tmp_path / "a.wav")
+    assert rate == 8000 and back.shape == sig.shape
+    assert (back - sig).abs().max() <= 1.0 / 32767 + 1e-6
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(ValueError, match=r"bad\.wav: not a readable WAV"):
+        read_audio(tmp_path / "bad.wav")
+    with pytest.raises(FileNotFoundError, match="no such audio file"):
+        read_audio(tmp_path / "missing.wav")
+
+
+def test_volume_round_trip_and_errors(tmp_path):
+    vol = np.random.default_rng(0).normal(size=(4, 5, 6)).astype(np.float32) * 3 + 1
+    np.save(tmp_path / "v.npy", vol)
+    got, (lo, hi) = read_volume(tmp_path / "v.npy")
+    assert got.shape == (4, 5, 6, 1) and got.min() == 0 and got.max() == 1
+    np.testing.assert_allclose(got[..., 0].numpy() * (hi - lo) + lo, vol, rtol=1e-5, atol=1e-5)
+    np.save(tmp_path / "flat.npy", np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"flat\.npy: expected a volume of shape"):
+        read_volume(tmp_path / "flat.npy")
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"junk\.npy: not a readable \.npy"):
+        read_volume(tmp_path / "junk.npy")
+
+
+def test_video_from_frames(tmp_path):
+    from fields.data.images import write_image
+
+    for k in range(3):
+        write_image(tmp_path / f"f{k}.png", torch.full((6, 8, 3), k / 3))
+    vid = read_video(tmp_path)
+    assert vid.shape == (3, 6, 8, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image frames"):
+        read_video(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no such video"):
+        read_video(tmp_path / "missing.mp4")
+
+
+# -- command line --
+
+
+@needs_ext
+def test_cli_fit_image_builtin_and_render(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["fit", "image", "--builtin", "camera", "--size", "32",
+                                 "--model", "siren", "--seconds", "3", "--max-steps", "40",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "steps", "seconds", "params"):
+        assert key in m
+    assert m["model"] == "siren" and m["steps"] <= 40 and m["params"] > 1000
+    for name in ("target.png", "reconstruction.png", "error.png", "checkpoint.pt"):
+        assert (out / name).is_file()
+    _field, signal = load_inr(out / "checkpoint.pt")
+    assert signal["kind"] == "image" and signal["shape"] == [32, 32]
+    big = tmp_path / "big.png"
+    r = CliRunner().invoke(app, ["render", str(out / "checkpoint.pt"), "--scale", "2",
+                                 "--out", str(big)])
+    assert r.exit_code == 0, r.output
+    from fields.data.images import read_image
+
+    assert read_image(big).shape == (64, 64, 1)
+
+
+@needs_ext
+def test_cli_image_tasks(tmp_path):
+    base = ["fit", "image", "--builtin", "camera", "--size", "32", "--model", "hash",
+            "--seconds", "2", "--max-steps", "20"]
+    r = CliRunner().invoke(app, [*base, "--noise", "0.1", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert m["noise"] == 0.1 and "psnr_noisy_input" in m
+    r = CliRunner().invoke(app, [*base, "--keep", "0.3", "--out", str(tmp_path / "i")])
+    assert r.exit_code == 0, r.output
+    assert "psnr_missing_pixels" in json.loads((tmp_path / "i" / "metrics.json").read_text())
+    r = CliRunner().invoke(app, [*base, "--downsample", "2", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert m["height"] == 32 and "psnr_bicubic" in m
+    bad = CliRunner().invoke(app, [*base, "--model", "nope"])
+    assert bad.exit_code == 2 and "unknown INR model 'nope'" in " ".join(bad.output.split())
+
+
+@needs_ext
+def test_cli_fit_audio_and_volume(tmp_path):
+    write_audio(tmp_path / "a.wav", synthetic_audio(0.1, 8000), 8000)
+    r = CliRunner().invoke(app, ["fit", "audio", str(tmp_path / "a.wav"), "--seconds", "2",
+                                 "--max-steps", "20", "--out", str(tmp_path / "au")])
+    assert r.exit_code == 0, r.output
+    back, rate = read_audio(tmp_path / "au" / "reconstruction.wav")
+    assert rate == 8000 and back.shape == (800, 1)
+    assert (tmp_path / "au" / "waveform.png").is_file()
+    np.save(tmp_path / "v.npy", np.random.default_rng(1).random((8, 9, 10)))
+    r = CliRunner().invoke(app, ["fit", "volume", str(tmp_path / "v.npy"), "--seconds", "2",
+                                 "--max-steps", "10", "--out", str(tmp_path / "vo")])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "vo" / "reconstruction.npy").shape == (8, 9, 10, 1)
+    assert (tmp_path / "vo" / "slices.png").is_file()
+    r = CliRunner().invoke(app, ["render", str(tmp_path / "vo" / "checkpoint.pt"), "--scale",
+                                 "2", "--out", str(tmp_path / "big.npy")])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "big.npy").shape == (16, 18, 20, 1)
+
+
+@needs_ext
+def test_cli_bench_inr(tmp_path):
+    r = CliRunner().invoke(app, ["bench", "inr", "--size", "24", "--seconds", "0.5",
+                                 "--model", "siren", "--model", "hash", "--out",
+                                 str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["model"] for row in rows] == ["siren", "hash"]
+    assert (tmp_path / "psnr_vs_time.png").stat().st_size > 5000
