@@ -1,4 +1,5 @@
 // The fused CPU MLP compiled for AVX2 + FMA (x86-64 only); chosen at run time by mlp_cpu.cpp.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -1,4 +1,5 @@
 // The fused CPU MLP for any target (portable SIMD through GCC vector extensions).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

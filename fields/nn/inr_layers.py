@@ -23,6 +23,8 @@ they are `FusedMLP` activations (`fields.nn.activations`), fused on the CPU back
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +44,14 @@ def gabor_wavelet(z: torch.Tensor, omega0: float, s0: float) -> torch.Tensor:
 
 class GaborNet(nn.Module):
     """WIRE: complex Gabor wavelet activations. `width` counts complex features (each holds
-    two real numbers, so WIRE's papers shrink it by sqrt(2) at equal parameter count)."""
+    two real numbers, so WIRE's papers shrink it by sqrt(2) at equal parameter count).
+
+    The complex layers are stored and computed as real tensors (real and imaginary parts of
+    weights and features; one real GEMM of twice the width per layer), which is several times
+    faster on the CPU than torch's complex matrix products; `reference` is the same network
+    in complex arithmetic, for tests. Psi(a + ib) = exp(-omega0 b - s0^2 (a^2 + b^2))
+    (cos(omega0 a) + i sin(omega0 a)).
+    """
 
     def __init__(self, n_input_dims: int, n_output_dims: int, width: int = 180,
                  depth: int = 3, omega0: float = 20.0, s0: float = 10.0) -> None:
@@ -53,18 +62,52 @@ class GaborNet(nn.Module):
         _check("GaborNet.omega0", omega0, 0)
         _check("GaborNet.s0", s0, 0)
         self.omega0, self.s0 = float(omega0), float(s0)
-        self.first = nn.Linear(n_input_dims, width)  # real coordinates in
-        self.hidden = nn.ModuleList(
-            nn.Linear(width, width, dtype=torch.cfloat) for _ in range(depth - 1)
-        )
-        self.last = nn.Linear(width, n_output_dims, dtype=torch.cfloat)
+        self.first = nn.Linear(n_input_dims, width)  # real coordinates in, real weights
+        # complex layers: weight (out, in) and bias (out) as real and imaginary parts
+        self.weights_re = nn.ParameterList()
+        self.weights_im = nn.ParameterList()
+        self.biases_re = nn.ParameterList()
+        self.biases_im = nn.ParameterList()
+        for i, n_out in enumerate([width] * (depth - 1) + [n_output_dims]):
+            bound = 1.0 / math.sqrt(2.0 * width)  # nn.Linear's bound, split over two parts
+            n_im = 0 if i == depth - 1 else n_out  # only the real part of the output is used
+            for plist, shape in ((self.weights_re, (n_out, width)),
+                                 (self.weights_im, (n_out, width)),
+                                 (self.biases_re, (n_out,)), (self.biases_im, (n_im,))):
+                plist.append(nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
         self.n_input_dims, self.n_output_dims = n_input_dims, n_output_dims
 
+    def _activation(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """[Re, Im] of psi(a + ib), concatenated on the last dim."""
+        if b is None:
+            amp = torch.exp(-(self.s0 * a).square())
+        else:
+            amp = torch.exp(-self.omega0 * b - self.s0 * self.s0 * (a.square() + b.square()))
+        phase = self.omega0 * a
+        return torch.cat((amp * torch.cos(phase), amp * torch.sin(phase)), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._activation(self.first(x), None)  # (..., 2 width): [Re | Im]
+        last = len(self.weights_re) - 1
+        for i, (wr, wi, br, bi) in enumerate(zip(self.weights_re, self.weights_im,
+                                                 self.biases_re, self.biases_im, strict=True)):
+            if i == last:  # the real part of the last complex layer
+                return h @ torch.cat((wr, -wi), dim=1).T + br
+            big = torch.cat((torch.cat((wr, -wi), dim=1), torch.cat((wi, wr), dim=1)), dim=0)
+            z = h @ big.T + torch.cat((br, bi))
+            n = wr.shape[0]
+            h = self._activation(z[..., :n], z[..., n:])
+        raise AssertionError("unreachable")
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same network in complex arithmetic (`gabor_wavelet`)."""
         h = gabor_wavelet(self.first(x), self.omega0, self.s0)
-        for layer in self.hidden:
-            h = gabor_wavelet(layer(h), self.omega0, self.s0)
-        return self.last(h).real
+        for wr, wi, br, bi in zip(self.weights_re, self.weights_im, self.biases_re,
+                                  self.biases_im, strict=True):
+            h = h @ torch.complex(wr, wi).T + (torch.complex(br, bi) if bi.numel() else br)
+            if wr is not self.weights_re[-1]:
+                h = gabor_wavelet(h, self.omega0, self.s0)
+        return h.real
 
 
 class WaveletSplitNet(nn.Module):
