@@ -66,6 +66,9 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         batch: BatchOpt = 0,
         lr: LrOpt = 0.0,
         teaching: TeachOpt = 0.0,
+        sape: Annotated[int, typer.Option(
+            help="SAPE progressive masking with this many cells per axis (0: off; models "
+                 "with a level encoding: relu_pe, hash)")] = 0,
         noise: Annotated[float, typer.Option(
             help="denoising: add Gaussian noise of this std to the image, fit it, report PSNR "
                  "against the clean one")] = 0.0,
@@ -134,7 +137,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
             fit = progress_fit("training", seconds, lambda on_eval: fit_signal(
                 coords, values, model, custom=custom, finest=max(oh, ow), seconds=seconds,
                 max_steps=max_steps, batch=_batch(batch), lr=lr or None, mask=mask,
-                teaching=teaching, seed=seed, on_eval=on_eval))
+                teaching=teaching, sape=sape or None, seed=seed, on_eval=on_eval))
         except ValueError as e:
             raise error(e) from e
         recon = render_signal(fit.field, (oh, ow), width / ow).clamp(0, 1)

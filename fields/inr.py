@@ -1,16 +1,22 @@
 """Implicit neural representations: fit a coordinate network to a signal.
 
-For now: images. `fit_image` fits ``NetworkWithInputEncoding(2, C, encoding, network)`` (by
-default a 2-D multiresolution hash grid and a small fused MLP, as instant-ngp's gigapixel
-image task) to an (H, W, C) image by regressing pixel colours at pixel centres.
+- `MODELS`: the zoo, each a configuration of `FusedMLP` + encodings + activation where one
+  exists (hash grid + MLP, SIREN, FINER, Gaussian, ReLU + positional encoding, random Fourier
+  features), or a network of `fields.nn.inr_layers` (WIRE, the complex-wavelet low-pass /
+  band-pass split, FAN, SL2A-INR).
+- `fit_signal`: any signal sampled on a grid (images, audio, volumes, video: coordinates in
+  [0, 1]^d, `fields.data.signals.grid_coords`), full batch or sampled, with nonparametric
+  teaching (train on the largest errors) and SAPE-style progressive masking; a time budget.
+- `render_signal`: the field at any resolution (it is continuous); `save_inr_checkpoint` /
+  `load_inr` for `fields render`.
+- `fit_image`: `fit_signal` for an (H, W, C) image.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +25,11 @@ from torch import nn
 
 from fields.data.images import psnr
 from fields.data.signals import grid_coords
+from fields.nn.encoding import InputEncoding
 from fields.nn.inr_layers import FANNet, GaborNet, SL2ANet, WaveletSplitNet
 from fields.nn.mlp import FusedMLP
 from fields.nn.modules import NetworkWithInputEncoding
+from fields.nn.progressive import SpatialProgress
 
 
 def default_image_encoding(height: int, width: int) -> dict[str, Any]:
@@ -48,97 +56,14 @@ DEFAULT_IMAGE_NETWORK: dict[str, Any] = {
 }
 
 
-def pixel_centres(height: int, width: int) -> torch.Tensor:
-    """(H * W, 2) coordinates (x, y) in [0, 1] of the pixel centres, row-major."""
-    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
-    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((gx, gy), dim=-1).reshape(-1, 2)
-
-
-@dataclass
-class ImageFit:
-    model: NetworkWithInputEncoding
-    psnr: float
-    steps: int
-    seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def render(self, height: int, width: int, chunk: int = 2**18) -> torch.Tensor:
-        """The fitted image at any resolution, (H, W, C)."""
-        coords = pixel_centres(height, width)
-        with torch.no_grad():
-            out = torch.cat([self.model(c) for c in coords.split(chunk)])
-        return out.reshape(height, width, -1).clamp(0.0, 1.0)
-
-
-def fit_image(
-    image: torch.Tensor,
-    encoding_config: Mapping[str, Any] | None = None,
-    network_config: Mapping[str, Any] | None = None,
-    *,
-    seconds: float = 60.0,
-    max_steps: int = 100_000,
-    target_psnr: float | None = None,
-    batch: int = 2**16,
-    lr: float = 1e-2,
-    eval_every: int = 25,
-    seed: int = 1337,
-    on_eval: Callable[[dict[str, float]], None] | None = None,
-) -> ImageFit:
-    """Fits a network to `image` (H, W, C) in [0, 1] for up to `seconds` / `max_steps`.
-
-    Each step regresses a random batch of pixels (Adam, betas (0.9, 0.99), eps 1e-15 as
-    instant-ngp; the learning rate decays exponentially to lr / 30 over the budget, whichever
-    of `seconds` and `max_steps` is nearer to its end); every `eval_every` steps the PSNR over
-    all pixels is measured (not counted in the training time) and passed to `on_eval`. Stops
-    early when `target_psnr` is reached.
-    """
+def fit_image(image: torch.Tensor, model: str = "hash", **kwargs: Any) -> SignalFit:
+    """Fits `model` to an (H, W, C) image in [0, 1] (C = 1, 3 or 4): `fit_signal` on the pixel
+    centres, with the image's size as the finest resolution; keyword arguments go to it."""
     if image.dim() != 3 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"fit_image: expected an (H, W, 1|3|4) image, got {tuple(image.shape)}")
-    height, width, channels = image.shape
-    enc_cfg = encoding_config or default_image_encoding(height, width)
-    net_cfg = network_config or DEFAULT_IMAGE_NETWORK
-    model = NetworkWithInputEncoding(2, channels, enc_cfg, net_cfg, seed=seed)
-    coords = pixel_centres(height, width)
-    target = image.reshape(-1, channels).float()
-    n = coords.shape[0]
-    batch = min(batch, n)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    trained = 0.0
-    step = 0
-    best = -math.inf
-
-    def evaluate() -> float:
-        with torch.no_grad():
-            pred = torch.cat([model(c) for c in coords.split(2**18)])
-        return psnr(pred, target)
-
-    while step < max_steps and trained < seconds:
-        progress = max(trained / seconds, step / max_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr * 30.0 ** (-progress)
-        t0 = time.perf_counter()
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        loss = (model(coords[idx]) - target[idx]).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        trained += time.perf_counter() - t0
-        step += 1
-        if step % eval_every == 0 or trained >= seconds or step == max_steps:
-            best = evaluate()
-            record = {"step": step, "seconds": trained, "loss": loss.item(), "psnr": best}
-            history.append(record)
-            if on_eval is not None:
-                on_eval(record)
-            if target_psnr is not None and best >= target_psnr:
-                break
-    if not history or history[-1]["step"] != step:
-        best = evaluate()
-    return ImageFit(model=model, psnr=best, steps=step, seconds=trained, history=history)
+    h, w, c = image.shape
+    return fit_signal(grid_coords((h, w)), image.reshape(-1, c), model,
+                      finest=max(h, w), **kwargs)
 
 
 # -- the model zoo: every INR of `fields fit image --model` and `fields bench inr` --
@@ -231,7 +156,7 @@ class CoordinateField(nn.Module):
     and network (model name "custom", unit coordinates, lr 1e-2, batch 2^16)."""
 
     def __init__(self, model: str, n_in: int, n_out: int, finest: int, seed: int = 1337,
-                 custom: Mapping[str, Any] | None = None) -> None:
+                 custom: Mapping[str, Any] | None = None, sape: int | None = None) -> None:
         super().__init__()
         if custom is not None:
             enc = custom.get("encoding") or default_image_encoding(finest, finest)
@@ -248,6 +173,19 @@ class CoordinateField(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = self.spec.build(n_in, n_out, finest)
+        # SAPE-style spatially adaptive progressive masking: every encoding with levels gets a
+        # grid of per-cell progress (`sape` cells per axis), advanced by `fit_signal`
+        self.sape = sape
+        self.progress: list[SpatialProgress] = []
+        if sape is not None:
+            for m in self.net.modules():
+                if isinstance(m, InputEncoding) and m.n_levels > 0:
+                    prog = SpatialProgress(n_in, m.n_levels, int(sape))
+                    m.set_progress(prog)
+                    self.progress.append(prog)
+            if not self.progress:
+                raise ValueError(f"SAPE masking needs an encoding with levels; model "
+                                 f"{model!r} has none (use relu_pe or hash)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.coords == "signed":
@@ -257,13 +195,13 @@ class CoordinateField(nn.Module):
     def describe(self) -> dict[str, Any]:
         """What `from_description` needs to rebuild this field (for checkpoints)."""
         return {"model": self.model_name, "n_in": self.n_in, "n_out": self.n_out,
-                "finest": self.finest, "custom": self.custom}
+                "finest": self.finest, "custom": self.custom, "sape": self.sape}
 
     @classmethod
     def from_description(cls, d: Mapping[str, Any]) -> CoordinateField:
         try:
             return cls(str(d["model"]), int(d["n_in"]), int(d["n_out"]), int(d["finest"]),
-                       custom=d.get("custom"))
+                       custom=d.get("custom"), sape=d.get("sape"))
         except KeyError as e:
             raise ValueError(f"INR description: missing field {e}") from e
 
@@ -294,6 +232,9 @@ def fit_signal(
     lr: float | None = None,
     mask: torch.Tensor | None = None,
     teaching: float = 0.0,
+    sape: int | None = None,
+    sape_threshold: float = 1e-4,
+    sape_rate: float = 0.05,
     eval_every: float = 2.0,
     target: torch.Tensor | None = None,
     seed: int = 1337,
@@ -308,16 +249,20 @@ def fit_signal(
     step takes `batch` random samples (the model's default; None: all of them). `mask` (N,)
     keeps only the True samples for training (inpainting). `teaching` in (0, 1): nonparametric
     teaching (INT): every 10 steps the fraction `teaching` of the training samples with the
-    largest error is selected and the steps train on those. Every `eval_every` seconds of
-    training the PSNR of the prediction of every sample against `target` (default: `values`)
-    is measured and passed to `on_eval` as {"step", "seconds", "loss", "psnr"}.
+    largest error is selected and the steps train on those. `sape` (cells per axis): SAPE-style
+    spatially adaptive progressive masking (Hertz et al. 2021) of the model's encodings with
+    levels: every cell starts with one level revealed, and each step the cells whose mean
+    squared error on the batch is above `sape_threshold` reveal `sape_rate` more. Every
+    `eval_every` seconds of training the PSNR of the prediction of every sample against
+    `target` (default: `values`) is measured and passed to `on_eval` as {"step", "seconds",
+    "loss", "psnr"}.
     """
     if coords.dim() != 2 or values.dim() != 2 or coords.shape[0] != values.shape[0]:
         raise ValueError(f"fit_signal: expected coords (N, d) and values (N, C), got "
                          f"{tuple(coords.shape)} and {tuple(values.shape)}")
     if not 0.0 <= teaching < 1.0:
         raise ValueError(f"fit_signal: teaching must be in [0, 1), got {teaching!r}")
-    net = CoordinateField(model, coords.shape[1], values.shape[1], finest, seed, custom)
+    net = CoordinateField(model, coords.shape[1], values.shape[1], finest, seed, custom, sape)
     spec = net.spec
     coords, values = coords.float(), values.float()
     reference = values if target is None else target.float().reshape(values.shape)
@@ -338,48 +283,38 @@ def fit_signal(
             pred = torch.cat([net(c) for c in coords.split(2**16)])
         return psnr(pred, reference)
 
-    with flush_denormals():
-        while step < max_steps and trained < seconds:
-            t0 = time.perf_counter()
-            progress = max(trained / seconds, step / max_steps)
-            for group in opt.param_groups:
-                group["lr"] = base_lr * 10.0 ** (-progress)
-            if teaching > 0.0 and step % 10 == 0:
-                with torch.no_grad():
-                    err = torch.cat([(net(c) - v).square().sum(-1) for c, v in
-                                     zip(coords[train_idx].split(2**16),
-                                         values[train_idx].split(2**16), strict=True)])
-                keep = max(size, int(teaching * train_idx.numel()))
-                pool = train_idx[err.topk(min(keep, train_idx.numel())).indices]
-            idx = pool if size >= pool.numel() else pool[
-                torch.randint(0, pool.numel(), (size,), generator=gen)]
-            loss = (net(coords[idx]) - values[idx]).square().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            trained += time.perf_counter() - t0
-            step += 1
-            last = float(loss.detach())
-            if trained >= next_eval or trained >= seconds or step == max_steps:
-                next_eval = trained + eval_every
-                record = {"step": step, "seconds": trained, "loss": last, "psnr": evaluate()}
-                history.append(record)
-                if on_eval is not None:
-                    on_eval(record)
-        final = history[-1]["psnr"] if history and history[-1]["step"] == step else evaluate()
+    while step < max_steps and trained < seconds:
+        t0 = time.perf_counter()
+        progress = max(trained / seconds, step / max_steps)
+        for group in opt.param_groups:
+            group["lr"] = base_lr * 10.0 ** (-progress)
+        if teaching > 0.0 and step % 10 == 0:
+            with torch.no_grad():
+                err = torch.cat([(net(c) - v).square().sum(-1) for c, v in
+                                 zip(coords[train_idx].split(2**16),
+                                     values[train_idx].split(2**16), strict=True)])
+            keep = max(size, int(teaching * train_idx.numel()))
+            pool = train_idx[err.topk(min(keep, train_idx.numel())).indices]
+        idx = pool if size >= pool.numel() else pool[
+            torch.randint(0, pool.numel(), (size,), generator=gen)]
+        per_sample = (net(coords[idx]) - values[idx]).square()
+        loss = per_sample.mean()
+        for prog in net.progress:
+            prog.update(coords[idx], per_sample.detach().mean(-1), sape_threshold, sape_rate)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        trained += time.perf_counter() - t0
+        step += 1
+        last = float(loss.detach())
+        if trained >= next_eval or trained >= seconds or step == max_steps:
+            next_eval = trained + eval_every
+            record = {"step": step, "seconds": trained, "loss": last, "psnr": evaluate()}
+            history.append(record)
+            if on_eval is not None:
+                on_eval(record)
+    final = history[-1]["psnr"] if history and history[-1]["step"] == step else evaluate()
     return SignalFit(field=net, steps=step, seconds=trained, psnr=final, history=history)
-
-
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Denormal floats flushed to zero inside (torch.set_flush_denormal), restored after.
-    Gaussian and Gabor activations underflow to denormals, which make every later product
-    several times slower on x86 (WIRE on camera: 1.7 s a step, 0.3 s flushed)."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 # -- checkpoints and continuous rendering --

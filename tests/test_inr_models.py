@@ -169,6 +169,24 @@ def test_teaching_and_mask():
         fit_signal(coords, values, "nope")
 
 
+def test_sape_progress_advances_and_round_trips(tmp_path):
+    from fields.inr import save_inr_checkpoint
+
+    img = builtin_image("camera", 16)
+    coords, values = grid_coords(img.shape[:2]), img.reshape(-1, 1)
+    fit = fit_signal(coords, values, "relu_pe", finest=16, max_steps=30, sape=4,
+                     sape_rate=0.1, seconds=30.0)
+    (prog,) = fit.field.progress
+    assert prog.alpha.max() > 1.0 + 1e-6  # some cells revealed more levels
+    assert prog.alpha.max() <= 1.0 + 30 * 0.1 + 1e-6
+    save_inr_checkpoint(tmp_path / "c.pt", fit.field, {"kind": "image", "shape": [16, 16]})
+    back, _ = load_inr(tmp_path / "c.pt")
+    torch.testing.assert_close(back.progress[0].alpha, prog.alpha)
+    torch.testing.assert_close(render_signal(back, (16, 16)), render_signal(fit.field, (16, 16)))
+    with pytest.raises(ValueError, match="needs an encoding with levels"):
+        fit_signal(coords, values, "siren", sape=4)
+
+
 def test_render_signal_any_resolution():
     field = CoordinateField("siren", 2, 3, 8)
     img = render_signal(field, (8, 10), scale=2.5)
@@ -193,6 +211,16 @@ def test_builtin_image_and_errors():
     assert builtin_image("coffee", 60).shape == (40, 60, 3)
     with pytest.raises(ValueError, match="unknown built-in image 'nope'"):
         builtin_image("nope")
+
+
+def test_exr_image_is_read_as_float(tmp_path):
+    import imageio.v3 as iio
+
+    from fields.data.images import read_image
+
+    arr = np.random.default_rng(2).random((6, 5, 3)).astype(np.float32)
+    iio.imwrite(tmp_path / "a.exr", arr)
+    np.testing.assert_allclose(read_image(tmp_path / "a.exr").numpy(), arr, atol=1e-6)
 
 
 def test_audio_round_trip_and_errors(tmp_path):
@@ -301,6 +329,23 @@ def test_cli_fit_audio_and_volume(tmp_path):
                                  "2", "--out", str(tmp_path / "big.npy")])
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "big.npy").shape == (16, 18, 20, 1)
+
+
+@needs_ext
+def test_cli_fit_video_folder(tmp_path):
+    from fields.data.images import write_image
+
+    frames = tmp_path / "frames"
+    for k in range(4):
+        write_image(frames / f"{k:02d}.png", torch.full((8, 10, 3), 0.2 + 0.15 * k))
+    r = CliRunner().invoke(app, ["fit", "video", str(frames), "--seconds", "2",
+                                 "--max-steps", "15", "--out", str(tmp_path / "v")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert m["frames"] == 4 and m["height"] == 8 and m["width"] == 10
+    assert (tmp_path / "v" / "frame_002.png").is_file()
+    r = CliRunner().invoke(app, ["fit", "video", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "no such video" in " ".join(r.output.split())
 
 
 @needs_ext

@@ -78,11 +78,15 @@ class GaborNet(nn.Module):
         self.n_input_dims, self.n_output_dims = n_input_dims, n_output_dims
 
     def _activation(self, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """[Re, Im] of psi(a + ib), concatenated on the last dim."""
+        """[Re, Im] of psi(a + ib), concatenated on the last dim. The envelope is exactly 0
+        where it is below exp(-60) ~ 1e-26: smaller values become denormal floats in the
+        products that follow, which are several times slower on x86 (a WIRE step on a
+        256 x 256 image took 1.5 s instead of 0.3 s)."""
         if b is None:
-            amp = torch.exp(-(self.s0 * a).square())
+            e = -(self.s0 * a).square()
         else:
-            amp = torch.exp(-self.omega0 * b - self.s0 * self.s0 * (a.square() + b.square()))
+            e = -self.omega0 * b - self.s0 * self.s0 * (a.square() + b.square())
+        amp = torch.where(e > -60.0, torch.exp(e), torch.zeros((), dtype=e.dtype))
         phase = self.omega0 * a
         return torch.cat((amp * torch.cos(phase), amp * torch.sin(phase)), dim=-1)
 
