@@ -32,6 +32,15 @@ def _cloud(n: int, seed: int = 0, extent=(8.0, 6.0, 2.0)) -> torch.Tensor:
     return (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor(extent)
 
 
+def _box_surface(n: int, seed: int, half_extent) -> np.ndarray:
+    """n random points on the surface of a box centred at the origin."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(n, 3, generator=g) * 2 - 1
+    face = torch.randint(0, 3, (n,), generator=g)
+    p[torch.arange(n), face] = p[torch.arange(n), face].sign()
+    return (p * torch.tensor(half_extent)).numpy()
+
+
 # -- distance transform --
 
 
@@ -175,13 +184,8 @@ def test_scene_flow_metrics_shape_errors():
 
 @pytest.mark.parametrize("method", ["dt", "nsfp"])
 def test_rigid_motion_is_recovered(method):
-    # two boxes' surfaces, moved rigidly together: small yaw plus a translation
-    g = torch.Generator().manual_seed(5)
-    n = 1500
-    p = torch.rand(n, 3, generator=g) * 2 - 1
-    face = torch.randint(0, 3, (n,), generator=g)
-    p[torch.arange(n), face] = p[torch.arange(n), face].sign()
-    pts = (p * torch.tensor([2.0, 1.0, 0.8])).numpy()
+    # a box's surface, moved rigidly: small yaw plus a translation
+    pts = _box_surface(1500, 5, (2.0, 1.0, 0.8))
     pair = rigid_pair(pts, rotation_deg=3.0, translation=(0.4, -0.2, 0.05), shuffle=True)
     cfg = FlowConfig.for_method(method, width=64, depth=4, max_iters=400, patience=50,
                                 lr=4e-3)
@@ -216,12 +220,7 @@ def test_rigid_part_of_the_field_is_a_rotation_and_a_translation():
 def test_rigid_stage_finds_the_motion():
     # rigid=True: the rigid motion alone first, then the network. The rigid stage alone (the
     # network then barely trained) already explains a rigid motion; the whole fit is exact
-    g = torch.Generator().manual_seed(9)
-    n = 2000
-    p = torch.rand(n, 3, generator=g) * 2 - 1
-    face = torch.randint(0, 3, (n,), generator=g)
-    p[torch.arange(n), face] = p[torch.arange(n), face].sign()
-    pts = (p * torch.tensor([3.0, 2.0, 1.0])).numpy()
+    pts = _box_surface(2000, 9, (3.0, 2.0, 1.0))
     pair = rigid_pair(pts, rotation_deg=4.0, translation=(0.3, 0.1, -0.05), shuffle=True)
     gt = torch.from_numpy(pair.flow)
     common = dict(width=32, depth=2, patience=30, rigid=True, rigid_iters=400,
