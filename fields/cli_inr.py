@@ -38,19 +38,28 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
              error: Callable[[Exception], typer.Exit]) -> None:
     """Adds the INR commands to the `fit` and `bench` groups."""
 
-    def progress_fit(label: str, seconds: float, run: Callable[[Callable], Any]) -> Any:
+    def train(coords: torch.Tensor, values: torch.Tensor, model: str, finest: int,
+              seconds: float, max_steps: int, batch: int, lr: float, **extra: Any) -> Any:
+        """`fit_signal` with a progress bar; a bad setting exits with a clear message."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from fields.inr import fit_signal
 
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                       console=console) as progress:
-            task = progress.add_task(label, total=seconds, status="")
+            task = progress.add_task("training", total=seconds, status="")
 
             def on_eval(rec: dict[str, float]) -> None:
                 progress.update(task, completed=min(rec["seconds"], seconds),
                                 status=f"step {int(rec['step'])}  PSNR {rec['psnr']:.2f} dB")
 
-            return run(on_eval)
+            try:
+                return fit_signal(coords, values, model, finest=finest, seconds=seconds,
+                                  max_steps=max_steps, batch=_batch(batch), lr=lr or None,
+                                  on_eval=on_eval, **extra)
+            except ValueError as e:
+                raise error(e) from e
 
     @fit_app.command("image")
     def fit_image_cmd(
@@ -90,7 +99,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         checkpoint.pt (`fields render` renders it at any resolution)."""
         from fields.data.images import error_map, procedural_image, read_image, write_image
         from fields.data.signals import builtin_image, resize_image
-        from fields.inr import fit_signal, render_signal, save_inr_checkpoint, ssim
+        from fields.inr import render_signal, save_inr_checkpoint, ssim
         from fields.io import write_text_atomic
         from fields.nn.inr_layers import count_parameters
 
@@ -133,13 +142,8 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         out_dir = Path(out or f"outputs/{name}/inr/{label}")
         console.print(f"fitting {name} ({width}x{height}x{channels}) with {label}, "
                       f"{seconds:g} s budget")
-        try:
-            fit = progress_fit("training", seconds, lambda on_eval: fit_signal(
-                coords, values, model, custom=custom, finest=max(oh, ow), seconds=seconds,
-                max_steps=max_steps, batch=_batch(batch), lr=lr or None, mask=mask,
-                teaching=teaching, sape=sape or None, seed=seed, on_eval=on_eval))
-        except ValueError as e:
-            raise error(e) from e
+        fit = train(coords, values, model, max(oh, ow), seconds, max_steps, batch, lr,
+                    custom=custom, mask=mask, teaching=teaching, sape=sape or None, seed=seed)
         recon = render_signal(fit.field, (oh, ow), width / ow).clamp(0, 1)
         if recon.shape != clean.shape:  # rounding of the super-resolution grid
             recon = resize_image(recon, height, width)
@@ -188,7 +192,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         """Fit an INR to audio (time -> amplitude); writes reconstruction.wav, waveform.png,
         metrics.json (psnr on amplitudes mapped to [0, 1], snr_db) and checkpoint.pt."""
         from fields.data.signals import read_audio, synthetic_audio, write_audio
-        from fields.inr import fit_signal, render_signal, save_inr_checkpoint
+        from fields.inr import render_signal, save_inr_checkpoint
         from fields.io import write_text_atomic
         from fields.nn.inr_layers import count_parameters
         from fields.plots import write_waveform_figure
@@ -210,12 +214,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         out_dir = Path(out or f"outputs/{name}/inr/{model}")
         console.print(f"fitting {name} ({n} samples at {rate} Hz, {channels} channel(s)) "
                       f"with {model}, {seconds:g} s budget")
-        try:
-            fit = progress_fit("training", seconds, lambda on_eval: fit_signal(
-                coords, values, model, finest=n, seconds=seconds, max_steps=max_steps,
-                batch=_batch(batch), lr=lr or None, on_eval=on_eval))
-        except ValueError as e:
-            raise error(e) from e
+        fit = train(coords, values, model, n, seconds, max_steps, batch, lr)
         recon = render_signal(fit.field, (n,)).clamp(0, 1) * 2.0 - 1.0
         noise_power = (recon - samples).square().mean().item()
         snr = 10 * math.log10(samples.square().mean().item() / max(noise_power, 1e-20))
@@ -250,7 +249,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         slices.png (middle slices, reconstruction and error), metrics.json and
         checkpoint.pt."""
         from fields.data.signals import grid_coords, read_volume, synthetic_volume
-        from fields.inr import fit_signal, render_signal, save_inr_checkpoint
+        from fields.inr import render_signal, save_inr_checkpoint
         from fields.io import save_npy_atomic, write_text_atomic
         from fields.nn.inr_layers import count_parameters
         from fields.plots import write_slices_figure
@@ -269,12 +268,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         out_dir = Path(out or f"outputs/{name}/inr/{model}")
         console.print(f"fitting {name} ({'x'.join(map(str, shape))}, {channels} channel(s)) "
                       f"with {model}, {seconds:g} s budget")
-        try:
-            fit = progress_fit("training", seconds, lambda on_eval: fit_signal(
-                coords, values, model, finest=max(shape), seconds=seconds, max_steps=max_steps,
-                batch=_batch(batch), lr=lr or None, on_eval=on_eval))
-        except ValueError as e:
-            raise error(e) from e
+        fit = train(coords, values, model, max(shape), seconds, max_steps, batch, lr)
         recon = render_signal(fit.field, shape).clamp(0, 1)
         metrics = {"source": volume or "synthetic", "model": model, "shape": list(shape),
                    "channels": channels, "psnr": fit.psnr, "steps": fit.steps,
@@ -307,7 +301,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         (first, middle, last) with error maps, metrics.json and checkpoint.pt."""
         from fields.data.images import error_map, psnr, write_image
         from fields.data.signals import grid_coords, read_video
-        from fields.inr import fit_signal, render_signal, save_inr_checkpoint
+        from fields.inr import render_signal, save_inr_checkpoint
         from fields.io import write_text_atomic
         from fields.nn.inr_layers import count_parameters
 
@@ -322,12 +316,7 @@ def register(fit_app: typer.Typer, bench_app: typer.Typer, console: Console,
         out_dir = Path(out or f"outputs/{Path(video).stem}/inr/{model}")
         console.print(f"fitting {video} ({t} frames of {w}x{h}) with {model}, "
                       f"{seconds:g} s budget")
-        try:
-            fit = progress_fit("training", seconds, lambda on_eval: fit_signal(
-                coords, values, model, finest=max(t, h, w), seconds=seconds,
-                max_steps=max_steps, batch=_batch(batch), lr=lr or None, on_eval=on_eval))
-        except ValueError as e:
-            raise error(e) from e
+        fit = train(coords, values, model, max(t, h, w), seconds, max_steps, batch, lr)
         recon = render_signal(fit.field, (t, h, w)).clamp(0, 1)
         for k in sorted({0, t // 2, t - 1}):
             write_image(out_dir / f"frame_{k:03d}.png", recon[k])
