@@ -330,9 +330,13 @@ def fit_nerf_cmd(
     mesh: Annotated[int, typer.Option(help="also export mesh.ply at this resolution (0: no)")] = 0,
     video_frames: Annotated[int, typer.Option(help="frames of the orbit video (0: none)")] = 48,
     threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    viewer: Annotated[bool, typer.Option(help="watch it train in the web viewer")] = False,
+    viewer_port: Annotated[int, typer.Option(help="the viewer's port")] = 7007,
 ) -> None:
     """Fit a radiance field (instant-ngp style) to posed images; writes config.json,
-    checkpoint.pt, metrics.json, renders/ and orbit.mp4 to the output folder."""
+    checkpoint.pt, metrics.json, renders/ and orbit.mp4 to the output folder. With --viewer,
+    shows the field live at http://127.0.0.1:7007 (training pauses while the camera moves)
+    and keeps serving it after training until Ctrl-C."""
     import time
     from pathlib import Path
 
@@ -373,14 +377,38 @@ def fit_nerf_cmd(
         console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: held-out PSNR "
                     f"{rec['psnr']:.2f} dB")
 
+    live, on_step, trained = None, None, task
+    if viewer:
+        from fields.cli_view import LockedTask
+        from fields.nerf import scene_info
+        from fields.viewer import NerfView, Viewer
+
+        view = NerfView(task.model, task.grid, task.settings, scene.background,
+                        scene_info(scene, task.config), name)
+        try:
+            live = Viewer(view, port=viewer_port, source=str(out / "checkpoint.pt"))
+        except OSError as e:
+            raise _error(OSError(f"cannot start the viewer on port {viewer_port}: {e}")) from e
+        live.enable_training()
+        console.print(f"viewer at [bold]{live.url}[/bold]", highlight=False)
+        trained = LockedTask(task, live.lock)
+
+        def on_step(state) -> None:
+            live.training_step(state.step, state.seconds, state.last)
+
     wall = time.perf_counter()
     try:
-        state = train(task, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
-                      checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval)
+        state = train(trained, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
+                      checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval,
+                      on_step=on_step)
     except KeyboardInterrupt:
+        if live is not None:
+            live.close()
         console.print(f"[yellow]interrupted[/yellow]: checkpoint written to {out}/checkpoint.pt")
         raise typer.Exit(130) from None
     except (ValueError, OSError) as e:
+        if live is not None:
+            live.close()
         raise _error(e) from e
     console.print("evaluating on every held-out view...")
     task.module.eval()
@@ -406,6 +434,11 @@ def fit_nerf_cmd(
         f"views after {state.step} steps, {state.seconds:.0f} s of training "
         f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/"
     )
+    if live is not None:
+        live.training_done(f"done: {state.step} steps, held-out PSNR {metrics['psnr']:.2f} dB")
+        console.print(f"viewer still at [bold]{live.url}[/bold] (Ctrl-C to stop)",
+                      highlight=False)
+        live.wait()
 
 
 def _flow_progress():
@@ -761,13 +794,14 @@ def export_mesh_cmd(
     console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces")
 
 
-def _register_inr() -> None:
-    from fields.cli_inr import register
+def _register_more() -> None:
+    from fields import cli_inr, cli_view
 
-    register(fit_app, bench_app, console, _error)
+    cli_inr.register(fit_app, bench_app, console, _error)
+    cli_view.register(app, console, _error)
 
 
-_register_inr()
+_register_more()
 
 
 def main() -> None:

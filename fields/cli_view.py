@@ -1,0 +1,67 @@
+"""`fields view`: the web viewer for any checkpoint (registered by `fields.cli`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer, console: Console, error: Callable[[Exception], typer.Exit]) -> None:
+    @app.command("view")
+    def view_cmd(
+        checkpoint: Annotated[str, typer.Argument(help="checkpoint.pt of a NeRF, INR or "
+                                                       "scene-flow fit")],
+        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="port (0: any free port)")] = 7007,
+        max_resolution: Annotated[
+            int, typer.Option(help="longer side of the full frame, pixels")] = 512,
+        fps: Annotated[float, typer.Option(help="frames per second to aim at while the "
+                                                "camera moves")] = 12.0,
+        threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    ) -> None:
+        """Show a checkpoint in the browser (http://127.0.0.1:7007): orbit, pan and zoom; the
+        picture refines when the camera stops. A checkpoint that fails to load is reported in
+        the page, where another can be loaded. Ctrl-C stops the server."""
+        from fields.viewer import Viewer, load_view
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if max_resolution < 8 or not fps > 0:
+            raise error(ValueError("--max-resolution must be >= 8 and --fps > 0"))
+        view, problem = None, None
+        try:
+            view = load_view(checkpoint)
+        except Exception as e:  # shown in the page; the server still starts
+            problem = str(e) or type(e).__name__
+            console.print(f"[red]error:[/red] {problem}")
+        try:
+            viewer = Viewer(view, host=host, port=port, max_resolution=max_resolution,
+                            target_fps=fps, error=problem, source=checkpoint)
+        except OSError as e:  # port in use, bad address
+            raise error(OSError(f"cannot listen on {host}:{port}: {e}")) from e
+        console.print(f"viewer at [bold]{viewer.url}[/bold] (Ctrl-C to stop)", highlight=False)
+        viewer.wait()
+        console.print("viewer stopped")
+
+
+class LockedTask:
+    """A training task whose steps (and evaluations) hold `lock`, so that the viewer's renders
+    never see a half-updated model. Everything else is the task's own."""
+
+    def __init__(self, task: Any, lock: Any) -> None:
+        self._task, self._lock = task, lock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+    def train_step(self, step: int, progress: float) -> dict[str, float]:
+        with self._lock:
+            return self._task.train_step(step, progress)
+
+    def evaluate(self, final: bool) -> dict[str, float]:
+        with self._lock:
+            return self._task.evaluate(final)

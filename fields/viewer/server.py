@@ -1,0 +1,484 @@
+"""The web viewer: a viser server, one render loop per connected browser.
+
+Each browser tab gets a `ClientSession`, a thread that renders what its camera sees:
+
+- while the camera moves, a *preview* whose size follows the measured rays per second so
+  that frames come at `target_fps` (never larger than the full frame);
+- once the camera has been still for `settle_seconds` (0.2 s), the *full* frame (the
+  canvas's size, its longer side at most `max_resolution`), rendered in chunks and
+  abandoned as soon as the camera moves again.
+
+Renders and training steps share one lock (`Viewer.lock`), so a picture never sees a
+half-updated model. While training (`Viewer.training_step`, called between steps) the
+trainer waits whenever a camera is moving or a frame is being rendered, and asks for a fresh
+preview every `refresh_seconds`.
+
+A checkpoint that fails to load leaves the server up, with the error in the page's panel and
+a field to load another one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fields.viewer.camera import ViewCamera
+from fields.viewer.views import Cancelled, FieldView, load_view
+
+
+@dataclass
+class Frame:
+    """A frame sent to a browser: its camera, picture (H, W, 3) uint8, whether it is the full
+    frame, the render mode and the seconds it took (render + encode + send)."""
+
+    version: int
+    camera: ViewCamera
+    image: np.ndarray
+    full: bool
+    mode: str
+    seconds: float
+    sent_at: float
+
+
+class ClientSession:
+    """One browser tab: its camera state and its render thread."""
+
+    def __init__(self, viewer: Viewer, client: Any) -> None:
+        self.viewer = viewer
+        self.client = client
+        self.id = int(client.client_id)
+        self.cond = threading.Condition()
+        self.version = 0  # bumped by every camera or settings change
+        self.preview_version = -1  # version of the last frame sent
+        self.full_version = -1  # version of the last full frame sent (or not wanted)
+        self.last_move = 0.0
+        self.camera: ViewCamera | None = None
+        self.closed = False
+        self.busy = False
+        self.frames: deque[Frame] = deque(maxlen=256)
+        self.last_frame: Frame | None = None
+        self.errors: list[str] = []
+        self.preview_pixels: float | None = None  # steered to reach the target FPS
+        self._last_preview_at = 0.0
+        self._stats = client.gui.add_markdown("*waiting for the first frame*")
+        self._stats_at = 0.0
+        client.camera.on_update(self._on_camera)
+        self.thread = threading.Thread(target=self._loop, name=f"viewer-client-{self.id}",
+                                       daemon=True)
+
+    # -- events --
+    def _on_camera(self, camera: Any) -> None:
+        vc = ViewCamera(tuple(float(v) for v in camera.wxyz),
+                        tuple(float(v) for v in camera.position), float(camera.fov),
+                        int(camera.image_width), int(camera.image_height))
+        with self.cond:
+            if vc == self.camera:
+                return
+            self.camera = vc
+            self.version += 1
+            self.last_move = time.perf_counter()
+            self.cond.notify_all()
+
+    def invalidate(self, full: bool = True) -> None:
+        """Renders again at the same camera: the full frame (settings changed), or only a
+        preview (`full=False`: a training refresh)."""
+        with self.cond:
+            self.version += 1
+            if not full:
+                self.full_version = self.version
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    # -- state --
+    def moving(self) -> bool:
+        return time.perf_counter() - self.last_move < self.viewer.settle_seconds
+
+    def pending(self) -> bool:
+        """Whether a frame is being rendered or is due."""
+        with self.cond:
+            return self.busy or (self.camera is not None and (
+                self.preview_version != self.version or self.full_version != self.version))
+
+    def fps(self, window: float = 1.0) -> float:
+        """Frames per second sent over the last `window` seconds."""
+        now = time.perf_counter()
+        recent = [f for f in list(self.frames) if now - f.sent_at <= window]
+        return len(recent) / window
+
+    # -- the render loop --
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                if self.closed:
+                    return
+                v, cam = self.version, self.camera
+                since = time.perf_counter() - self.last_move
+                settle = self.viewer.settle_seconds
+                want_full = self.full_version != v
+                if cam is None or (self.preview_version == v and not want_full):
+                    self.cond.wait(timeout=0.5)
+                    continue
+                if self.preview_version != v and (since < settle or not want_full):
+                    task = "preview"
+                elif since < settle:
+                    self.cond.wait(timeout=settle - since)
+                    continue
+                else:
+                    task = "full"
+                self.busy = True
+            try:
+                done = self._render(cam, v, full=task == "full")
+            except Exception as e:  # a failing render must not kill the session
+                done = True
+                self._report(f"render failed: {type(e).__name__}: {e}")
+            finally:
+                with self.cond:
+                    self.busy = False
+            if done:
+                with self.cond:
+                    self.preview_version = max(self.preview_version, v)
+                    if task == "full":
+                        self.full_version = v
+
+    def _render(self, cam: ViewCamera, version: int, full: bool) -> bool:
+        """Renders and sends one frame; False when it was abandoned."""
+        viewer = self.viewer
+        view = viewer.view
+        if view is None or not view.renders_image or cam.width < 1 or cam.height < 1:
+            return True
+        longest = max(cam.width, cam.height)
+        full_pixels = cam.width * cam.height * min(1.0, viewer.max_resolution / longest) ** 2
+        if full:
+            pixels = full_pixels
+        else:
+            if self.preview_pixels is None:
+                self.preview_pixels = viewer.rays_per_second / max(viewer.target_fps, 0.1)
+            pixels = min(full_pixels, self.preview_pixels)
+        w, h = cam.image_size(pixels)
+        mode = viewer.mode
+        if full:
+            def cancel() -> bool:
+                return self.closed or self.version != version
+        else:
+            def cancel() -> bool:
+                return self.closed
+        t0 = time.perf_counter()
+        with viewer.lock:
+            if view is not viewer.view:
+                return True
+            try:
+                picture = view.render(cam.cameras(w, h), mode, cancel, preview=not full)
+            except Cancelled:
+                return False
+        image = (np.clip(picture, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        if self.closed:
+            return False
+        self.client.scene.set_background_image(image, format="jpeg",
+                                               jpeg_quality=90 if full else 75)
+        now = time.perf_counter()
+        seconds = now - t0
+        viewer.update_speed(w * h, seconds)
+        if not full:
+            self._steer_preview(w * h, seconds, now)
+        frame = Frame(version, cam, image, full, mode, seconds, now)
+        self.frames.append(frame)
+        self.last_frame = frame
+        if now - self._stats_at > 0.5 or full:
+            self._stats_at = now
+            self._stats.content = (
+                f"{self.fps():.1f} FPS · {w}×{h}{' (full)' if full else ''} · "
+                f"{viewer.rays_per_second / 1e3:.0f}k rays/s"
+            )
+        return True
+
+    def _steer_preview(self, pixels: int, seconds: float, now: float) -> None:
+        """Scales the preview's pixel count towards one frame per 1 / target_fps seconds, as
+        measured between consecutive previews (render, encode, send and the loop itself)."""
+        interval = now - self._last_preview_at
+        if interval > 4.0 * seconds + 0.1:  # not consecutive: only this frame's own time
+            interval = seconds
+        self._last_preview_at = now
+        ratio = (1.0 / max(self.viewer.target_fps, 0.1)) / max(interval, 1e-4)
+        self.preview_pixels = max(64.0, pixels * min(max(ratio, 0.5), 1.5) ** 0.7)
+
+    def _report(self, message: str) -> None:
+        self.errors.append(message)
+        self._stats.content = f"**{message}**"
+
+
+class Viewer:
+    """A web viewer for one field (`FieldView`) at http://host:port.
+
+    Args:
+        view: what to show (None: show `error`, or nothing until `set_view`).
+        host, port: where to listen (port 0: any free port; see `port`).
+        max_resolution: longer side, in pixels, of the full frame.
+        target_fps: frames per second to aim at while the camera moves.
+        settle_seconds: how long the camera must be still before the full frame.
+        refresh_seconds: during training, seconds between refreshed previews.
+    """
+
+    def __init__(self, view: FieldView | None = None, *, host: str = "127.0.0.1",
+                 port: int = 7007, max_resolution: int = 512, target_fps: float = 12.0,
+                 settle_seconds: float = 0.2, refresh_seconds: float = 2.0,
+                 error: str | None = None, source: str = "") -> None:
+        import viser
+
+        if port == 0:
+            port = _free_port(host)
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        self.host, self.port = host, int(self.server.get_port())
+        self.lock = threading.RLock()
+        self.max_resolution = int(max_resolution)
+        self.target_fps = float(target_fps)
+        self.settle_seconds = float(settle_seconds)
+        self.refresh_seconds = float(refresh_seconds)
+        self.rays_per_second = 5e4  # first guess; measured from then on
+        self.view: FieldView | None = None
+        self.error: str | None = None
+        self.mode = "rgb"
+        self.sessions: dict[int, ClientSession] = {}
+        self._sessions_lock = threading.Lock()
+        self._closed = False
+        self._field_controls: list[Any] = []
+        self._training: dict[str, Any] | None = None
+        self._last_refresh = 0.0
+        self._build_gui(source)
+        self.server.on_client_connect(self._on_connect)
+        self.server.on_client_disconnect(self._on_disconnect)
+        if view is not None:
+            self.set_view(view)
+        elif error is not None:
+            self.set_error(error)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- GUI --
+    def _build_gui(self, source: str) -> None:
+        gui = self.server.gui
+        gui.configure_theme(control_layout="floating", show_share_button=False)
+        self._title = gui.add_markdown("**fields** viewer")
+        self._mode_box = gui.add_dropdown("Show", ("rgb",), initial_value="rgb")
+        self._res_box = gui.add_slider("Max resolution", 64, 2048, 16, self.max_resolution)
+        self._fps_box = gui.add_slider("Moving FPS target", 1, 30, 1, int(self.target_fps))
+
+        @self._mode_box.on_update
+        def _(_: Any) -> None:
+            self.mode = str(self._mode_box.value)
+            self.invalidate()
+
+        @self._res_box.on_update
+        def _(_: Any) -> None:
+            self.max_resolution = int(self._res_box.value)
+            self.invalidate()
+
+        @self._fps_box.on_update
+        def _(_: Any) -> None:
+            self.target_fps = float(self._fps_box.value)
+
+        self._field_folder = gui.add_folder("Field")
+        with gui.add_folder("Checkpoint", expand_by_default=False):
+            self._path_box = gui.add_text("Path", initial_value=source)
+            load = gui.add_button("Load")
+
+        @load.on_click
+        def _(_: Any) -> None:
+            self.load(str(self._path_box.value))
+
+    def _add_controls(self, view: FieldView) -> None:
+        for handle in self._field_controls:
+            handle.remove()
+        self._field_controls = []
+        gui = self.server.gui
+        with self._field_folder:
+            for spec in view.controls():
+                name = spec["name"]
+                view.settings[name] = spec["value"]
+                if spec["type"] == "slider":
+                    h = gui.add_slider(name, spec["min"], spec["max"], spec["step"],
+                                       spec["value"])
+                elif spec["type"] == "checkbox":
+                    h = gui.add_checkbox(name, spec["value"])
+                elif spec["type"] == "dropdown":
+                    h = gui.add_dropdown(name, tuple(spec["options"]),
+                                         initial_value=spec["value"])
+                else:
+                    raise ValueError(f"{type(view).__name__}.controls: unknown control type "
+                                     f"{spec['type']!r}")
+                h.on_update(self._setting_callback(view, name, h))
+                self._field_controls.append(h)
+
+    def _setting_callback(self, view: FieldView, name: str, handle: Any) -> Callable:
+        def callback(_: Any) -> None:
+            with self.lock:
+                view.settings[name] = handle.value
+                if not view.renders_image:
+                    view.setup_scene(self.server)
+            self.invalidate()
+        return callback
+
+    # -- what is shown --
+    def set_view(self, view: FieldView) -> None:
+        """Shows `view` in every connected browser (and those that connect later)."""
+        with self.lock:
+            self.view, self.error = view, None
+            self.server.scene.reset()
+            self._add_controls(view)
+            view.setup_scene(self.server)
+            self._title.content = view.describe()
+            self._mode_box.options = view.modes
+            self.mode = view.modes[0]
+            self._mode_box.value = self.mode
+            cam = view.initial_camera()
+            self.server.scene.set_up_direction(cam["up"])
+            ic = self.server.initial_camera
+            ic.position, ic.look_at, ic.up = cam["position"], cam["look_at"], cam["up"]
+            if "fov" in cam:
+                ic.fov = float(cam["fov"])
+            if not view.renders_image:
+                self.server.scene.set_background_image(None)
+        for s in self._session_list():
+            s.client.camera.position = cam["position"]
+            s.client.camera.look_at = cam["look_at"]
+            s.client.camera.up_direction = cam["up"]
+            if "fov" in cam:
+                s.client.camera.fov = float(cam["fov"])
+        self.invalidate()
+
+    def set_error(self, message: str) -> None:
+        """Shows `message` in the page instead of a field (the server keeps running)."""
+        with self.lock:
+            self.view, self.error = None, message
+            self.server.scene.reset()
+            self.server.scene.set_background_image(None)
+            self._title.content = f"**Could not load the checkpoint**\n\n`{message}`"
+        for s in self._session_list():
+            s.client.add_notification("Could not load the checkpoint", message, color="red")
+
+    def load(self, path: str) -> bool:
+        """Loads a checkpoint and shows it; on failure shows the error. True on success."""
+        try:
+            view = load_view(path)
+        except Exception as e:
+            self.set_error(str(e) if str(e) else type(e).__name__)
+            return False
+        self._path_box.value = path
+        self.set_view(view)
+        return True
+
+    def invalidate(self, full: bool = True) -> None:
+        for s in self._session_list():
+            s.invalidate(full)
+
+    # -- clients --
+    def _on_connect(self, client: Any) -> None:
+        session = ClientSession(self, client)
+        with self._sessions_lock:
+            if self._closed:
+                return
+            self.sessions[session.id] = session
+        session.thread.start()
+        if self.error is not None:
+            client.add_notification("Could not load the checkpoint", self.error, color="red")
+
+    def _on_disconnect(self, client: Any) -> None:
+        with self._sessions_lock:
+            session = self.sessions.pop(int(client.client_id), None)
+        if session is not None:
+            session.close()
+
+    def _session_list(self) -> list[ClientSession]:
+        with self._sessions_lock:
+            return list(self.sessions.values())
+
+    def update_speed(self, pixels: int, seconds: float) -> None:
+        """Folds one frame's rays per second (render + encode + send) into the estimate."""
+        if seconds > 0 and pixels > 0:
+            rps = pixels / seconds
+            self.rays_per_second = 0.6 * self.rays_per_second + 0.4 * rps
+
+    def moving(self) -> bool:
+        return any(s.moving() for s in self._session_list())
+
+    def busy(self) -> bool:
+        """Whether a camera moves or a frame is being rendered or is due."""
+        return any(s.moving() or s.pending() for s in self._session_list())
+
+    # -- training --
+    def enable_training(self) -> None:
+        """Adds the training panel: step, loss, PSNR, and a pause switch."""
+        gui = self.server.gui
+        with gui.add_folder("Training"):
+            self._train_md = gui.add_markdown("*starting*")
+            self._pause = gui.add_checkbox("Pause training", False)
+        self._training = {"at": 0.0}
+
+    def training_step(self, step: int, seconds: float, scalars: dict[str, float]) -> None:
+        """Called by the trainer between steps: shows progress, waits while a camera moves or
+        a frame renders (or while paused), and asks for a fresh preview now and then."""
+        if self._training is None:
+            self.enable_training()
+        now = time.perf_counter()
+        assert self._training is not None
+        if now - self._training["at"] > 0.5:
+            self._training["at"] = now
+            parts = [f"step **{step}**", f"{seconds:.0f} s"]
+            if "loss" in scalars:
+                parts.append(f"loss {scalars['loss']:.4g}")
+            if "psnr" in scalars:
+                parts.append(f"PSNR {scalars['psnr']:.2f} dB")
+            self._train_md.content = " · ".join(parts)
+        if now - self._last_refresh > self.refresh_seconds:
+            self._last_refresh = now
+            self.invalidate(full=False)
+        while not self._closed and (self.busy() or bool(self._pause.value)):
+            time.sleep(0.01)
+
+    def training_done(self, message: str) -> None:
+        if self._training is None:
+            self.enable_training()
+        self._train_md.content = message
+        self.invalidate()
+
+    # -- life cycle --
+    def close(self) -> None:
+        with self._sessions_lock:
+            self._closed = True
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        for s in sessions:
+            s.close()
+        for s in sessions:
+            s.thread.join(timeout=5.0)
+        self.server.stop()
+
+    def wait(self) -> None:
+        """Blocks until Ctrl-C (then closes the server)."""
+        try:
+            while not self._closed:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if not self._closed:
+                self.close()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,397 @@
+"""What the viewer shows, one class per field kind.
+
+A `FieldView` turns a browser camera into a picture (`render`) and may also put objects in
+the 3-D scene (`setup_scene`: point clouds, vectors). The viewer's server (`server.py`) owns
+the render loop, the resolution and the threads; a view only renders what it is asked, as
+fast as it can, and stops early when `cancel()` says the camera has moved on.
+
+- `NerfView`: a radiance field through the engine's renderer (RGB, depth, opacity, normals).
+- `SignalView`: an INR image, video frame or volume slice on the plane z = 0: pan and zoom
+  are camera moves, and the field is sampled wherever the rays land (any scale: it is
+  continuous).
+- `FlowView`: a scene-flow checkpoint: both clouds, the flowed source and the flow vectors.
+
+`load_view(path)` picks the view from the checkpoint's ``kind``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from fields.render.cameras import Cameras
+
+Cancel = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """A render was abandoned because its camera is stale."""
+
+
+class FieldView:
+    """Base class: what a field kind shows. Subclasses set `kind`, `modes` and override
+    `render` (or set `renders_image = False` and draw in `setup_scene`)."""
+
+    kind: str = "field"
+    modes: tuple[str, ...] = ("rgb",)
+    renders_image: bool = True
+    chunk: int = 2**14  # rays between two checks of `cancel`
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {}
+
+    def describe(self) -> str:
+        """One markdown line for the page's panel."""
+        return f"**{self.kind}**"
+
+    def initial_camera(self) -> dict[str, Any]:
+        """{"position", "look_at", "up"} (and optionally the vertical "fov", radians) of the
+        first view in the browser."""
+        return {"position": (0.0, 0.0, 3.0), "look_at": (0.0, 0.0, 0.0), "up": (0.0, 1.0, 0.0)}
+
+    def setup_scene(self, server: Any) -> None:
+        """Adds the view's 3-D objects to the (viser) scene; none by default."""
+
+    def controls(self) -> list[dict[str, Any]]:
+        """Field-specific settings as GUI controls: dicts with "name", "type" ("slider",
+        "checkbox", "dropdown"), "value" and the type's bounds ("min", "max", "step" or
+        "options"). Their values land in `self.settings[name]`."""
+        return []
+
+    def render(self, camera: Cameras, mode: str, cancel: Cancel,
+               preview: bool = False) -> np.ndarray:
+        """(H, W, 3) float32 picture in [0, 1] of camera 0 of `camera`; raises `Cancelled`
+        when `cancel()` turns true between chunks. `preview`: a frame shown while the camera
+        moves, where speed matters more than fidelity."""
+        raise NotImplementedError
+
+
+# -- pictures of scalar maps --
+
+
+def colormap(values: np.ndarray, lo: float, hi: float, name: str = "turbo") -> np.ndarray:
+    """(…, 3) colours of `values` mapped linearly from [lo, hi] (clamped) through a
+    matplotlib colormap."""
+    import matplotlib
+
+    lut = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
+    t = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    return lut[np.round(t * 255).astype(np.int64)]
+
+
+# -- radiance fields --
+
+
+class NerfView(FieldView):
+    """A radiance field: RGB, expected depth, opacity, or normals (the density's negative
+    gradient, normalised, at the expected depth), rendered by `fields.nerf.render_rays`."""
+
+    kind = "nerf"
+    modes = ("rgb", "depth", "opacity", "normals")
+
+    def __init__(self, model: Any, grid: Any, render_settings: Any, background: torch.Tensor,
+                 info: dict[str, Any], name: str = "") -> None:
+        super().__init__()
+        self.model, self.grid, self.render_settings = model, grid, render_settings
+        self.background = background.float()
+        self.info = info
+        self.name = name or str(info.get("scene", ""))
+        aabb = torch.tensor(info["aabb"], dtype=torch.float32).reshape(2, 3)
+        self.centre = aabb.mean(0)
+        self.half_diag = float((aabb[1] - aabb[0]).norm()) / 2
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> NerfView:
+        from fields.nerf import LoadedNerf
+
+        nerf = LoadedNerf(path)
+        return cls(nerf.model, nerf.grid, nerf.settings, nerf.background, nerf.info, path)
+
+    def describe(self) -> str:
+        return f"**radiance field** `{self.name}`"
+
+    def controls(self) -> list[dict[str, Any]]:
+        return [{"name": "background", "type": "dropdown", "value": "scene",
+                 "options": ["scene", "white", "black"]}]
+
+    def initial_camera(self) -> dict[str, Any]:
+        o = self.info["orbit"]
+        centre = torch.tensor(o["centre"], dtype=torch.float32)
+        up = torch.tensor(o["up"], dtype=torch.float32)
+        up = up / up.norm().clamp_min(1e-9)
+        # a view from above the orbit's height, looking at the centre
+        side = torch.linalg.cross(up, torch.tensor([0.0, 0.0, 1.0]))
+        if side.norm() < 1e-3:
+            side = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]))
+        side = side / side.norm()
+        pos = centre + float(o["radius"]) * (0.87 * side + 0.5 * up)
+        cam = self.info["camera"]
+        fov = 2.0 * math.atan(0.5 * cam["height"] / cam["fy"])  # the training cameras'
+        return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
+                "up": tuple(up.tolist()), "fov": fov}
+
+    def _background(self) -> torch.Tensor:
+        choice = self.settings.get("background", "scene")
+        if choice == "white":
+            return torch.ones(3)
+        if choice == "black":
+            return torch.zeros(3)
+        return self.background
+
+    def render(self, camera: Cameras, mode: str, cancel: Cancel,
+               preview: bool = False) -> np.ndarray:
+        from fields.nerf import render_rays
+
+        settings = self.render_settings
+        if preview:  # half the samples along each ray; stop once 99% opaque
+            settings = replace(settings, step_size=2.0 * settings.step_size,
+                               transmittance_threshold=max(settings.transmittance_threshold,
+                                                           1e-2))
+        origins, dirs = camera.pixel_rays(0)
+        bg = self._background() if mode == "rgb" else torch.zeros(3)
+        rgb, depth, opacity = [], [], []
+        with torch.no_grad():
+            for o, d in zip(origins.split(self.chunk), dirs.split(self.chunk), strict=True):
+                if cancel():
+                    raise Cancelled
+                out = render_rays(self.model, self.grid, o, d, settings, bg)
+                rgb.append(out["rgb"])
+                depth.append(out["depth"])
+                opacity.append(out["opacity"])
+        h, w = camera.height, camera.width
+        if mode == "rgb":
+            return torch.cat(rgb).clamp(0, 1).reshape(h, w, 3).numpy()
+        op = torch.cat(opacity).reshape(h, w)
+        if mode == "opacity":
+            return op.clamp(0, 1)[..., None].expand(h, w, 3).numpy()
+        dep = torch.cat(depth).reshape(h, w)
+        if mode == "depth":
+            dist = float((camera.c2w[0, :, 3] - self.centre).norm())
+            lo, hi = max(dist - self.half_diag, 0.0), dist + self.half_diag
+            # the renderer's depth is opacity-weighted: divide it back out where there is any
+            d = (dep / op.clamp_min(1e-6)).numpy()
+            pic = colormap(d, lo, hi)
+            return np.where((op.numpy() > 0.05)[..., None], pic, 0.0).astype(np.float32)
+        if mode == "normals":
+            return self._normals(origins, dirs, dep, op, cancel).reshape(h, w, 3).numpy()
+        raise ValueError(f"NerfView: unknown mode {mode!r}; expected one of {self.modes}")
+
+    def _normals(self, origins: torch.Tensor, dirs: torch.Tensor, depth: torch.Tensor,
+                 opacity: torch.Tensor, cancel: Cancel) -> torch.Tensor:
+        """(R, 3) colours 0.5 + 0.5 n of the world normals at the expected surface points of
+        rays with opacity > 0.5 (black elsewhere)."""
+        op = opacity.reshape(-1)
+        hit = op > 0.5
+        out = torch.zeros(op.shape[0], 3)
+        if not bool(hit.any()):
+            return out
+        t = depth.reshape(-1)[hit] / op[hit]
+        pts = origins[hit] + dirs[hit] * t[:, None]
+        normals = []
+        for p in pts.split(self.chunk):
+            if cancel():
+                raise Cancelled
+            with torch.enable_grad():
+                x = p.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(self.model.density(x).sum(), x)
+            normals.append(-g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        out[hit] = 0.5 + 0.5 * torch.cat(normals)
+        return out
+
+
+# -- INR signals (image, video, volume) --
+
+
+class SignalView(FieldView):
+    """An INR image (or a video frame / volume slice, picked by a slider) on the plane z = 0.
+
+    The image spans [-w, w] x [-h, h] with its longer side [-1, 1]; rays from the browser's
+    camera meet the plane, and the field is evaluated at the coordinates they land on (the
+    field's own [0, 1] coordinates, x right, y down). Outside [0, 1] the field is
+    extrapolated: shown dimmed, or hidden."""
+
+    kind = "inr"
+    modes = ("rgb",)
+
+    def __init__(self, model: torch.nn.Module, signal: dict[str, Any], name: str = "") -> None:
+        super().__init__()
+        kind = signal.get("kind")
+        if kind not in ("image", "video", "volume"):
+            raise ValueError(f"{name or 'INR checkpoint'}: the viewer shows images, videos and "
+                             f"volumes; field 'signal.kind' is {kind!r}")
+        self.model, self.signal, self.name = model, signal, name
+        shape = [int(n) for n in signal["shape"]]
+        if len(shape) != (2 if kind == "image" else 3):
+            raise ValueError(f"{name}: field 'signal.shape' {shape} does not fit a {kind}")
+        self.signal_kind = kind
+        self.depth = shape[0] if kind != "image" else 1
+        h, w = shape[-2:]
+        longer = max(h, w)
+        self.half_w, self.half_h = w / longer, h / longer
+        self.pixel_size = h, w
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> SignalView:
+        from fields.inr import load_inr
+
+        model, signal = load_inr(path)
+        model.eval()
+        return cls(model, signal, path)
+
+    def describe(self) -> str:
+        h, w = self.pixel_size
+        extra = f" × {self.depth} {'frames' if self.signal_kind == 'video' else 'slices'}" \
+            if self.signal_kind != "image" else ""
+        return f"**INR {self.signal_kind}** `{self.name}` ({w}×{h}{extra})"
+
+    def controls(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{"name": "outside", "type": "dropdown", "value": "dimmed",
+                                      "options": ["dimmed", "hidden", "shown"]}]
+        if self.signal_kind != "image":
+            label = "frame" if self.signal_kind == "video" else "slice"
+            out.append({"name": label, "type": "slider", "value": 0, "min": 0,
+                        "max": max(self.depth - 1, 1), "step": 1})
+        return out
+
+    def initial_camera(self) -> dict[str, Any]:
+        return {"position": (0.0, 0.0, 2.0), "look_at": (0.0, 0.0, 0.0), "up": (0.0, 1.0, 0.0)}
+
+    def plane_coords(self, camera: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, 2) field coordinates where camera 0's pixel rays meet z = 0, and (R,) whether
+        they meet it in front of the camera."""
+        o, d = camera.pixel_rays(0)
+        dz = d[:, 2]
+        ok = dz.abs() > 1e-9
+        t = torch.where(ok, -o[:, 2] / torch.where(ok, dz, torch.ones_like(dz)),
+                        torch.full_like(dz, -1.0))
+        front = t > 0
+        p = o + d * t.clamp_min(0)[:, None]
+        u = (p[:, 0] + self.half_w) / (2 * self.half_w)
+        v = (self.half_h - p[:, 1]) / (2 * self.half_h)
+        return torch.stack((u, v), dim=-1), front
+
+    def render(self, camera: Cameras, mode: str, cancel: Cancel,
+               preview: bool = False) -> np.ndarray:
+        uv, front = self.plane_coords(camera)
+        if self.signal_kind != "image":
+            key = "frame" if self.signal_kind == "video" else "slice"
+            k = min(max(int(self.settings.get(key, 0)), 0), self.depth - 1)
+            third = torch.full_like(uv[:, :1], (k + 0.5) / self.depth)
+            coords = torch.cat((uv, third), dim=-1)
+        else:
+            coords = uv
+        inside = front & (uv >= 0).all(-1) & (uv <= 1).all(-1)
+        outside = self.settings.get("outside", "dimmed")
+        todo = front if outside != "hidden" else inside
+        idx = todo.nonzero().squeeze(-1)
+        values = torch.zeros(uv.shape[0], 3)
+        with torch.no_grad():
+            for part in idx.split(self.chunk):
+                if cancel():
+                    raise Cancelled
+                y = self.model(coords[part]).float().clamp(0, 1)
+                values[part] = y[:, :3] if y.shape[1] >= 3 else y[:, :1].expand(-1, 3)
+        if outside == "dimmed":
+            values = torch.where(inside[:, None], values, 0.3 * values)
+        return values.reshape(camera.height, camera.width, 3).numpy()
+
+
+# -- scene flow --
+
+
+class FlowView(FieldView):
+    """A scene-flow checkpoint: the source cloud, the target cloud, the source moved by the
+    flow, and the flow vectors (every n-th point). Nothing is rendered into the background."""
+
+    kind = "flow"
+    modes = ("scene",)
+    renders_image = False
+
+    def __init__(self, model: torch.nn.Module, source: torch.Tensor, target: torch.Tensor,
+                 name: str = "") -> None:
+        super().__init__()
+        self.name = name
+        self.source = source.float()
+        self.target = target.float()
+        with torch.no_grad():
+            self.flow = torch.cat([model(p) for p in self.source.split(2**15)])
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> FlowView:
+        from fields.flow import load_flow_field
+
+        model, payload = load_flow_field(path)
+        model.eval()
+        return cls(model, torch.as_tensor(payload["source"]), torch.as_tensor(payload["target"]),
+                   path)
+
+    def describe(self) -> str:
+        return (f"**scene flow** `{self.name}`: {len(self.source)} source, "
+                f"{len(self.target)} target points")
+
+    def initial_camera(self) -> dict[str, Any]:
+        lo, hi = self.source.min(0).values, self.source.max(0).values
+        centre = (lo + hi) / 2
+        extent = float((hi - lo)[:2].max())
+        pos = centre + torch.tensor([-0.6 * extent, -0.3 * extent, 0.35 * extent])
+        return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
+                "up": (0.0, 0.0, 1.0)}
+
+    def controls(self) -> list[dict[str, Any]]:
+        return [{"name": "vector stride", "type": "slider", "value": 8, "min": 1, "max": 64,
+                 "step": 1},
+                {"name": "point size", "type": "slider", "value": 0.05, "min": 0.01,
+                 "max": 0.3, "step": 0.01}]
+
+    def vectors(self, stride: int) -> np.ndarray:
+        """(N / stride, 2, 3) segments from source points to where the flow takes them."""
+        s = self.source[:: max(int(stride), 1)]
+        f = self.flow[:: max(int(stride), 1)]
+        return torch.stack((s, s + f), dim=1).numpy()
+
+    def setup_scene(self, server: Any) -> None:
+        size = float(self.settings.get("point size", 0.05))
+        scene = server.scene
+
+        def cloud(name: str, pts: torch.Tensor, colour: tuple[int, int, int]) -> None:
+            scene.add_point_cloud(name, points=pts.numpy(), colors=colour, point_size=size)
+
+        cloud("/flow/source", self.source, (66, 120, 220))
+        cloud("/flow/target", self.target, (235, 140, 40))
+        cloud("/flow/flowed", self.source + self.flow, (60, 180, 90))
+        seg = self.vectors(int(self.settings.get("vector stride", 8)))
+        scene.add_line_segments("/flow/vectors", points=seg, colors=(40, 40, 40),
+                                 thickness=1.5, thickness_units="screen")
+
+    def render(self, camera: Cameras, mode: str, cancel: Cancel,
+               preview: bool = False) -> np.ndarray:
+        raise NotImplementedError("FlowView draws scene objects; it renders no image")
+
+
+# -- dispatch --
+
+VIEWS: dict[str, Callable[[str], FieldView]] = {
+    "nerf": NerfView.from_checkpoint,
+    "inr": SignalView.from_checkpoint,
+    "flow": FlowView.from_checkpoint,
+}
+
+
+def load_view(path: str) -> FieldView:
+    """The view of a checkpoint, chosen by its ``kind``; ValueError (naming the file and the
+    field) when it cannot be shown."""
+    from fields.train import read_checkpoint
+
+    payload = read_checkpoint(path)
+    kind = payload.get("kind")
+    if kind not in VIEWS:
+        raise ValueError(f"{path}: field 'kind' is {kind!r}; the viewer shows "
+                         f"{', '.join(sorted(VIEWS))} checkpoints")
+    del payload
+    return VIEWS[kind](path)
+
