@@ -11,9 +11,19 @@ SYSTEM_HAS_TORCH := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo 1)
 STAMP := $(VENV)/.fields-setup
 SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu) setup.py pyproject.toml
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium, for the viewer's browser tests (they skip, saying why, without it)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (apt) for the viewer's browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "could not install chromium with apt: the browser tests will be skipped"; \
+	else echo "chromium not found and apt-get (as root) not available: the browser tests will be skipped"; fi
 
 $(STAMP): $(SOURCES)
 ifeq ($(SYSTEM_HAS_TORCH),1)

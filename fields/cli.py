@@ -435,10 +435,16 @@ def fit_nerf_cmd(
         f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/"
     )
     if live is not None:
-        live.training_done(f"done: {state.step} steps, held-out PSNR {metrics['psnr']:.2f} dB")
-        console.print(f"viewer still at [bold]{live.url}[/bold] (Ctrl-C to stop)",
-                      highlight=False)
-        live.wait()
+        try:
+            live.training_done(f"done: {state.step} steps, held-out PSNR "
+                               f"{metrics['psnr']:.2f} dB")
+            console.print(f"viewer still at [bold]{live.url}[/bold] (Ctrl-C to stop)",
+                          highlight=False)
+            live.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            live.close()
 
 
 def _flow_progress():

@@ -30,8 +30,8 @@ def register(app: typer.Typer, console: Console, error: Callable[[Exception], ty
 
         if threads > 0:
             torch.set_num_threads(threads)
-        if max_resolution < 8 or not fps > 0:
-            raise error(ValueError("--max-resolution must be >= 8 and --fps > 0"))
+        if not 16 <= max_resolution <= 4096 or not fps > 0:
+            raise error(ValueError("--max-resolution must be in [16, 4096] and --fps > 0"))
         view, problem = None, None
         try:
             view = load_view(checkpoint)
@@ -43,8 +43,14 @@ def register(app: typer.Typer, console: Console, error: Callable[[Exception], ty
                             target_fps=fps, error=problem, source=checkpoint)
         except OSError as e:  # port in use, bad address
             raise error(OSError(f"cannot listen on {host}:{port}: {e}")) from e
-        console.print(f"viewer at [bold]{viewer.url}[/bold] (Ctrl-C to stop)", highlight=False)
-        viewer.wait()
+        try:
+            console.print(f"viewer at [bold]{viewer.url}[/bold] (Ctrl-C to stop)",
+                          highlight=False)
+            viewer.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            viewer.close()
         console.print("viewer stopped")
 
 

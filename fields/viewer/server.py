@@ -239,6 +239,8 @@ class Viewer:
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.host, self.port = host, int(self.server.get_port())
         self.lock = threading.RLock()
+        if not 16 <= int(max_resolution) <= 4096:
+            raise ValueError(f"Viewer: max_resolution must be in [16, 4096], got {max_resolution}")
         self.max_resolution = int(max_resolution)
         self.target_fps = float(target_fps)
         self.settle_seconds = float(settle_seconds)
@@ -271,7 +273,8 @@ class Viewer:
         gui.configure_theme(control_layout="floating", show_share_button=False)
         self._title = gui.add_markdown("**fields** viewer")
         self._mode_box = gui.add_dropdown("Show", ("rgb",), initial_value="rgb")
-        self._res_box = gui.add_slider("Max resolution", 64, 2048, 16, self.max_resolution)
+        self._res_box = gui.add_slider("Max resolution", 16, max(2048, self.max_resolution),
+                                       16, self.max_resolution)
         self._fps_box = gui.add_slider("Moving FPS target", 1, 30, 1, int(self.target_fps))
 
         @self._mode_box.on_update
@@ -454,7 +457,10 @@ class Viewer:
 
     # -- life cycle --
     def close(self) -> None:
+        """Stops every render loop and the server (again: nothing)."""
         with self._sessions_lock:
+            if self._closed:
+                return
             self._closed = True
             sessions = list(self.sessions.values())
             self.sessions.clear()
@@ -472,8 +478,7 @@ class Viewer:
         except KeyboardInterrupt:
             pass
         finally:
-            if not self._closed:
-                self.close()
+            self.close()
 
 
 def _free_port(host: str) -> int:

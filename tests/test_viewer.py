@@ -1,0 +1,439 @@
+"""The viewer without a browser: camera convention, what each field kind renders, loading
+errors, and the render loop's frames (a stand-in client with viser's camera handle API)."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from fields.viewer import ViewCamera, viser_to_c2w
+from fields.viewer.camera import quaternion_to_matrix
+from fields.viewer.views import Cancelled, FlowView, NerfView, SignalView, load_view
+
+
+def opencv_look_at(position, target, up):
+    """(w, x, y, z) of a camera at `position` looking at `target` in viser's (OpenCV)
+    convention: +z forward, -y along `up`, as viser's client reports it."""
+    position, target, up = (np.asarray(v, dtype=np.float64) for v in (position, target, up))
+    z = target - position
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    q = Rotation.from_matrix(np.stack([x, y, z], axis=1)).as_quat()  # x, y, z, w
+    return (q[3], q[0], q[1], q[2])
+
+
+# -- camera convention --
+
+
+def test_quaternion_to_matrix_matches_scipy():
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        q = rng.normal(size=4)
+        want = Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()
+        np.testing.assert_allclose(quaternion_to_matrix(q), want, atol=1e-12)
+    with pytest.raises(ValueError, match="quaternion"):
+        quaternion_to_matrix((0, 0, 0, 0))
+
+
+def test_identity_viser_camera_looks_down_world_z_with_image_up_minus_y():
+    c2w = viser_to_c2w((1, 0, 0, 0), (1, 2, 3))
+    # OpenGL: the camera looks down its -z axis, +y is up in the image
+    torch.testing.assert_close(-c2w[:, 2], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(c2w[:, 1], torch.tensor([0.0, -1.0, 0.0]))
+    torch.testing.assert_close(c2w[:, 3], torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_browser_camera_rays_hit_the_look_at_point_and_image_top_is_up():
+    pos, target, up = (3.0, -2.0, 1.5), (0.2, 0.1, -0.3), (0.0, 0.0, 1.0)
+    vc = ViewCamera(opencv_look_at(pos, target, up), pos, math.radians(50), 640, 480)
+    cams = vc.cameras(64, 48)
+    _, d = cams.pixel_rays(0)
+    d = d.reshape(48, 64, 3)
+    centre = 0.25 * (d[23, 31] + d[23, 32] + d[24, 31] + d[24, 32])
+    want = torch.tensor(target) - torch.tensor(pos)
+    assert torch.nn.functional.cosine_similarity(centre, want, dim=0) > 0.9999
+    # the top row of the image points further along `up` than the bottom row
+    assert float(d[0, 32, 2]) > float(d[-1, 32, 2]) + 0.3
+    # and the right column to the camera's right (x of the OpenCV frame)
+    right = torch.tensor(quaternion_to_matrix(vc.wxyz)[:, 0]).float()
+    assert float(d[24, -1] @ right) > float(d[24, 0] @ right) + 0.3
+
+
+def test_view_camera_field_of_view_spans_the_image():
+    """A point on the vertical field of view's edge lands on the image's top edge, and one on
+    the canvas's horizontal edge on the right edge, at any render size (the browser
+    stretches the picture over the canvas)."""
+    fov, w_canvas, h_canvas = math.radians(60), 800, 500
+    vc = ViewCamera((1, 0, 0, 0), (0, 0, 0), fov, w_canvas, h_canvas)
+    for w, h in [(80, 50), (100, 50), (800, 500)]:
+        cams = vc.cameras(w, h)
+        c2w = cams.c2w[0]
+        top = torch.tensor([0.0, -math.tan(fov / 2), 1.0])  # world = OpenCV camera frame here
+        right = torch.tensor([math.tan(fov / 2) * w_canvas / h_canvas, 0.0, 1.0])
+        for p, (u_want, v_want) in ((top, (w / 2, 0.0)), (right, (w, h / 2))):
+            x_cam = c2w[:, :3].T @ (p - c2w[:, 3])  # OpenGL camera frame
+            u = cams.cx[0] + cams.fx[0] * x_cam[0] / -x_cam[2]
+            v = cams.cy[0] - cams.fy[0] * x_cam[1] / -x_cam[2]
+            assert abs(float(u) - u_want) < 1e-3 and abs(float(v) - v_want) < 1e-3
+
+
+def test_view_camera_image_size_keeps_aspect_and_bounds():
+    vc = ViewCamera((1, 0, 0, 0), (0, 0, 0), 1.0, 900, 600)
+    w, h = vc.image_size(15000)
+    assert abs(w * h - 15000) < 400 and abs(w / h - 1.5) < 0.05
+    assert vc.image_size(1e9) == (900, 600)
+    assert min(vc.image_size(1)) >= 8
+
+
+# -- views --
+
+
+def never() -> bool:
+    return False
+
+
+def nerf_view_camera(view, width=96, height=64):
+    cam = view.initial_camera()
+    wxyz = opencv_look_at(cam["position"], cam["look_at"], cam["up"])
+    return ViewCamera(wxyz, cam["position"], cam["fov"], width, height)
+
+
+def test_nerf_view_renders_what_the_renderer_renders(tiny_nerf):
+    from fields.nerf import LoadedNerf, render_camera
+
+    view = load_view(str(tiny_nerf))
+    assert isinstance(view, NerfView)
+    cams = nerf_view_camera(view).cameras(96, 64)
+    got = view.render(cams, "rgb", never)
+    nerf = LoadedNerf(str(tiny_nerf))
+    want = render_camera(nerf.model, nerf.grid, cams, 0, nerf.settings, nerf.background)["rgb"]
+    np.testing.assert_allclose(got, want.clamp(0, 1).numpy(), atol=1e-5)
+    assert got.std() > 0.05  # the scene is in view, not just background
+    # the quicker preview stays close to the full render
+    preview = view.render(cams, "rgb", never, preview=True)
+    assert np.abs(preview - got).mean() < 0.05
+    for mode in ("depth", "opacity", "normals"):
+        pic = view.render(cams, mode, never)
+        assert pic.shape == (64, 96, 3) and np.isfinite(pic).all()
+        assert 0.0 <= pic.min() and pic.max() <= 1.0 and pic.std() > 0.01, mode
+    with pytest.raises(ValueError, match="mode"):
+        view.render(cams, "sparkles", never)
+
+
+def test_normals_from_depth_of_a_plane_and_a_sphere():
+    """NerfView's normals from an exact depth map: a plane's are its normal, a sphere's are
+    (p - c) / r away from the silhouette, and rays that hit nothing are black."""
+    pos = (0.3, -2.5, 2.0)
+    vc = ViewCamera(opencv_look_at(pos, (0, 0, 0), (0, 0, 1)), pos, math.radians(40), 80, 60)
+    cams = vc.cameras(80, 60)
+    o, d = cams.pixel_rays(0)
+    # the plane z = 0
+    t = -o[:, 2] / d[:, 2]
+    pic = NerfView._normals(o, d, t.reshape(60, 80), torch.ones(60, 80)).reshape(-1, 3)
+    torch.testing.assert_close(pic, torch.tensor([0.5, 0.5, 1.0]).expand_as(pic), atol=1e-4,
+                               rtol=0)
+    # a unit sphere at the origin: depth where rays hit, opacity 0 elsewhere
+    b = (o * d).sum(-1)
+    disc = b * b - (o * o).sum(-1) + 1.0
+    hit = disc > 0
+    t = torch.where(hit, -b - disc.clamp_min(0).sqrt(), torch.zeros(()))
+    opacity = hit.float().reshape(60, 80)
+    pic = NerfView._normals(o, d, (t * hit).reshape(60, 80), opacity).reshape(-1, 3)
+    assert (pic[~hit] == 0).all()
+    inner = disc > 0.3  # away from the silhouette, where neighbours hit too
+    normals = pic[inner] * 2 - 1
+    want = o[inner] + d[inner] * t[inner, None]
+    assert float((normals * want).sum(-1).min()) > 0.995
+
+
+def test_render_is_abandoned_when_cancelled(tiny_nerf):
+    view = load_view(str(tiny_nerf))
+    view.chunk = 256
+    cams = nerf_view_camera(view).cameras(64, 64)
+    calls = []
+
+    def cancel_after_two() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        view.render(cams, "rgb", cancel_after_two)
+    assert len(calls) == 3  # stopped at the third chunk of 16
+
+
+@pytest.fixture(scope="module")
+def tiny_inr(tmp_path_factory):
+    """An INR image checkpoint of a 24 x 32 gradient, well fitted."""
+    from fields.data.signals import grid_coords
+    from fields.inr import fit_signal, save_inr_checkpoint
+
+    h, w = 24, 32
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    image = torch.stack((xx, yy, 0.5 * torch.ones_like(xx)), dim=-1)
+    fit = fit_signal(grid_coords((h, w)), image.reshape(-1, 3), "hash", seconds=30,
+                     max_steps=300, finest=64)
+    path = tmp_path_factory.mktemp("inr") / "inr.pt"
+    save_inr_checkpoint(path, fit.field, {"kind": "image", "shape": [h, w], "channels": 3})
+    return path, image
+
+
+def test_signal_view_shows_the_image_head_on(tiny_inr):
+    path, image = tiny_inr
+    view = load_view(str(path))
+    assert isinstance(view, SignalView)
+    # a camera on the +z axis, looking at the origin, whose vertical field of view spans the
+    # image's height exactly: the render is the image
+    h, w = image.shape[:2]
+    dist = 2.0
+    fov = 2 * math.atan(view.half_h / dist)
+    vc = ViewCamera(opencv_look_at((0, 0, dist), (0, 0, 0), (0, 1, 0)), (0, 0, dist), fov,
+                    w * 10, h * 10)
+    pic = view.render(vc.cameras(w, h), "rgb", never)
+    assert pic.shape == (h, w, 3)
+    assert np.abs(pic - image.numpy()).mean() < 0.03
+    # zoomed out, the image sits in the middle; outside it the field is dimmed or hidden
+    far = ViewCamera(opencv_look_at((0, 0, 3 * dist), (0, 0, 0), (0, 1, 0)), (0, 0, 3 * dist),
+                     fov, w, h)
+    view.settings["outside"] = "hidden"
+    pic = view.render(far.cameras(w, h), "rgb", never)
+    assert pic[0, 0].sum() == 0 and pic[h // 2, w // 2].sum() > 0.5
+    # looking away from the plane shows nothing
+    away = ViewCamera(opencv_look_at((0, 0, dist), (0, 0, 5), (0, 1, 0)), (0, 0, dist), fov,
+                      w, h)
+    assert view.render(away.cameras(w, h), "rgb", never).sum() == 0
+
+
+def test_flow_view_vectors_follow_the_field(tmp_path):
+    from fields.flow import FlowConfig, FlowField, FlowFit, save_flow_checkpoint
+
+    torch.manual_seed(0)
+    field = FlowField(FlowConfig(width=16, depth=2))
+    src, tgt = torch.randn(100, 3), torch.randn(80, 3)
+    fit = FlowFit(flow=torch.zeros(100, 3), forward_field=field, backward_field=None,
+                  config=FlowConfig(width=16, depth=2), iters=0, best_iter=0, best_loss=0.0,
+                  seconds=0.0, setup_seconds=0.0)
+    save_flow_checkpoint(tmp_path / "flow.pt", fit, src, tgt)
+    view = load_view(str(tmp_path / "flow.pt"))
+    assert isinstance(view, FlowView) and not view.renders_image
+    seg = view.vectors(10)
+    assert seg.shape == (10, 2, 3)
+    with torch.no_grad():
+        want = src[::10] + field(src[::10])
+    np.testing.assert_allclose(seg[:, 1], want.numpy(), atol=1e-5)
+
+
+def test_load_view_errors_name_the_file_and_field(tmp_path, tiny_inr):
+    from fields.inr import load_inr, save_inr_checkpoint
+    from fields.train import save_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        load_view(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"junk\.pt"):
+        load_view(str(tmp_path / "junk.pt"))
+    save_checkpoint(tmp_path / "other.pt", torch.nn.Linear(2, 2), extra={"kind": "mystery"})
+    with pytest.raises(ValueError, match=r"other.pt: field 'kind' is 'mystery'"):
+        load_view(str(tmp_path / "other.pt"))
+    model, _ = load_inr(tiny_inr[0])
+    save_inr_checkpoint(tmp_path / "audio.pt", model, {"kind": "audio", "shape": [100]})
+    with pytest.raises(ValueError, match=r"audio.pt.*signal.kind"):
+        load_view(str(tmp_path / "audio.pt"))
+
+
+# -- the render loop, with a stand-in client --
+
+
+class FakeCamera:
+    """viser's CameraHandle, as far as the viewer reads it."""
+
+    def __init__(self, vc: ViewCamera) -> None:
+        self.callbacks = []
+        self.set(vc)
+
+    def set(self, vc: ViewCamera) -> None:
+        self.wxyz, self.position, self.fov = vc.wxyz, vc.position, vc.fov
+        self.image_width, self.image_height = vc.width, vc.height
+        for cb in self.callbacks:
+            cb(self)
+
+    def on_update(self, cb):
+        self.callbacks.append(cb)
+        return cb
+
+
+class FakeClient:
+    def __init__(self, vc: ViewCamera, client_id: int = 7) -> None:
+        from types import SimpleNamespace
+
+        self.client_id = client_id
+        self.camera = FakeCamera(vc)
+        self.sent = []
+        self.gui = SimpleNamespace(add_markdown=lambda text: SimpleNamespace(content=text))
+        self.scene = SimpleNamespace(set_background_image=self._send)
+
+    def _send(self, image, format="jpeg", jpeg_quality=None):
+        self.sent.append((time.perf_counter(), image))
+
+
+def wait_for(predicate, seconds=30.0):
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_render_loop_previews_while_moving_then_sends_the_full_frame(tiny_nerf):
+    from fields.viewer import Viewer
+    from fields.viewer.server import ClientSession
+
+    view = load_view(str(tiny_nerf))
+    viewer = Viewer(view, port=0, max_resolution=64, target_fps=30, settle_seconds=0.3)
+    try:
+        vc = nerf_view_camera(view, 640, 480)
+        client = FakeClient(vc)
+        session = ClientSession(viewer, client)
+        session.thread.start()
+        session._on_camera(client.camera)
+        assert wait_for(lambda: session.last_frame is not None and session.last_frame.full)
+        full = session.last_frame
+        assert full.image.shape == (48, 64, 3)  # the longer side at max_resolution
+        # the camera moves for a while: previews only, then one full frame at the last camera
+        sent_before = len(session.frames)
+        start = time.perf_counter()
+        k = 0
+        while time.perf_counter() - start < 1.0:
+            k += 1
+            pos = np.asarray(vc.position) * (1.0 + 0.002 * k)
+            moved = ViewCamera(vc.wxyz, tuple(pos), vc.fov, vc.width, vc.height)
+            client.camera.set(moved)
+            time.sleep(0.02)
+        during = [f for f in list(session.frames)[sent_before:] if f.sent_at <= time.perf_counter()]
+        assert during and not any(f.full for f in during if f.sent_at < start + 0.9)
+        assert wait_for(lambda: session.last_frame.full and session.last_frame.camera == moved)
+        assert len(client.sent) == len(session.frames)
+        # a settings change renders the full frame again; a preview-only refresh does not
+        n = len(session.frames)
+        viewer.mode = "depth"
+        session.invalidate()
+        assert wait_for(lambda: len(session.frames) > n and session.last_frame.mode == "depth")
+        assert session.last_frame.full
+        n = len(session.frames)
+        session.invalidate(full=False)
+        assert wait_for(lambda: len(session.frames) > n)
+        time.sleep(0.5)
+        assert len(session.frames) == n + 1 and not session.last_frame.full
+        session.close()
+        session.thread.join(timeout=5)
+        assert not session.thread.is_alive()
+    finally:
+        viewer.close()
+
+
+def test_training_waits_while_the_camera_moves_and_the_frame_renders(tiny_nerf):
+    from fields.viewer import Viewer
+    from fields.viewer.server import ClientSession
+
+    view = load_view(str(tiny_nerf))
+    viewer = Viewer(view, port=0, max_resolution=48, settle_seconds=0.3, refresh_seconds=1e9)
+    try:
+        client = FakeClient(nerf_view_camera(view, 320, 240))
+        session = ClientSession(viewer, client)
+        viewer.sessions[session.id] = session
+        session.thread.start()
+        session._on_camera(client.camera)  # the camera has just moved
+        start = time.perf_counter()
+        viewer.training_step(5, 1.0, {"loss": 0.01, "psnr": 20.0})
+        waited = time.perf_counter() - start
+        assert waited >= 0.25  # at least the settle time
+        assert session.last_frame is not None and session.last_frame.full
+        assert "step **5**" in viewer._train_md.content and "20.00 dB" in viewer._train_md.content
+        # nothing moving, nothing due: the next step goes straight on
+        start = time.perf_counter()
+        viewer.training_step(6, 1.1, {"loss": 0.01})
+        assert time.perf_counter() - start < 0.1
+    finally:
+        viewer.close()
+
+
+def run_cli(args, stop_when, timeout=120.0):
+    """Runs `fields ARGS` in a subprocess until a line of its output contains `stop_when`,
+    then sends it Ctrl-C (SIGINT); returns (exit code, output)."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "fields.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**__import__("os").environ, "COLUMNS": "200"})
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if stop_when in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(timeout), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=5)
+    return code, "".join(lines)
+
+
+def http_ok(url):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status == 200 and b"<html" in r.read().lower()
+
+
+def test_fields_view_serves_the_page_and_stops_on_ctrl_c(tiny_nerf, tmp_path):
+    from fields.viewer.server import _free_port
+
+    port = _free_port("127.0.0.1")
+    code, out = run_cli(["view", str(tiny_nerf), "--port", str(port)], "viewer at")
+    assert code == 0 and "viewer stopped" in out, out
+    # a checkpoint that cannot be loaded: the error is printed, the server still starts
+    port = _free_port("127.0.0.1")
+    code, out = run_cli(["view", str(tmp_path / "nope.pt"), "--port", str(port)], "viewer at")
+    assert code == 0 and "nope.pt" in out and "viewer stopped" in out, out
+
+
+def test_fields_view_page_is_served(tiny_nerf):
+    from fields.viewer import Viewer
+
+    viewer = Viewer(load_view(str(tiny_nerf)), port=0)
+    try:
+        assert http_ok(viewer.url)
+    finally:
+        viewer.close()
+
+
+def test_fit_nerf_with_the_viewer(tiny_scene_dir, tmp_path):
+    import json
+
+    from fields.viewer.server import _free_port
+
+    port = _free_port("127.0.0.1")
+    code, out = run_cli(["fit", "nerf", "--data", str(tiny_scene_dir), "--output",
+                         str(tmp_path / "run"), "--steps", "30", "--video-frames", "0",
+                         "--config", json.dumps({"grid_resolution": 32, "render_steps": 128}),
+                         "--viewer", "--viewer-port", str(port)], "viewer still at")
+    assert code == 0, out
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 30
