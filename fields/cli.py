@@ -804,7 +804,7 @@ def _register_more() -> None:
     from fields import cli_inr, cli_view
 
     cli_inr.register(fit_app, bench_app, console, _error)
-    cli_view.register(app, console, _error)
+    cli_view.register(app, bench_app, console, _error)
 
 
 _register_more()

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 
 
-def register(app: typer.Typer, console: Console, error: Callable[[Exception], typer.Exit]) -> None:
+def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
+             error: Callable[[Exception], typer.Exit]) -> None:
     @app.command("view")
     def view_cmd(
         checkpoint: Annotated[str, typer.Argument(help="checkpoint.pt of a NeRF, INR or "
@@ -52,6 +53,52 @@ def register(app: typer.Typer, console: Console, error: Callable[[Exception], ty
         finally:
             viewer.close()
         console.print("viewer stopped")
+
+    @bench_app.command("viewer")
+    def bench_viewer_cmd(
+        checkpoint: Annotated[str, typer.Argument(help="checkpoint.pt to view (a NeRF of the "
+                                                       "default scene for the issue's figure)")],
+        seconds: Annotated[float, typer.Option(help="seconds of each drag")] = 5.0,
+        drags: Annotated[int, typer.Option(help="how many drags")] = 3,
+        width: Annotated[int, typer.Option(help="browser viewport width")] = 1280,
+        height: Annotated[int, typer.Option(help="browser viewport height")] = 720,
+        max_resolution: Annotated[int, typer.Option(help="the viewer's full-frame size")] = 512,
+        fps: Annotated[float, typer.Option(help="the viewer's moving FPS target")] = 12.0,
+        chromium: Annotated[str, typer.Option(help="chromium executable")] = "/usr/bin/chromium",
+        as_json: Annotated[bool, typer.Option("--json", help="one JSON line per drag")] = False,
+    ) -> None:
+        """Frames per second while the camera moves and seconds to the full frame after it
+        stops, end to end: the viewer and headless chromium (Playwright drags the mouse)."""
+        import json
+        import os
+
+        from rich.table import Table
+
+        from fields.viewer.bench import bench_viewer
+
+        if not os.path.exists(chromium):
+            raise error(FileNotFoundError(f"{chromium}: no chromium (make setup installs "
+                                          "Debian's chromium where apt is available)"))
+        try:
+            rows = bench_viewer(checkpoint, seconds=seconds, drags=drags,
+                                viewport=(width, height), max_resolution=max_resolution,
+                                target_fps=fps, chromium=chromium,
+                                on_row=(lambda r: print(json.dumps(r.as_dict()), flush=True))
+                                if as_json else None)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise error(e) from e
+        if as_json:
+            return
+        table = Table(title=f"viewer, {checkpoint} ({width}x{height} page, "
+                            f"{torch.get_num_threads()} threads)")
+        for col in ("drag", "moving FPS", "preview", "preview ms", "full", "full after stop s",
+                    "full frame s"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(str(r.drag), f"{r.moving_fps:.1f}", r.preview_size,
+                          f"{r.preview_frame_ms:.0f}", r.full_size, f"{r.full_after_stop_s:.2f}",
+                          f"{r.full_frame_s:.2f}")
+        console.print(table)
 
 
 class LockedTask:

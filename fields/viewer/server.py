@@ -11,7 +11,7 @@ Each browser tab gets a `ClientSession`, a thread that renders what its camera s
 Renders and training steps share one lock (`Viewer.lock`), so a picture never sees a
 half-updated model. While training (`Viewer.training_step`, called between steps) the
 trainer waits whenever a camera is moving or a frame is being rendered, and asks for a fresh
-preview every `refresh_seconds`.
+picture every `refresh_seconds` (sized to take about `refresh_budget` seconds).
 
 A checkpoint that fails to load leaves the server up, with the error in the page's panel and
 a field to load another one.
@@ -160,6 +160,8 @@ class ClientSession:
         full_pixels = cam.width * cam.height * min(1.0, viewer.max_resolution / longest) ** 2
         if full:
             pixels = full_pixels
+        elif not self.moving():  # a training refresh: a bounded share of the trainer's time
+            pixels = min(full_pixels, viewer.rays_per_second * viewer.refresh_budget)
         else:
             if self.preview_pixels is None:
                 self.preview_pixels = viewer.rays_per_second / max(viewer.target_fps, 0.1)
@@ -188,7 +190,7 @@ class ClientSession:
         now = time.perf_counter()
         seconds = now - t0
         viewer.update_speed(w * h, seconds)
-        if not full:
+        if not full and self.moving():
             self._steer_preview(w * h, seconds, now)
         frame = Frame(version, cam, image, full, mode, seconds, now)
         self.frames.append(frame)
@@ -225,12 +227,14 @@ class Viewer:
         max_resolution: longer side, in pixels, of the full frame.
         target_fps: frames per second to aim at while the camera moves.
         settle_seconds: how long the camera must be still before the full frame.
-        refresh_seconds: during training, seconds between refreshed previews.
+        refresh_seconds: during training, seconds between refreshed pictures.
+        refresh_budget: seconds of rendering each refresh may take (training waits meanwhile).
     """
 
     def __init__(self, view: FieldView | None = None, *, host: str = "127.0.0.1",
                  port: int = 7007, max_resolution: int = 512, target_fps: float = 12.0,
                  settle_seconds: float = 0.2, refresh_seconds: float = 2.0,
+                 refresh_budget: float = 0.25,
                  error: str | None = None, source: str = "") -> None:
         import viser
 
@@ -245,6 +249,7 @@ class Viewer:
         self.target_fps = float(target_fps)
         self.settle_seconds = float(settle_seconds)
         self.refresh_seconds = float(refresh_seconds)
+        self.refresh_budget = float(refresh_budget)
         self.rays_per_second = 5e4  # first guess; measured from then on
         self.view: FieldView | None = None
         self.error: str | None = None
@@ -300,10 +305,13 @@ class Viewer:
         def _(_: Any) -> None:
             self.load(str(self._path_box.value))
 
-    def _add_controls(self, view: FieldView) -> None:
+    def _remove_controls(self) -> None:
         for handle in self._field_controls:
             handle.remove()
         self._field_controls = []
+
+    def _add_controls(self, view: FieldView) -> None:
+        self._remove_controls()
         gui = self.server.gui
         with self._field_folder:
             for spec in view.controls():
@@ -364,6 +372,7 @@ class Viewer:
         """Shows `message` in the page instead of a field (the server keeps running)."""
         with self.lock:
             self.view, self.error = None, message
+            self._remove_controls()
             self.server.scene.reset()
             self.server.scene.set_background_image(None)
             self._title.content = f"**Could not load the checkpoint**\n\n`{message}`"

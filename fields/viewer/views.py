@@ -258,7 +258,10 @@ class SignalView(FieldView):
         return out
 
     def initial_camera(self) -> dict[str, Any]:
-        return {"position": (0.0, 0.0, 2.0), "look_at": (0.0, 0.0, 0.0), "up": (0.0, 1.0, 0.0)}
+        fov = math.radians(50.0)  # the image's height fills 90% of the view
+        dist = self.half_h / (0.9 * math.tan(fov / 2))
+        return {"position": (0.0, 0.0, dist), "look_at": (0.0, 0.0, 0.0), "up": (0.0, 1.0, 0.0),
+                "fov": fov}
 
     def plane_coords(self, camera: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, 2) field coordinates where camera 0's pixel rays meet z = 0, and (R,) whether
