@@ -15,7 +15,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
     @app.command("view")
     def view_cmd(
         checkpoint: Annotated[str, typer.Argument(help="checkpoint.pt of a NeRF, INR or "
-                                                       "scene-flow fit")],
+                                                       "scene-flow fit, or a mesh file "
+                                                       "(ply / obj / stl / glb)")],
         host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="port (0: any free port)")] = 7007,
         max_resolution: Annotated[
@@ -91,11 +92,12 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
             return
         table = Table(title=f"viewer, {checkpoint} ({width}x{height} page, "
                             f"{torch.get_num_threads()} threads)")
-        for col in ("drag", "moving FPS", "preview", "preview ms", "full", "full after stop s",
-                    "full frame s"):
+        for col in ("drag", "moving FPS", "camera msgs/s", "preview", "preview ms", "full",
+                    "full after stop s", "full frame s"):
             table.add_column(col, justify="right")
         for r in rows:
-            table.add_row(str(r.drag), f"{r.moving_fps:.1f}", r.preview_size,
+            table.add_row(str(r.drag), f"{r.moving_fps:.1f}", f"{r.camera_updates_per_s:.1f}",
+                          r.preview_size,
                           f"{r.preview_frame_ms:.0f}", r.full_size, f"{r.full_after_stop_s:.2f}",
                           f"{r.full_frame_s:.2f}")
         console.print(table)

@@ -437,3 +437,34 @@ def test_fit_nerf_with_the_viewer(tiny_scene_dir, tmp_path):
     assert code == 0, out
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 30
+
+
+def test_mesh_files_are_shown_with_their_colours(tmp_path):
+    from types import SimpleNamespace
+
+    from fields.mesh import write_ply
+    from fields.viewer import MeshView
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], dtype=np.uint8)
+    write_ply(tmp_path / "tet.ply", verts, faces, colours)
+    view = load_view(str(tmp_path / "tet.ply"))
+    assert isinstance(view, MeshView) and not view.renders_image
+    np.testing.assert_allclose(view.vertices, verts)
+    np.testing.assert_array_equal(view.faces, faces)
+    np.testing.assert_array_equal(view.colors, colours)
+    added = []
+    scene = SimpleNamespace(add_mesh_trimesh=lambda name, mesh: added.append(mesh),
+                            add_mesh_simple=lambda name, v, f, **kw: added.append((v, f, kw)))
+    view.setup_scene(SimpleNamespace(scene=scene))
+    np.testing.assert_array_equal(np.asarray(added[0].visual.vertex_colors)[:, :3], colours)
+    view.settings["wireframe"] = True
+    view.setup_scene(SimpleNamespace(scene=scene))
+    assert added[1][2]["wireframe"]
+    # bad input names the file
+    (tmp_path / "bad.obj").write_text("f 1 2 9\n")
+    with pytest.raises(ValueError, match=r"bad\.obj"):
+        load_view(str(tmp_path / "bad.obj"))
+    with pytest.raises(FileNotFoundError, match=r"gone\.ply"):
+        load_view(str(tmp_path / "gone.ply"))

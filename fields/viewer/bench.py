@@ -3,11 +3,13 @@ frame once it stops, measured end to end with a real browser.
 
 Protocol: a `Viewer` on 127.0.0.1 with its defaults (or the given settings); Debian's
 chromium, headless (software WebGL), opens the page at `viewport`; Playwright drags the mouse
-over the canvas at 60 events per second for `seconds` (an orbit), `drags` times. While the
-camera moves, the frames the server sends to that page are counted (FPS) and their sizes
-noted; after each release, the time from the last camera message the server received to the
-full frame sent is the "full after stop" time. Browser, driver and server share this
-machine's cores, as they would for a user viewing on the machine that renders.
+over the canvas at up to 60 events per second for `seconds` (an orbit), `drags` times. While
+the camera moves, the frames the server sends to that page are counted (FPS) and their sizes
+noted, and so is the rate of camera messages from the browser (frames cannot come faster than
+the camera changes: when the FPS equals it, the browser is the limit). After each release,
+the time from the last camera message the server received to the full frame sent is the
+"full after stop" time. Browser, driver and server share this machine's cores, as they would
+for a user viewing on the machine that renders.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ CHROMIUM_ARGS = ("--disable-gpu", "--no-first-run", "--disable-background-networ
 class ViewerBenchRow:
     drag: int
     moving_fps: float
+    camera_updates_per_s: float  # camera messages from the browser: an upper bound on FPS
     preview_size: str  # median width x height of the frames sent while moving
     preview_frame_ms: float  # median render + encode + send time of those frames
     full_size: str
@@ -70,13 +73,17 @@ def bench_viewer(checkpoint: str, *, seconds: float = 5.0, drags: int = 3,
                 page.mouse.move(cx, cy)
                 page.mouse.down()
                 start = time.perf_counter()
+                v_start = None
                 i = 0
                 while time.perf_counter() - start < seconds:
                     i += 1
                     # an orbit that keeps turning one way, then back
                     dx = 240 * ((i % 240) / 240 if (i // 240) % 2 == 0 else 1 - (i % 240) / 240)
                     page.mouse.move(cx + dx - 120 * (k % 2), cy + 20 * ((i // 30) % 2))
+                    if v_start is None and time.perf_counter() - start >= 0.3:
+                        v_start = session.version
                     time.sleep(1 / 60)
+                v_end = session.version
                 end = time.perf_counter()
                 page.mouse.up()
                 moving = [f for f in list(session.frames) if start + 0.3 <= f.sent_at <= end]
@@ -91,6 +98,7 @@ def bench_viewer(checkpoint: str, *, seconds: float = 5.0, drags: int = 3,
                 row = ViewerBenchRow(
                     drag=k,
                     moving_fps=round(len(moving) / window, 2),
+                    camera_updates_per_s=round((v_end - (v_start or v_end)) / window, 2),
                     preview_size=(f"{mid[0].image.shape[1]}x{mid[0].image.shape[0]}"
                                   if mid else "-"),
                     preview_frame_ms=round(1e3 * statistics.median(

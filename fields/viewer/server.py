@@ -31,6 +31,8 @@ import numpy as np
 from fields.viewer.camera import ViewCamera
 from fields.viewer.views import Cancelled, FieldView, load_view
 
+FRAME_SHARE = 0.75  # of a moving frame's period, what the server's own work may take
+
 
 @dataclass
 class Frame:
@@ -66,6 +68,7 @@ class ClientSession:
         self.errors: list[str] = []
         self.preview_pixels: float | None = None  # steered to reach the target FPS
         self._last_preview_at = 0.0
+        self._idle = 0.0  # seconds spent waiting for a camera since the last preview
         self._stats = client.gui.add_markdown("*waiting for the first frame*")
         self._stats_at = 0.0
         client.camera.on_update(self._on_camera)
@@ -126,12 +129,16 @@ class ClientSession:
                 settle = self.viewer.settle_seconds
                 want_full = self.full_version != v
                 if cam is None or (self.preview_version == v and not want_full):
+                    t = time.perf_counter()
                     self.cond.wait(timeout=0.5)
+                    self._idle += time.perf_counter() - t
                     continue
                 if self.preview_version != v and (since < settle or not want_full):
                     task = "preview"
                 elif since < settle:
+                    t = time.perf_counter()
                     self.cond.wait(timeout=settle - since)
+                    self._idle += time.perf_counter() - t
                     continue
                 else:
                     task = "full"
@@ -154,7 +161,10 @@ class ClientSession:
         """Renders and sends one frame; False when it was abandoned."""
         viewer = self.viewer
         view = viewer.view
-        if view is None or not view.renders_image or cam.width < 1 or cam.height < 1:
+        if view is not None and not view.renders_image:
+            self._stats.content = "drawn by the browser"
+            return True
+        if view is None or cam.width < 1 or cam.height < 1:
             return True
         longest = max(cam.width, cam.height)
         full_pixels = cam.width * cam.height * min(1.0, viewer.max_resolution / longest) ** 2
@@ -204,13 +214,17 @@ class ClientSession:
         return True
 
     def _steer_preview(self, pixels: int, seconds: float, now: float) -> None:
-        """Scales the preview's pixel count towards one frame per 1 / target_fps seconds, as
-        measured between consecutive previews (render, encode, send and the loop itself)."""
-        interval = now - self._last_preview_at
-        if interval > 4.0 * seconds + 0.1:  # not consecutive: only this frame's own time
+        """Scales the preview's pixel count so that the loop's own time between consecutive
+        previews (render, encode, send and the loop; not the time spent waiting for the
+        browser's next camera) is `FRAME_SHARE` / target_fps: the rest of the frame period is
+        left to the browser and the network, which share the machine when the browser runs on
+        it."""
+        interval = now - self._last_preview_at - self._idle
+        if interval > 4.0 * seconds + 0.1 or interval < seconds:  # not consecutive
             interval = seconds
-        self._last_preview_at = now
-        ratio = (1.0 / max(self.viewer.target_fps, 0.1)) / max(interval, 1e-4)
+        self._last_preview_at, self._idle = now, 0.0
+        budget = FRAME_SHARE / max(self.viewer.target_fps, 0.1)
+        ratio = budget / max(interval, 1e-4)
         self.preview_pixels = max(64.0, pixels * min(max(ratio, 0.5), 1.5) ** 0.7)
 
     def _report(self, message: str) -> None:

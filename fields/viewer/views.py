@@ -10,6 +10,7 @@ fast as it can, and stops early when `cancel()` says the camera has moved on.
   are camera moves, and the field is sampled wherever the rays land (any scale: it is
   continuous).
 - `FlowView`: a scene-flow checkpoint: both clouds, the flowed source and the flow vectors.
+- `MeshView`: a mesh file (ply / obj / stl / glb, e.g. from `fields export mesh`).
 
 `load_view(path)` picks the view from the checkpoint's ``kind``.
 """
@@ -375,6 +376,77 @@ class FlowView(FieldView):
         raise NotImplementedError("FlowView draws scene objects; it renders no image")
 
 
+# -- meshes --
+
+MESH_SUFFIXES = (".ply", ".obj", ".stl", ".glb", ".gltf", ".off")
+
+
+class MeshView(FieldView):
+    """A triangle mesh (an extracted surface: `fields export mesh`), drawn by the browser
+    with its vertex colours when it has them."""
+
+    kind = "mesh"
+    modes = ("scene",)
+    renders_image = False
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray,
+                 colors: np.ndarray | None = None, name: str = "") -> None:
+        super().__init__()
+        self.vertices = np.asarray(vertices, dtype=np.float32)
+        self.faces = np.asarray(faces, dtype=np.int64)
+        if self.vertices.ndim != 2 or self.vertices.shape[1] != 3 or len(self.vertices) == 0:
+            raise ValueError(f"{name}: a mesh needs (V, 3) vertices, got "
+                             f"{self.vertices.shape}")
+        if self.faces.ndim != 2 or self.faces.shape[1] != 3:
+            raise ValueError(f"{name}: a mesh needs (F, 3) triangle faces, got "
+                             f"{self.faces.shape}")
+        if len(self.faces) and (self.faces.min() < 0 or self.faces.max() >= len(self.vertices)):
+            raise ValueError(f"{name}: face indices outside [0, {len(self.vertices)})")
+        self.colors = None if colors is None else np.asarray(colors, dtype=np.uint8)[:, :3]
+        self.name = name
+
+    @classmethod
+    def from_file(cls, path: str) -> MeshView:
+        import trimesh
+
+        try:
+            mesh = trimesh.load(path, force="mesh", process=False)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable mesh ({type(e).__name__}: {e})") from e
+        colors = None
+        visual = getattr(mesh, "visual", None)
+        if visual is not None and getattr(visual, "kind", None) == "vertex":
+            colors = np.asarray(visual.vertex_colors)
+        return cls(np.asarray(mesh.vertices), np.asarray(mesh.faces), colors, path)
+
+    def describe(self) -> str:
+        return (f"**mesh** `{self.name}`: {len(self.vertices)} vertices, {len(self.faces)} "
+                f"faces")
+
+    def controls(self) -> list[dict[str, Any]]:
+        return [{"name": "wireframe", "type": "checkbox", "value": False}]
+
+    def initial_camera(self) -> dict[str, Any]:
+        lo, hi = self.vertices.min(0), self.vertices.max(0)
+        centre = (lo + hi) / 2
+        r = float(np.linalg.norm(hi - lo)) / 2
+        pos = centre + r * np.array([1.6, -1.6, 1.2])
+        return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
+                "up": (0.0, 0.0, 1.0)}
+
+    def setup_scene(self, server: Any) -> None:
+        wire = bool(self.settings.get("wireframe", False))
+        if self.colors is not None and not wire:
+            import trimesh
+
+            mesh = trimesh.Trimesh(self.vertices, self.faces, vertex_colors=self.colors,
+                                   process=False)
+            server.scene.add_mesh_trimesh("/mesh", mesh)
+        else:
+            server.scene.add_mesh_simple("/mesh", self.vertices, self.faces,
+                                         color=(180, 180, 190), wireframe=wire)
+
+
 # -- dispatch --
 
 VIEWS: dict[str, Callable[[str], FieldView]] = {
@@ -385,10 +457,16 @@ VIEWS: dict[str, Callable[[str], FieldView]] = {
 
 
 def load_view(path: str) -> FieldView:
-    """The view of a checkpoint, chosen by its ``kind``; ValueError (naming the file and the
-    field) when it cannot be shown."""
+    """The view of a checkpoint, chosen by its ``kind`` (or of a mesh file, by its suffix);
+    ValueError (naming the file and the field) when it cannot be shown."""
+    from pathlib import Path
+
     from fields.train import read_checkpoint
 
+    if Path(path).suffix.lower() in MESH_SUFFIXES:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such mesh file")
+        return MeshView.from_file(path)
     payload = read_checkpoint(path)
     kind = payload.get("kind")
     if kind not in VIEWS:
