@@ -66,6 +66,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
         max_resolution: Annotated[int, typer.Option(help="the viewer's full-frame size")] = 512,
         fps: Annotated[float, typer.Option(help="the viewer's moving FPS target")] = 12.0,
         chromium: Annotated[str, typer.Option(help="chromium executable")] = "/usr/bin/chromium",
+        threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="one JSON line per drag")] = False,
     ) -> None:
         """Frames per second while the camera moves and seconds to the full frame after it
@@ -77,6 +78,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
 
         from fields.viewer.bench import bench_viewer
 
+        if threads > 0:
+            torch.set_num_threads(threads)
         if not os.path.exists(chromium):
             raise error(FileNotFoundError(f"{chromium}: no chromium (make setup installs "
                                           "Debian's chromium where apt is available)"))

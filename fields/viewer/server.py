@@ -31,8 +31,6 @@ import numpy as np
 from fields.viewer.camera import ViewCamera
 from fields.viewer.views import Cancelled, FieldView, load_view
 
-FRAME_SHARE = 0.75  # of a moving frame's period, what the server's own work may take
-
 
 @dataclass
 class Frame:
@@ -216,14 +214,14 @@ class ClientSession:
     def _steer_preview(self, pixels: int, seconds: float, now: float) -> None:
         """Scales the preview's pixel count so that the loop's own time between consecutive
         previews (render, encode, send and the loop; not the time spent waiting for the
-        browser's next camera) is `FRAME_SHARE` / target_fps: the rest of the frame period is
+        browser's next camera) is `frame_share` / target_fps: the rest of the frame period is
         left to the browser and the network, which share the machine when the browser runs on
         it."""
         interval = now - self._last_preview_at - self._idle
         if interval > 4.0 * seconds + 0.1 or interval < seconds:  # not consecutive
             interval = seconds
         self._last_preview_at, self._idle = now, 0.0
-        budget = FRAME_SHARE / max(self.viewer.target_fps, 0.1)
+        budget = self.viewer.frame_share / max(self.viewer.target_fps, 0.1)
         ratio = budget / max(interval, 1e-4)
         self.preview_pixels = max(64.0, pixels * min(max(ratio, 0.5), 1.5) ** 0.7)
 
@@ -243,12 +241,16 @@ class Viewer:
         settle_seconds: how long the camera must be still before the full frame.
         refresh_seconds: during training, seconds between refreshed pictures.
         refresh_budget: seconds of rendering each refresh may take (training waits meanwhile).
+        frame_share: the share of a moving frame's period (1 / target_fps) that the server's
+            own work may take; the rest is left to the browser, which on a machine without a
+            GPU renders the page on the same cores (with 0.5, headless chromium on 2 cores
+            keeps up with 10+ camera updates per second; with 0.75 it does not).
     """
 
     def __init__(self, view: FieldView | None = None, *, host: str = "127.0.0.1",
                  port: int = 7007, max_resolution: int = 512, target_fps: float = 12.0,
                  settle_seconds: float = 0.2, refresh_seconds: float = 2.0,
-                 refresh_budget: float = 0.25,
+                 refresh_budget: float = 0.25, frame_share: float = 0.5,
                  error: str | None = None, source: str = "") -> None:
         import viser
 
@@ -264,6 +266,9 @@ class Viewer:
         self.settle_seconds = float(settle_seconds)
         self.refresh_seconds = float(refresh_seconds)
         self.refresh_budget = float(refresh_budget)
+        if not 0.0 < frame_share <= 1.0:
+            raise ValueError(f"Viewer: frame_share must be in (0, 1], got {frame_share}")
+        self.frame_share = float(frame_share)
         self.rays_per_second = 5e4  # first guess; measured from then on
         self.view: FieldView | None = None
         self.error: str | None = None
