@@ -341,8 +341,8 @@ def fit_nerf_cmd(
     from pathlib import Path
 
     from fields.io import write_text_atomic
-    from fields.nerf import MODELS, NerfConfig, NerfTask, write_outputs
-    from fields.train import TrainConfig, seed_everything, train
+    from fields.nerf import MODELS, NerfConfig, NerfTask
+    from fields.train import TrainConfig, seed_everything
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -387,8 +387,8 @@ def fit_nerf_cmd(
                         scene_info(scene, task.config), name)
         try:
             live = Viewer(view, port=viewer_port, source=str(out / "checkpoint.pt"))
-        except OSError as e:
-            raise _error(OSError(f"cannot start the viewer on port {viewer_port}: {e}")) from e
+        except (OSError, ValueError) as e:
+            raise _error(e) from e
         live.enable_training()
         console.print(f"viewer at [bold]{live.url}[/bold]", highlight=False)
         trained = LockedTask(task, live.lock)
@@ -396,19 +396,33 @@ def fit_nerf_cmd(
         def on_step(state) -> None:
             live.training_step(state.step, state.seconds, state.last)
 
+    try:
+        _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name, scene,
+                      video_frames, mesh, live)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name, scene,
+                  video_frames, mesh, live) -> None:
+    """The training and outputs of `fields fit nerf` (the viewer, if any, is closed by the
+    caller)."""
+    import time
+
+    from fields.nerf import write_outputs
+    from fields.train import train
+
+    split = scene.eval_split()
     wall = time.perf_counter()
     try:
         state = train(trained, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
                       checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval,
                       on_step=on_step)
     except KeyboardInterrupt:
-        if live is not None:
-            live.close()
         console.print(f"[yellow]interrupted[/yellow]: checkpoint written to {out}/checkpoint.pt")
         raise typer.Exit(130) from None
     except (ValueError, OSError) as e:
-        if live is not None:
-            live.close()
         raise _error(e) from e
     console.print("evaluating on every held-out view...")
     task.module.eval()
@@ -443,8 +457,6 @@ def fit_nerf_cmd(
             live.wait()
         except KeyboardInterrupt:
             pass
-        finally:
-            live.close()
 
 
 def _flow_progress():

@@ -32,8 +32,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
 
         if threads > 0:
             torch.set_num_threads(threads)
-        if not 16 <= max_resolution <= 4096 or not fps > 0:
-            raise error(ValueError("--max-resolution must be in [16, 4096] and --fps > 0"))
+        if not 16 <= max_resolution <= 4096 or not 1 <= fps <= 60:
+            raise error(ValueError("--max-resolution must be in [16, 4096] and --fps in "
+                                   "[1, 60]"))
         view, problem = None, None
         try:
             view = load_view(checkpoint)
@@ -43,8 +44,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
         try:
             viewer = Viewer(view, host=host, port=port, max_resolution=max_resolution,
                             target_fps=fps, error=problem, source=checkpoint)
-        except OSError as e:  # port in use, bad address
-            raise error(OSError(f"cannot listen on {host}:{port}: {e}")) from e
+        except (OSError, ValueError) as e:  # an address that cannot be bound
+            raise error(e) from e
         try:
             console.print(f"viewer at [bold]{viewer.url}[/bold] (Ctrl-C to stop)",
                           highlight=False)

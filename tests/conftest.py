@@ -41,7 +41,7 @@ def tiny_nerf(tmp_path_factory, tiny_scene_dir):
     scene = load_scene(tiny_scene_dir)
     seed_everything(0)
     task = NerfTask(scene, tiny_config(), seed=0)
-    train(task, TrainConfig(steps=120, max_seconds=60, eval_every=0, checkpoint_every=0),
+    train(task, TrainConfig(steps=120, max_seconds=600, eval_every=0, checkpoint_every=0),
           checkpoint=root / "nerf.pt", checkpoint_extra=task.checkpoint_extra(),
           show_progress=False)
     return root / "nerf.pt"

@@ -1,6 +1,7 @@
 """The viewer without a browser: camera convention, what each field kind renders, loading
 errors, and the render loop's frames (a stand-in client with viser's camera handle API)."""
 
+import asyncio
 import math
 import time
 
@@ -259,7 +260,9 @@ class FakeCamera:
         self.wxyz, self.position, self.fov = vc.wxyz, vc.position, vc.fov
         self.image_width, self.image_height = vc.width, vc.height
         for cb in self.callbacks:
-            cb(self)
+            out = cb(self)
+            if asyncio.iscoroutine(out):  # viser awaits async callbacks on its event loop
+                asyncio.run(out)
 
     def on_update(self, cb):
         self.callbacks.append(cb)
@@ -289,18 +292,26 @@ def wait_for(predicate, seconds=30.0):
     return False
 
 
+def start_session(viewer, vc):
+    """A ClientSession for a stand-in client at camera `vc`, registered with `viewer` (which
+    closes it)."""
+    from fields.viewer.server import ClientSession
+
+    client = FakeClient(vc)
+    session = ClientSession(viewer, client)  # takes the client's current camera
+    viewer.sessions[session.id] = session
+    session.thread.start()
+    return client, session
+
+
 def test_render_loop_previews_while_moving_then_sends_the_full_frame(tiny_nerf):
     from fields.viewer import Viewer
-    from fields.viewer.server import ClientSession
 
     view = load_view(str(tiny_nerf))
     viewer = Viewer(view, port=0, max_resolution=64, target_fps=30, settle_seconds=0.3)
     try:
         vc = nerf_view_camera(view, 640, 480)
-        client = FakeClient(vc)
-        session = ClientSession(viewer, client)
-        session.thread.start()
-        session._on_camera(client.camera)
+        client, session = start_session(viewer, vc)
         assert wait_for(lambda: session.last_frame is not None and session.last_frame.full)
         full = session.last_frame
         assert full.image.shape == (48, 64, 3)  # the longer side at max_resolution
@@ -314,9 +325,11 @@ def test_render_loop_previews_while_moving_then_sends_the_full_frame(tiny_nerf):
             moved = ViewCamera(vc.wxyz, tuple(pos), vc.fov, vc.width, vc.height)
             client.camera.set(moved)
             time.sleep(0.02)
-        during = [f for f in list(session.frames)[sent_before:] if f.sent_at <= time.perf_counter()]
-        assert during and not any(f.full for f in during if f.sent_at < start + 0.9)
+        stopped = time.perf_counter()
+        during = [f for f in list(session.frames)[sent_before:] if f.sent_at < stopped]
+        assert len(during) >= 3 and not any(f.full for f in during)
         assert wait_for(lambda: session.last_frame.full and session.last_frame.camera == moved)
+        assert session.last_frame.sent_at - stopped >= 0.25  # after the settle time
         assert len(client.sent) == len(session.frames)
         # a settings change renders the full frame again; a preview-only refresh does not
         n = len(session.frames)
@@ -329,27 +342,32 @@ def test_render_loop_previews_while_moving_then_sends_the_full_frame(tiny_nerf):
         assert wait_for(lambda: len(session.frames) > n)
         time.sleep(0.5)
         assert len(session.frames) == n + 1 and not session.last_frame.full
-        session.close()
-        session.thread.join(timeout=5)
-        assert not session.thread.is_alive()
+        # ... but a refresh does not cancel a full frame still owed
+        with session.cond:
+            session.full_version = session.version - 1  # as if the camera had just moved
+        session.invalidate(full=False)
+        assert wait_for(lambda: session.last_frame.full and session.full_version ==
+                        session.version)
     finally:
         viewer.close()
+    assert not session.thread.is_alive()
 
 
 def test_training_waits_while_the_camera_moves_and_the_frame_renders(tiny_nerf):
+    import threading
+
     from fields.viewer import Viewer
-    from fields.viewer.server import ClientSession
 
     view = load_view(str(tiny_nerf))
     viewer = Viewer(view, port=0, max_resolution=48, settle_seconds=0.3, refresh_seconds=1e9)
     try:
-        client = FakeClient(nerf_view_camera(view, 320, 240))
-        session = ClientSession(viewer, client)
-        viewer.sessions[session.id] = session
-        session.thread.start()
-        session._on_camera(client.camera)  # the camera has just moved
+        _, session = start_session(viewer, nerf_view_camera(view, 320, 240))  # just moved
         start = time.perf_counter()
-        viewer.training_step(5, 1.0, {"loss": 0.01, "psnr": 20.0})
+        worker = threading.Thread(target=viewer.training_step,
+                                  args=(5, 1.0, {"loss": 0.01, "psnr": 20.0}), daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "training_step never returned"
         waited = time.perf_counter() - start
         assert waited >= 0.25  # at least the settle time
         assert session.last_frame is not None and session.last_frame.full
@@ -468,3 +486,26 @@ def test_mesh_files_are_shown_with_their_colours(tmp_path):
         load_view(str(tmp_path / "bad.obj"))
     with pytest.raises(FileNotFoundError, match=r"gone\.ply"):
         load_view(str(tmp_path / "gone.ply"))
+
+
+def test_viewer_rejects_bad_settings_before_serving(tiny_nerf, tmp_path):
+    from fields.train import save_checkpoint
+    from fields.viewer import Viewer
+
+    with pytest.raises(OSError, match=r"10\.255\.255\.1"):
+        Viewer(host="10.255.255.1", port=0)
+    for kw in ({"target_fps": 0.5}, {"target_fps": 100}, {"max_resolution": 8},
+               {"frame_share": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            Viewer(port=0, **kw)
+    # a checkpoint that claims to be a NeRF but lacks its fields: an error naming the file,
+    # and the server keeps going
+    save_checkpoint(tmp_path / "hollow.pt", torch.nn.Linear(1, 1),
+                    extra={"kind": "nerf", "nerf": {}})
+    viewer = Viewer(port=0)
+    try:
+        assert not viewer.load(str(tmp_path / "hollow.pt"))
+        assert "hollow.pt" in viewer.error
+        assert viewer.load(str(tiny_nerf)) and viewer.error is None
+    finally:
+        viewer.close()

@@ -99,6 +99,13 @@ def test_page_connects_and_shows_what_the_renderer_renders(browser, viewer, tiny
         page.get_by_text("Connected").first.wait_for(timeout=20_000)
         frame = settled_full_frame(session)
         assert (frame.camera.width, frame.camera.height) == (800, 600)
+        # viser's own look-at point (not our conversion) lands in the middle of our image
+        cams = frame.camera.cameras(800, 600)
+        c2w = cams.c2w[0]
+        x = c2w[:, :3].T @ (torch.tensor(session.client.camera.look_at).float() - c2w[:, 3])
+        u = cams.cx[0] + cams.fx[0] * x[0] / -x[2]
+        v = cams.cy[0] - cams.fy[0] * x[1] / -x[2]
+        assert float(x[2]) < 0 and abs(float(u) - 400) < 2 and abs(float(v) - 300) < 2
         shot = screenshot(page)[REGION]
         want = direct_render(tiny_nerf, frame, (800, 600))[REGION]
         assert shot.std() > 0.05, "the page shows a blank frame"
@@ -192,8 +199,12 @@ def test_inr_image_in_the_page(browser, viewer, tmp_path):
         frame = settled_full_frame(only_session(viewer))
         shot = screenshot(page)
         assert frame.image.std() > 10
-        # the image's middle column is in the middle of the page: purple-ish (x = 0.5)
+        # the image's middle is in the middle of the page (red = x = 0.5, green = y = 0.5), and
+        # it is the right way round: red grows to the right, green downwards
         centre = shot[280:320, 380:420].mean((0, 1))
-        assert abs(centre[0] - 0.5) < 0.12 and abs(centre[2] - 0.5) < 0.12, centre
+        assert abs(centre[0] - 0.5) < 0.12 and abs(centre[1] - 0.5) < 0.12, centre
+        left, right = shot[290:310, 300:320].mean((0, 1)), shot[290:310, 480:500].mean((0, 1))
+        top, bottom = shot[220:240, 390:410].mean((0, 1)), shot[360:380, 390:410].mean((0, 1))
+        assert right[0] > left[0] + 0.2 and bottom[1] > top[1] + 0.2, (left, right, top, bottom)
     finally:
         page.close()

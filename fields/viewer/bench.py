@@ -3,7 +3,8 @@ frame once it stops, measured end to end with a real browser.
 
 Protocol: a `Viewer` on 127.0.0.1 with its defaults (or the given settings); Debian's
 chromium, headless (software WebGL), opens the page at `viewport`; Playwright drags the mouse
-over the canvas at up to 60 events per second for `seconds` (an orbit), `drags` times. While
+over the canvas at up to 60 events per second for `seconds` (an orbit), `drags` times, after
+one unreported warm-up drag. While
 the camera moves, the frames the server sends to that page are counted (FPS) and their sizes
 noted, and so is the rate of camera messages from the browser (frames cannot come faster than
 the camera changes: when the FPS equals it, the browser is the limit). After each release,
@@ -69,6 +70,13 @@ def bench_viewer(checkpoint: str, *, seconds: float = 5.0, drags: int = 3,
             if not _wait(lambda: session.last_frame is not None and session.last_frame.full, 60):
                 raise RuntimeError("no full frame within 60 s of connecting")
             cx, cy = viewport[0] * 0.35, viewport[1] * 0.55
+            # warm-up (not reported): the page's first interactions, the preview size's first
+            # steering
+            page.mouse.move(cx, cy)
+            page.mouse.down()
+            page.mouse.move(cx + 200, cy, steps=60)
+            page.mouse.up()
+            _wait(lambda: session.last_frame.full and not session.moving(), 30)
             for k in range(drags):
                 page.mouse.move(cx, cy)
                 page.mouse.down()

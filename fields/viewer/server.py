@@ -69,12 +69,22 @@ class ClientSession:
         self._idle = 0.0  # seconds spent waiting for a camera since the last preview
         self._stats = client.gui.add_markdown("*waiting for the first frame*")
         self._stats_at = 0.0
-        client.camera.on_update(self._on_camera)
         self.thread = threading.Thread(target=self._loop, name=f"viewer-client-{self.id}",
                                        daemon=True)
+        # async: viser awaits it on its event loop, so camera messages are taken one at a
+        # time and in order (a plain callback would run in a thread pool, in any order)
+        client.camera.on_update(self._on_camera_async)
+        try:  # the message that made viser report the client may precede our callback
+            self._on_camera(client.camera)
+        except (AssertionError, ValueError, TypeError):  # no camera message yet
+            pass
 
     # -- events --
+    async def _on_camera_async(self, camera: Any) -> None:
+        self._on_camera(camera)
+
     def _on_camera(self, camera: Any) -> None:
+        """Takes the browser's camera (viser's CameraHandle) as the one to render."""
         vc = ViewCamera(tuple(float(v) for v in camera.wxyz),
                         tuple(float(v) for v in camera.position), float(camera.fov),
                         int(camera.image_width), int(camera.image_height))
@@ -90,8 +100,9 @@ class ClientSession:
         """Renders again at the same camera: the full frame (settings changed), or only a
         preview (`full=False`: a training refresh)."""
         with self.cond:
+            full_done = self.full_version == self.version
             self.version += 1
-            if not full:
+            if not full and full_done:  # a full frame still owed stays owed
                 self.full_version = self.version
             self.cond.notify_all()
 
@@ -191,7 +202,7 @@ class ClientSession:
             except Cancelled:
                 return False
         image = (np.clip(picture, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        if self.closed:
+        if self.closed or view is not viewer.view:  # the field changed meanwhile
             return False
         self.client.scene.set_background_image(image, format="jpeg",
                                                jpeg_quality=90 if full else 75)
@@ -254,20 +265,22 @@ class Viewer:
                  error: str | None = None, source: str = "") -> None:
         import viser
 
-        if port == 0:
-            port = _free_port(host)
+        if not 16 <= int(max_resolution) <= 4096:
+            raise ValueError(f"Viewer: max_resolution must be in [16, 4096], got {max_resolution}")
+        if not 1.0 <= float(target_fps) <= 60.0:
+            raise ValueError(f"Viewer: target_fps must be in [1, 60], got {target_fps}")
+        if not 0.0 < frame_share <= 1.0:
+            raise ValueError(f"Viewer: frame_share must be in (0, 1], got {frame_share}")
+        _check_address(host)
+        # (viser moves on to the next port when `port` is taken: `url` says where it is)
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.host, self.port = host, int(self.server.get_port())
         self.lock = threading.RLock()
-        if not 16 <= int(max_resolution) <= 4096:
-            raise ValueError(f"Viewer: max_resolution must be in [16, 4096], got {max_resolution}")
         self.max_resolution = int(max_resolution)
         self.target_fps = float(target_fps)
         self.settle_seconds = float(settle_seconds)
         self.refresh_seconds = float(refresh_seconds)
         self.refresh_budget = float(refresh_budget)
-        if not 0.0 < frame_share <= 1.0:
-            raise ValueError(f"Viewer: frame_share must be in (0, 1], got {frame_share}")
         self.frame_share = float(frame_share)
         self.rays_per_second = 5e4  # first guess; measured from then on
         self.view: FieldView | None = None
@@ -275,6 +288,7 @@ class Viewer:
         self.mode = "rgb"
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
+        self._gone: set[int] = set()
         self._closed = False
         self._field_controls: list[Any] = []
         self._training: dict[str, Any] | None = None
@@ -299,7 +313,7 @@ class Viewer:
         self._mode_box = gui.add_dropdown("Show", ("rgb",), initial_value="rgb")
         self._res_box = gui.add_slider("Max resolution", 16, max(2048, self.max_resolution),
                                        16, self.max_resolution)
-        self._fps_box = gui.add_slider("Moving FPS target", 1, 30, 1, int(self.target_fps))
+        self._fps_box = gui.add_slider("Moving FPS target", 1, 60, 1, round(self.target_fps))
 
         @self._mode_box.on_update
         def _(_: Any) -> None:
@@ -352,6 +366,7 @@ class Viewer:
 
     def _setting_callback(self, view: FieldView, name: str, handle: Any) -> Callable:
         def callback(_: Any) -> None:
+            self.invalidate()  # abandons a full frame in progress, which holds the lock
             with self.lock:
                 view.settings[name] = handle.value
                 if not view.renders_image:
@@ -362,6 +377,7 @@ class Viewer:
     # -- what is shown --
     def set_view(self, view: FieldView) -> None:
         """Shows `view` in every connected browser (and those that connect later)."""
+        self.invalidate()  # abandons a full frame in progress, which holds the lock
         with self.lock:
             self.view, self.error = view, None
             self.server.scene.reset()
@@ -402,11 +418,12 @@ class Viewer:
         """Loads a checkpoint and shows it; on failure shows the error. True on success."""
         try:
             view = load_view(path)
+            self.set_view(view)
         except Exception as e:
-            self.set_error(str(e) if str(e) else type(e).__name__)
+            message = str(e) or type(e).__name__
+            self.set_error(message if path in message else f"{path}: {message}")
             return False
         self._path_box.value = path
-        self.set_view(view)
         return True
 
     def invalidate(self, full: bool = True) -> None:
@@ -417,7 +434,8 @@ class Viewer:
     def _on_connect(self, client: Any) -> None:
         session = ClientSession(self, client)
         with self._sessions_lock:
-            if self._closed:
+            if self._closed or session.id in self._gone:
+                self._gone.discard(session.id)
                 return
             self.sessions[session.id] = session
         session.thread.start()
@@ -427,6 +445,8 @@ class Viewer:
     def _on_disconnect(self, client: Any) -> None:
         with self._sessions_lock:
             session = self.sessions.pop(int(client.client_id), None)
+            if session is None:  # viser's pool ran the disconnect before the connect
+                self._gone.add(int(client.client_id))
         if session is not None:
             session.close()
 
@@ -456,9 +476,11 @@ class Viewer:
             self._pause = gui.add_checkbox("Pause training", False)
         self._training = {"at": 0.0}
 
-    def training_step(self, step: int, seconds: float, scalars: dict[str, float]) -> None:
+    def training_step(self, step: int, seconds: float, scalars: dict[str, float],
+                      max_render_wait: float = 10.0) -> None:
         """Called by the trainer between steps: shows progress, waits while a camera moves or
-        a frame renders (or while paused), and asks for a fresh preview now and then."""
+        while paused (for as long as that lasts) and while a frame renders (at most
+        `max_render_wait` seconds), and asks for a fresh picture now and then."""
         if self._training is None:
             self.enable_training()
         now = time.perf_counter()
@@ -474,7 +496,12 @@ class Viewer:
         if now - self._last_refresh > self.refresh_seconds:
             self._last_refresh = now
             self.invalidate(full=False)
-        while not self._closed and (self.busy() or bool(self._pause.value)):
+        started = time.perf_counter()
+        while not self._closed:
+            if bool(self._pause.value) or self.moving():
+                started = time.perf_counter()
+            elif not self.busy() or time.perf_counter() - started > max_render_wait:
+                break
             time.sleep(0.01)
 
     def training_done(self, message: str) -> None:
@@ -507,6 +534,19 @@ class Viewer:
             pass
         finally:
             self.close()
+
+
+def _check_address(host: str) -> None:
+    """OSError naming `host` when no port can be bound there (viser would retry forever)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(addr)
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}: {e}") from e
 
 
 def _free_port(host: str) -> int:

@@ -340,7 +340,7 @@ class FlowView(FieldView):
     def initial_camera(self) -> dict[str, Any]:
         lo, hi = self.source.min(0).values, self.source.max(0).values
         centre = (lo + hi) / 2
-        extent = float((hi - lo)[:2].max())
+        extent = max(float((hi - lo).max()), 1e-3)
         pos = centre + torch.tensor([-0.6 * extent, -0.3 * extent, 0.35 * extent])
         return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
                 "up": (0.0, 0.0, 1.0)}
@@ -429,7 +429,7 @@ class MeshView(FieldView):
     def initial_camera(self) -> dict[str, Any]:
         lo, hi = self.vertices.min(0), self.vertices.max(0)
         centre = (lo + hi) / 2
-        r = float(np.linalg.norm(hi - lo)) / 2
+        r = max(float(np.linalg.norm(hi - lo)) / 2, 1e-3)
         pos = centre + r * np.array([1.6, -1.6, 1.2])
         return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
                 "up": (0.0, 0.0, 1.0)}
@@ -473,5 +473,8 @@ def load_view(path: str) -> FieldView:
         raise ValueError(f"{path}: field 'kind' is {kind!r}; the viewer shows "
                          f"{', '.join(sorted(VIEWS))} checkpoints")
     del payload
-    return VIEWS[kind](path)
+    try:
+        return VIEWS[kind](path)
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{path}: malformed {kind} checkpoint ({type(e).__name__}: {e})") from e
 
