@@ -728,6 +728,16 @@ def render_cmd(
     if kind == "inr":
         _render_inr(checkpoint, out, scale)
         return
+    if kind == "sdf":
+        from fields.cli_sdf import render_sdf_video
+
+        if frames < 1 or fps < 1 or not scale > 0:
+            raise _error(ValueError("--frames and --fps must be >= 1 and --scale > 0"))
+        try:
+            render_sdf_video(checkpoint, out, frames, fps, max(16, round(256 * scale)), console)
+        except (ValueError, OSError) as e:
+            raise _error(e) from e
+        return
     out = out or "video.mp4"
     if frames < 1 or fps < 1 or not scale > 0:
         raise _error(ValueError("--frames and --fps must be >= 1 and --scale > 0"))
@@ -789,16 +799,26 @@ def export_mesh_cmd(
     resolution: Annotated[int, typer.Option(help="grid vertices per axis")] = 256,
     threshold: Annotated[float, typer.Option(help="density iso-level")] = 10.0,
     out: Annotated[
-        str | None, typer.Option(help="PLY file (default: next to the checkpoint)")
+        str | None, typer.Option(help="mesh file (default: mesh.ply next to the checkpoint)")
     ] = None,
 ) -> None:
-    """Extract a coloured mesh (PLY) from a fitted radiance field by marching cubes."""
+    """Extract a mesh by marching cubes: a radiance field's density iso-surface (coloured,
+    PLY), or a signed distance field's zero level set (in chunks: any resolution; .ply, .obj,
+    .glb, .stl or .off by the suffix of --out)."""
     from pathlib import Path
 
     from fields.mesh import write_ply
     from fields.nerf import LoadedNerf, extract_nerf_mesh, views_from_info
+    from fields.train import read_checkpoint
 
+    if resolution < 2:
+        raise _error(ValueError("--resolution must be >= 2"))
     try:
+        if read_checkpoint(checkpoint).get("kind") == "sdf":
+            from fields.cli_sdf import export_sdf_mesh
+
+            export_sdf_mesh(checkpoint, resolution, out, console)
+            return
         nerf = LoadedNerf(checkpoint)
         with console.status(f"sampling the density on a {resolution}^3 grid..."):
             verts, faces, colours = extract_nerf_mesh(
@@ -813,9 +833,10 @@ def export_mesh_cmd(
 
 
 def _register_more() -> None:
-    from fields import cli_inr, cli_view
+    from fields import cli_inr, cli_sdf, cli_view
 
     cli_inr.register(fit_app, bench_app, console, _error)
+    cli_sdf.register(fit_app, console, _error)
     cli_view.register(app, bench_app, console, _error)
 
 

@@ -139,3 +139,186 @@ def clean_density_volume(
     cavity = ~solid & ~np.isin(empty_labels, border)
     vol[cavity] = np.maximum(vol[cavity], 2.0 * level)
     return torch.from_numpy(vol)
+
+
+# -- chunked extraction: any resolution, no seams --
+
+
+def extract_surface(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    aabb: torch.Tensor,
+    resolution: int,
+    level: float = 0.0,
+    chunk: int = 128,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `level` iso-surface of fn (P, 3) -> (P,) over a grid of `resolution`^3 vertices
+    spanning `aabb` (2, 3), by marching cubes over blocks of `chunk`^3 cells: memory stays at
+    one block whatever the resolution. Neighbouring blocks share their boundary samples, so
+    the vertices they both make coincide exactly and are merged: the mesh equals the one
+    extracted in one piece (up to vertex order). Faces are oriented so that normals point
+    towards values above `level` (outwards for a signed distance).
+
+    Returns vertices (V, 3) float32 (world units) and faces (F, 3) int64."""
+    from skimage.measure import marching_cubes as mc
+
+    if resolution < 2:
+        raise ValueError(f"extract_surface: resolution must be >= 2, got {resolution}")
+    if chunk < 1:
+        raise ValueError(f"extract_surface: chunk must be >= 1, got {chunk}")
+    aabb = torch.as_tensor(aabb, dtype=torch.float64).reshape(2, 3)
+    lo = aabb[0]
+    step = (aabb[1] - aabb[0]) / (resolution - 1)
+    n_cells = resolution - 1
+    starts = list(range(0, n_cells, chunk))
+    blocks = [(i, j, k) for i in starts for j in starts for k in starts]
+    verts_all: list[np.ndarray] = []
+    faces_all: list[np.ndarray] = []
+    offset = 0
+    for b, (i, j, k) in enumerate(blocks):
+        ends = [min(s + chunk, n_cells) for s in (i, j, k)]
+        idx = [torch.arange(s, e + 1, dtype=torch.float64) for s, e in zip((i, j, k), ends,
+                                                                         strict=True)]
+        gx, gy, gz = torch.meshgrid(*idx, indexing="ij")
+        pts = (lo + torch.stack((gx, gy, gz), -1) * step).reshape(-1, 3).float()
+        with torch.no_grad():
+            vals = torch.cat([fn(p).reshape(-1) for p in pts.split(2**18)])
+        vol = vals.reshape(gx.shape).numpy().astype(np.float32)
+        if progress is not None:
+            progress(b + 1, len(blocks))
+        if not (vol.min() < level < vol.max()):
+            continue
+        v, f, _, _ = mc(vol, level=level, gradient_direction="descent")
+        verts_all.append(v.astype(np.float64) + np.array([i, j, k], dtype=np.float64))
+        faces_all.append(f.astype(np.int64) + offset)
+        offset += len(v)
+    if not verts_all:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    verts = np.concatenate(verts_all)
+    faces = np.concatenate(faces_all)
+    # merge the vertices that neighbouring blocks both made (bit-identical grid coordinates)
+    uniq, inverse = np.unique(verts, axis=0, return_inverse=True)
+    faces = inverse.reshape(-1)[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] !=
+                                                                          faces[:, 2])
+    world = lo.numpy() + uniq * step.numpy()
+    return world.astype(np.float32), faces[keep]
+
+
+# -- mesh files through trimesh --
+
+
+def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
+              colors: np.ndarray | None = None) -> Path:
+    """Writes a mesh atomically; the format follows the suffix: .ply (binary, own writer),
+    .obj, .glb, .stl, .off (trimesh)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".ply":
+        return write_ply(p, vertices, faces, colors)
+    if suffix not in (".obj", ".glb", ".stl", ".off"):
+        raise ValueError(f"{p}: unknown mesh format {suffix!r}; use .ply, .obj, .glb, .stl "
+                         "or .off")
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices, faces, vertex_colors=colors, process=False)
+    data = mesh.export(file_type=suffix[1:])
+    blob = data.encode() if isinstance(data, str) else data
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+
+    return atomic_write(p, write)
+
+
+def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (V, 3) float64 and triangle faces (F, 3) int64 of a mesh file (obj, ply, stl,
+    glb, off; scenes are flattened into one mesh); ValueError naming the file when it is not
+    a triangle mesh."""
+    import trimesh
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such mesh file")
+    try:
+        mesh = trimesh.load(p, force="mesh", process=False)
+    except Exception as e:
+        raise ValueError(f"{p}: not a readable mesh ({type(e).__name__}: {e})") from e
+    v = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
+    f = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
+    if len(v) == 0 or len(f) == 0 or f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"{p}: no triangles in the mesh (vertices {v.shape}, faces {f.shape})")
+    if f.min() < 0 or f.max() >= len(v):
+        raise ValueError(f"{p}: face indices outside [0, {len(v)})")
+    return v, f
+
+
+# -- surface metrics --
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`n` points uniformly on the surface (area-weighted) and their faces' unit normals."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area = np.linalg.norm(cross, axis=1)
+    if area.sum() <= 0:
+        raise ValueError("sample_surface: the mesh has no area")
+    rng = np.random.default_rng(seed)
+    tri = rng.choice(len(f), size=n, p=area / area.sum())
+    r1, r2 = rng.random(n), rng.random(n)
+    s = np.sqrt(r1)
+    pts = (1 - s)[:, None] * a[tri] + (s * (1 - r2))[:, None] * b[tri] + (s * r2)[:, None] * c[tri]
+    normals = cross[tri] / np.maximum(area[tri], 1e-30)[:, None]
+    return pts, normals
+
+
+def surface_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray],
+                    n_points: int = 100_000, tau: float = 0.005,
+                    seed: int = 0) -> dict[str, float]:
+    """Chamfer-L1, F-score@tau and normal consistency between two meshes ((vertices, faces)
+    each), from `n_points` sampled on each, in units of the ground truth's bounding-box
+    diagonal (`shared/BENCHMARKS.md`).
+
+    - ``chamfer_l1``: the mean of the two directions' mean nearest-neighbour distances
+      (accuracy: predicted to true; completeness: true to predicted), also returned apart;
+    - ``f_score``: harmonic mean of precision (predicted points within tau of the truth) and
+      recall (true points within tau of the prediction), tau a fraction of the diagonal;
+    - ``normal_consistency``: the mean |cos| between each point's normal and its nearest
+      neighbour's on the other mesh, both directions.
+    """
+    from scipy.spatial import cKDTree
+
+    gv = np.asarray(gt[0], dtype=np.float64)
+    diag = float(np.linalg.norm(gv.max(0) - gv.min(0)))
+    if len(pred[1]) == 0:
+        return {"chamfer_l1": float("inf"), "accuracy": float("inf"),
+                "completeness": float("inf"), "f_score": 0.0, "precision": 0.0,
+                "recall": 0.0, "normal_consistency": 0.0, "tau": tau, "diagonal": diag}
+    p_pts, p_n = sample_surface(pred[0], pred[1], n_points, seed)
+    g_pts, g_n = sample_surface(gt[0], gt[1], n_points, seed + 1)
+    d_pg, i_pg = cKDTree(g_pts).query(p_pts, workers=-1)
+    d_gp, i_gp = cKDTree(p_pts).query(g_pts, workers=-1)
+    d_pg, d_gp = d_pg / diag, d_gp / diag
+    precision = float((d_pg < tau).mean())
+    recall = float((d_gp < tau).mean())
+    f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    nc = 0.5 * (np.abs((p_n * g_n[i_pg]).sum(1)).mean() + np.abs((g_n * p_n[i_gp]).sum(1)).mean())
+    return {"chamfer_l1": float(0.5 * (d_pg.mean() + d_gp.mean())),
+            "accuracy": float(d_pg.mean()), "completeness": float(d_gp.mean()),
+            "f_score": f, "precision": precision, "recall": recall,
+            "normal_consistency": float(nc), "tau": tau, "diagonal": diag}
+
+
+def is_watertight(faces: np.ndarray) -> bool:
+    """Whether every edge is shared by exactly two faces (a closed 2-manifold edge set)."""
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) == 0:
+        return False
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e.sort(axis=1)
+    _, counts = np.unique(e, axis=0, return_counts=True)
+    return bool((counts == 2).all())

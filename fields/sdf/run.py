@@ -1,0 +1,160 @@
+"""`fields fit sdf`: a signed distance field from a built-in shape or a mesh, with its
+outputs (checkpoint, mesh, metrics, pictures)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fields.mesh import extract_surface, is_watertight, sample_surface, save_mesh, surface_metrics
+from fields.sdf.field import SDFConfig, SDFField, SDFTask, SurfaceSamples, mesh_samples
+
+CUBE = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+class Target:
+    """What is fitted: the ground-truth surface (a mesh), the box, the supervision, and a
+    signed distance function to render the truth with."""
+
+    def __init__(self, name: str, vertices: np.ndarray, faces: np.ndarray, aabb: torch.Tensor,
+                 samples: SurfaceSamples, sdf: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.name, self.vertices, self.faces = name, vertices, faces
+        self.aabb, self.samples, self.sdf = aabb, samples, sdf
+
+
+def builtin_target(shape: str, gt_resolution: int = 385, seed: int = 0) -> Target:
+    """A procedural shape: its exact SDF supervises, its surface meshed at `gt_resolution` is
+    the ground truth for the metrics."""
+    from fields.sdf.shapes import builtin_shape
+
+    f = builtin_shape(shape)
+    verts, faces = extract_surface(f, CUBE, gt_resolution)
+    surface, _ = sample_surface(verts, faces, 2**18, seed)
+    samples = SurfaceSamples.from_function(f, torch.from_numpy(surface).float(), CUBE, seed=seed)
+    return Target(shape, verts, faces, CUBE.clone(), samples, f)
+
+
+def mesh_target(path: str, seed: int = 0) -> Target:
+    """A mesh file: signed distances by open3d, the mesh itself is the ground truth. The box is
+    a cube around the mesh, 10% larger than its longest side."""
+    from fields.mesh import load_mesh
+    from fields.sdf.field import _open3d
+
+    verts, faces = load_mesh(path)
+    lo, hi = verts.min(0), verts.max(0)
+    centre, half = (lo + hi) / 2, 0.55 * float((hi - lo).max())
+    if not half > 0:
+        raise ValueError(f"{path}: the mesh is flat or a point (extent {hi - lo})")
+    aabb = torch.tensor(np.stack([centre - half, centre + half]), dtype=torch.float32)
+    samples = mesh_samples(verts, faces, aabb, seed=seed, source=path)
+    o3d = _open3d(path)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(verts.astype(np.float32)),
+                        o3d.core.Tensor(faces.astype(np.uint32)))
+
+    def sdf(p: torch.Tensor) -> torch.Tensor:
+        d = scene.compute_signed_distance(o3d.core.Tensor(p.float().numpy())).numpy()
+        return torch.from_numpy(np.asarray(d, dtype=np.float32))
+
+    return Target(Path(path).stem, verts, faces, aabb, samples, sdf)
+
+
+def evaluator(target: Target, resolution: int,
+              quick_resolution: int = 129) -> Callable[[SDFField, bool], dict[str, float]]:
+    """Scores a field's zero level set against the target's surface (quick while training,
+    at `resolution` at the end)."""
+
+    def evaluate(field: SDFField, final: bool) -> dict[str, float]:
+        res = resolution if final else quick_resolution
+        verts, faces = extract_surface(field, target.aabb, res)
+        m = surface_metrics((verts, faces), (target.vertices, target.faces),
+                            n_points=100_000 if final else 20_000)
+        return {k: m[k] for k in ("chamfer_l1", "f_score", "normal_consistency")}
+
+    return evaluate
+
+
+def orbit_cameras(aabb: torch.Tensor, n: int, size: int, elevation_deg: float = 25.0) -> Any:
+    """`n` cameras around the box (z up), looking at its centre, `size` pixels square."""
+    from fields.render.cameras import Cameras, look_at
+
+    centre = aabb.mean(0)
+    radius = 1.6 * float((aabb[1] - aabb[0]).norm()) / 2
+    el = math.radians(elevation_deg)
+    c2w = []
+    for i in range(n):
+        az = 2 * math.pi * i / n + math.radians(30)
+        eye = centre + radius * torch.tensor([math.cos(az) * math.cos(el),
+                                              math.sin(az) * math.cos(el), math.sin(el)])
+        c2w.append(look_at(eye, centre, torch.tensor([0.0, 0.0, 1.0])).reshape(-1, 4)[:3])
+    focal = 0.5 * size / math.tan(math.radians(40) / 2)
+    return Cameras(torch.stack(c2w), focal, focal, size / 2, size / 2, size, size)
+
+
+def render_view(sdf: Callable[[torch.Tensor], torch.Tensor], cameras: Any, index: int,
+                aabb: torch.Tensor, mode: str = "shaded") -> torch.Tensor:
+    """(H, W, 3) sphere-traced picture of camera `index`."""
+    from fields.render.sphere_trace import render_sdf
+
+    o, d = cameras.pixel_rays(index)
+    extent = float((aabb[1] - aabb[0]).max())
+    out = render_sdf(sdf, o, d, aabb, mode=mode, epsilon=1e-4 * extent,
+                     normal_eps=1e-3 * extent)
+    return out["rgb"].reshape(cameras.height, cameras.width, 3)
+
+
+def write_sdf_outputs(out: Path, field: SDFField, target: Target, metrics: dict[str, Any],
+                      resolution: int, picture_size: int = 256) -> dict[str, Any]:
+    """mesh.ply (the zero level set at `resolution`), metrics.json and renders/compare.png
+    (ground truth | fit, shaded | fit, normals) for two views."""
+    from fields.data.images import write_image
+    from fields.io import write_text_atomic
+
+    verts, faces = extract_surface(field, target.aabb, resolution)
+    save_mesh(out / "mesh.ply", verts, faces)
+    metrics = {**metrics, **surface_metrics((verts, faces), (target.vertices, target.faces)),
+               "resolution": resolution, "vertices": len(verts), "faces": len(faces),
+               "watertight": is_watertight(faces),
+               "target_watertight": is_watertight(target.faces)}
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    cams = orbit_cameras(target.aabb, 2, picture_size)
+    rows = []
+    with torch.no_grad():
+        for i in range(len(cams)):
+            rows.append(torch.cat((render_view(target.sdf, cams, i, target.aabb),
+                                   render_view(field, cams, i, target.aabb),
+                                   render_view(field, cams, i, target.aabb, "normals")), dim=1))
+    write_image(out / "renders" / "compare.png", torch.cat(rows, dim=0).clamp(0, 1))
+    return metrics
+
+
+def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_seconds: float,
+            eval_every: float, seed: int, resolution: int,
+            on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
+            show_progress: bool = True) -> dict[str, Any]:
+    """Trains, writes checkpoint.pt and the outputs; returns the metrics."""
+    from fields.train import TrainConfig, seed_everything, train
+
+    seed_everything(seed)
+    task = SDFTask(target.samples, target.aabb, config, seed=seed,
+                   evaluate_fn=evaluator(target, resolution))
+    extra = {"kind": "sdf", "sdf": {"aabb": target.aabb.tolist(), "config": config.to_dict(),
+                                    "source": target.name}}
+    wall = time.perf_counter()
+    state = train(task, TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
+                                    seed=seed),
+                  checkpoint=out / "checkpoint.pt", checkpoint_extra=extra, on_eval=on_eval,
+                  show_progress=show_progress)
+    task.field.eval()
+    metrics = {"source": target.name, "model": config.model, "steps": state.step,
+               "seconds": state.seconds, "history": state.history}
+    metrics = write_sdf_outputs(out, task.field, target, metrics, resolution)
+    metrics["wall_seconds"] = time.perf_counter() - wall
+    return metrics
