@@ -15,15 +15,18 @@ SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu) setup.py pyproject.to
 
 setup: $(STAMP) browser
 
-# Debian's chromium, for the viewer's browser tests (they skip, saying why, without it)
+# System packages (Debian, apt, as root): chromium for the viewer's browser tests (they skip,
+# saying why, without it) and libusb-1.0 for open3d (signed distances to meshes).
 browser:
-	@if command -v chromium >/dev/null 2>&1; then :; \
+	@need=""; command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	ldconfig -p 2>/dev/null | grep -q libusb-1.0 || need="$$need libusb-1.0-0"; \
+	if [ -z "$$need" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing chromium (apt) for the viewer's browser tests"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
-	  echo "could not install chromium with apt: the browser tests will be skipped"; \
-	else echo "chromium not found and apt-get (as root) not available: the browser tests will be skipped"; fi
+	  echo "installing with apt:$$need"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$need >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$need >/dev/null 2>&1; } || \
+	  echo "could not install$$need with apt: browser tests skip without chromium; fields fit sdf --mesh needs libusb-1.0"; \
+	else echo "missing$$need and apt-get (as root) not available: browser tests skip without chromium; fields fit sdf --mesh needs libusb-1.0"; fi
 
 $(STAMP): $(SOURCES)
 ifeq ($(SYSTEM_HAS_TORCH),1)

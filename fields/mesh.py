@@ -155,9 +155,9 @@ def extract_surface(
     """The `level` iso-surface of fn (P, 3) -> (P,) over a grid of `resolution`^3 vertices
     spanning `aabb` (2, 3), by marching cubes over blocks of `chunk`^3 cells: memory stays at
     one block whatever the resolution. Neighbouring blocks share their boundary samples, so
-    the vertices they both make coincide exactly and are merged: the mesh equals the one
-    extracted in one piece (up to vertex order). Faces are oriented so that normals point
-    towards values above `level` (outwards for a signed distance).
+    the vertices they both make coincide and are merged: the mesh equals the one extracted in
+    one piece (up to vertex order and float32 rounding). Faces are oriented so that normals
+    point towards values above `level` (outwards for a signed distance).
 
     Returns vertices (V, 3) float32 (world units) and faces (F, 3) int64."""
     from skimage.measure import marching_cubes as mc
@@ -196,8 +196,12 @@ def extract_surface(
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     verts = np.concatenate(verts_all)
     faces = np.concatenate(faces_all)
-    # merge the vertices that neighbouring blocks both made (bit-identical grid coordinates)
-    uniq, inverse = np.unique(verts, axis=0, return_inverse=True)
+    # merge the vertices that neighbouring blocks both made: the same point on the same grid
+    # edge, up to float32 rounding in each block's frame (distinct marching-cubes vertices lie
+    # on distinct edges, far more than 2^-16 cells apart, or coincide at a grid vertex)
+    keys = np.round(verts * 65536.0).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    uniq = verts[first]
     faces = inverse.reshape(-1)[faces]
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] !=
                                                                           faces[:, 2])

@@ -1,0 +1,246 @@
+"""Signed distance fields: shapes, marching cubes (analytic, chunk seams), metrics, the
+eikonal gradient, sphere tracing, a short fit, mesh files and the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fields.mesh import (
+    extract_surface,
+    is_watertight,
+    load_mesh,
+    sample_surface,
+    save_mesh,
+    surface_metrics,
+)
+from fields.sdf import shapes
+from fields.sdf.field import SDFConfig, SDFField, SurfaceSamples, sdf_gradient
+
+CUBE = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("name", sorted(shapes.BUILTIN))
+def test_builtin_shapes_are_distance_like(name):
+    f = shapes.builtin_shape(name)
+    x = (torch.rand(20000, 3) * 2 - 1).requires_grad_(True)
+    d = f(x)
+    (g,) = torch.autograd.grad(d.sum(), x)
+    np.testing.assert_allclose(g.norm(dim=-1).numpy(), 1.0, atol=1e-4)
+    assert (d < 0).any() and (d > 0).any()
+    with pytest.raises(ValueError, match="unknown built-in shape"):
+        shapes.builtin_shape("teapot")
+
+
+def test_primitive_distances_are_exact():
+    x = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    torch.testing.assert_close(shapes.sphere(1.0)(x),
+                               torch.tensor([1.0, -1.0, math.sqrt(0.75) - 1]))
+    b = shapes.box((0.5, 0.5, 0.5))
+    torch.testing.assert_close(b(torch.tensor([[1.5, 1.5, 0.0], [0.0, 0.0, 0.2]])),
+                               torch.tensor([math.sqrt(2.0), -0.3]))
+    t = shapes.torus(1.0, 0.25)
+    torch.testing.assert_close(t(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])),
+                               torch.tensor([-0.25, math.sqrt(1.0) - 0.25]))
+    c = shapes.capsule((0, 0, 0), (0, 0, 1), 0.1)
+    torch.testing.assert_close(c(torch.tensor([[0.5, 0.0, 0.5], [0.0, 0.0, 2.0]])),
+                               torch.tensor([0.4, 0.9]))
+
+
+def test_marching_cubes_on_analytic_sdfs_lies_on_the_exact_surface():
+    v, f = extract_surface(shapes.sphere(0.6), CUBE, 96)
+    assert np.abs(np.linalg.norm(v, axis=1) - 0.6).max() < 2e-3
+    assert is_watertight(f)
+    # outward normals
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    assert ((n * v[f].mean(1)).sum(1) > 0).all()
+    # the torus: vertices on the exact zero level set, area close to 4 pi^2 R r
+    t = shapes.torus(0.55, 0.2)
+    v, f = extract_surface(t, CUBE, 128)
+    assert t(torch.from_numpy(v)).abs().max() < 2e-3
+    area = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]),
+                                axis=1).sum()
+    assert abs(area - 4 * math.pi**2 * 0.55 * 0.2) / area < 0.01
+
+
+def test_chunked_extraction_has_no_seams():
+    """A mesh extracted in blocks equals the one extracted whole: same vertices, same
+    triangles, watertight (no cracks or duplicated vertices along block boundaries)."""
+    f = shapes.csg_shape()
+    whole_v, whole_f = extract_surface(f, CUBE, 61, chunk=1000)
+    calls = []
+    v, faces = extract_surface(f, CUBE, 61, chunk=7, progress=lambda i, n: calls.append(n))
+    assert calls and calls[-1] == 9**3
+    assert v.shape == whole_v.shape and faces.shape == whole_f.shape
+    assert is_watertight(faces) and is_watertight(whole_f)
+
+    # every triangle has its twin: same centroid and the same corners (up to float32 rounding)
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(whole_v[whole_f].mean(1)).query(v[faces].mean(1))
+    assert dist.max() < 1e-5 and len(np.unique(idx)) == len(faces)
+    corners = np.sort(v[faces].reshape(-1, 3, 3).sum(-1), axis=1)
+    twins = np.sort(whole_v[whole_f][idx].sum(-1), axis=1)
+    assert np.abs(corners - twins).max() < 1e-5
+    with pytest.raises(ValueError, match="resolution"):
+        extract_surface(f, CUBE, 1)
+
+
+def test_surface_metrics():
+    v, f = extract_surface(shapes.sphere(0.6), CUBE, 64)
+    # a mesh against itself: only the floor of two independent 100k-point samplings
+    same = surface_metrics((v, f), (v, f), n_points=100_000)
+    assert same["chamfer_l1"] < 2.5e-3 and same["f_score"] > 0.99
+    assert same["normal_consistency"] > 0.99
+    # a sphere 2% of the diagonal larger: Chamfer about that, F-score@0.5% near zero
+    big_v, big_f = extract_surface(shapes.sphere(0.6 + 0.02 * 1.2 * math.sqrt(3)), CUBE, 64)
+    m = surface_metrics((big_v, big_f), (v, f), n_points=20000)
+    assert abs(m["chamfer_l1"] - 0.02) < 0.003 and m["f_score"] < 0.05
+    pts, normals = sample_surface(v, f, 1000)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
+    assert np.abs(np.linalg.norm(pts, axis=1) - 0.6).max() < 5e-3
+
+
+@pytest.mark.parametrize("model", ["hash", "siren"])
+def test_eikonal_gradient_against_autograd(model):
+    torch.manual_seed(0)
+    field = SDFField(CUBE, SDFConfig(model=model, finest_resolution=64, log2_hashmap_size=12,
+                                     n_levels=4))
+    x = torch.rand(64, 3) * 1.6 - 0.8
+    xd = x.double().requires_grad_(True)
+    want = torch.autograd.grad(field.double()(xd).sum(), xd)[0].float()
+    field = field.float()
+    y, g = sdf_gradient(field, x, "autograd")
+    torch.testing.assert_close(g, want, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(y, field(x))
+    # the weight-gradient of the eikonal term (second derivative) is finite and reaches the
+    # network's weights
+    loss = (g.norm(dim=-1) - 1).square().mean()
+    params = [p for p in field.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
+    # central differences agree where the field is smooth (SIREN), to first order
+    _, gf = sdf_gradient(field, x, "finite", eps=1e-3)
+    if model == "siren":
+        torch.testing.assert_close(gf, want, atol=2e-2, rtol=2e-2)
+    else:  # a hash grid is piecewise trilinear: compare directions, not exact values
+        cos = torch.nn.functional.cosine_similarity(gf, want, dim=-1)
+        assert float(cos.median()) > 0.9
+
+
+def test_sphere_tracing_hits_an_analytic_sphere_at_its_depth():
+    from fields.render.sphere_trace import render_sdf
+
+    o = torch.tensor([[0.0, 0.0, 3.0]]).expand(3, 3).contiguous()
+    d = torch.tensor([[0.0, 0.0, -1.0], [0.1, 0.0, -1.0], [0.9, 0.0, -1.0]])
+    d = d / d.norm(dim=-1, keepdim=True)
+    out = render_sdf(shapes.sphere(1.0), o, d, CUBE * 1.5, epsilon=1e-6)
+    assert out["hit"].tolist() == [True, True, False]
+    assert abs(float(out["depth"][0]) - 2.0) < 1e-5
+    # the exact ray-sphere distance for the oblique ray
+    b = float((o[1] * d[1]).sum())
+    t = -b - math.sqrt(b * b - 9.0 + 1.0)
+    assert abs(float(out["depth"][1]) - t) < 1e-5
+    n = out["normals"][1]
+    torch.testing.assert_close(n, (o[1] + t * d[1]) / (o[1] + t * d[1]).norm(), atol=1e-3,
+                               rtol=0)
+    assert (out["rgb"][2] == 1.0).all()  # background
+
+
+def test_a_short_fit_finds_the_sphere(tmp_path):
+    from fields.sdf.field import SDFTask
+
+    f = shapes.sphere(0.6)
+    v, fa = extract_surface(f, CUBE, 64)
+    surface, _ = sample_surface(v, fa, 20000)
+    samples = SurfaceSamples.from_function(f, torch.from_numpy(surface).float(), CUBE,
+                                           n_near=2**15, n_uniform=2**13)
+    cfg = SDFConfig(finest_resolution=128, log2_hashmap_size=14, n_levels=8,
+                    batch_near=2**12, batch_uniform=2**10)
+    torch.manual_seed(0)
+    task = SDFTask(samples, CUBE, cfg)
+    first = task.train_step(0, 0.0)
+    for i in range(1, 150):
+        last = task.train_step(i, i / 150)
+    assert last["l1"] < 0.3 * first["l1"]
+    pv, pf = extract_surface(task.field, CUBE, 64)
+    m = surface_metrics((pv, pf), (v, fa), n_points=20000)
+    assert m["chamfer_l1"] < 0.01, m
+
+
+def test_mesh_files_round_trip_and_bad_files_name_themselves(tmp_path):
+    v, f = extract_surface(shapes.sphere(0.5), CUBE, 24)
+    for suffix in (".ply", ".obj", ".glb", ".stl", ".off"):
+        save_mesh(tmp_path / f"s{suffix}", v, f)
+        lv, lf = load_mesh(tmp_path / f"s{suffix}")
+        assert len(lf) == len(f), suffix
+        assert np.abs(np.sort(lv[lf].reshape(-1, 3), 0) - np.sort(v[f].reshape(-1, 3), 0)).max() \
+            < 1e-5, suffix
+    with pytest.raises(ValueError, match=r"\.xyz"):
+        save_mesh(tmp_path / "s.xyz", v, f)
+    (tmp_path / "junk.obj").write_text("this is not a mesh\n")
+    with pytest.raises(ValueError, match=r"junk\.obj"):
+        load_mesh(tmp_path / "junk.obj")
+    (tmp_path / "trunc.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\n")
+    with pytest.raises(ValueError, match=r"trunc\.ply"):
+        load_mesh(tmp_path / "trunc.ply")
+    with pytest.raises(FileNotFoundError, match=r"none\.stl"):
+        load_mesh(tmp_path / "none.stl")
+
+
+def test_sdf_config_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown fields"):
+        SDFConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(ValueError, match="model"):
+        SDFConfig.from_dict({"model": "nerf"})
+
+
+def test_cli_fit_sdf_export_and_render(tmp_path):
+    from typer.testing import CliRunner
+
+    from fields.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    cfg = json.dumps({"finest_resolution": 128, "log2_hashmap_size": 14, "n_levels": 8,
+                      "batch_near": 4096, "batch_uniform": 1024})
+    res = runner.invoke(app, ["fit", "sdf", "--shape", "sphere", "--steps", "60",
+                              "--resolution", "48", "--eval-every", "0", "--config", cfg,
+                              "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("chamfer_l1", "f_score", "normal_consistency", "watertight", "steps"):
+        assert key in metrics
+    assert metrics["steps"] == 60 and metrics["chamfer_l1"] < 0.05
+    assert (out / "renders" / "compare.png").exists() and (out / "mesh.ply").exists()
+    res = runner.invoke(app, ["export", "mesh", str(out / "checkpoint.pt"), "--resolution",
+                              "40", "--out", str(tmp_path / "m.obj")])
+    assert res.exit_code == 0, res.output
+    assert len(load_mesh(tmp_path / "m.obj")[1]) > 100
+    res = runner.invoke(app, ["render", str(out / "checkpoint.pt"), "--frames", "2",
+                              "--scale", "0.25", "--out", str(tmp_path / "t.gif")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "t.gif").stat().st_size > 0
+
+
+def test_cli_fit_sdf_from_a_mesh_and_bad_input(tmp_path):
+    pytest.importorskip("open3d", reason="open3d (signed distances to meshes) is not importable")
+    from typer.testing import CliRunner
+
+    from fields.cli import app
+
+    runner = CliRunner()
+    cfg = json.dumps({"finest_resolution": 128, "log2_hashmap_size": 14, "n_levels": 8,
+                      "batch_near": 4096, "batch_uniform": 1024})
+    save_mesh(tmp_path / "ball.ply", *extract_surface(shapes.sphere(0.5), CUBE, 32))
+    res = runner.invoke(app, ["fit", "sdf", "--mesh", str(tmp_path / "ball.ply"), "--steps",
+                              "20", "--resolution", "32", "--eval-every", "0", "--config", cfg,
+                              "--output", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["target_watertight"]
+    res = runner.invoke(app, ["fit", "sdf", "--mesh", str(tmp_path / "nope.obj")])
+    assert res.exit_code == 2 and "nope.obj" in res.output
+    res = runner.invoke(app, ["fit", "sdf", "--config", '{"bogus": 1}'])
+    assert res.exit_code == 2 and "bogus" in res.output
