@@ -509,3 +509,30 @@ def test_viewer_rejects_bad_settings_before_serving(tiny_nerf, tmp_path):
         assert viewer.load(str(tiny_nerf)) and viewer.error is None
     finally:
         viewer.close()
+
+
+def test_sdf_view_sphere_traces_the_field(tmp_path):
+    from fields.sdf.field import SDFConfig, SDFField
+    from fields.sdf.shapes import sphere
+    from fields.train import save_checkpoint
+    from fields.viewer import SDFView
+
+    cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    field = SDFField(cube, SDFConfig(finest_resolution=64, log2_hashmap_size=12, n_levels=4))
+    save_checkpoint(tmp_path / "sdf.pt", field, extra={
+        "kind": "sdf", "sdf": {"aabb": cube.tolist(), "config": field.config.to_dict()}})
+    view = load_view(str(tmp_path / "sdf.pt"))
+    assert isinstance(view, SDFView)
+    # the view renders any SDF: an exact sphere, seen head on, fills the middle of the image
+    view.field = sphere(0.5)
+    vc = ViewCamera(opencv_look_at((0, 0, 3), (0, 0, 0), (0, 1, 0)), (0, 0, 3),
+                    math.radians(30), 64, 64)
+    cams = vc.cameras(32, 32)
+    shaded = view.render(cams, "shaded", never)
+    assert shaded[16, 16].mean() < 0.95 and (shaded[0, 0] == 1.0).all()
+    normals = view.render(cams, "normals", never)
+    np.testing.assert_allclose(normals[16, 16] * 2 - 1, [0, 0, 1], atol=0.1)
+    depth = view.render(cams, "depth", never, preview=True)
+    assert depth[16, 16].sum() > 0 and depth[0, 0].sum() == 0
+    with pytest.raises(ValueError, match="mode"):
+        view.render(cams, "rgb", never)

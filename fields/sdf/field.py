@@ -12,7 +12,8 @@
 - `SurfaceSamples`: points with known signed distances, near the surface (surface samples
   jittered at two scales) and uniform in the box, drawn once; training draws batches from them.
 - `SDFTask`: L1 on the distances + the eikonal term on the uniform points, for
-  `fields.train.train`.
+  `fields.train.train`; `PointCloudTask`: an oriented point cloud, no distances (IGR / SIREN
+  losses).
 """
 
 from __future__ import annotations
@@ -263,6 +264,52 @@ class SDFTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+
+class PointCloudTask(SDFTask):
+    """Fits an `SDFField` to an oriented point cloud, with no distances known (IGR / SIREN):
+    |f| at the points, 1 - cos(grad f, normal) at the points, the eikonal term on uniform and
+    near-surface points, and SIREN's exp(-alpha |f|) term keeping the zero level set away from
+    where there are no points."""
+
+    def __init__(self, points: torch.Tensor, normals: torch.Tensor, aabb: torch.Tensor,
+                 config: SDFConfig, seed: int = 0,
+                 evaluate_fn: Callable[[SDFField, bool], dict[str, float]] | None = None,
+                 normal_weight: float = 0.1, offsurface_weight: float = 0.05) -> None:
+        n = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        empty = torch.zeros(0, 3)
+        super().__init__(SurfaceSamples(points.float(), torch.zeros(len(points)), empty,
+                                        torch.zeros(0)), aabb, config, seed, evaluate_fn)
+        self.normals = n.float()
+        self.normal_weight, self.offsurface_weight = normal_weight, offsurface_weight
+        self.extent = float((self.field.aabb[1] - self.field.aabb[0]).max())
+
+    def train_step(self, step: int, progress: float) -> dict[str, float]:
+        c, pts = self.config, self.samples.near
+        lr = c.lr * (0.1 ** max(0.0, (progress - 0.5) / 0.5))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        i = torch.randint(0, pts.shape[0], (c.batch_near,), generator=self.generator)
+        aabb = self.field.aabb
+        m = c.batch_uniform
+        uniform = aabb[0] + torch.rand(m, 3, generator=self.generator) * (aabb[1] - aabb[0])
+        j = torch.randint(0, pts.shape[0], (m,), generator=self.generator)
+        near = pts[j] + torch.randn(m, 3, generator=self.generator) * 0.02 * self.extent
+        on, g_on = sdf_gradient(self.field, pts[i], self.gradient_method, eps=self.field.cell)
+        off, g_off = sdf_gradient(self.field, torch.cat((uniform, near)), self.gradient_method,
+                                  eps=self.field.cell)
+        zero = on.abs().mean()
+        normal = (1.0 - torch.nn.functional.cosine_similarity(g_on, self.normals[i],
+                                                              dim=-1)).mean()
+        eik = (torch.cat((g_on, g_off)).norm(dim=-1) - 1.0).square().mean()
+        offsurface = torch.exp(-100.0 * off[:m].abs() / self.extent).mean()
+        loss = (zero + self.normal_weight * normal + c.eikonal_weight * eik
+                + self.offsurface_weight * offsurface)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), "zero": zero.item(), "normal": normal.item(),
+                "eikonal": eik.item(), "lr": lr}
 
 
 def load_sdf(path: Any) -> tuple[SDFField, dict[str, Any]]:

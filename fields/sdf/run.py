@@ -14,19 +14,31 @@ import numpy as np
 import torch
 
 from fields.mesh import extract_surface, is_watertight, sample_surface, save_mesh, surface_metrics
-from fields.sdf.field import SDFConfig, SDFField, SDFTask, SurfaceSamples, mesh_samples
+from fields.sdf.field import (
+    PointCloudTask,
+    SDFConfig,
+    SDFField,
+    SDFTask,
+    SurfaceSamples,
+    mesh_samples,
+)
 
 CUBE = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
 
 class Target:
-    """What is fitted: the ground-truth surface (a mesh), the box, the supervision, and a
-    signed distance function to render the truth with."""
+    """What is fitted: the ground-truth surface (a mesh; None when unknown), the box, the
+    supervision (signed distances in `samples`, or an oriented point cloud in `points` /
+    `normals`), and a signed distance function to render the truth with (None: unknown)."""
 
-    def __init__(self, name: str, vertices: np.ndarray, faces: np.ndarray, aabb: torch.Tensor,
-                 samples: SurfaceSamples, sdf: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, name: str, vertices: np.ndarray | None, faces: np.ndarray | None,
+                 aabb: torch.Tensor, samples: SurfaceSamples | None,
+                 sdf: Callable[[torch.Tensor], torch.Tensor] | None,
+                 points: torch.Tensor | None = None,
+                 normals: torch.Tensor | None = None) -> None:
         self.name, self.vertices, self.faces = name, vertices, faces
         self.aabb, self.samples, self.sdf = aabb, samples, sdf
+        self.points, self.normals = points, normals
 
 
 def builtin_target(shape: str, gt_resolution: int = 385, seed: int = 0) -> Target:
@@ -66,12 +78,45 @@ def mesh_target(path: str, seed: int = 0) -> Target:
     return Target(Path(path).stem, verts, faces, aabb, samples, sdf)
 
 
+def points_target(path: str, gt: str | None = None) -> Target:
+    """An oriented point cloud (`fields.data.pointclouds.read_points`: normals as the fields
+    nx ny nz, or .npy columns 3-5); `gt`, a mesh of the true surface for the metrics. The box
+    is a cube 10% larger than the cloud's longest side."""
+    from fields.data.pointclouds import read_points
+    from fields.mesh import load_mesh
+
+    xyz, fields = read_points(path, with_fields=True)
+    names = next((n for n in (("nx", "ny", "nz"), ("c3", "c4", "c5"))
+                  if all(k in fields for k in n)), None)
+    if names is None:
+        raise ValueError(f"{path}: no normals (fields nx ny nz, or .npy columns 3-5); "
+                         f"--points needs an oriented point cloud; it has fields "
+                         f"{sorted(fields) or 'none'}")
+    normals = np.stack([np.asarray(fields[k], dtype=np.float32) for k in names], axis=1)
+    lengths = np.linalg.norm(normals, axis=1)
+    if not np.isfinite(normals).all() or (lengths < 1e-6).any():
+        raise ValueError(f"{path}: fields {' '.join(names)}: normals must be finite and "
+                         "non-zero")
+    lo, hi = xyz.min(0), xyz.max(0)
+    centre, half = (lo + hi) / 2, 0.55 * float((hi - lo).max())
+    if not half > 0:
+        raise ValueError(f"{path}: the points are all at one place")
+    aabb = torch.tensor(np.stack([centre - half, centre + half]), dtype=torch.float32)
+    verts = faces = None
+    if gt is not None:
+        verts, faces = load_mesh(gt)
+    return Target(Path(path).stem, verts, faces, aabb, None, None,
+                  torch.from_numpy(np.asarray(xyz, dtype=np.float32)), torch.from_numpy(normals))
+
+
 def evaluator(target: Target, resolution: int,
               quick_resolution: int = 129) -> Callable[[SDFField, bool], dict[str, float]]:
     """Scores a field's zero level set against the target's surface (quick while training,
     at `resolution` at the end)."""
 
     def evaluate(field: SDFField, final: bool) -> dict[str, float]:
+        if target.vertices is None:
+            return {}
         res = resolution if final else quick_resolution
         verts, faces = extract_surface(field, target.aabb, res)
         m = surface_metrics((verts, faces), (target.vertices, target.faces),
@@ -112,24 +157,26 @@ def render_view(sdf: Callable[[torch.Tensor], torch.Tensor], cameras: Any, index
 
 def write_sdf_outputs(out: Path, field: SDFField, target: Target, metrics: dict[str, Any],
                       resolution: int, picture_size: int = 256) -> dict[str, Any]:
-    """mesh.ply (the zero level set at `resolution`), metrics.json and renders/compare.png
-    (ground truth | fit, shaded | fit, normals) for two views."""
+    """mesh.ply (the zero level set at `resolution`), metrics.json (surface metrics when the
+    truth is known) and renders/compare.png (ground truth when known | fit, shaded | fit,
+    normals) for two views."""
     from fields.data.images import write_image
     from fields.io import write_text_atomic
 
     verts, faces = extract_surface(field, target.aabb, resolution)
     save_mesh(out / "mesh.ply", verts, faces)
-    metrics = {**metrics, **surface_metrics((verts, faces), (target.vertices, target.faces)),
-               "resolution": resolution, "vertices": len(verts), "faces": len(faces),
-               "watertight": is_watertight(faces),
-               "target_watertight": is_watertight(target.faces)}
+    metrics = {**metrics, "resolution": resolution, "vertices": len(verts), "faces": len(faces),
+               "watertight": is_watertight(faces)}
+    if target.vertices is not None:  # a known surface: the metrics
+        metrics.update(surface_metrics((verts, faces), (target.vertices, target.faces)))
+        metrics["target_watertight"] = is_watertight(target.faces)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     cams = orbit_cameras(target.aabb, 2, picture_size)
     rows = []
     with torch.no_grad():
         for i in range(len(cams)):
-            rows.append(torch.cat((render_view(target.sdf, cams, i, target.aabb),
-                                   render_view(field, cams, i, target.aabb),
+            truth = [render_view(target.sdf, cams, i, target.aabb)] if target.sdf else []
+            rows.append(torch.cat((*truth, render_view(field, cams, i, target.aabb),
                                    render_view(field, cams, i, target.aabb, "normals")), dim=1))
     write_image(out / "renders" / "compare.png", torch.cat(rows, dim=0).clamp(0, 1))
     return metrics
@@ -143,8 +190,12 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
     from fields.train import TrainConfig, seed_everything, train
 
     seed_everything(seed)
-    task = SDFTask(target.samples, target.aabb, config, seed=seed,
-                   evaluate_fn=evaluator(target, resolution))
+    if target.points is not None:
+        task: SDFTask = PointCloudTask(target.points, target.normals, target.aabb, config,
+                                       seed=seed, evaluate_fn=evaluator(target, resolution))
+    else:
+        task = SDFTask(target.samples, target.aabb, config, seed=seed,
+                       evaluate_fn=evaluator(target, resolution))
     extra = {"kind": "sdf", "sdf": {"aabb": target.aabb.tolist(), "config": config.to_dict(),
                                     "source": target.name}}
     wall = time.perf_counter()
@@ -154,7 +205,6 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
                   show_progress=show_progress)
     task.field.eval()
     metrics = {"source": target.name, "model": config.model, "steps": state.step,
-               "seconds": state.seconds, "history": state.history}
-    metrics = write_sdf_outputs(out, task.field, target, metrics, resolution)
-    metrics["wall_seconds"] = time.perf_counter() - wall
-    return metrics
+               "seconds": state.seconds, "train_wall_seconds": time.perf_counter() - wall,
+               "history": state.history}
+    return write_sdf_outputs(out, task.field, target, metrics, resolution)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 SDF = Callable[[torch.Tensor], torch.Tensor]
@@ -117,3 +118,42 @@ def builtin_shape(name: str) -> SDF:
     if name not in BUILTIN:
         raise ValueError(f"unknown built-in shape {name!r}; expected one of {sorted(BUILTIN)}")
     return BUILTIN[name]()
+
+
+def bumpy_blob() -> SDF:
+    """A scanned-looking organic shape: a sphere with bumps of three frequencies, a torus
+    handle and a dent. Its zero level set is what matters; the value is only distance-like
+    (the displacement bends the gradient by a few per cent)."""
+    ring = torus(0.28, 0.08, (0.0, 0.0, 0.55), axis=1)
+
+    def body(x: torch.Tensor) -> torch.Tensor:
+        r = x.norm(dim=-1)
+        s = torch.sin
+        bumps = (0.035 * s(6 * x[..., 0]) * s(5 * x[..., 1]) * s(7 * x[..., 2])
+                 + 0.012 * s(17 * x[..., 0] + 3 * x[..., 2]) * s(19 * x[..., 1])
+                 + 0.004 * s(41 * x[..., 1] + 29 * x[..., 0]))
+        return r - 0.55 - bumps
+
+    dent = sphere(0.25, (0.55, 0.0, 0.1))
+    return union(difference(body, dent), ring)
+
+
+def scan_like_mesh(n_faces: int = 100_000, noise: float = 0.0005,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A closed triangle mesh of `bumpy_blob` with about `n_faces` faces and Gaussian vertex
+    noise of `noise` (box units) along the normals, like a scan: test data for
+    `fields fit sdf --mesh` (nothing can be downloaded here)."""
+    from fields.mesh import extract_surface
+
+    cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    f = bumpy_blob()
+    res = 64
+    verts, faces = extract_surface(f, cube, res)
+    res = int(res * (n_faces / max(len(faces), 1)) ** 0.5)  # faces grow with res^2
+    verts, faces = extract_surface(f, cube, res)
+    rng = np.random.default_rng(seed)
+    v = torch.from_numpy(verts).float().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(v).sum(), v)
+    n = (g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)).numpy()
+    verts = verts + n * rng.normal(0.0, noise, (len(verts), 1))
+    return verts.astype(np.float32), faces

@@ -8,7 +8,15 @@ engine's OpenGL one).
 
 from fields.viewer.camera import ViewCamera, viser_to_c2w
 from fields.viewer.server import Viewer
-from fields.viewer.views import FieldView, FlowView, MeshView, NerfView, SignalView, load_view
+from fields.viewer.views import (
+    FieldView,
+    FlowView,
+    MeshView,
+    NerfView,
+    SDFView,
+    SignalView,
+    load_view,
+)
 
-__all__ = ["FieldView", "FlowView", "MeshView", "NerfView", "SignalView", "ViewCamera", "Viewer",
-           "load_view", "viser_to_c2w"]
+__all__ = ["FieldView", "FlowView", "MeshView", "NerfView", "SDFView", "SignalView",
+           "ViewCamera", "Viewer", "load_view", "viser_to_c2w"]
