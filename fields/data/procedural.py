@@ -65,39 +65,6 @@ SCENES = ("tabletop",)
 # -- signed distances of the primitives, (P, 3) -> (P,) --
 
 
-def _sd_sphere(p: torch.Tensor, c: tuple[float, ...], r: float) -> torch.Tensor:
-    return (p - torch.tensor(c)).norm(dim=-1) - r
-
-
-def _sd_round_box(
-    p: torch.Tensor, c: tuple[float, ...], half: tuple[float, ...], r: float, rot: float = 0.0
-) -> torch.Tensor:
-    q = p - torch.tensor(c)
-    if rot:
-        cs, sn = math.cos(rot), math.sin(rot)
-        q = torch.stack((cs * q[:, 0] + sn * q[:, 1], -sn * q[:, 0] + cs * q[:, 1], q[:, 2]), -1)
-    d = q.abs() - (torch.tensor(half) - r)
-    outside = d.clamp_min(0).norm(dim=-1)
-    inside = d.max(dim=-1).values.clamp_max(0)
-    return outside + inside - r
-
-
-def _sd_torus_xz(p: torch.Tensor, c: tuple[float, ...], big: float, small: float) -> torch.Tensor:
-    """A torus standing upright: its ring lies in the plane y = c_y (axis along y)."""
-    q = p - torch.tensor(c)
-    ring = torch.sqrt(q[:, 0] ** 2 + q[:, 2] ** 2) - big
-    return torch.sqrt(ring**2 + q[:, 1] ** 2) - small
-
-
-def _sd_capsule(
-    p: torch.Tensor, a: tuple[float, ...], b: tuple[float, ...], r: float
-) -> torch.Tensor:
-    a_t, b_t = torch.tensor(a), torch.tensor(b)
-    pa, ba = p - a_t, b_t - a_t
-    h = ((pa @ ba) / (ba @ ba)).clamp(0, 1)
-    return (pa - h[:, None] * ba).norm(dim=-1) - r
-
-
 TABLE_TOP = -0.55
 PILLARS = ((-0.62, 0.55), (0.05, 0.72), (0.66, -0.05))
 PILLAR_TOP = 0.55
@@ -106,23 +73,18 @@ PILLAR_TOP = 0.55
 def tabletop_sdf(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed distance (P,) of the tabletop scene and the id (P,) of the nearest object
     (0 table, 1 sphere, 2 torus, 3 box, 4 pillars, 5 capsule)."""
+    from fields.sdf.shapes import box, capsule, sphere, torus
+
     parts = [
-        _sd_round_box(p, (0.0, 0.0, TABLE_TOP - 0.12), (0.95, 0.95, 0.12), 0.04),
-        _sd_sphere(p, (-0.3, -0.3, TABLE_TOP + 0.36), 0.36),
-        _sd_torus_xz(p, (0.32, 0.2, TABLE_TOP + 0.36), 0.3, 0.055),
-        _sd_round_box(p, (0.45, -0.5, TABLE_TOP + 0.17), (0.17, 0.17, 0.17), 0.015, rot=0.5),
-        torch.stack(
-            [_sd_capsule(p, (x, y, TABLE_TOP), (x, y, PILLAR_TOP), 0.025) for x, y in PILLARS],
-            -1,
-        )
-        .min(dim=-1)
-        .values,
-        _sd_capsule(
-            p,
-            (PILLARS[0][0], PILLARS[0][1], PILLAR_TOP),
-            (PILLARS[1][0], PILLARS[1][1], PILLAR_TOP),
-            0.05,
-        ),
+        box((0.95, 0.95, 0.12), (0.0, 0.0, TABLE_TOP - 0.12), rounding=0.04)(p),
+        sphere(0.36, (-0.3, -0.3, TABLE_TOP + 0.36))(p),
+        # a torus standing upright: its ring lies in the plane y = 0.2 (axis along y)
+        torus(0.3, 0.055, (0.32, 0.2, TABLE_TOP + 0.36), axis=1)(p),
+        box((0.17, 0.17, 0.17), (0.45, -0.5, TABLE_TOP + 0.17), rounding=0.015, yaw=0.5)(p),
+        torch.stack([capsule((x, y, TABLE_TOP), (x, y, PILLAR_TOP), 0.025)(p)
+                     for x, y in PILLARS], -1).min(dim=-1).values,
+        capsule((PILLARS[0][0], PILLARS[0][1], PILLAR_TOP),
+                (PILLARS[1][0], PILLARS[1][1], PILLAR_TOP), 0.05)(p),
     ]
     d = torch.stack(parts, dim=-1)
     dist, obj = d.min(dim=-1)
@@ -179,48 +141,22 @@ def tabletop_albedo(p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _normals(sdf: Callable, p: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    offs = torch.eye(3) * eps
-    grads = [sdf(p + o)[0] - sdf(p - o)[0] for o in offs]
-    n = torch.stack(grads, dim=-1)
-    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def sphere_trace(
-    sdf: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    t_max: float = 8.0,
-    iterations: int = 160,
-    eps: float = 1e-4,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sphere tracing of an exact SDF. Returns t (R,) of the first hit and a hit mask (R,).
-    Iterates over steps with the still-active rays only (no loop over rays)."""
-    t = torch.zeros(origins.shape[0])
-    hit = torch.zeros(origins.shape[0], dtype=torch.bool)
-    active = torch.arange(origins.shape[0])
-    for _ in range(iterations):
-        if active.numel() == 0:
-            break
-        d, _ = sdf(origins[active] + t[active, None] * dirs[active])
-        t[active] += d
-        done_hit = d < eps * (1 + t[active])
-        hit[active[done_hit]] = True
-        keep = ~done_hit & (t[active] < t_max)
-        active = active[keep]
-    return t, hit
-
-
 def shade(
     origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Colour (R, 3) and coverage (R,) of rays through the tabletop scene."""
-    t, hit = sphere_trace(tabletop_sdf, origins, dirs)
+    from fields.render.sphere_trace import sdf_normals, sphere_trace
+
+    def distance(p: torch.Tensor) -> torch.Tensor:
+        return tabletop_sdf(p)[0]
+
+    t, hit = sphere_trace(distance, origins, dirs, max_steps=160, epsilon=1e-4, relax=1.0,
+                          t_max=8.0, relative=True)
     rgb = background.expand(origins.shape[0], 3).clone()
     if hit.any():
         p = origins[hit] + t[hit, None] * dirs[hit]
         _, obj = tabletop_sdf(p)
-        n = _normals(tabletop_sdf, p)
+        n = sdf_normals(distance, p, 1e-4)
         albedo = tabletop_albedo(p, obj)
         lambert = (n @ LIGHT).clamp_min(0)
         sky = 0.5 + 0.5 * n[:, 2]  # hemisphere ambient: lit from above

@@ -5,6 +5,7 @@ the box; all live rays advance together (one batched field evaluation per iterat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -24,11 +25,20 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor,
     return near, far
 
 
-def sphere_trace(sdf: SDF, origins: torch.Tensor, dirs: torch.Tensor, aabb: torch.Tensor,
-                 max_steps: int = 128, epsilon: float = 1e-4,
-                 relax: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t (R,), hit (R,) bool): distance along each unit ray to the surface."""
-    near, far = ray_box(origins, dirs, aabb)
+def sphere_trace(sdf: SDF, origins: torch.Tensor, dirs: torch.Tensor,
+                 aabb: torch.Tensor | None = None, max_steps: int = 128,
+                 epsilon: float = 1e-4, relax: float = 0.9, t_max: float | None = None,
+                 relative: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t (R,), hit (R,) bool): distance along each unit ray to the surface. Rays run inside
+    `aabb` (2, 3) when given, and to `t_max` when given. A ray has arrived when |sdf| <
+    `epsilon` (times 1 + t when `relative`: the tolerance grows with the distance)."""
+    n = origins.shape[0]
+    if aabb is not None:
+        near, far = ray_box(origins, dirs, aabb)
+    else:
+        near, far = torch.zeros(n), torch.full((n,), math.inf)
+    if t_max is not None:
+        far = far.clamp_max(t_max)
     t = near.clone()
     hit = torch.zeros_like(t, dtype=torch.bool)
     live = torch.nonzero(near < far).squeeze(-1)
@@ -36,12 +46,14 @@ def sphere_trace(sdf: SDF, origins: torch.Tensor, dirs: torch.Tensor, aabb: torc
         for _ in range(max_steps):
             if live.numel() == 0:
                 break
-            d = sdf(origins[live] + dirs[live] * t[live, None])
-            done = d.abs() < epsilon
+            tl = t[live]
+            d = sdf(origins[live] + dirs[live] * tl[:, None])
+            tol = epsilon * (1.0 + tl) if relative else epsilon
+            done = d.abs() < tol
             hit[live[done]] = True
-            step = d * relax
-            t[live] = t[live] + torch.where(done, torch.zeros_like(step), step)
-            gone = done | (t[live] > far[live]) | (t[live] < near[live] - epsilon)
+            tl = tl + torch.where(done, torch.zeros_like(d), d * relax)
+            t[live] = tl
+            gone = done | (tl > far[live]) | (tl < near[live] - epsilon)
             live = live[~gone]
     return t, hit
 

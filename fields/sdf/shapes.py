@@ -12,6 +12,7 @@ literature's "CSG of exact SDFs" is); metrics use the zero level set only, meshe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -44,13 +45,19 @@ def torus(major: float, minor: float, centre: tuple[float, float, float] = (0.0,
 
 
 def box(half: tuple[float, float, float], centre: tuple[float, float, float] = (0.0, 0.0, 0.0),
-        rounding: float = 0.0) -> SDF:
-    """An axis-aligned box of half-sizes `half` (its edges rounded by `rounding`)."""
+        rounding: float = 0.0, yaw: float = 0.0) -> SDF:
+    """A box of half-sizes `half` (its edges rounded by `rounding`), turned by `yaw` radians
+    about the z axis."""
     b = torch.tensor(half) - rounding
     c = torch.tensor(centre)
+    cs, sn = math.cos(yaw), math.sin(yaw)
 
     def f(x: torch.Tensor) -> torch.Tensor:
-        q = (x - c.to(x)).abs() - b.to(x)
+        p = x - c.to(x)
+        if yaw:
+            p = torch.stack((cs * p[..., 0] + sn * p[..., 1], -sn * p[..., 0] + cs * p[..., 1],
+                             p[..., 2]), -1)
+        q = p.abs() - b.to(x)
         outside = q.clamp_min(0).norm(dim=-1)
         inside = q.max(dim=-1).values.clamp_max(0)
         return outside + inside - rounding
