@@ -108,6 +108,74 @@ def register(fit_app: typer.Typer, console: Console,
             f"{'watertight' if metrics['watertight'] else 'NOT watertight'}. Wrote {out}/")
 
 
+    @fit_app.command("neus")
+    def fit_neus_cmd(
+        data: Annotated[str | None, typer.Option(
+            help="posed images (+ masks): Blender, instant-ngp, LLFF, COLMAP (default: the "
+                 "built-in procedural scene, whose exact surface is known)")] = None,
+        output: Annotated[str | None, typer.Option(
+            help="output folder (default outputs/<scene>/neus/<time>)")] = None,
+        steps: Annotated[int, typer.Option(help="step budget")] = 100_000,
+        max_seconds: Annotated[float, typer.Option(help="training-time budget")] = 1200.0,
+        eval_every: Annotated[float, typer.Option(
+            help="seconds between quick surface evaluations (0: none)")] = 120.0,
+        resolution: Annotated[int, typer.Option(help="marching-cubes grid for mesh.ply")] = 385,
+        scene_resolution: Annotated[int, typer.Option(
+            help="built-in scene's image size")] = 128,
+        config: Annotated[str | None, typer.Option(
+            help="JSON overrides of NeusConfig fields")] = None,
+        seed: Annotated[int, typer.Option(help="random seed")] = 0,
+        threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    ) -> None:
+        """Fit a surface to posed images (NeuS: SDF-to-opacity volume rendering with a learned
+        sharpness, eikonal term, masks from the images' alpha); writes checkpoint.pt (an SDF
+        checkpoint: `fields export mesh`, `fields render`, `fields view` take it), mesh.ply,
+        metrics.json (surface metrics when the truth is known) and renders/compare.png."""
+        import time
+
+        from fields.cli import _load_nerf_data
+        from fields.sdf.neus import NeusConfig
+        from fields.sdf.run import fit_neus, tabletop_truth
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if steps < 1 or not max_seconds > 0 or resolution < 8:
+            raise error(ValueError("--steps must be >= 1, --max-seconds > 0, --resolution >= 8"))
+        try:
+            overrides = json.loads(config) if config else {}
+            if not isinstance(overrides, dict):
+                raise ValueError(f"--config must be a JSON object of NeusConfig fields: {config}")
+            cfg = NeusConfig.from_dict(overrides)
+            scene, name = _load_nerf_data(data, 1, scene_resolution)
+            truth = tabletop_truth() if data is None else None
+            out = Path(output or f"outputs/{name}/neus/{time.strftime('%Y-%m-%d_%H%M%S')}")
+        except (ValueError, OSError, TypeError, json.JSONDecodeError) as e:
+            raise error(e) from e
+        console.print(f"fitting {name}: {len(scene.train)} views "
+                      f"{scene.train.cameras.width}x{scene.train.cameras.height}"
+                      f"{' with masks' if scene.train.alpha is not None else ''}; budget "
+                      f"{steps} steps / {max_seconds:g} s; output {out}")
+
+        def on_eval(state, rec) -> None:
+            if "chamfer_l1" in rec:
+                console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: Chamfer-L1 "
+                            f"{100 * rec['chamfer_l1']:.3f}% of the diagonal (mesh at 129^3)")
+
+        try:
+            metrics = fit_neus(scene, cfg, out, steps, max_seconds, eval_every, seed,
+                               resolution, truth=truth, on_eval=on_eval)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/yellow]: checkpoint written to "
+                          f"{out}/checkpoint.pt")
+            raise typer.Exit(130) from None
+        except (ValueError, OSError) as e:
+            raise error(e) from e
+        scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
+                  f"{metrics['f_score']:.4f}; " if "chamfer_l1" in metrics else "")
+        console.print(f"{scores}held-out view PSNR {metrics['psnr_view0']:.2f} dB; "
+                      f"{metrics['steps']} steps, {metrics['seconds']:.0f} s. Wrote {out}/")
+
+
 def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,
                     console: Console) -> Path:
     """`fields export mesh` for an SDF checkpoint: the zero level set, in chunks."""

@@ -356,6 +356,7 @@ class RayBatcher:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """origins, directions, target colours (R, 3) and the background (R, 3) or (3,)."""
         idx = torch.randint(0, self.n, (n_rays,), generator=generator)
+        self.last_index = idx  # which pixels (for per-pixel targets such as masks)
         h, w = self.hw
         cam = idx // (h * w)
         pix = idx % (h * w)

@@ -312,8 +312,9 @@ class PointCloudTask(SDFTask):
                 "eikonal": eik.item(), "lr": lr}
 
 
-def load_sdf(path: Any) -> tuple[SDFField, dict[str, Any]]:
-    """The field of an SDF checkpoint (kind "sdf") and the checkpoint's dict."""
+def load_sdf(path: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The field of an SDF checkpoint (kind "sdf"; a module mapping points (N, 3) to signed
+    distances (N,), with an `aabb`), and the checkpoint's dict."""
     from fields.train import read_checkpoint
 
     payload = read_checkpoint(path)
@@ -321,12 +322,20 @@ def load_sdf(path: Any) -> tuple[SDFField, dict[str, Any]]:
     if payload.get("kind") != "sdf" or not isinstance(info, dict):
         raise ValueError(f"{path}: not an SDF checkpoint (field 'kind' is "
                          f"{payload.get('kind')!r}, expected 'sdf')")
+    state = payload["state_dict"]
     try:
-        field = SDFField(torch.tensor(info["aabb"]), SDFConfig.from_dict(info["config"]))
+        if info.get("neus"):  # a NeuS run: the SDF part of its field
+            from fields.sdf.neus import NeusConfig, NeusField
+
+            field: nn.Module = NeusField(torch.tensor(info["aabb"]),
+                                         NeusConfig.from_dict(info["config"]))
+            state = {k[len("field."):]: v for k, v in state.items() if k.startswith("field.")}
+        else:
+            field = SDFField(torch.tensor(info["aabb"]), SDFConfig.from_dict(info["config"]))
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path}: field 'sdf' is missing {e}") from e
     try:
-        field.load_state_dict(payload["state_dict"])
+        field.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: field 'state_dict' does not match the SDF model: {e}") from e
     field.eval()

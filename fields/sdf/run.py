@@ -208,3 +208,75 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
                "seconds": state.seconds, "train_wall_seconds": time.perf_counter() - wall,
                "history": state.history}
     return write_sdf_outputs(out, task.field, target, metrics, resolution)
+
+
+# -- surfaces from images (NeuS) --
+
+
+def tabletop_truth(resolution: int = 385) -> tuple[np.ndarray, np.ndarray]:
+    """The built-in scene's exact surface (its procedural SDF), meshed."""
+    from fields.data.procedural import tabletop_sdf
+
+    lo = torch.tensor([-1.1, -1.1, -0.8])
+    hi = torch.tensor([1.1, 1.1, 0.7])
+    return extract_surface(lambda p: tabletop_sdf(p)[0], torch.stack([lo, hi]), resolution)
+
+
+def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
+             eval_every: float, seed: int, resolution: int,
+             truth: tuple[np.ndarray, np.ndarray] | None = None,
+             on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
+             show_progress: bool = True) -> dict[str, Any]:
+    """Trains NeuS on posed images, writes checkpoint.pt, mesh.ply, metrics.json (with
+    `truth`, a mesh, the surface metrics) and renders/compare.png (held-out image | render |
+    normals)."""
+    from fields.data.images import write_image
+    from fields.io import write_text_atomic
+    from fields.sdf.neus import NeusTask
+    from fields.train import TrainConfig, seed_everything, train
+
+    seed_everything(seed)
+
+    def evaluate(field: Any, final: bool) -> dict[str, float]:
+        if truth is None:
+            return {}
+        verts, faces = extract_surface(field.sdf, field.aabb, 129)
+        m = surface_metrics((verts, faces), truth, n_points=20_000)
+        return {k: m[k] for k in ("chamfer_l1", "f_score", "normal_consistency")}
+
+    task = NeusTask(data, config, seed=seed, evaluate_fn=evaluate)
+    extra = {"kind": "sdf", "sdf": {"aabb": data.aabb.tolist(), "config": config.to_dict(),
+                                    "source": data.name, "neus": True}}
+    wall = time.perf_counter()
+    state = train(task, TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
+                                    seed=seed),
+                  checkpoint=out / "checkpoint.pt", checkpoint_extra=extra, on_eval=on_eval,
+                  show_progress=show_progress)
+    task.field.eval()
+    metrics: dict[str, Any] = {"scene": data.name, "steps": state.step,
+                               "seconds": state.seconds,
+                               "train_wall_seconds": time.perf_counter() - wall,
+                               "sharpness": float(task.field.sharpness()),
+                               "history": state.history}
+    verts, faces = extract_surface(task.field.sdf, task.field.aabb, resolution)
+    save_mesh(out / "mesh.ply", verts, faces)
+    metrics.update({"resolution": resolution, "vertices": len(verts), "faces": len(faces),
+                    "watertight": is_watertight(faces)})
+    if truth is not None:
+        metrics.update(surface_metrics((verts, faces), truth))
+    # a held-out view: image | render | normals
+    split = data.eval_split()
+    cams = split.cameras
+    o, d = cams.pixel_rays(0)
+    rows = []
+    with torch.no_grad():
+        for oo, dd in zip(o.split(4096), d.split(4096), strict=True):
+            rows.append(task.render_rays(oo, dd, data.background, with_grad=False)["rgb"])
+    h, w = cams.height, cams.width
+    rgb = torch.cat(rows).reshape(h, w, 3).clamp(0, 1)
+    psnr = float(-10 * torch.log10((rgb - split.images[0]).square().mean()))
+    metrics["psnr_view0"] = psnr
+    write_image(out / "renders" / "compare.png",
+                torch.cat((split.images[0], rgb), dim=1))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
