@@ -603,3 +603,83 @@ def test_format_detection_and_load_scene(tmp_path):
         load_scene(empty)
     with pytest.raises(FileNotFoundError):
         format_of(tmp_path / "missing")
+
+
+# -- NeuS / IDR (cameras_sphere.npz) --
+
+
+def write_neus_scene(folder, scene, scale=2.0, offset=(0.3, -0.2, 0.1), masks=True):
+    """A NeuS-layout copy of `scene`'s train split: world_mat = K [R | t] of each camera in
+    world units, scale_mat mapping the unit sphere to x_world = scale * x + offset."""
+    from fields.data.images import write_image
+    from fields.render.cameras import opencv_to_opengl
+
+    split = scene.train
+    cams = split.cameras
+    (folder / "image").mkdir(parents=True)
+    (folder / "mask").mkdir()
+    mats = {}
+    off = np.array(offset)
+    for i in range(len(cams)):
+        c2w_cv = opencv_to_opengl(cams.c2w[i : i + 1])[0].double().numpy()
+        # the scene's world is the normalised one: world units = scale * normalised + offset
+        r_c2w, centre = c2w_cv[:, :3], c2w_cv[:, 3] * scale + off
+        r = r_c2w.T
+        t = -r @ centre
+        k = np.eye(4)
+        k[0, 0], k[1, 1], k[0, 2], k[1, 2] = cams.fx[i], cams.fy[i], cams.cx[i], cams.cy[i]
+        w2c = np.eye(4)
+        w2c[:3, :3], w2c[:3, 3] = r, t
+        mats[f"world_mat_{i}"] = k @ w2c
+        s = np.diag([scale, scale, scale, 1.0])
+        s[:3, 3] = off
+        mats[f"scale_mat_{i}"] = s
+        write_image(folder / "image" / f"{i:03d}.png", split.images[i])
+        if masks:
+            write_image(folder / "mask" / f"{i:03d}.png", split.alpha[i].expand(-1, -1, 3))
+    np.savez(folder / "cameras_sphere.npz", **mats)
+
+
+def test_neus_reader_recovers_the_cameras(tmp_path):
+    from fields.data.procedural import SceneSpec, ensure_scene
+
+    scene = load_scene(ensure_scene(SceneSpec(resolution=24, n_train=10, n_val=1, n_test=1),
+                                    root=tmp_path / "scenes"))
+    write_neus_scene(tmp_path / "dtu", scene)
+    assert format_of(tmp_path / "dtu") == "neus"
+    got = load_scene(tmp_path / "dtu", hold_out_every=None)
+    want = scene.train.cameras
+    cams = got.train.cameras
+    torch.testing.assert_close(cams.c2w, want.c2w, atol=1e-4, rtol=0)
+    torch.testing.assert_close(cams.fx, want.fx, atol=1e-3, rtol=0)
+    torch.testing.assert_close(cams.cy, want.cy, atol=1e-3, rtol=0)
+    assert got.train.alpha is not None and got.train.alpha.shape[-1] == 1
+    torch.testing.assert_close(got.train.images, scene.train.images, atol=1 / 255, rtol=0)
+    # the default hold-out: every 8th image is a test image
+    held = load_scene(tmp_path / "dtu")
+    assert len(held.splits["test"]) == 2 and len(held.train) == 8
+
+
+def test_neus_reader_errors_name_the_file_and_field(tmp_path):
+    from fields.data.procedural import SceneSpec, ensure_scene
+
+    scene = load_scene(ensure_scene(SceneSpec(resolution=16, n_train=4, n_val=1, n_test=1),
+                                    root=tmp_path / "scenes"))
+    write_neus_scene(tmp_path / "s", scene)
+    npz = dict(np.load(tmp_path / "s" / "cameras_sphere.npz"))
+    del npz["scale_mat_2"]
+    np.savez(tmp_path / "s" / "cameras_sphere.npz", **npz)
+    with pytest.raises(ValueError, match=r"cameras_sphere\.npz: field 'scale_mat_2'"):
+        load_scene(tmp_path / "s")
+    npz["scale_mat_2"] = np.eye(3)
+    np.savez(tmp_path / "s" / "cameras_sphere.npz", **npz)
+    with pytest.raises(ValueError, match=r"'scale_mat_2' must be a finite 4x4"):
+        load_scene(tmp_path / "s")
+    npz["scale_mat_2"] = np.eye(4)
+    np.savez(tmp_path / "s" / "cameras_sphere.npz", **npz)
+    (tmp_path / "s" / "mask" / "003.png").unlink()
+    with pytest.raises(ValueError, match="3 masks for 4 images"):
+        load_scene(tmp_path / "s")
+    (tmp_path / "s" / "cameras_sphere.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"cameras_sphere\.npz: not a readable"):
+        load_scene(tmp_path / "s")

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fields.data.dataset import SceneData
 
-FORMATS = ("blender", "ngp", "llff", "colmap")
+FORMATS = ("blender", "ngp", "llff", "colmap", "neus")
 _LOOKED_FOR = (
     "transforms_train.json (Blender), transforms.json (instant-ngp), poses_bounds.npy (LLFF), "
-    "sparse/ or cameras.txt + images.txt (COLMAP)"
+    "sparse/ or cameras.txt + images.txt (COLMAP), cameras_sphere.npz (NeuS / IDR)"
 )
 
 
@@ -20,8 +20,9 @@ def format_of(path: str | os.PathLike) -> str:
     """The format of a scene folder, one of `FORMATS`, by the files it holds (first match):
     ``transforms_train.json`` -> "blender", ``transforms.json`` -> "ngp",
     ``poses_bounds.npy`` -> "llff", ``sparse/`` or ``cameras.txt`` + ``images.txt`` ->
-    "colmap". A path to a ``.json`` file (other than ``transforms_<split>.json``, whose folder
-    is the scene) is "ngp". Raises ValueError when nothing matches."""
+    "colmap", ``cameras_sphere.npz`` -> "neus". A path to a ``.json`` file (other than
+    ``transforms_<split>.json``, whose folder is the scene) is "ngp". Raises ValueError when
+    nothing matches."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -37,12 +38,15 @@ def format_of(path: str | os.PathLike) -> str:
         return "llff"
     if (p / "sparse").is_dir() or ((p / "cameras.txt").is_file() and (p / "images.txt").is_file()):
         return "colmap"
+    if (p / "cameras_sphere.npz").is_file():
+        return "neus"
     raise ValueError(f"{p}: unknown scene format (looked for {_LOOKED_FOR})")
 
 
 def load_scene(path: str | os.PathLike, **kw: Any) -> SceneData:
     """Reads a scene in whichever format `format_of` detects; keyword arguments go to the
-    reader (`read_blender`, `read_ngp`, `read_llff`, `read_colmap`). Returns a SceneData."""
+    reader (`read_blender`, `read_ngp`, `read_llff`, `read_colmap`, `read_neus`). Returns a
+    SceneData."""
     fmt = format_of(path)
     if fmt == "blender":
         from fields.data.blender import read_blender as reader
@@ -50,6 +54,8 @@ def load_scene(path: str | os.PathLike, **kw: Any) -> SceneData:
         from fields.data.ngp import read_ngp as reader
     elif fmt == "llff":
         from fields.data.llff import read_llff as reader
+    elif fmt == "neus":
+        from fields.data.neus import read_neus as reader
     else:
         from fields.data.colmap import read_colmap as reader
     return reader(path, **kw)
