@@ -190,9 +190,15 @@ def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,
         verts, faces = extract_surface(
             field, field.aabb, resolution,
             progress=lambda i, n: progress.update(task, completed=i, total=n))
+    colours = None
+    if hasattr(field, "color_network") and len(verts):  # NeuS: its radiance head
+        from fields.sdf.neus import vertex_colours
+
+        colours = vertex_colours(field, torch.from_numpy(verts))
     target = Path(out) if out else Path(checkpoint).with_name("mesh.ply")
-    save_mesh(target, verts, faces)
-    console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces")
+    save_mesh(target, verts, faces, colours)
+    console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces"
+                  f"{', coloured' if colours is not None else ''}")
     return target
 
 

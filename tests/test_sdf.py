@@ -358,3 +358,30 @@ def test_neus_field_gradient_and_a_few_steps(tmp_path):
                                "neus": True}})
     loaded, _ = load_sdf(tmp_path / "neus.pt")
     torch.testing.assert_close(loaded(x), task.field(x))
+    from fields.sdf.neus import vertex_colours
+
+    colours = vertex_colours(loaded, x)
+    assert colours.shape == (32, 3) and colours.dtype == np.uint8
+
+
+def test_cli_fit_neus_writes_its_outputs(tmp_path, tiny_scene_dir):
+    from typer.testing import CliRunner
+
+    from fields.cli import app
+
+    cfg = json.dumps({"finest_resolution": 128, "log2_hashmap_size": 14, "n_levels": 8,
+                      "n_features": 7, "render_steps": 96, "grid_resolution": 32,
+                      "target_samples": 4096, "initial_rays": 256, "max_rays": 1024})
+    out = tmp_path / "neus"
+    res = CliRunner().invoke(app, ["fit", "neus", "--data", str(tiny_scene_dir), "--steps",
+                                   "10", "--resolution", "32", "--eval-every", "0",
+                                   "--config", cfg, "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and "psnr_view0" in metrics
+    assert (out / "renders" / "compare.png").exists() and (out / "checkpoint.pt").exists()
+    res = CliRunner().invoke(app, ["export", "mesh", str(out / "checkpoint.pt"),
+                                   "--resolution", "24", "--out", str(tmp_path / "n.ply")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["fit", "neus", "--config", '{"nope": 1}'])
+    assert res.exit_code == 2 and "nope" in res.output

@@ -125,6 +125,19 @@ class NeusField(nn.Module):
         return self.color_network(torch.cat((view, normals, feat), dim=-1))
 
 
+def vertex_colours(field: NeusField, vertices: torch.Tensor,
+                   chunk: int = 2**15) -> Any:
+    """(V, 3) uint8 colours of mesh vertices from the radiance head, each seen from outside
+    along its normal."""
+    parts = []
+    with torch.no_grad():
+        for v in vertices.float().split(chunk):
+            _, g, feat = field.sdf_gradient(v)
+            n = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+            parts.append(field.color(field.view_encoding(-n), n, feat))
+    return (torch.cat(parts).clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")
+
+
 def neus_alpha(sdf: torch.Tensor, grad: torch.Tensor, dirs: torch.Tensor, dt: torch.Tensor,
                s: torch.Tensor, anneal: float = 1.0) -> torch.Tensor:
     """NeuS's discrete opacity (S,) of sections of length dt (S,) with SDF `sdf` at their

@@ -227,9 +227,9 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
              truth: tuple[np.ndarray, np.ndarray] | None = None,
              on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
              show_progress: bool = True) -> dict[str, Any]:
-    """Trains NeuS on posed images, writes checkpoint.pt, mesh.ply, metrics.json (with
-    `truth`, a mesh, the surface metrics) and renders/compare.png (held-out image | render |
-    normals)."""
+    """Trains NeuS on posed images, writes checkpoint.pt, mesh.ply (coloured by the radiance
+    head), metrics.json (with `truth`, a mesh, the surface metrics) and renders/compare.png
+    (held-out image | render | the surface, sphere traced)."""
     from fields.data.images import write_image
     from fields.io import write_text_atomic
     from fields.sdf.neus import NeusTask
@@ -256,15 +256,18 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     metrics: dict[str, Any] = {"scene": data.name, "steps": state.step,
                                "seconds": state.seconds,
                                "train_wall_seconds": time.perf_counter() - wall,
-                               "sharpness": float(task.field.sharpness()),
+                               "sharpness": task.field.sharpness().item(),
                                "history": state.history}
+    from fields.sdf.neus import vertex_colours
+
     verts, faces = extract_surface(task.field.sdf, task.field.aabb, resolution)
-    save_mesh(out / "mesh.ply", verts, faces)
+    colours = vertex_colours(task.field, torch.from_numpy(verts)) if len(verts) else None
+    save_mesh(out / "mesh.ply", verts, faces, colours)
     metrics.update({"resolution": resolution, "vertices": len(verts), "faces": len(faces),
                     "watertight": is_watertight(faces)})
     if truth is not None:
         metrics.update(surface_metrics((verts, faces), truth))
-    # a held-out view: image | render | normals
+    # a held-out view: image | render | the surface
     split = data.eval_split()
     cams = split.cameras
     o, d = cams.pixel_rays(0)
@@ -276,7 +279,9 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     rgb = torch.cat(rows).reshape(h, w, 3).clamp(0, 1)
     psnr = float(-10 * torch.log10((rgb - split.images[0]).square().mean()))
     metrics["psnr_view0"] = psnr
+    with torch.no_grad():
+        surface = render_view(task.field, cams, 0, task.field.aabb).clamp(0, 1)
     write_image(out / "renders" / "compare.png",
-                torch.cat((split.images[0], rgb), dim=1))
+                torch.cat((split.images[0], rgb, surface), dim=1))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
