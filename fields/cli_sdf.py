@@ -60,10 +60,8 @@ def register(fit_app: typer.Typer, console: Console,
         if steps < 1 or not max_seconds > 0 or resolution < 8:
             raise error(ValueError("--steps must be >= 1, --max-seconds > 0, --resolution >= 8"))
         try:
-            overrides = json.loads(config) if config else {}
-            if not isinstance(overrides, dict):
-                raise ValueError(f"--config must be a JSON object of SDFConfig fields: {config}")
-            cfg = SDFConfig.from_dict({**SDFConfig(model=model).to_dict(), **overrides})
+            cfg = SDFConfig.from_dict({**SDFConfig(model=model).to_dict(),
+                                       **_json_object(config, "SDFConfig")})
             with console.status("preparing the supervision (surface, signed distances)..."):
                 if points:
                     target = points_target(points, gt)
@@ -142,10 +140,7 @@ def register(fit_app: typer.Typer, console: Console,
         if steps < 1 or not max_seconds > 0 or resolution < 8:
             raise error(ValueError("--steps must be >= 1, --max-seconds > 0, --resolution >= 8"))
         try:
-            overrides = json.loads(config) if config else {}
-            if not isinstance(overrides, dict):
-                raise ValueError(f"--config must be a JSON object of NeusConfig fields: {config}")
-            cfg = NeusConfig.from_dict(overrides)
+            cfg = NeusConfig.from_dict(_json_object(config, "NeusConfig"))
             scene, name = _load_nerf_data(data, 1, scene_resolution)
             truth = tabletop_truth() if data is None else None
             out = Path(output or f"outputs/{name}/neus/{time.strftime('%Y-%m-%d_%H%M%S')}")
@@ -174,6 +169,14 @@ def register(fit_app: typer.Typer, console: Console,
                   f"{metrics['f_score']:.4f}; " if "chamfer_l1" in metrics else "")
         console.print(f"{scores}held-out view PSNR {metrics['psnr_view0']:.2f} dB; "
                       f"{metrics['steps']} steps, {metrics['seconds']:.0f} s. Wrote {out}/")
+
+
+def _json_object(text: str | None, what: str) -> dict:
+    """The --config JSON object (empty without one)."""
+    d = json.loads(text) if text else {}
+    if not isinstance(d, dict):
+        raise ValueError(f"--config must be a JSON object of {what} fields, got {text}")
+    return d
 
 
 def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from test_viewer import wait_for
 
 from fields.viewer import Viewer, load_view
 
@@ -44,15 +45,6 @@ def viewer():
     v = Viewer(port=0, max_resolution=200, settle_seconds=0.2)
     yield v
     v.close()
-
-
-def wait_for(predicate, seconds=30.0):
-    t = time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def only_session(viewer):

@@ -62,17 +62,22 @@ class SDFConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SDFConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"SDFConfig: unknown fields {sorted(unknown)}; expected some of "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        cfg = cls(**d)
+        cfg = config_from_dict(cls, d)
         if cfg.model not in MODELS:
             raise ValueError(f"SDFConfig: model {cfg.model!r} not in {MODELS}")
         if cfg.gradient not in ("auto", "autograd", "finite"):
             raise ValueError(f"SDFConfig: gradient {cfg.gradient!r} not in "
                              "('auto', 'autograd', 'finite')")
         return cfg
+
+
+def config_from_dict(cls: Any, d: dict[str, Any]) -> Any:
+    """The dataclass `cls` built from `d`; ValueError naming the unknown fields."""
+    unknown = set(d) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}; expected some of "
+                         f"{sorted(cls.__dataclass_fields__)}")
+    return cls(**d)
 
 
 class SDFField(nn.Module):

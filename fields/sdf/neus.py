@@ -57,11 +57,9 @@ class NeusConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NeusConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"NeusConfig: unknown fields {sorted(unknown)}; expected some of "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        from fields.sdf.field import config_from_dict
+
+        return config_from_dict(cls, d)
 
 
 class NeusField(nn.Module):

@@ -187,7 +187,7 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
             on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
             show_progress: bool = True) -> dict[str, Any]:
     """Trains, writes checkpoint.pt and the outputs; returns the metrics."""
-    from fields.train import TrainConfig, seed_everything, train
+    from fields.train import seed_everything
 
     seed_everything(seed)
     if target.points is not None:
@@ -198,16 +198,25 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
                        evaluate_fn=evaluator(target, resolution))
     extra = {"kind": "sdf", "sdf": {"aabb": target.aabb.tolist(), "config": config.to_dict(),
                                     "source": target.name}}
+    run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress)
+    metrics = {"source": target.name, "model": config.model, **run}
+    return write_sdf_outputs(out, task.field, target, metrics, resolution)
+
+
+def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds: float,
+           eval_every: float, seed: int, on_eval: Any, show_progress: bool) -> dict[str, Any]:
+    """`fields.train.train` with checkpoint.pt in `out`; the run's steps, seconds and
+    history. Leaves the field in eval mode."""
+    from fields.train import TrainConfig, train
+
     wall = time.perf_counter()
     state = train(task, TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
                                     seed=seed),
                   checkpoint=out / "checkpoint.pt", checkpoint_extra=extra, on_eval=on_eval,
                   show_progress=show_progress)
     task.field.eval()
-    metrics = {"source": target.name, "model": config.model, "steps": state.step,
-               "seconds": state.seconds, "train_wall_seconds": time.perf_counter() - wall,
-               "history": state.history}
-    return write_sdf_outputs(out, task.field, target, metrics, resolution)
+    return {"steps": state.step, "seconds": state.seconds,
+            "train_wall_seconds": time.perf_counter() - wall, "history": state.history}
 
 
 # -- surfaces from images (NeuS) --
@@ -233,7 +242,7 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     from fields.data.images import write_image
     from fields.io import write_text_atomic
     from fields.sdf.neus import NeusTask
-    from fields.train import TrainConfig, seed_everything, train
+    from fields.train import seed_everything
 
     seed_everything(seed)
 
@@ -247,17 +256,9 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     task = NeusTask(data, config, seed=seed, evaluate_fn=evaluate)
     extra = {"kind": "sdf", "sdf": {"aabb": data.aabb.tolist(), "config": config.to_dict(),
                                     "source": data.name, "neus": True}}
-    wall = time.perf_counter()
-    state = train(task, TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
-                                    seed=seed),
-                  checkpoint=out / "checkpoint.pt", checkpoint_extra=extra, on_eval=on_eval,
-                  show_progress=show_progress)
-    task.field.eval()
-    metrics: dict[str, Any] = {"scene": data.name, "steps": state.step,
-                               "seconds": state.seconds,
-                               "train_wall_seconds": time.perf_counter() - wall,
-                               "sharpness": task.field.sharpness().item(),
-                               "history": state.history}
+    run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress)
+    metrics: dict[str, Any] = {"scene": data.name, **run,
+                               "sharpness": task.field.sharpness().item()}
     from fields.sdf.neus import vertex_colours
 
     verts, faces = extract_surface(task.field.sdf, task.field.aabb, resolution)
