@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -89,13 +88,10 @@ class SDFField(nn.Module):
         self.config = config
         extent = float((self.aabb[1] - self.aabb[0]).max())
         if config.model == "hash":
-            base = 16
-            scale = math.exp(math.log(config.finest_resolution / base)
-                             / max(config.n_levels - 1, 1))
-            self.encoding = encoding_from_config(3, {
-                "otype": "HashGrid", "n_levels": config.n_levels, "n_features_per_level": 2,
-                "log2_hashmap_size": config.log2_hashmap_size, "base_resolution": base,
-                "per_level_scale": scale})
+            from fields.nerf import hash_grid_config
+
+            self.encoding = encoding_from_config(3, hash_grid_config(
+                config.finest_resolution, config.log2_hashmap_size, config.n_levels, 2, 16))
             self.network = from_config({"otype": "FullyFusedMLP", "activation": "ReLU",
                                         "output_activation": "None", "n_neurons": 64,
                                         "n_hidden_layers": 2},

@@ -70,12 +70,10 @@ class NeusField(nn.Module):
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3))
         self.config = config
         extent = float((self.aabb[1] - self.aabb[0]).max())
-        base = 16
-        scale = math.exp(math.log(config.finest_resolution / base) / (config.n_levels - 1))
-        self.encoding = encoding_from_config(3, {
-            "otype": "HashGrid", "n_levels": config.n_levels, "n_features_per_level": 2,
-            "log2_hashmap_size": config.log2_hashmap_size, "base_resolution": base,
-            "per_level_scale": scale})
+        from fields.nerf import hash_grid_config
+
+        self.encoding = encoding_from_config(3, hash_grid_config(
+            config.finest_resolution, config.log2_hashmap_size, config.n_levels, 2, 16))
         mlp = {"otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "None",
                "n_neurons": 64, "n_hidden_layers": 2}
         self.sdf_network = from_config(mlp, self.encoding.n_output_dims, 1 + config.n_features)
