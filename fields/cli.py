@@ -734,7 +734,8 @@ def render_cmd(
         if frames < 1 or fps < 1 or not scale > 0:
             raise _error(ValueError("--frames and --fps must be >= 1 and --scale > 0"))
         try:
-            render_sdf_video(checkpoint, out, frames, fps, max(16, round(256 * scale)), console)
+            render_sdf_video(checkpoint, out, frames, fps, max(16, round(256 * scale)), console,
+                             path)
         except (ValueError, OSError) as e:
             raise _error(e) from e
         return

@@ -206,7 +206,7 @@ def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,
 
 
 def render_sdf_video(checkpoint: str, out: str | None, frames: int, fps: int, size: int,
-                     console: Console) -> Path:
+                     console: Console, path: str = "orbit") -> Path:
     """`fields render` for an SDF checkpoint: a sphere-traced, shaded orbit."""
     from rich.progress import Progress
 
@@ -218,7 +218,7 @@ def render_sdf_video(checkpoint: str, out: str | None, frames: int, fps: int, si
     target = Path(out or "turntable.mp4")
     if target.suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"{target}: unknown video extension; use .mp4 or .gif")
-    cams = orbit_cameras(field.aabb, frames, size)
+    cams = orbit_cameras(field.aabb, frames, size, path)
     video = []
     with Progress(console=console) as progress, torch.no_grad():
         task = progress.add_task("sphere tracing", total=frames)

@@ -126,21 +126,19 @@ def evaluator(target: Target, resolution: int,
     return evaluate
 
 
-def orbit_cameras(aabb: torch.Tensor, n: int, size: int, elevation_deg: float = 25.0) -> Any:
-    """`n` cameras around the box (z up), looking at its centre, `size` pixels square."""
-    from fields.render.cameras import Cameras, look_at
+def orbit_cameras(aabb: torch.Tensor, n: int, size: int, path: str = "orbit") -> Any:
+    """`n` cameras on an orbit (or spiral) around the box (z up, 25 degrees above the
+    horizon), looking at its centre, `size` pixels square, 40-degree field of view."""
+    from fields.render.cameras import Cameras
+    from fields.render.paths import PATHS, orbit_path
 
-    centre = aabb.mean(0)
+    if path not in PATHS:
+        raise ValueError(f"unknown camera path {path!r}; expected one of {sorted(PATHS)}")
     radius = 1.6 * float((aabb[1] - aabb[0]).norm()) / 2
-    el = math.radians(elevation_deg)
-    c2w = []
-    for i in range(n):
-        az = 2 * math.pi * i / n + math.radians(30)
-        eye = centre + radius * torch.tensor([math.cos(az) * math.cos(el),
-                                              math.sin(az) * math.cos(el), math.sin(el)])
-        c2w.append(look_at(eye, centre, torch.tensor([0.0, 0.0, 1.0])).reshape(-1, 4)[:3])
+    c2w = orbit_path(aabb.mean(0), radius, torch.tensor([0.0, 0.0, 1.0]), n,
+                     elevation_deg=25.0, spiral_deg=PATHS[path])
     focal = 0.5 * size / math.tan(math.radians(40) / 2)
-    return Cameras(torch.stack(c2w), focal, focal, size / 2, size / 2, size, size)
+    return Cameras(c2w, focal, focal, size / 2, size / 2, size, size)
 
 
 def render_view(sdf: Callable[[torch.Tensor], torch.Tensor], cameras: Any, index: int,
