@@ -197,8 +197,10 @@ def extract_surface(
     verts = np.concatenate(verts_all)
     faces = np.concatenate(faces_all)
     # merge the vertices that neighbouring blocks both made: the same point on the same grid
-    # edge, up to float32 rounding in each block's frame (distinct marching-cubes vertices lie
-    # on distinct edges, far more than 2^-16 cells apart, or coincide at a grid vertex)
+    # edge, up to float32 rounding in each block's frame (they are not bit-identical: each
+    # block adds its fraction to its own integer offset). Distinct vertices closer than 2^-16
+    # cells only occur where the field is ~0 at a grid vertex; merging those collapses
+    # degenerate slivers, which are dropped below.
     keys = np.round(verts * 65536.0).astype(np.int64)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     uniq = verts[first]
@@ -247,6 +249,8 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"{p}: no such mesh file")
     try:
         mesh = trimesh.load(p, force="mesh", process=False)
+        if hasattr(mesh, "merge_vertices"):  # STL stores every triangle's own corners
+            mesh.merge_vertices()
     except Exception as e:
         raise ValueError(f"{p}: not a readable mesh ({type(e).__name__}: {e})") from e
     v = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
@@ -255,6 +259,9 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{p}: no triangles in the mesh (vertices {v.shape}, faces {f.shape})")
     if f.min() < 0 or f.max() >= len(v):
         raise ValueError(f"{p}: face indices outside [0, {len(v)})")
+    area = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+    if not area.sum() > 0:
+        raise ValueError(f"{p}: the mesh has no area")
     return v, f
 
 
@@ -282,7 +289,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
 
 def surface_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray],
                     n_points: int = 100_000, tau: float = 0.005,
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0) -> dict[str, float | None]:
     """Chamfer-L1, F-score@tau and normal consistency between two meshes ((vertices, faces)
     each), from `n_points` sampled on each, in units of the ground truth's bounding-box
     diagonal (`shared/BENCHMARKS.md`).
@@ -298,9 +305,9 @@ def surface_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, n
 
     gv = np.asarray(gt[0], dtype=np.float64)
     diag = float(np.linalg.norm(gv.max(0) - gv.min(0)))
-    if len(pred[1]) == 0:
-        return {"chamfer_l1": float("inf"), "accuracy": float("inf"),
-                "completeness": float("inf"), "f_score": 0.0, "precision": 0.0,
+    if len(pred[1]) == 0:  # no surface at all: no distances (null in JSON), F-score 0
+        return {"chamfer_l1": None, "accuracy": None,
+                "completeness": None, "f_score": 0.0, "precision": 0.0,
                 "recall": 0.0, "normal_consistency": 0.0, "tau": tau, "diagonal": diag}
     p_pts, p_n = sample_surface(pred[0], pred[1], n_points, seed)
     g_pts, g_n = sample_surface(gt[0], gt[1], n_points, seed + 1)

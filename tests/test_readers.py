@@ -608,9 +608,11 @@ def test_format_detection_and_load_scene(tmp_path):
 # -- NeuS / IDR (cameras_sphere.npz) --
 
 
-def write_neus_scene(folder, scene, scale=2.0, offset=(0.3, -0.2, 0.1), masks=True):
+def write_neus_scene(folder, scene, scale=2.0, offset=(0.3, -0.2, 0.1), masks=True, sign=1.0):
     """A NeuS-layout copy of `scene`'s train split: world_mat = K [R | t] of each camera in
-    world units, scale_mat mapping the unit sphere to x_world = scale * x + offset."""
+    world units (K in OpenCV's convention: pixel centres at integers; the whole matrix times
+    `sign`, a projection being defined up to scale), scale_mat mapping the unit sphere to
+    x_world = scale * x + offset."""
     from fields.data.images import write_image
     from fields.render.cameras import opencv_to_opengl
 
@@ -627,10 +629,11 @@ def write_neus_scene(folder, scene, scale=2.0, offset=(0.3, -0.2, 0.1), masks=Tr
         r = r_c2w.T
         t = -r @ centre
         k = np.eye(4)
-        k[0, 0], k[1, 1], k[0, 2], k[1, 2] = cams.fx[i], cams.fy[i], cams.cx[i], cams.cy[i]
+        k[0, 0], k[1, 1] = cams.fx[i], cams.fy[i]
+        k[0, 2], k[1, 2] = cams.cx[i] - 0.5, cams.cy[i] - 0.5
         w2c = np.eye(4)
         w2c[:3, :3], w2c[:3, 3] = r, t
-        mats[f"world_mat_{i}"] = k @ w2c
+        mats[f"world_mat_{i}"] = sign * (k @ w2c)
         s = np.diag([scale, scale, scale, 1.0])
         s[:3, 3] = off
         mats[f"scale_mat_{i}"] = s
@@ -651,10 +654,23 @@ def test_neus_reader_recovers_the_cameras(tmp_path):
     want = scene.train.cameras
     cams = got.train.cameras
     torch.testing.assert_close(cams.c2w, want.c2w, atol=1e-4, rtol=0)
-    torch.testing.assert_close(cams.fx, want.fx, atol=1e-3, rtol=0)
-    torch.testing.assert_close(cams.cy, want.cy, atol=1e-3, rtol=0)
+    for a, b in ((cams.fx, want.fx), (cams.fy, want.fy), (cams.cx, want.cx), (cams.cy, want.cy)):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
     assert got.train.alpha is not None and got.train.alpha.shape[-1] == 1
-    torch.testing.assert_close(got.train.images, scene.train.images, atol=1 / 255, rtol=0)
+    # the images come composited on black by their masks
+    mask = (scene.train.alpha > 0.5).float()
+    torch.testing.assert_close(got.train.images, scene.train.images * mask, atol=1 / 255,
+                               rtol=0)
+    # a projection matrix with a negative scale is the same camera
+    write_neus_scene(tmp_path / "neg", scene, sign=-3.0)
+    neg = load_scene(tmp_path / "neg", hold_out_every=None).train.cameras
+    torch.testing.assert_close(neg.c2w, want.c2w, atol=1e-4, rtol=0)
+    torch.testing.assert_close(neg.fx, want.fx, atol=1e-3, rtol=0)
+    # downscaled by 2: intrinsics halve
+    half = load_scene(tmp_path / "dtu", hold_out_every=None, downscale=2).train.cameras
+    assert (half.width, half.height) == (12, 12)
+    torch.testing.assert_close(half.fy, want.fy / 2, atol=1e-3, rtol=0)
+    torch.testing.assert_close(half.cx, want.cx / 2, atol=1e-3, rtol=0)
     # the default hold-out: every 8th image is a test image
     held = load_scene(tmp_path / "dtu")
     assert len(held.splits["test"]) == 2 and len(held.train) == 8

@@ -178,6 +178,8 @@ def test_mesh_files_round_trip_and_bad_files_name_themselves(tmp_path):
         assert len(lf) == len(f), suffix
         assert np.abs(np.sort(lv[lf].reshape(-1, 3), 0) - np.sort(v[f].reshape(-1, 3), 0)).max() \
             < 1e-5, suffix
+    # STL stores each triangle's own corners: loading merges them, so a closed mesh stays so
+    assert is_watertight(load_mesh(tmp_path / "s.stl")[1])
     with pytest.raises(ValueError, match=r"\.xyz"):
         save_mesh(tmp_path / "s.xyz", v, f)
     (tmp_path / "junk.obj").write_text("this is not a mesh\n")
@@ -310,6 +312,12 @@ def test_neus_alpha_is_the_sdf_section_opacity():
     sig = torch.sigmoid
     exact = (sig(torch.tensor(2.0)) - sig(torch.tensor(-2.0))) / sig(torch.tensor(2.0))
     assert abs(float(a[0]) - float(exact)) < 1e-4 and a[1] < 1e-3 and a[4] < 1e-3
+    # NeuS's annealing: a grazing section (cos 0) counts as entering at first (cos taken as
+    # (c - 1) / 2), and as parallel to the surface at the end (min(c, 0) = 0)
+    side = torch.tensor([[1.0, 0.0, 0.0]])
+    early = neus_alpha(torch.zeros(1), side, d[:1], dt[:1], torch.tensor(200.0), anneal=0.0)
+    late = neus_alpha(torch.zeros(1), side, d[:1], dt[:1], torch.tensor(200.0), anneal=1.0)
+    assert float(early) > 0.5 and float(late) < 1e-3
     leaving = neus_alpha(sdf, -grad, d, dt, torch.tensor(200.0))
     outside = sdf >= 0  # (inside a solid, NeuS's alpha is 1: opaque)
     assert float(leaving[outside].max()) < 1e-3
@@ -385,3 +393,25 @@ def test_cli_fit_neus_writes_its_outputs(tmp_path, tiny_scene_dir):
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, ["fit", "neus", "--config", '{"nope": 1}'])
     assert res.exit_code == 2 and "nope" in res.output
+
+
+def test_neus_trains_on_neus_format_data_with_masks(tmp_path):
+    """DTU-style input: real backgrounds, masks. The reader composites on black, the scene's
+    background is black, so the colour and mask losses agree (both want empty space empty)."""
+    from test_readers import write_neus_scene
+
+    from fields.data import load_scene
+    from fields.data.procedural import SceneSpec, ensure_scene
+    from fields.sdf.neus import NeusConfig, NeusTask
+
+    scene = load_scene(ensure_scene(SceneSpec(resolution=16, n_train=8, n_val=1, n_test=1),
+                                    root=tmp_path / "scenes"))
+    write_neus_scene(tmp_path / "dtu", scene, scale=1.5, offset=(0.0, 0.0, 0.0))
+    data = load_scene(tmp_path / "dtu")
+    assert data.train.alpha is not None and float(data.background.sum()) == 0.0
+    cfg = NeusConfig(finest_resolution=64, log2_hashmap_size=12, n_levels=4, n_features=3,
+                     render_steps=64, grid_resolution=16, target_samples=2**11,
+                     initial_rays=128, max_rays=512)
+    task = NeusTask(data, cfg)
+    out = [task.train_step(i, i / 10) for i in range(10)]
+    assert all(np.isfinite(o["loss"]) for o in out)

@@ -10,14 +10,17 @@ Layout::
 
 As NeuS does, each camera's projection is P = world_mat_i @ scale_mat_i (so the scene of
 interest is the unit sphere), split into intrinsics K and pose by an RQ decomposition, and
-converted from OpenCV's camera frame to the engine's OpenGL one. The box is [-1, 1]^3; masks
-become the split's alpha (the images are left as they are, background included). Every
+converted from OpenCV's camera frame to the engine's OpenGL one (and the principal point from
+OpenCV's integer pixel centres to the engine's half-integer ones). The box is [-1, 1]^3; masks
+become the split's alpha, and the images are composited on black by them (the background,
+black, is then what empty space renders to). Every
 eighth image is held out for testing (as LLFF), unless `hold_out_every` says otherwise.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +81,15 @@ def read_neus(path: str | os.PathLike, downscale: int = 1,
         if abs(np.linalg.det(p[:, :3])) < 1e-12:
             raise ValueError(f"{npz_path}: world_mat_{i} @ scale_mat_{i} is singular")
         k, pose = decompose_projection(p)
+        if abs(k[0, 1]) > 1e-3 * abs(k[0, 0]):
+            warnings.warn(f"{npz_path}: world_mat_{i} has a skewed K (k01 = {k[0, 1]:.4g}); "
+                          "the skew is dropped", stacklevel=2)
         c2w.append(pose)
         fx.append(k[0, 0])
         fy.append(k[1, 1])
-        cx.append(k[0, 2])
-        cy.append(k[1, 2])
+        # OpenCV's pixel centres are at integers, the engine's at i + 0.5
+        cx.append(k[0, 2] + 0.5)
+        cy.append(k[1, 2] + 0.5)
     pics = [read_image(p) for p in images]
     h, w = pics[0].shape[:2]
     for p, im in zip(images, pics, strict=True):
@@ -104,14 +111,16 @@ def read_neus(path: str | os.PathLike, downscale: int = 1,
                 raise ValueError(f"{p}: mask size {m.shape[1]}x{m.shape[0]}, image size {w}x{h}")
             ms.append((m[..., :1] > 0.5).float())
         alpha = torch.stack(ms)
+        # the background is not part of the scene: composite the images on black by the masks
+        rgb = rgb * alpha
     if downscale > 1:
         size = (h // downscale, w // downscale)
         rgb = area_downsample(rgb, size)
         alpha = area_downsample(alpha, size) if alpha is not None else None
-    scale = rgb.shape[2] / w
+    sx, sy = rgb.shape[2] / w, rgb.shape[1] / h
     cameras = Cameras(opencv_to_opengl(torch.tensor(np.stack(c2w), dtype=torch.float32)),
-                      torch.tensor(fx) * scale, torch.tensor(fy) * scale,
-                      torch.tensor(cx) * scale, torch.tensor(cy) * scale,
+                      torch.tensor(fx) * sx, torch.tensor(fy) * sy,
+                      torch.tensor(cx) * sx, torch.tensor(cy) * sy,
                       rgb.shape[2], rgb.shape[1])
     splits = hold_out_splits(rgb, cameras, [p.name for p in images], hold_out_every, alpha)
     return SceneData(root.name, splits, torch.tensor([[-1.0] * 3, [1.0] * 3]),

@@ -7,8 +7,9 @@ f at its middle and the cosine c between ray and gradient gets NeuS's discrete o
 
     alpha = (Phi_s(f_prev) - Phi_s(f_next)) / Phi_s(f_prev),   f_prev/next = f -/+ c (t1 - t0)/2
 
-with Phi_s the logistic sigmoid of learned sharpness s (and c annealed from the mean of the
-two cosines to the true one); compositing then follows the radiance-field renderer (alpha
+with Phi_s the logistic sigmoid of learned sharpness s, and c NeuS's annealed cosine: from
+(c - 1) / 2 (never 0: every section is seen as entering) to min(c, 0) over the first
+`cos_anneal_steps`; compositing then follows the radiance-field renderer (alpha
 passed as the density -log(1 - alpha) / dt). Samples come from the occupancy grid and ray
 marcher of `fields.render`, the grid marking cells where |f| is within a band. Gradients are
 tetrahedral finite differences (4 evaluations give the SDF and its gradient), so only first
@@ -137,7 +138,8 @@ def vertex_colours(field: NeusField, vertices: torch.Tensor,
 def neus_alpha(sdf: torch.Tensor, grad: torch.Tensor, dirs: torch.Tensor, dt: torch.Tensor,
                s: torch.Tensor, anneal: float = 1.0) -> torch.Tensor:
     """NeuS's discrete opacity (S,) of sections of length dt (S,) with SDF `sdf` at their
-    middles; `anneal` in [0, 1] blends the cosine from (c + 1) / 2 to c (NeuS's schedule)."""
+    middles; `anneal` in [0, 1] blends the cosine from -relu((1 - c) / 2) = (c - 1) / 2 to
+    -relu(-c) = min(c, 0) (NeuS's schedule)."""
     cos = (dirs * grad).sum(-1)
     iter_cos = -(torch.relu(-cos * 0.5 + 0.5) * (1.0 - anneal) + torch.relu(-cos) * anneal)
     prev = torch.sigmoid((sdf - iter_cos * dt * 0.5) * s)

@@ -266,21 +266,24 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
                     "watertight": is_watertight(faces)})
     if truth is not None:
         metrics.update(surface_metrics((verts, faces), truth))
-    # a held-out view: image | render | the surface
+    # a held-out view, its longer side at most 256 pixels: image | render | the surface
+    from fields.data.blender import area_downsample
+    from fields.render.cameras import Cameras
+
     split = data.eval_split()
-    cams = split.cameras
+    full = split.cameras[0]
+    k = min(1.0, 256 / max(full.width, full.height))
+    w, h = max(1, round(full.width * k)), max(1, round(full.height * k))
+    cams = Cameras(full.c2w, full.fx * w / full.width, full.fy * h / full.height,
+                   full.cx * w / full.width, full.cy * h / full.height, w, h)
+    image = area_downsample(split.images[:1], (h, w))[0]
     o, d = cams.pixel_rays(0)
-    rows = []
     with torch.no_grad():
-        for oo, dd in zip(o.split(4096), d.split(4096), strict=True):
-            rows.append(task.render_rays(oo, dd, data.background, with_grad=False)["rgb"])
-    h, w = cams.height, cams.width
-    rgb = torch.cat(rows).reshape(h, w, 3).clamp(0, 1)
-    psnr = float(-10 * torch.log10((rgb - split.images[0]).square().mean()))
-    metrics["psnr_view0"] = psnr
-    with torch.no_grad():
+        rgb = torch.cat([task.render_rays(oo, dd, data.background, with_grad=False)["rgb"]
+                         for oo, dd in zip(o.split(4096), d.split(4096), strict=True)])
+        rgb = rgb.reshape(h, w, 3).clamp(0, 1)
         surface = render_view(task.field, cams, 0, task.field.aabb).clamp(0, 1)
-    write_image(out / "renders" / "compare.png",
-                torch.cat((split.images[0], rgb, surface), dim=1))
+    metrics["psnr_view0"] = float(-10 * torch.log10((rgb - image).square().mean()))
+    write_image(out / "renders" / "compare.png", torch.cat((image, rgb, surface), dim=1))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
