@@ -88,15 +88,8 @@ def register(fit_app: typer.Typer, console: Console,
             console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: Chamfer-L1 "
                         f"{100 * rec['chamfer_l1']:.3f}% of the diagonal (mesh at 129^3)")
 
-        try:
-            metrics = fit_sdf(target, cfg, out, steps, max_seconds, eval_every, seed,
-                              resolution, on_eval=on_eval)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/yellow]: checkpoint written to "
-                          f"{out}/checkpoint.pt")
-            raise typer.Exit(130) from None
-        except (ValueError, OSError) as e:
-            raise error(e) from e
+        metrics = _fit(lambda: fit_sdf(target, cfg, out, steps, max_seconds, eval_every, seed,
+                                        resolution, on_eval=on_eval), out, console, error)
         scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
                   f"{metrics['f_score']:.4f}, normal consistency "
                   f"{metrics['normal_consistency']:.4f}; " if metrics.get("chamfer_l1") is not None
@@ -158,19 +151,25 @@ def register(fit_app: typer.Typer, console: Console,
                 console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: Chamfer-L1 "
                             f"{100 * rec['chamfer_l1']:.3f}% of the diagonal (mesh at 129^3)")
 
-        try:
-            metrics = fit_neus(scene, cfg, out, steps, max_seconds, eval_every, seed,
-                               resolution, truth=truth, on_eval=on_eval)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/yellow]: checkpoint written to "
-                          f"{out}/checkpoint.pt")
-            raise typer.Exit(130) from None
-        except (ValueError, OSError) as e:
-            raise error(e) from e
+        metrics = _fit(lambda: fit_neus(scene, cfg, out, steps, max_seconds, eval_every, seed,
+                                         resolution, truth=truth, on_eval=on_eval),
+                       out, console, error)
         scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
                   f"{metrics['f_score']:.4f}; " if metrics.get("chamfer_l1") is not None else "")
         console.print(f"{scores}held-out view PSNR {metrics['psnr_view0']:.2f} dB; "
                       f"{metrics['steps']} steps, {metrics['seconds']:.0f} s. Wrote {out}/")
+
+
+def _fit(run: Callable[[], dict], out: Path, console: Console,
+         error: Callable[[Exception], typer.Exit]) -> dict:
+    """Runs a fit; Ctrl-C says where the checkpoint is (exit 130), bad input exits 2."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: checkpoint written to {out}/checkpoint.pt")
+        raise typer.Exit(130) from None
+    except (ValueError, OSError) as e:
+        raise error(e) from e
 
 
 def _json_object(text: str | None, what: str) -> dict:
