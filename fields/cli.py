@@ -834,11 +834,12 @@ def export_mesh_cmd(
 
 
 def _register_more() -> None:
-    from fields import cli_inr, cli_sdf, cli_view
+    from fields import cli_inr, cli_pinn, cli_sdf, cli_view
 
     cli_inr.register(fit_app, bench_app, console, _error)
     cli_sdf.register(fit_app, console, _error)
     cli_view.register(app, bench_app, console, _error)
+    cli_pinn.register(app, console, _error)
 
 
 _register_more()

@@ -165,3 +165,67 @@ def write_slices_figure(path: str | os.PathLike, volume, reconstruction) -> Path
             ax.set_title(f"{name}, axis {k}", fontsize=9)
             ax.axis("off")
     return _save(plt, fig, path)
+
+
+def write_pde_figure(path: str | os.PathLike, axes: list, names: tuple[str, str],
+                     outputs: tuple[str, ...], prediction, reference,
+                     title: str = "") -> Path:
+    """Solution, reference and absolute error of each output on a 1-D or 2-D grid (rows:
+    outputs)."""
+    plt = _pyplot()
+    pred = np.asarray(prediction)
+    ref = np.asarray(reference)
+    m = pred.shape[-1]
+    if len(axes) == 1:
+        fig, ax = plt.subplots(m, 2, figsize=(10, 3.2 * m), squeeze=False)
+        x = np.asarray(axes[0])
+        for j in range(m):
+            ax[j, 0].plot(x, ref[:, j], "k-", lw=2, label="reference")
+            ax[j, 0].plot(x, pred[:, j], "r--", lw=1.2, label="PINN")
+            ax[j, 0].set_xlabel(names[0])
+            ax[j, 0].set_ylabel(outputs[j])
+            ax[j, 0].legend()
+            ax[j, 1].semilogy(x, np.abs(pred[:, j] - ref[:, j]) + 1e-300, "b-")
+            ax[j, 1].set_xlabel(names[0])
+            ax[j, 1].set_title(f"|error| of {outputs[j]}")
+    else:
+        fig, ax = plt.subplots(m, 3, figsize=(13, 3.6 * m), squeeze=False)
+        a0, a1 = np.asarray(axes[0]), np.asarray(axes[1])
+        ext = [a1[0], a1[-1], a0[0], a0[-1]]
+        for j in range(m):
+            p, r = pred[..., j], ref[..., j]
+            lo, hi = float(min(p.min(), r.min())), float(max(p.max(), r.max()))
+            for k, (img, label, cmap) in enumerate(
+                [(p, "PINN", "RdBu_r"), (r, "reference", "RdBu_r"),
+                 (np.abs(p - r), "|error|", "magma")]
+            ):
+                kw = {"vmin": lo, "vmax": hi} if k < 2 else {}
+                im = ax[j, k].imshow(img, origin="lower", aspect="auto", extent=ext, cmap=cmap,
+                                     **kw)
+                ax[j, k].set_title(f"{outputs[j]}: {label}")
+                ax[j, k].set_xlabel(names[1])
+                ax[j, k].set_ylabel(names[0])
+                fig.colorbar(im, ax=ax[j, k])
+    if title:
+        fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
+def write_history_figure(path: str | os.PathLike, history: list[dict]) -> Path:
+    """Loss and relative L2 error against training time."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    rows = [h for h in history if "loss" in h]
+    sec = [h["seconds"] for h in rows]
+    ax[0].semilogy(sec, [max(h["loss"], 1e-300) for h in rows])
+    ax[0].set_xlabel("seconds")
+    ax[0].set_title("loss")
+    if rows and "rel_l2" in rows[0]:
+        ax[1].semilogy(sec, [h["rel_l2"] for h in rows])
+    ax[1].set_xlabel("seconds")
+    ax[1].set_title("relative L2 error")
+    for a in ax:
+        for h in history:
+            if h.get("phase") == "stage":
+                a.axvline(h["seconds"], color="grey", ls=":")
+    return _save(plt, fig, path)

@@ -1,0 +1,144 @@
+"""Hard constraints: an output transform that satisfies conditions exactly.
+
+For each output, ``u = A(X) + D(X) * N(X)`` where `N` is the network, `D` vanishes on the
+constrained faces (products of normalised distances ``(x - lo)(hi - x) / (L/2)^2`` and
+``(t - t0) / T``), and the lift `A` takes the prescribed values there:
+
+- Dirichlet only: ``A = h(X)`` (its value, evaluated anywhere in the domain);
+- initial only: ``A = g(x)``;
+- both: ``A = h(x, t) + g(x) - h(x, t0)`` (exact when g and h agree at the corners).
+
+A periodic condition is exact through the periodic embedding (`fields.pinn.networks`). A
+condition that cannot be made exact this way (Neumann, a derivative initial condition, two
+different Dirichlet values for one output; one constant on several faces is merged) stays in
+the loss; one marked ``hard=True`` then is an error, unless the problem gives its own
+`transform`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from fields.pinn.conditions import Condition, Dirichlet, Initial, Periodic
+from fields.pinn.geometry import Box
+
+__all__ = ["OutputTransform"]
+
+
+class OutputTransform(nn.Module):
+    """Raw network outputs (N, m) at coordinates X (N, dim) to outputs satisfying the hard
+    conditions; `satisfied` lists the conditions it makes exact (by index)."""
+
+    def __init__(self, box: Box, outputs: Sequence[str], conditions: Sequence[Condition],
+                 enabled: bool = True,
+                 explicit: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+                 | None = None) -> None:
+        super().__init__()
+        self.box = box
+        self.outputs = tuple(outputs)
+        self.explicit = explicit
+        self.satisfied: list[int] = []
+        self.periodic: dict[str, int] = {}
+        self.plan: list[tuple[tuple[int, Dirichlet] | None, tuple[int, Initial] | None]] = []
+        self.merged: dict[int, list[int]] = {}  # output -> Dirichlet conditions merged into one
+        if explicit is not None:
+            self.satisfied = [i for i, c in enumerate(conditions) if c.hard]
+            return
+        for i, c in enumerate(conditions):
+            if isinstance(c, Periodic) and enabled and c.hard is not False:
+                self.periodic[c.on] = 1
+                self.satisfied.append(i)
+        used: set[int] = set()
+        for j in range(len(self.outputs)):
+            dir_c = [(i, c) for i, c in enumerate(conditions) if isinstance(c, Dirichlet)
+                     and enabled and c.hard is not False and j in c.columns(self.outputs)]
+            ini_c = [(i, c) for i, c in enumerate(conditions) if isinstance(c, Initial)
+                     and c.derivative == 0 and enabled and c.hard is not False
+                     and j in c.columns(self.outputs)]
+            if len(dir_c) > 1 and all(not callable(c.value) for _, c in dir_c) and len(
+                    {float(c.value) for _, c in dir_c}) == 1 and len(
+                    {len(c.columns(self.outputs)) for _, c in dir_c}) == 1:
+                # one constant on several faces: one condition over all of them
+                faces = [f for _, c in dir_c for f in box.faces(c.on)]
+                names = sorted({f"{box.names[a]}{'-+'[s]}" for a, s in faces})
+                merged = Dirichlet(dir_c[0][1].value, on=names, output=dir_c[0][1].output)
+                self.merged[j] = [i for i, _ in dir_c]
+                dir_c = [(dir_c[0][0], merged)]
+            d = dir_c[0] if len(dir_c) == 1 else None
+            g = ini_c[0] if len(ini_c) == 1 and box.time is not None else None
+            self.plan.append((d, g))
+            used |= {i for i, _ in ([d] if d else []) + ([g] if g else [])}
+            if d and j in self.merged:
+                used |= set(self.merged[j])
+        # a condition is exact only if it is exact for every output it constrains
+        for i in sorted(used):
+            c = conditions[i]
+            ok = all((self.plan[j][0] and (self.plan[j][0][0] == i
+                                           or i in self.merged.get(j, ())))
+                     or (self.plan[j][1] and self.plan[j][1][0] == i)
+                     for j in c.columns(self.outputs))
+            if ok:
+                self.satisfied.append(i)
+            else:  # pragma: no cover - plan covers each column it was asked for
+                self.plan = [(d if d and d[0] != i else None, g if g and g[0] != i else None)
+                             for d, g in self.plan]
+        for i, c in enumerate(conditions):
+            if c.hard and i not in self.satisfied:
+                raise ValueError(f"{c.label()} is marked hard=True but cannot be imposed by "
+                                 f"the automatic output transform (only Dirichlet, Initial "
+                                 f"values and Periodic can, one of each per output); give the "
+                                 f"problem a transform= or leave it soft")
+        self.satisfied.sort()
+
+    def forward(self, X: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        box = self.box
+        if self.explicit is not None:
+            coords = {nm: X[:, i : i + 1] for i, nm in enumerate(box.names)}
+            return self.explicit(coords, raw)
+        if not any(d or g for d, g in self.plan):
+            return raw
+        cols = []
+        for j, (d, g) in enumerate(self.plan):
+            n = raw[:, j : j + 1]
+            if d is None and g is None:
+                cols.append(n)
+                continue
+            dist = torch.ones_like(n)
+            lift = torch.zeros_like(n)
+            if d is not None:
+                _, cd = d
+                faces = box.faces(cd.on)
+                for axis in sorted({a for a, _ in faces}):
+                    lo, hi = float(box.lo[axis]), float(box.hi[axis])
+                    x = X[:, axis : axis + 1]
+                    sides = {s for a, s in faces if a == axis}
+                    if sides == {0, 1}:
+                        dist = dist * (x - lo) * (hi - x) / (0.5 * (hi - lo)) ** 2
+                    elif sides == {0}:
+                        dist = dist * (x - lo) / (hi - lo)
+                    else:
+                        dist = dist * (hi - x) / (hi - lo)
+                k = cd.columns(self.outputs).index(j)
+                ncols = len(cd.columns(self.outputs))
+                lift = lift + cd.target(X, ncols)[:, k : k + 1]
+            if g is not None:
+                _, cg = g
+                ti = box.index(box.time)
+                t0, t1 = box.bounds(box.time)
+                dist = dist * (X[:, ti : ti + 1] - t0) / (t1 - t0)
+                k = cg.columns(self.outputs).index(j)
+                ncols = len(cg.columns(self.outputs))
+                lift = lift + cg.target(box, X, ncols)[:, k : k + 1]
+                if d is not None:
+                    X0 = X.clone()
+                    X0[:, ti] = t0
+                    _, cd = d
+                    kd = cd.columns(self.outputs).index(j)
+                    lift = lift - cd.target(X0, len(cd.columns(self.outputs)))[:, kd : kd + 1]
+            cols.append(lift + dist * n)
+        return torch.cat(cols, 1)
+
+

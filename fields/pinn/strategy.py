@@ -1,0 +1,144 @@
+"""How a PINN is trained: `Strategy` gathers the choices a practitioner makes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from fields.pinn.geometry import SAMPLERS
+
+__all__ = ["Strategy"]
+
+WEIGHTINGS = ("fixed", "gradnorm")
+RESAMPLERS = (None, "rad", "rar")
+
+
+@dataclass
+class Strategy:
+    """Training choices (see `fields.pinn.solve`).
+
+    Optimisation: `adam_steps` of Adam (learning rate `lr`, multiplied by `lr_decay` every 1000
+    steps), then `lbfgs_steps` of full-batch L-BFGS (strong Wolfe line search, `history`
+    pairs), within `max_seconds` in all.
+
+    Points: `n_collocation` interior points and `n_condition` per condition, drawn by
+    `sampler` (sobol / lhs / uniform / grid); `resample`: ``"rad"`` (residual-based adaptive
+    distribution, Wu et al. 2023: redraw with probability ``|r|^rad_k / mean + rad_c``) or
+    ``"rar"`` (add the `rar_add` worst points of a random pool) every `resample_every` Adam
+    steps.
+
+    Weighting: ``"fixed"`` (each condition's own `weight`) or ``"gradnorm"`` (learning-rate
+    annealing, Wang et al. 2021/2023: ``lambda_k = sum_j |grad L_j| / |grad L_k|``, moving
+    average `weight_momentum`, updated every `weight_every` Adam steps, frozen for L-BFGS).
+
+    Causal training (Wang, Sankaran & Perdikaris 2022): with `causal` = epsilon > 0 the
+    residual is averaged in `causal_chunks` time slices weighted by
+    ``exp(-epsilon * sum of the earlier slices' losses)``, so later times are fitted only once
+    earlier ones are.
+
+    `hard`: impose Dirichlet / initial / periodic conditions exactly (output transform and
+    periodic embedding, `periodic_harmonics` per periodic coordinate). `fourier_features` > 0:
+    random Fourier features of scale `fourier_sigma`. `dtype`: ``"float64"`` (default) or
+    ``"float32"``.
+
+    Multi-stage training (Wang & Lai 2024): `stages` > 1 trains each further stage on the
+    residual of the sum so far, scaled by the estimated size of the remaining error, its first
+    layer ``sin`` at the residual's dominant frequency; `stage_adam_steps` / `stage_lbfgs_steps`
+    each.
+    """
+
+    adam_steps: int = 2000
+    lbfgs_steps: int = 2000
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    history: int = 50
+    n_collocation: int = 4096
+    n_condition: int = 256
+    sampler: str = "sobol"
+    resample: str | None = None
+    resample_every: int = 500
+    resample_pool: int = 4
+    rad_k: float = 1.0
+    rad_c: float = 1.0
+    rar_add: int = 256
+    weighting: str = "fixed"
+    weight_every: int = 100
+    weight_momentum: float = 0.9
+    causal: float = 0.0
+    causal_chunks: int = 32
+    hard: bool = True
+    periodic_harmonics: int = 1
+    fourier_features: int = 0
+    fourier_sigma: float = 1.0
+    dtype: str = "float64"
+    stages: int = 1
+    stage_adam_steps: int = 1000
+    stage_lbfgs_steps: int = 2000
+    max_seconds: float = 900.0
+    eval_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"Strategy.{name} = {getattr(self, name)!r}: expected {expected}")
+
+        for name in ("adam_steps", "lbfgs_steps", "stage_adam_steps", "stage_lbfgs_steps"):
+            if int(getattr(self, name)) < 0:
+                raise bad(name, "an integer >= 0")
+        for name in ("n_collocation", "n_condition", "history", "resample_every",
+                     "weight_every", "causal_chunks", "stages", "eval_every", "resample_pool"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "an integer >= 1")
+        if not self.lr > 0:
+            raise bad("lr", "a positive number")
+        if not self.max_seconds > 0:
+            raise bad("max_seconds", "a positive number of seconds")
+        if self.sampler not in SAMPLERS:
+            raise bad("sampler", f"one of {', '.join(SAMPLERS)}")
+        if self.resample not in RESAMPLERS:
+            raise bad("resample", "None, 'rad' or 'rar'")
+        if self.weighting not in WEIGHTINGS:
+            raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
+        if self.causal < 0:
+            raise bad("causal", "epsilon >= 0 (0: off)")
+        if self.dtype not in ("float64", "float32"):
+            raise bad("dtype", "'float64' or 'float32'")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Strategy:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Strategy: unknown field(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+        return cls(**d)
+
+    def describe(self) -> str:
+        parts = []
+        if self.adam_steps:
+            parts.append(f"Adam {self.adam_steps}")
+        if self.lbfgs_steps:
+            parts.append(f"L-BFGS {self.lbfgs_steps}")
+        if self.hard:
+            parts.append("hard BC")
+        if self.weighting != "fixed":
+            parts.append(self.weighting)
+        if self.causal:
+            parts.append(f"causal {self.causal:g}")
+        if self.resample:
+            parts.append(self.resample.upper())
+        if self.fourier_features:
+            parts.append(f"FF {self.fourier_features}")
+        if self.stages > 1:
+            parts.append(f"{self.stages} stages")
+        parts.append(self.dtype)
+        return ", ".join(parts)
