@@ -468,3 +468,110 @@ def test_cli_solve_all_json(tmp_path):
         assert (tmp_path / row["problem"] / "solution.png").is_file()
     inv = next(row for row in rows if row["problem"] == "heat_inverse")
     assert "alpha" in inv["unknowns"]
+
+
+# -- checkpoints and the viewer ------------------------------------------------------------------
+
+SCRIPT = '''
+import numpy as np
+import torch
+import fields.pinn as pinn
+
+
+def residual(u, x, t):
+    return pinn.grad(u, t) - 0.1 * pinn.grad(u, x, 2)
+
+
+def build():
+    box = pinn.Box(x=(0, 1), t=(0, 1))
+    exact = lambda x, t: np.exp(-0.1 * np.pi**2 * t) * np.sin(np.pi * x)
+    problem = pinn.Problem(name="tiny_heat", domain=box, residual=residual,
+                           conditions=[pinn.Initial(lambda x: torch.sin(torch.pi * x)),
+                                       pinn.Dirichlet(0.0, on="x")],
+                           reference=pinn.Reference.from_function(box, exact, (21, 11)))
+    return pinn.Case(problem, pinn.MLP(width=8, depth=2),
+                     pinn.Strategy(adam_steps=40, lbfgs_steps=20, n_collocation=128,
+                                   STRATEGY), target=1e-2)
+'''
+
+
+@pytest.mark.parametrize("extra", ["", "stages=2, stage_adam_steps=5, stage_lbfgs_steps=5",
+                                   "time_windows=3"])
+def test_checkpoint_round_trip(tmp_path, extra):
+    from fields.pinn.run import load_case, load_solution, run_case
+
+    script = tmp_path / "tiny.py"
+    script.write_text(SCRIPT.replace("STRATEGY", extra))
+    case = load_case(str(script))
+    m = run_case(case, tmp_path / "out", progress=False, pictures=False)
+    sol, payload = load_solution(tmp_path / "out" / "checkpoint.pt")
+    assert payload["kind"] == "pinn" and payload["problem"] == "tiny_heat"
+    pred = np.load(tmp_path / "out" / "solution.npz")["prediction"]
+    assert np.allclose(sol.on_reference_grid(), pred, atol=1e-12)
+    assert abs(sol.rel_l2() - m["rel_l2"]) < 1e-12
+
+
+def test_load_solution_errors(tmp_path):
+    from fields.pinn.run import load_solution
+    from fields.train import save_checkpoint
+
+    save_checkpoint(tmp_path / "a.pt", torch.nn.Linear(1, 1), {"kind": "pinn",
+                                                                "script": "/nope.py"})
+    with pytest.raises(ValueError, match="field 'script'"):
+        load_solution(tmp_path / "a.pt")
+    save_checkpoint(tmp_path / "b.pt", torch.nn.Linear(1, 1), {"kind": "sdf"})
+    with pytest.raises(ValueError, match="expected 'pinn'"):
+        load_solution(tmp_path / "b.pt")
+
+
+def test_pinn_view_renders_the_solution(tmp_path):
+    from test_viewer import opencv_look_at
+
+    from fields.pinn.run import load_case, run_case
+    from fields.viewer.camera import ViewCamera
+    from fields.viewer.views import PinnView, load_view
+
+    script = tmp_path / "tiny.py"
+    script.write_text(SCRIPT.replace("STRATEGY", ""))
+    run_case(load_case(str(script)), tmp_path / "out", progress=False, pictures=False)
+    view = load_view(str(tmp_path / "out" / "checkpoint.pt"))
+    assert isinstance(view, PinnView) and set(view.modes) >= {"solution", "error", "profile"}
+    c = view.initial_camera()
+    cam = ViewCamera(opencv_look_at(c["position"], c["look_at"], c["up"]), c["position"],
+                     c["fov"], 640, 480).cameras(64, 48)
+    for mode in view.modes:
+        view.settings = {"t": 0.5}
+        pic = view.render(cam, mode, lambda: False)
+        assert pic.shape == (48, 64, 3) and np.isfinite(pic).all()
+        assert 0 <= pic.min() and pic.max() <= 1
+    # the centre pixel of the solution map shows u(x = 0.5, t = 0.5)
+    view.settings = {}
+    pic = view.render(cam, "solution", lambda: False)
+    from fields.viewer.views import colormap
+
+    u = float(view.solution(x=0.5, t=0.5)[0])
+    want = colormap(np.array([u]), *view.ranges[0], "RdBu_r")[0]
+    assert np.abs(pic[24, 32] - want).max() < 0.05
+
+
+def test_time_windows_continue_the_solution():
+    box = pinn.Box(x=(0, 1), t=(0, 1))
+    problem = pinn.Problem(
+        name="heat2", domain=box,
+        residual=lambda u, x, t: pinn.grad(u, t) - 0.1 * pinn.grad(u, x, 2),
+        conditions=[pinn.Initial(lambda x: torch.sin(torch.pi * x)),
+                    pinn.Dirichlet(0.0, on="x")],
+        reference=pinn.Reference.from_function(
+            box, lambda x, t: np.exp(-0.1 * np.pi**2 * t) * np.sin(np.pi * x), (41, 21)))
+    sol = pinn.solve(problem, pinn.MLP(width=16, depth=2),
+                     pinn.Strategy(adam_steps=200, lbfgs_steps=300, n_collocation=256,
+                                   n_condition=64, time_windows=2, lr=1e-2, max_seconds=60),
+                     progress=False)
+    assert len(sol.model.fields) == 2
+    assert sol.rel_l2() < 2e-3
+    x = np.linspace(0, 1, 11)
+    below = sol.predict(np.stack([x, np.full(11, 0.5 - 1e-9)], 1))
+    above = sol.predict(np.stack([x, np.full(11, 0.5)], 1))
+    assert np.abs(below - above).max() < 2e-3
+    # windows were trained in order, each from the previous one's values
+    assert [h["window"] for h in sol.history if h["phase"] == "window"] == [1, 2]

@@ -144,7 +144,10 @@ class _MLP(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         f = spec.factorized
-        self.first_scale = spec.first_scale
+        self.has_first_scale = spec.first_scale is not None
+        if self.has_first_scale:  # a buffer: it travels with the state dict
+            self.register_buffer("first_scale", torch.tensor(float(spec.first_scale),
+                                                             dtype=dtype))
         self.layers = nn.ModuleList()
         self.acts = nn.ModuleList()
         d = n_in
@@ -158,7 +161,7 @@ class _MLP(nn.Module):
             self.enc_u = _Linear(n_in, spec.width, f, g, dtype)
             self.enc_v = _Linear(n_in, spec.width, f, g, dtype)
             self.enc_act = _activation(spec.activation)
-        if self.first_scale is not None:
+        if self.has_first_scale:
             with torch.no_grad():  # SIREN-style first layer: uniform(-1/n, 1/n) then scaled
                 lin = self.layers[0]
                 w = (torch.rand(lin.bias.shape[0], n_in, generator=g, dtype=dtype) * 2 - 1)
@@ -175,7 +178,7 @@ class _MLP(nn.Module):
         h = x
         for k, (lin, act) in enumerate(zip(self.layers, self.acts, strict=True)):
             z = lin(h)
-            if k == 0 and self.first_scale is not None:
+            if k == 0 and self.has_first_scale:
                 h = torch.sin(self.first_scale * z)
             else:
                 h = act(z)

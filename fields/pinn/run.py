@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from fields.pinn.networks import NetworkSpec
@@ -29,7 +28,8 @@ from fields.pinn.problem import Problem
 from fields.pinn.solve import Solution, solve
 from fields.pinn.strategy import Strategy
 
-__all__ = ["Case", "builtin_names", "load_case", "main", "run_case", "scenes_dir"]
+__all__ = ["Case", "builtin_names", "load_case", "load_solution", "main", "run_case",
+           "scenes_dir", "structure"]
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Case:
     target: float | None = None
     extra_metrics: Callable[[Solution], dict[str, Any]] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    script: Path | None = None  # set by load_case
 
 
 def scenes_dir() -> Path:
@@ -80,7 +81,48 @@ def load_case(name: str) -> Case:
     if not isinstance(case, Case):
         raise ValueError(f"{path}: build() returned {type(case).__name__}, expected "
                          f"fields.pinn.Case")
+    case.script = path.resolve()
     return case
+
+
+def structure(model: nn.Module) -> dict[str, Any]:
+    """How many time windows and stages a trained model has (to rebuild it for loading)."""
+    from fields.pinn.solve import Windowed
+
+    if isinstance(model, Windowed):
+        return {"windows": len(model.edges) - 1,
+                "stages": [len(f.networks) for f in model.fields]}
+    return {"windows": 1, "stages": [len(model.networks)]}
+
+
+def load_solution(path: str | Path) -> tuple[Solution, dict[str, Any]]:
+    """A solution saved by `run_case` (its problem script is run again to rebuild the problem
+    and the network); returns it with the checkpoint's dict."""
+    from fields.pinn.solve import rebuild
+    from fields.train import read_checkpoint
+
+    payload = read_checkpoint(path)
+    if payload.get("kind") != "pinn":
+        raise ValueError(f"{path}: field 'kind' is {payload.get('kind')!r}, expected 'pinn'")
+    script = payload.get("script")
+    if not script or not Path(script).is_file():
+        raise ValueError(f"{path}: field 'script' ({script!r}) names no problem script here; "
+                         f"the problem is needed to rebuild the solution")
+    try:
+        strategy = Strategy.from_dict(dict(payload["strategy"]))
+        struct = dict(payload["structure"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: malformed PINN checkpoint ({e})") from e
+    case = load_case(script)
+    model = rebuild(case.problem, case.network, strategy, struct)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: field 'state_dict' does not match the problem's network "
+                         f"({script}): {e}") from e
+    model.eval()
+    sol = Solution(case.problem, model, strategy, str(payload.get("network", "")), [], 0.0, 0)
+    return sol, payload
 
 
 def _override(strategy: Strategy, overrides: dict[str, Any] | None) -> Strategy:
@@ -128,13 +170,15 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(out / "history.json", json.dumps(_finite(sol.history)) + "\n")
 
-    def save_ckpt(tmp: str) -> None:
-        torch.save({"problem": problem.name, "outputs": list(problem.outputs),
-                    "domain": {n: problem.domain.bounds(n) for n in problem.domain.names},
-                    "strategy": strategy.to_dict(), "network": sol.network,
-                    "model": sol.model.state_dict(), "unknowns": sol.unknowns()}, tmp)
+    from fields.train import save_checkpoint
 
-    atomic_write(out / "checkpoint.pt", save_ckpt)
+    save_checkpoint(out / "checkpoint.pt", sol.model, {
+        "kind": "pinn", "script": str(case.script) if case.script else None,
+        "problem": problem.name, "outputs": list(problem.outputs),
+        "domain": {n: list(problem.domain.bounds(n)) for n in problem.domain.names},
+        "strategy": strategy.to_dict(), "network": sol.network,
+        "structure": structure(sol.model), "unknowns": sol.unknowns(),
+        "rel_l2": metrics["rel_l2"]})
     if problem.reference is not None:
         ref = problem.reference
         pred = sol.on_reference_grid()

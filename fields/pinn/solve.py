@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fields.pinn.conditions import Periodic
+from fields.pinn.conditions import Data, Initial, Periodic
 from fields.pinn.diff import CoordinateScope
+from fields.pinn.geometry import Box
 from fields.pinn.hard import OutputTransform
 from fields.pinn.networks import MLP, Embedding, NetworkSpec
 from fields.pinn.problem import Problem
@@ -94,7 +95,7 @@ class Evaluator:
 class Solution:
     """A trained field: call it with coordinates, compare it with the reference."""
 
-    def __init__(self, problem: Problem, model: Field, strategy: Strategy, network: str,
+    def __init__(self, problem: Problem, model: nn.Module, strategy: Strategy, network: str,
                  history: list[dict[str, float]], seconds: float, steps: int) -> None:
         self.problem = problem
         self.model = model
@@ -106,7 +107,7 @@ class Solution:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.embedding.lo.dtype
+        return next(self.model.buffers()).dtype
 
     def predict(self, X: np.ndarray | torch.Tensor, chunk: int = 65536) -> np.ndarray:
         """Outputs (N, n_outputs) at points (N, dim)."""
@@ -179,6 +180,7 @@ class _Terms:
         self.fixed = torch.tensor([1.0] + [c.weight for _, c in self.soft], dtype=torch.float64)
         self.causal_eps = strategy.causal if self.box.time is not None else 0.0
         self.causal_w: torch.Tensor | None = None
+        self.causal_frozen = False
         self.scale = 1.0  # 1 / e^2 in later stages
 
     def pde_terms(self, X: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -193,10 +195,13 @@ class _Terms:
         sums = torch.zeros(m, dtype=sq.dtype).index_add(0, idx, sq)
         counts = torch.bincount(idx, minlength=m).to(sq.dtype).clamp_min(1.0)
         losses = sums / counts
-        with torch.no_grad():
-            cum = torch.cat([losses.new_zeros(1), torch.cumsum(losses, 0)[:-1]])
-            w = torch.exp(-self.causal_eps * cum)
-        self.causal_w = w
+        if self.causal_frozen and self.causal_w is not None:
+            w = self.causal_w  # fixed within an L-BFGS chunk: one objective per line search
+        else:
+            with torch.no_grad():
+                cum = torch.cat([losses.new_zeros(1), torch.cumsum(losses, 0)[:-1]])
+                w = torch.exp(-self.causal_eps * cum)
+            self.causal_w = w
         return (w * losses).mean()
 
     def term_losses(self, causal: bool = True) -> list[torch.Tensor]:
@@ -265,13 +270,19 @@ def _resample(terms: _Terms, step: int) -> None:
         terms.X = torch.cat([terms.X, pool[idx]])
 
 
-def _rel_l2_fn(problem: Problem, model: Field, dtype: torch.dtype
-               ) -> Callable[[], float] | None:
+def _rel_l2_fn(problem: Problem, model: nn.Module, dtype: torch.dtype,
+               t_max: float | None = None) -> Callable[[], float] | None:
+    """The relative L2 error on the reference grid (up to time `t_max` if given)."""
     ref = problem.reference
     if ref is None:
         return None
-    pts = torch.as_tensor(ref.points(), dtype=dtype)
-    vals = torch.as_tensor(ref.values.reshape(len(pts), -1), dtype=torch.float64)
+    pts_np = ref.points()
+    vals_np = ref.values.reshape(len(pts_np), -1)
+    if t_max is not None:
+        keep = pts_np[:, problem.domain.index(problem.domain.time)] <= t_max + 1e-12
+        pts_np, vals_np = pts_np[keep], vals_np[keep]
+    pts = torch.as_tensor(pts_np, dtype=dtype)
+    vals = torch.as_tensor(vals_np, dtype=torch.float64)
     den = torch.linalg.vector_norm(vals, dim=0).clamp_min(1e-300)
 
     def rel() -> float:
@@ -396,6 +407,10 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
                 since = 0
             n_before = opt.state[opt._params[0]].get("n_iter", 0) if opt.state else 0
             opt.param_groups[0]["max_iter"] = min(s.eval_every, lbfgs_steps - done)
+            if terms.causal_eps > 0:  # new causal weights for this chunk, then fixed
+                terms.causal_frozen = False
+                terms.term_losses()
+                terms.causal_frozen = True
             opt.step(closure)
             n_after = opt.state[opt._params[0]].get("n_iter", 0)
             it = max(1, n_after - n_before)
@@ -413,6 +428,7 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
                 if not s.resample:
                     break  # converged or stalled (no progress possible)
                 since = s.resample_every  # stalled on these points: draw new ones
+        terms.causal_frozen = False
         if best[1] is not None and not (last[0] <= best[0]):
             with torch.no_grad():
                 for p, b in zip(params, best[1], strict=True):
@@ -473,6 +489,46 @@ def _add_stage(terms: _Terms, model: Field, problem: Problem, base: MLP, dtype: 
     return scale, f
 
 
+def _build(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
+           dtype: torch.dtype) -> tuple[Field, str]:
+    box = problem.domain
+    transform = OutputTransform(box, problem.outputs, problem.conditions, enabled=s.hard,
+                                explicit=problem.transform)
+    periodic = {name: s.periodic_harmonics for name in transform.periodic}
+    emb = Embedding(box, periodic, s.fourier_features, s.fourier_sigma, s.seed, dtype)
+    if isinstance(spec, NetworkSpec):
+        net = spec.build(emb.out_features, len(problem.outputs), dtype, s.seed)
+        desc = spec.describe()
+    elif isinstance(spec, nn.Module):
+        net = copy.deepcopy(spec).to(dtype) if s.time_windows > 1 else spec.to(dtype)
+        desc = type(spec).__name__
+    else:
+        raise TypeError(f"solve: network must be a pinn network spec (pinn.MLP, ...) or an "
+                        f"nn.Module, got {type(spec).__name__}")
+    model = Field(emb, net, transform)
+    _check_hard(problem, model, transform, dtype)
+    return model, desc
+
+
+def _fit(problem: Problem, model: Field, spec: NetworkSpec | nn.Module, s: Strategy,
+         dtype: torch.dtype, start: float, history: list[dict[str, float]],
+         rel: Callable[[], float] | None, bar: _Progress, step: int,
+         callback: Callable[[dict[str, float]], None] | None) -> int:
+    terms = _Terms(problem, model, s, dtype, s.seed)
+    step = _train_phase(terms, model, problem, s.adam_steps, s.lbfgs_steps, s.lr, start,
+                        history, rel, bar, 1, step, callback)
+    base = spec if isinstance(spec, MLP) else MLP()
+    for k in range(2, s.stages + 1):
+        if time.perf_counter() - start > s.max_seconds:
+            break
+        scale, f = _add_stage(terms, model, problem, base, dtype, s.seed + k)
+        history.append({"step": step, "phase": "stage", "stage": k, "scale": scale,
+                        "frequency": f, "seconds": time.perf_counter() - start})
+        step = _train_phase(terms, model, problem, s.stage_adam_steps, s.stage_lbfgs_steps,
+                            s.lr, start, history, rel, bar, k, step, callback)
+    return step
+
+
 def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
           strategy: Strategy | None = None, *, steps: int | None = None,
           progress: bool = True,
@@ -480,52 +536,164 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
     """Trains a PINN for `problem`; `steps` (if given) overrides the L-BFGS step count."""
     s = strategy or Strategy()
     if steps is not None:
-        s = copy.replace(s, lbfgs_steps=int(steps)) if hasattr(copy, "replace") else \
-            Strategy(**{**s.to_dict(), "lbfgs_steps": int(steps)})
+        s = Strategy.from_dict({**s.to_dict(), "lbfgs_steps": int(steps)})
     dtype = s.torch_dtype
     torch.manual_seed(s.seed)
-    box = problem.domain
-    transform = OutputTransform(box, problem.outputs, problem.conditions, enabled=s.hard,
-                                explicit=problem.transform)
-    periodic = {name: s.periodic_harmonics for name in transform.periodic}
-    emb = Embedding(box, periodic, s.fourier_features, s.fourier_sigma, s.seed, dtype)
     spec = network if network is not None else MLP()
-    if isinstance(spec, NetworkSpec):
-        net = spec.build(emb.out_features, len(problem.outputs), dtype, s.seed)
-        desc = spec.describe()
-    elif isinstance(spec, nn.Module):
-        net = spec.to(dtype)
-        desc = type(spec).__name__
-    else:
-        raise TypeError(f"solve: network must be a pinn network spec (pinn.MLP, ...) or an "
-                        f"nn.Module, got {type(spec).__name__}")
-    model = Field(emb, net, transform)
     for u in problem.unknowns:
         u.to(dtype)
-    terms = _Terms(problem, model, s, dtype, s.seed)
-    _check_hard(problem, model, transform, dtype)
-    rel = _rel_l2_fn(problem, model, dtype)
     history: list[dict[str, float]] = []
-    total = s.adam_steps + s.lbfgs_steps + (s.stages - 1) * (s.stage_adam_steps
-                                                              + s.stage_lbfgs_steps)
-    bar = _Progress(progress, total, problem.name)
+    per_window = s.adam_steps + s.lbfgs_steps + (s.stages - 1) * (s.stage_adam_steps
+                                                                   + s.stage_lbfgs_steps)
+    windows = s.time_windows if problem.domain.time is not None else 1
+    bar = _Progress(progress, per_window * windows, problem.name)
     start = time.perf_counter()
     try:
-        step = _train_phase(terms, model, problem, s.adam_steps, s.lbfgs_steps, s.lr, start,
-                            history, rel, bar, 1, 0, callback)
-        base = spec if isinstance(spec, MLP) else MLP()
-        for k in range(2, s.stages + 1):
-            if time.perf_counter() - start > s.max_seconds:
-                break
-            scale, f = _add_stage(terms, model, problem, base, dtype, s.seed + k)
-            history.append({"step": step, "phase": "stage", "stage": k, "scale": scale,
-                            "frequency": f, "seconds": time.perf_counter() - start})
-            step = _train_phase(terms, model, problem, s.stage_adam_steps, s.stage_lbfgs_steps,
-                                s.lr, start, history, rel, bar, k, step, callback)
+        if windows > 1:
+            model, desc, step = _solve_windows(problem, spec, s, dtype, start, history, bar,
+                                               callback)
+        else:
+            model, desc = _build(problem, spec, s, dtype)
+            rel = _rel_l2_fn(problem, model, dtype)
+            step = _fit(problem, model, spec, s, dtype, start, history, rel, bar, 0, callback)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
     return Solution(problem, model, s, desc, history, seconds, step)
+
+
+class Windowed(nn.Module):
+    """A solution made of time windows: `fields[k]` holds on ``[edges[k], edges[k+1]]``."""
+
+    def __init__(self, edges: Sequence[float], t_index: int) -> None:
+        super().__init__()
+        self.fields = nn.ModuleList()
+        self.edges = [float(e) for e in edges]
+        self.t_index = t_index
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        if len(self.fields) == 1:
+            return self.fields[0](X)
+        inner = torch.as_tensor(self.edges[1 : len(self.fields)], dtype=X.dtype)
+        idx = torch.bucketize(X[:, self.t_index].detach().contiguous(), inner, right=True)
+        parts, where = [], []
+        for k, f in enumerate(self.fields):
+            rows = (idx == k).nonzero().squeeze(1)
+            if len(rows):
+                parts.append(f(X[rows]))
+                where.append(rows)
+        order = torch.argsort(torch.cat(where))
+        out = torch.cat(parts)[order]
+        return out
+
+
+def _window_problem(problem: Problem, k: int, t0: float, t1: float,
+                    previous: nn.Module | None, s: Strategy) -> Problem:
+    box = problem.domain
+    bounds = {n: (t0, t1) if n == box.time else box.bounds(n) for n in box.names}
+    sub = Box(time=box.time, **bounds)
+    conds = []
+    for c in problem.conditions:
+        if isinstance(c, Initial):
+            if c.derivative != 0:
+                raise ValueError(f"Problem {problem.name!r}: time windows carry initial values "
+                                 f"from one window to the next, not {c.label()}")
+            if k == 0:
+                conds.append(c)
+                continue
+            # the previous window's values at t0, as observations (soft)
+            pts = sub.sample_slice(box.time, t0, c.n or s.n_condition, s.sampler,
+                                   s.seed + 31 * k)
+            X = torch.as_tensor(pts, dtype=s.torch_dtype)
+            with torch.no_grad():
+                vals = previous(X)[:, c.columns(problem.outputs)].double().numpy()
+            conds.append(Data(points={n: pts[:, i] for i, n in enumerate(box.names)},
+                              values=vals, output=c.output, weight=c.weight))
+        elif isinstance(c, Data):
+            ti = box.index(box.time)
+            cols = [np.asarray(c.points[n], dtype=np.float64).reshape(-1) for n in box.names]
+            keep = (cols[ti] >= t0) & ((cols[ti] < t1) | (t1 >= box.bounds(box.time)[1]))
+            if keep.any():
+                vals = np.asarray(c.values, dtype=np.float64).reshape(len(cols[0]), -1)[keep]
+                conds.append(dataclasses.replace(
+                    c, points={n: col[keep] for n, col in zip(box.names, cols, strict=True)},
+                    values=vals))
+        else:
+            conds.append(c)
+    return Problem(domain=sub, residual=problem.residual, conditions=conds,
+                   outputs=problem.outputs, unknowns=problem.unknowns, transform=None,
+                   reference=None, name=f"{problem.name}[{k}]")
+
+
+def _solve_windows(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
+                   dtype: torch.dtype, start: float, history: list[dict[str, float]],
+                   bar: _Progress, callback: Callable[[dict[str, float]], None] | None
+                   ) -> tuple[Windowed, str, int]:
+    """Time marching: one network per time window, each starting from the previous one's
+    values at its initial time (Krishnapriyan et al. 2021's sequence-to-sequence training;
+    Wight & Zhao 2020's time-adaptive PINNs)."""
+    box = problem.domain
+    if problem.transform is not None:
+        raise ValueError(f"Problem {problem.name!r}: an explicit transform cannot be combined "
+                         f"with time windows")
+    t0, t1 = box.bounds(box.time)
+    K = s.time_windows
+    edges = [t0 + (t1 - t0) * k / K for k in range(K + 1)]
+    whole = Windowed(edges, box.index(box.time))
+    step = 0
+    desc = ""
+    for k in range(K):
+        remaining = s.max_seconds - (time.perf_counter() - start)
+        if remaining <= 0:
+            break
+        sub = _window_problem(problem, k, edges[k], edges[k + 1],
+                              whole if k > 0 else None, s)
+        # each window gets an equal share of what is left
+        budget = (time.perf_counter() - start) + remaining / (K - k)
+        sk = Strategy.from_dict({**s.to_dict(), "max_seconds": budget, "seed": s.seed + k})
+        model, desc = _build(sub, spec, sk, dtype)
+        whole.fields.append(model)
+        rel = _rel_l2_fn(problem, whole, dtype, t_max=edges[k + 1])
+        step = _fit(sub, model, spec, sk, dtype, start, history, rel, bar, step, callback)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        history.append({"step": step, "phase": "window", "window": k + 1,
+                        "seconds": time.perf_counter() - start})
+    return whole, f"{desc}, {K} time windows", step
+
+
+def rebuild(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
+            struct: dict[str, Any]) -> nn.Module:
+    """An untrained model with the structure (windows, stages) of a trained one, for
+    `load_state_dict`."""
+    dtype = s.torch_dtype
+    base = spec if isinstance(spec, MLP) else MLP()
+
+    def with_stages(p: Problem, n: int) -> Field:
+        model, _ = _build(p, spec, s, dtype)
+        for _ in range(n - 1):
+            net = MLP(width=base.width, depth=base.depth, activation="tanh",
+                      first_scale=1.0).build(model.embedding.out_features, len(p.outputs),
+                                             dtype, 0)
+            model.add_stage(net, 1.0)
+        return model
+
+    stages = [int(n) for n in struct.get("stages", [1])]
+    windows = int(struct.get("windows", 1))
+    if windows <= 1:
+        return with_stages(problem, stages[0])
+    box = problem.domain
+    t0, t1 = box.bounds(box.time)
+    edges = [t0 + (t1 - t0) * k / windows for k in range(windows + 1)]
+    whole = Windowed(edges, box.index(box.time))
+
+    def zeros(X: torch.Tensor) -> torch.Tensor:
+        return X.new_zeros(len(X), len(problem.outputs))
+
+    for k, n in enumerate(stages):
+        sub = _window_problem(problem, k, edges[k], edges[k + 1], zeros, s)
+        whole.fields.append(with_stages(sub, n))
+    return whole
 
 
 def _check_hard(problem: Problem, model: Field, transform: OutputTransform,

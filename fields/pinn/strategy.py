@@ -47,6 +47,10 @@ class Strategy:
     residual of the sum so far, scaled by the estimated size of the remaining error, its first
     layer ``sin`` at the residual's dominant frequency; `stage_adam_steps` / `stage_lbfgs_steps`
     each.
+
+    Time marching: `time_windows` > 1 splits the time interval into that many windows, trained
+    in order, one network each, each window's initial values taken from the previous window
+    (as observations at its start); the time budget is shared equally among what is left.
     """
 
     adam_steps: int = 2000
@@ -76,6 +80,7 @@ class Strategy:
     stages: int = 1
     stage_adam_steps: int = 1000
     stage_lbfgs_steps: int = 2000
+    time_windows: int = 1
     max_seconds: float = 900.0
     eval_every: int = 100
     seed: int = 0
@@ -88,7 +93,8 @@ class Strategy:
             if int(getattr(self, name)) < 0:
                 raise bad(name, "an integer >= 0")
         for name in ("n_collocation", "n_condition", "history", "resample_every",
-                     "weight_every", "causal_chunks", "stages", "eval_every", "resample_pool"):
+                     "weight_every", "causal_chunks", "stages", "time_windows", "eval_every",
+                     "resample_pool"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an integer >= 1")
         if not self.lr > 0:
@@ -140,5 +146,7 @@ class Strategy:
             parts.append(f"FF {self.fourier_features}")
         if self.stages > 1:
             parts.append(f"{self.stages} stages")
+        if self.time_windows > 1:
+            parts.append(f"{self.time_windows} windows")
         parts.append(self.dtype)
         return ", ".join(parts)

@@ -25,10 +25,11 @@ def build() -> pinn.Case:
         conditions=[pinn.Initial(lambda x: x**2 * torch.cos(torch.pi * x)),
                     pinn.Periodic(on="x")],
         reference=pinn.Reference([x, t], u))
-    return pinn.Case(problem, network=pinn.MLP(width=64, depth=4, modified=True),
-                     strategy=pinn.Strategy(adam_steps=3000, lbfgs_steps=10000,
+    return pinn.Case(problem, network=pinn.MLP(width=48, depth=4),
+                     strategy=pinn.Strategy(adam_steps=500, lbfgs_steps=3000,
                                             n_collocation=4096, periodic_harmonics=4,
-                                            causal=1.0, max_seconds=900),
+                                            time_windows=10, weighting="gradnorm",
+                                            max_seconds=600),
                      target=1e-2)
 
 

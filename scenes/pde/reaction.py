@@ -33,7 +33,7 @@ def build() -> pinn.Case:
                            conditions=[pinn.Initial(initial), pinn.Periodic(on="x")],
                            reference=pinn.Reference.from_function(box, exact, (256, 101)))
     return pinn.Case(problem, network=pinn.MLP(width=32, depth=4),
-                     strategy=pinn.Strategy(adam_steps=1000, lbfgs_steps=3000,
+                     strategy=pinn.Strategy(adam_steps=1000, lbfgs_steps=6000,
                                             n_collocation=4096, periodic_harmonics=4,
                                             causal=1.0, max_seconds=300),
                      target=1e-2)

@@ -42,8 +42,8 @@ def build() -> pinn.Case:
                     pinn.Dirichlet(0.0, on="x", hard=True)],
         reference=pinn.Reference.from_function(box, exact, 101))
     return pinn.Case(problem, network=pinn.MLP(width=32, depth=4),
-                     strategy=pinn.Strategy(adam_steps=1000, lbfgs_steps=4000,
-                                            n_collocation=4096, max_seconds=300),
+                     strategy=pinn.Strategy(adam_steps=1000, lbfgs_steps=8000,
+                                            n_collocation=4096, max_seconds=330),
                      target=1e-3)
 
 
