@@ -19,12 +19,12 @@ def register(app: typer.Typer, console: Console,
              error: Callable[[Exception], typer.Exit]) -> None:
     @app.command("solve")
     def solve_cmd(
-        name: Annotated[str | None, typer.Argument(
-            help="a built-in problem (see --list) or a script path (.py) defining build()")
+        names: Annotated[list[str] | None, typer.Argument(
+            help="built-in problems (see --list) or script paths (.py) defining build()")
         ] = None,
         output: Annotated[str | None, typer.Option(
-            help="output folder (default outputs/pde/<name>/<time>; with --all, one "
-                 "sub-folder per problem)")] = None,
+            help="output folder (default outputs/pde/<name>/<time>; with several problems, "
+                 "one sub-folder each)")] = None,
         all_: Annotated[bool, typer.Option("--all", help="solve every built-in problem")] = False,
         json_: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
         list_: Annotated[bool, typer.Option("--list", help="list the built-in problems")] = False,
@@ -48,8 +48,8 @@ def register(app: typer.Typer, console: Console,
             for n in builtin_names():
                 console.print(n)
             return
-        if all_ == (name is not None):
-            raise error(ValueError("give one problem NAME or --all (see --list)"))
+        if all_ == bool(names):
+            raise error(ValueError("give problem NAMES or --all (see --list)"))
         over: dict[str, Any] = {}
         try:
             if strategy:
@@ -59,6 +59,8 @@ def register(app: typer.Typer, console: Console,
                 over.update(extra)
         except json.JSONDecodeError as e:
             raise error(ValueError(f"--strategy is not valid JSON: {e}")) from e
+        except ValueError as e:
+            raise error(e) from e
         if max_seconds is not None:
             if not max_seconds > 0:
                 raise error(ValueError("--max-seconds must be > 0"))
@@ -67,7 +69,8 @@ def register(app: typer.Typer, console: Console,
             over["lbfgs_steps"] = steps
         if adam_steps is not None:
             over["adam_steps"] = adam_steps
-        names = builtin_names() if all_ else [name]
+        many = all_ or len(names) > 1
+        names = builtin_names() if all_ else list(names)
         stamp = time.strftime("%Y-%m-%d_%H%M%S")
         rows = []
         for n in names:
@@ -77,11 +80,11 @@ def register(app: typer.Typer, console: Console,
                 if output is None:
                     out = Path("outputs/pde") / label / stamp
                 else:
-                    out = Path(output) / label if all_ else Path(output)
+                    out = Path(output) / label if many else Path(output)
                 if not json_:
                     console.print(f"[bold]{label}[/bold]: {case.problem.domain}, "
                                   f"output -> {out}")
-                m = run_case(case, out, overrides=over, progress=not json_)
+                m = run_case(case, out, overrides=over)
             except (ValueError, OSError, TypeError, FloatingPointError) as e:
                 raise error(e) from e
             m["output"] = str(out)

@@ -229,7 +229,12 @@ class Data(Condition):
         cols = [np.asarray(self.points[nm], dtype=np.float64).reshape(-1) for nm in box.names]
         if len({len(c) for c in cols}) != 1:
             raise ValueError("Data: every coordinate array needs the same length")
+        if self.values is None:
+            raise ValueError("Data: give values= (the observations at the points)")
         vals = np.asarray(self.values, dtype=np.float64)
+        if vals.size == 0 or vals.size % len(cols[0]) != 0 or vals.shape[0] != len(cols[0]):
+            raise ValueError(f"Data: values have shape {vals.shape} for {len(cols[0])} points; "
+                             f"expected ({len(cols[0])},) or ({len(cols[0])}, k)")
         vals = vals.reshape(len(cols[0]), -1)
         return {"X": np.stack(cols, 1), "values": vals}
 

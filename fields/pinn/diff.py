@@ -81,14 +81,14 @@ def grad(u: torch.Tensor, x: torch.Tensor, order: int = 1) -> torch.Tensor:
     for _ in range(order):
         _check(u, x)
         scope = _SCOPE.get()
-        g = scope.derivative(u, x) if scope is not None else None
+        if not u.requires_grad:  # a constant: no graph to differentiate
+            g = torch.zeros_like(u)
+        else:
+            g = scope.derivative(u, x) if scope is not None else None
         if g is None:
-            if not u.requires_grad:
-                g = torch.zeros_like(u)
-            else:
-                (g,) = torch.autograd.grad(u, x, grad_outputs=torch.ones_like(u),
-                                           create_graph=True, allow_unused=True)
-                g = torch.zeros_like(u) if g is None else g
+            (g,) = torch.autograd.grad(u, x, grad_outputs=torch.ones_like(u),
+                                       create_graph=True, allow_unused=True)
+            g = torch.zeros_like(u) if g is None else g
         u = g
     return u
 

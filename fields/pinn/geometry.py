@@ -132,8 +132,7 @@ class Box:
         counts = np.maximum(1, np.round(n * areas_a / areas_a.sum()).astype(int))
         pts, which = [], []
         for k, ((axis, side), m) in enumerate(zip(faces, counts, strict=True)):
-            u = sample_unit(int(m), self.dim, method, seed + 7919 * (k + 1))
-            u[:, axis] = float(side)
+            u = self._unit_on(axis, float(side), int(m), method, seed + 7919 * (k + 1))
             pts.append(self.to_box(u))
             which.append(np.full(int(m), k))
         return np.concatenate(pts), np.concatenate(which)
@@ -141,10 +140,21 @@ class Box:
     def sample_slice(self, name: str, value: float, n: int, method: str = "sobol",
                      seed: int = 0) -> np.ndarray:
         """`n` points on the plane ``name = value`` (e.g. the initial time)."""
-        u = sample_unit(n, self.dim, method, seed)
-        pts = self.to_box(u)
-        pts[:, self.index(name)] = value
+        i = self.index(name)
+        pts = self.to_box(self._unit_on(i, 0.0, n, method, seed))
+        pts[:, i] = value
         return pts
+
+    def _unit_on(self, axis: int, value: float, n: int, method: str, seed: int) -> np.ndarray:
+        """`n` unit-cube points with coordinate `axis` = `value`, the others sampled in d - 1
+        dimensions (so a grid on a face is a grid of the face)."""
+        u = np.full((n, self.dim), value)
+        if self.dim > 1:
+            rest = sample_unit(n, self.dim - 1, method, seed)
+            n = min(n, len(rest))
+            u = u[:n]
+            u[:, [i for i in range(self.dim) if i != axis]] = rest[:n]
+        return u
 
     def grid(self, n: int | Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """A regular grid including the faces: the axes, and the points (prod n, dim) in

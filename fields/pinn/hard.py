@@ -58,8 +58,8 @@ class OutputTransform(nn.Module):
             ini_c = [(i, c) for i, c in enumerate(conditions) if isinstance(c, Initial)
                      and c.derivative == 0 and enabled and c.hard is not False
                      and j in c.columns(self.outputs)]
-            if len(dir_c) > 1 and all(not callable(c.value) for _, c in dir_c) and len(
-                    {float(c.value) for _, c in dir_c}) == 1 and len(
+            if len(dir_c) > 1 and all(isinstance(c.value, (int, float)) for _, c in dir_c) \
+                    and len({float(c.value) for _, c in dir_c}) == 1 and len(
                     {len(c.columns(self.outputs)) for _, c in dir_c}) == 1:
                 # one constant on several faces: one condition over all of them
                 faces = [f for _, c in dir_c for f in box.faces(c.on)]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from fields.pinn.networks import NetworkSpec
@@ -73,11 +74,17 @@ def load_case(name: str) -> Case:
     if spec is None or spec.loader is None:
         raise ValueError(f"{path}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ValueError(f"{path}: the script failed to run ({type(e).__name__}: {e})") from e
     build = getattr(module, "build", None)
     if not callable(build):
         raise ValueError(f"{path}: defines no build() returning a fields.pinn.Case")
-    case = build()
+    try:
+        case = build()
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: build() failed: {e}") from e
     if not isinstance(case, Case):
         raise ValueError(f"{path}: build() returned {type(case).__name__}, expected "
                          f"fields.pinn.Case")
@@ -121,6 +128,12 @@ def load_solution(path: str | Path) -> tuple[Solution, dict[str, Any]]:
         raise ValueError(f"{path}: field 'state_dict' does not match the problem's network "
                          f"({script}): {e}") from e
     model.eval()
+    saved = payload.get("unknowns") or {}
+    for u in case.problem.unknowns:
+        if u.name in saved:
+            v = float(saved[u.name])
+            with torch.no_grad():
+                u.raw.fill_(math.log(v) if u.positive else v)
     sol = Solution(case.problem, model, strategy, str(payload.get("network", "")), [], 0.0, 0)
     return sol, payload
 
@@ -214,7 +227,8 @@ def _pictures(out: Path, sol: Solution, pred: np.ndarray, metrics: dict[str, Any
         # space only: x to the right, y up
         p, r = np.swapaxes(p, 0, 1), np.swapaxes(r, 0, 1)
         axes, names = axes[::-1], names[::-1]
-    title = f"{problem.name}: relative L2 {metrics['rel_l2']:.2e} in {metrics['seconds']:.0f} s"
+    rel = "n/a" if metrics["rel_l2"] is None else f"{metrics['rel_l2']:.2e}"
+    title = f"{problem.name}: relative L2 {rel} in {metrics['seconds']:.0f} s"
     write_pde_figure(out / "solution.png", axes, tuple(names), tuple(problem.outputs), p, r,
                      title)
     write_history_figure(out / "history.png", sol.history)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -181,7 +182,7 @@ class _Terms:
         self.causal_eps = strategy.causal if self.box.time is not None else 0.0
         self.causal_w: torch.Tensor | None = None
         self.causal_frozen = False
-        self.scale = 1.0  # 1 / e^2 in later stages
+        self.scale = 1.0  # a constant factor of the objective (later stages)
 
     def pde_terms(self, X: torch.Tensor, causal: bool) -> torch.Tensor:
         rs = self.ev.pde(X)
@@ -214,6 +215,12 @@ class _Terms:
     def total(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
         w = (self.lam * self.fixed).tolist()
         return self.scale * sum(wk * lk for wk, lk in zip(w, losses, strict=True))
+
+    def plain(self, losses: Sequence[torch.Tensor]) -> float:
+        """The loss with the conditions' own weights only (no adaptive or stage weights):
+        comparable across phases and stages."""
+        return float(sum(w * float(lk.detach()) for w, lk in zip(self.fixed.tolist(), losses,
+                                                                 strict=True)))
 
     def residual_vector(self) -> torch.Tensor:
         """Every residual, each scaled by sqrt(weight / count), in one vector (no causal
@@ -300,6 +307,7 @@ class _Progress:
         self.name = name
         self.last_line = -1e9
         if enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -308,9 +316,11 @@ class _Progress:
                 TimeElapsedColumn,
             )
 
+            # on stderr: stdout stays clean for results (`fields solve --json`)
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.fields[info]}"), transient=False)
+                                TextColumn("{task.fields[info]}"), transient=False,
+                                console=Console(stderr=True))
             self.bar.start()
             self.task = self.bar.add_task(name, total=total, info="")
 
@@ -323,7 +333,8 @@ class _Progress:
                 if now - self.last_line > 20:
                     self.last_line = now
                     done = int(self.bar.tasks[0].completed)
-                    print(f"{self.name}: {description} step {done}  {info}", flush=True)
+                    print(f"{self.name}: {description} step {done}  {info}", flush=True,
+                          file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -371,7 +382,8 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
             if s.weighting == "gradnorm" and k % s.weight_every == 0:
                 _update_gradnorm(terms, params)
             opt.zero_grad(set_to_none=True)
-            loss = terms.total(terms.term_losses())
+            losses = terms.term_losses()
+            loss = terms.total(losses)
             loss.backward()
             opt.step()
             sched.step()
@@ -382,22 +394,25 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
                     raise FloatingPointError(f"Problem {problem.name!r}: the loss became "
                                              f"{float(loss)} at Adam step {k}; lower the "
                                              f"learning rate")
-                record("Adam", float(loss.detach()) / terms.scale)
+                record("Adam", terms.plain(losses))
 
     if lbfgs_steps > 0 and not over():
         opt = _lbfgs(params, s)
-        last = [float("nan")]
-
         def closure() -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
             loss = terms.total(terms.term_losses())
             loss.backward()
-            last[0] = float(loss.detach())
             return loss
 
-        best = (math.inf, None)
+        def evaluate() -> tuple[float, float]:
+            """(the L-BFGS objective without causal weights, the plain loss) now."""
+            losses = terms.term_losses(causal=False)
+            return float(terms.total(losses).detach()), terms.plain(losses)
+
+        best: tuple[float, list[torch.Tensor] | None] = (math.inf, None)
         done = 0
         since = 0
+        current = math.inf
         while done < lbfgs_steps and not over():
             if s.resample and since >= s.resample_every:
                 # new points: the curvature pairs belong to the old loss, so start afresh
@@ -405,31 +420,36 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
                 opt = _lbfgs(params, s)
                 best = (math.inf, None)
                 since = 0
-            n_before = opt.state[opt._params[0]].get("n_iter", 0) if opt.state else 0
-            opt.param_groups[0]["max_iter"] = min(s.eval_every, lbfgs_steps - done)
+            st = opt.state[opt._params[0]] if opt.state else {}
+            n_before, e_before = st.get("n_iter", 0), st.get("func_evals", 0)
+            max_iter = min(s.eval_every, lbfgs_steps - done)
+            opt.param_groups[0]["max_iter"] = max_iter
+            opt.param_groups[0]["max_eval"] = 4 * max_iter
             if terms.causal_eps > 0:  # new causal weights for this chunk, then fixed
                 terms.causal_frozen = False
                 terms.term_losses()
                 terms.causal_frozen = True
             opt.step(closure)
-            n_after = opt.state[opt._params[0]].get("n_iter", 0)
-            it = max(1, n_after - n_before)
+            st = opt.state[opt._params[0]]
+            iters, evals = st.get("n_iter", 0) - n_before, st.get("func_evals", 0) - e_before
+            it = max(1, iters)
             done += it
             since += it
             step += it
             progress.update(it, f"{label}L-BFGS", "")
-            loss = last[0]
-            if not math.isfinite(loss):
+            current, plain = evaluate()
+            if not math.isfinite(current):
                 break
-            if loss < best[0]:
-                best = (loss, copy.deepcopy([p.detach().clone() for p in params]))
-            record("L-BFGS", loss / terms.scale)
-            if n_after - n_before < opt.param_groups[0]["max_iter"]:
+            if current < best[0]:
+                best = (current, [p.detach().clone() for p in params])
+            record("L-BFGS", plain)
+            if iters < max_iter and evals < 4 * max_iter:
+                # L-BFGS gave up before its budget: converged, or no descent direction left
                 if not s.resample:
-                    break  # converged or stalled (no progress possible)
+                    break
                 since = s.resample_every  # stalled on these points: draw new ones
         terms.causal_frozen = False
-        if best[1] is not None and not (last[0] <= best[0]):
+        if best[1] is not None and not (current <= best[0]):
             with torch.no_grad():
                 for p, b in zip(params, best[1], strict=True):
                     p.copy_(b)
@@ -438,7 +458,7 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
 
 def _lbfgs(params: list[nn.Parameter], s: Strategy) -> torch.optim.LBFGS:
     return torch.optim.LBFGS(params, lr=1.0, max_iter=s.eval_every,
-                             max_eval=int(s.eval_every * 1.25) + 1, history_size=s.history,
+                             max_eval=4 * s.eval_every, history_size=s.history,
                              tolerance_grad=0.0, tolerance_change=0.0,
                              line_search_fn="strong_wolfe")
 

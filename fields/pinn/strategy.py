@@ -97,6 +97,13 @@ class Strategy:
                      "resample_pool"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an integer >= 1")
+        if int(self.periodic_harmonics) < 1 or int(self.rar_add) < 1:
+            raise bad("periodic_harmonics" if int(self.periodic_harmonics) < 1 else "rar_add",
+                      "an integer >= 1")
+        if not self.rad_c >= 0 or not self.rad_k >= 0:
+            raise bad("rad_c" if not self.rad_c >= 0 else "rad_k", "a number >= 0")
+        if not 0 <= self.weight_momentum < 1:
+            raise bad("weight_momentum", "a number in [0, 1)")
         if not self.lr > 0:
             raise bad("lr", "a positive number")
         if not self.max_seconds > 0:

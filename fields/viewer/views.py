@@ -442,8 +442,8 @@ class PinnView(FieldView):
     """A PINN solution on the plane z = 0: the first spatial coordinate across, time (or the
     second coordinate) up, coloured. Modes: ``solution``, ``reference`` and ``error``
     (|solution - reference|) when the problem has a reference, and ``profile``: the output
-    against the first coordinate at the slider's time (white; the reference grey). A third
-    coordinate, or time in ``profile`` mode, is picked by the slider."""
+    against the first coordinate at the slider's value of the second one (time, or y; white,
+    the reference grey). A third coordinate is picked by the slider in every mode."""
 
     kind = "pinn"
     modes = ("solution", "error", "reference", "profile")
@@ -464,8 +464,7 @@ class PinnView(FieldView):
                                                                           else None)
         # the slider: time in profile mode, or a third coordinate
         others = [i for i in rest if i != self.v_axis]
-        self.slider_axis = others[0] if others else (self.v_axis if t_i == self.v_axis
-                                                     else None)
+        self.slider_axis = others[0] if others else self.v_axis
         self.fixed = {i: 0.5 * (box.lo[i] + box.hi[i]) for i in others[1:]}
         ref = problem.reference
         self.ref = ref

@@ -2,6 +2,8 @@
 
 u_t = rho u (1 - u) on x in [0, 2 pi) periodic, t in [0, 1]; u(x, 0) = exp(-(x - pi)^2 /
 (2 (pi / 4)^2)). Exact: u = h e^{rho t} / (h e^{rho t} + 1 - h), h the initial value.
+(The Gaussian is periodic in value only: its slope is +-1.7e-3 at the ends, which the exact
+periodic embedding cannot follow; the growth e^{rho t} amplifies that mismatch.)
 Run: `fields solve reaction --output DIR`.
 """
 
