@@ -253,8 +253,8 @@ def test_problem_validation_names_the_problem():
     with pytest.raises(ValueError, match="Problem 'bad': residual equation 0"):
         pinn.solve(bad, pinn.MLP(width=8, depth=1), pinn.Strategy(adam_steps=1, lbfgs_steps=0),
                    progress=False)
-    with pytest.raises(ValueError, match=r"Strategy.weighting = 'ntk': expected"):
-        pinn.Strategy(weighting="ntk")
+    with pytest.raises(ValueError, match=r"Strategy.weighting = 'softadapt': expected"):
+        pinn.Strategy(weighting="softadapt")
     with pytest.raises(ValueError, match="unknown field"):
         pinn.Strategy.from_dict({"adam": 3})
 
@@ -401,6 +401,62 @@ def test_gradnorm_and_causal_weights():
     terms.term_losses()
     w = terms.causal_w
     assert w is not None and w[0] == 1.0 and (w[1:] <= w[:-1]).all() and w[-1] < 1.0
+
+
+def test_ntk_traces_match_per_point_gradients():
+    # a 2-equation system (u, v) and a soft condition: the Hutchinson estimate of each term's
+    # per-point NTK trace against the exact sum of per-residual squared gradients
+    problem = pinn.Problem(
+        domain=pinn.Box(x=(0, 1), y=(0, 1)), outputs=("u", "v"),
+        residual=lambda u, v, x, y: [pinn.grad(u, x) - v, pinn.laplacian(v, x, y) + u * v],
+        conditions=[pinn.Dirichlet(0.0, on="x", output="u", hard=False)])
+    s = pinn.Strategy(n_collocation=24, n_condition=16, hard=False)
+    torch.manual_seed(0)
+    model = _field(problem, s)
+    terms = _Terms(problem, model, s, D64, 0)
+    from fields.pinn.solve import _params, ntk_traces
+
+    params = _params(model, problem)
+    exact = []
+    for r, n in terms.term_residuals():
+        total = 0.0
+        for i in range(r.numel()):
+            g = torch.autograd.grad(r[i], params, retain_graph=True, allow_unused=True)
+            total += sum(float((x**2).sum()) for x in g if x is not None)
+        exact.append(total / n)
+    exact = torch.tensor(exact, dtype=D64)
+    est = ntk_traces(terms, params, probes=400, generator=torch.Generator().manual_seed(1))
+    assert len(exact) == 2 and (exact > 0).all()
+    assert torch.allclose(est, exact, rtol=0.15), (est, exact)
+
+
+def test_ntk_weighting_balances_terms():
+    problem = pinn.Problem(
+        domain=pinn.Box(x=(0, 1), t=(0, 1)),
+        residual=lambda u, x, t: pinn.grad(u, t) - 0.1 * pinn.grad(u, x, 2),
+        conditions=[pinn.Initial(lambda x: torch.sin(torch.pi * x), hard=False),
+                    pinn.Dirichlet(0.0, on="x", hard=False)])
+    s = pinn.Strategy(adam_steps=40, lbfgs_steps=0, weighting="ntk", weight_every=10,
+                      weight_momentum=0.0, ntk_probes=64, n_collocation=256, hard=False,
+                      max_seconds=60)
+    model = _field(problem, s)
+    terms = _Terms(problem, model, s, D64, 0)
+    from fields.pinn.solve import _params, _update_ntk, ntk_traces
+
+    params = _params(model, problem)
+    _update_ntk(terms, params, 0)
+    # the same probes as the update (its generator's seed): with momentum 0 the weights are
+    # sum / trace, so the weighted traces are all equal, where the traces differ
+    traces = ntk_traces(terms, params, 64, torch.Generator().manual_seed(s.seed + 7))
+    balanced = terms.lam * traces
+    assert torch.allclose(balanced, traces.sum().expand(3), rtol=1e-9)
+    assert traces.max() / traces.min() > 2
+    # the PDE's second derivatives make its kernel the largest: the smallest weight
+    assert int(torch.argmin(terms.lam)) == 0
+    sol = pinn.solve(problem, pinn.MLP(width=16, depth=2), s, progress=False)
+    assert math.isfinite(sol.history[-1]["loss"])
+    with pytest.raises(ValueError, match="weighting"):
+        pinn.Strategy(weighting="ntk-ish")
 
 
 def test_rad_resampling_follows_the_residual():

@@ -222,15 +222,23 @@ class _Terms:
         return float(sum(w * float(lk.detach()) for w, lk in zip(self.fixed.tolist(), losses,
                                                                  strict=True)))
 
+    def term_residuals(self) -> list[tuple[torch.Tensor, int]]:
+        """Each term's residuals (the PDE's, then each soft condition's), flattened, with the
+        graph kept, and the count its loss averages over: ``(r_k (m_k,), n_k)`` such that
+        ``(r_k ** 2).sum() / n_k`` is term k's loss without causal weights (the PDE's
+        equations are summed per point)."""
+        out = [(torch.cat(self.ev.pde(self.X), 1).reshape(-1), len(self.X))]
+        for (_, c), pts, cols in zip(self.soft, self.cond_pts, self.cond_cols, strict=True):
+            r = c.residual(self.ev, pts, cols).reshape(-1)
+            out.append((r, max(1, r.numel())))
+        return out
+
     def residual_vector(self) -> torch.Tensor:
         """Every residual, each scaled by sqrt(weight / count), in one vector (no causal
         weights): its squared norm is the loss."""
         w = (self.lam * self.fixed).tolist()
-        parts = [torch.cat(self.ev.pde(self.X), 1).reshape(-1) * math.sqrt(w[0] / len(self.X))]
-        for k, ((_, c), pts, cols) in enumerate(zip(self.soft, self.cond_pts, self.cond_cols,
-                                                   strict=True)):
-            r = c.residual(self.ev, pts, cols).reshape(-1)
-            parts.append(r * math.sqrt(w[k + 1] / max(1, r.numel())))
+        parts = [r * math.sqrt(wk / n) for wk, (r, n) in zip(w, self.term_residuals(),
+                                                             strict=True)]
         return torch.cat(parts).detach()
 
     def residual_norm(self, X: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -248,16 +256,52 @@ def _params(model: Field, problem: Problem) -> list[nn.Parameter]:
     return ps
 
 
+def _squared_norm(grads: Sequence[torch.Tensor | None]) -> float:
+    return sum(float((g.double() ** 2).sum()) for g in grads if g is not None)
+
+
 def _update_gradnorm(terms: _Terms, params: list[nn.Parameter]) -> None:
-    losses = terms.term_losses()
+    """Learning-rate annealing: lambda_k = sum_j |grad L_j| / |grad L_k|."""
     norms = []
-    for lk in losses:
+    for lk in terms.term_losses():
         g = torch.autograd.grad(lk, params, retain_graph=True, allow_unused=True)
-        norms.append(math.sqrt(sum(float((x.double() ** 2).sum()) for x in g if x is not None)))
-    norms_t = torch.tensor(norms, dtype=torch.float64).clamp_min(1e-30)
-    new = norms_t.sum() / norms_t
+        norms.append(math.sqrt(_squared_norm(g)))
+    _blend_weights(terms, torch.tensor(norms, dtype=torch.float64))
+
+
+def ntk_traces(terms: _Terms, params: list[nn.Parameter], probes: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each term's mean NTK diagonal, ``tr(K_kk) / n_k = mean_i |d r_k(x_i) / d theta|^2``.
+
+    (For a system, the squared gradients of a point's equations are summed.) Estimated
+    without per-point gradients by Hutchinson's identity ``tr(J J^T) =
+    E_v |J^T v|^2`` over Rademacher vectors v (`probes` of them, one backward pass each):
+    ``J^T v`` is the gradient of ``v . r_k``. Returns (n_terms,) float64.
+    """
+    out = []
+    for r, n in terms.term_residuals():
+        total = 0.0
+        for _ in range(probes):
+            v = torch.randint(0, 2, r.shape, generator=generator).to(r.dtype) * 2 - 1
+            g = torch.autograd.grad((v * r).sum(), params, retain_graph=True, allow_unused=True)
+            total += _squared_norm(g)
+        out.append(total / (probes * n))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _update_ntk(terms: _Terms, params: list[nn.Parameter], step: int) -> None:
+    """NTK weights (Wang, Yu & Perdikaris 2022): lambda_k = sum_j tr(K_jj) / tr(K_kk), each
+    trace per point, so that every term converges at the same rate under gradient descent."""
+    g = torch.Generator().manual_seed(terms.s.seed + 31 * step + 7)
+    _blend_weights(terms, ntk_traces(terms, params, terms.s.ntk_probes, g))
+
+
+def _blend_weights(terms: _Terms, sizes: torch.Tensor) -> None:
+    """lambda_k = sum(sizes) / sizes_k, blended into the running weights by
+    `weight_momentum`."""
+    sizes = sizes.clamp_min(1e-30)
     a = terms.s.weight_momentum
-    terms.lam = a * terms.lam + (1 - a) * new
+    terms.lam = a * terms.lam + (1 - a) * sizes.sum() / sizes
 
 
 def _resample(terms: _Terms, step: int) -> None:
@@ -379,8 +423,11 @@ def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
                 break
             if s.resample and k > 0 and k % s.resample_every == 0:
                 _resample(terms, step)
-            if s.weighting == "gradnorm" and k % s.weight_every == 0:
-                _update_gradnorm(terms, params)
+            if s.weighting != "fixed" and k % s.weight_every == 0:
+                if s.weighting == "gradnorm":
+                    _update_gradnorm(terms, params)
+                else:
+                    _update_ntk(terms, params, step)
             opt.zero_grad(set_to_none=True)
             losses = terms.term_losses()
             loss = terms.total(losses)

@@ -11,7 +11,7 @@ from fields.pinn.geometry import SAMPLERS
 
 __all__ = ["Strategy"]
 
-WEIGHTINGS = ("fixed", "gradnorm")
+WEIGHTINGS = ("fixed", "gradnorm", "ntk")
 RESAMPLERS = (None, "rad", "rar")
 
 
@@ -29,9 +29,12 @@ class Strategy:
     ``"rar"`` (add the `rar_add` worst points of a random pool) every `resample_every` Adam
     steps.
 
-    Weighting: ``"fixed"`` (each condition's own `weight`) or ``"gradnorm"`` (learning-rate
-    annealing, Wang et al. 2021/2023: ``lambda_k = sum_j |grad L_j| / |grad L_k|``, moving
-    average `weight_momentum`, updated every `weight_every` Adam steps, frozen for L-BFGS).
+    Weighting: ``"fixed"`` (each condition's own `weight`), ``"gradnorm"`` (learning-rate
+    annealing, Wang et al. 2021/2023: ``lambda_k = sum_j |grad L_j| / |grad L_k|``) or
+    ``"ntk"`` (Wang, Yu & Perdikaris 2022: ``lambda_k = sum_j tr K_jj / tr K_kk`` with each
+    term's neural-tangent-kernel trace per point, estimated from `ntk_probes` random
+    projections); either as a moving average (`weight_momentum`), updated every
+    `weight_every` Adam steps, frozen for L-BFGS.
 
     Causal training (Wang, Sankaran & Perdikaris 2022): with `causal` = epsilon > 0 the
     residual is averaged in `causal_chunks` time slices weighted by
@@ -70,6 +73,7 @@ class Strategy:
     weighting: str = "fixed"
     weight_every: int = 100
     weight_momentum: float = 0.9
+    ntk_probes: int = 8
     causal: float = 0.0
     causal_chunks: int = 32
     hard: bool = True
@@ -93,8 +97,8 @@ class Strategy:
             if int(getattr(self, name)) < 0:
                 raise bad(name, "an integer >= 0")
         for name in ("n_collocation", "n_condition", "history", "resample_every",
-                     "weight_every", "causal_chunks", "stages", "time_windows", "eval_every",
-                     "resample_pool"):
+                     "weight_every", "ntk_probes", "causal_chunks", "stages", "time_windows",
+                     "eval_every", "resample_pool"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an integer >= 1")
         if int(self.periodic_harmonics) < 1 or int(self.rar_add) < 1:
