@@ -11,7 +11,21 @@ SYSTEM_HAS_TORCH := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo 1)
 STAMP := $(VENV)/.fields-setup
 SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu) setup.py pyproject.toml
 
-.PHONY: setup demo test lint clean browser
+.PHONY: setup demo test lint clean browser cuda-objects gpu-check
+
+# The CUDA kernels compiled by nvcc alone (no torch needed), for CUDA_ARCHS; a GPU machine's
+# build links them (FIELDS_CUDA_PREBUILT=build/cuda, see scripts/gpu_check.sh).
+CUDA_ARCHS ?= 90
+cuda-objects:
+	mkdir -p build/cuda
+	for f in csrc/kernels/*.cu; do \
+	  nvcc -c -std=c++17 -O3 -Icsrc $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	    --compiler-options -fPIC "$$f" -o build/cuda/$$(basename $$f).o || exit 1; \
+	done
+
+# On a GPU machine: build fields._C with CUDA in place, run the gpu tests and the benchmark.
+gpu-check:
+	bash scripts/gpu_check.sh
 
 setup: $(STAMP) browser
 

@@ -41,15 +41,29 @@ def extension():
         and shutil.which("nvcc") is not None
     )
     if use_cuda:
+        # FIELDS_CUDA_PREBUILT=DIR: link DIR/<name>.o (from `make cuda-objects`, nvcc alone)
+        # instead of compiling each .cu here: the kernels need no torch headers, so they can be
+        # built ahead, on another machine, while only the bindings build against this torch.
+        prebuilt = os.environ.get("FIELDS_CUDA_PREBUILT")
+        objects = []
+        if prebuilt:
+            objects = [str(Path(prebuilt) / (Path(f).name + ".o")) for f in cu]
+            missing = [o for o in objects if not Path(o).exists()]
+            if missing:
+                sys.exit(f"fields: FIELDS_CUDA_PREBUILT={prebuilt} lacks {', '.join(missing)} "
+                         "(make cuda-objects builds them)")
         return CUDAExtension(
             "fields._C",
-            cpp + cu,
+            cpp + ([] if prebuilt else cu),
             define_macros=[("FIELDS_WITH_CUDA", None)],
+            include_dirs=[str(ROOT / "csrc")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_objects=objects,
             extra_link_args=link_flags,
         )
     return CppExtension(
-        "fields._C", cpp, extra_compile_args=cxx_flags, extra_link_args=link_flags
+        "fields._C", cpp, include_dirs=[str(ROOT / "csrc")], extra_compile_args=cxx_flags,
+        extra_link_args=link_flags,
     )
 
 

@@ -16,6 +16,7 @@ backend "torch"), same table, same inputs, interleaved. "forward" is
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -88,7 +89,11 @@ def _sync(device: torch.device) -> None:
 def time_interleaved(
     fns: dict[str, Callable[[], None]], device: torch.device, min_time: float, max_repeats: int
 ) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round by round."""
+    """Seconds per call of each function, interleaved round by round so that drift hits all
+    alike. On the CPU: the median of single calls. On a GPU (shared/BENCHMARKS.md): 3 warm-up
+    calls, then the mean over 20 calls between two synchronisations, the median over rounds."""
+    if device.type == "cuda":
+        return _time_cuda(fns, device, min_time)
     once = {}
     for name, fn in fns.items():  # warm-up: 3 calls, or 1 for calls over half a second
         t0 = time.perf_counter()
@@ -111,10 +116,34 @@ def time_interleaved(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def _time_cuda(fns: dict[str, Callable[[], None]], device: torch.device, min_time: float,
+               calls: int = 20) -> dict[str, float]:
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    spent, rounds = 0.0, 0
+    while rounds < 3 or (spent < min_time and rounds < 25):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            _sync(device)
+            dt = time.perf_counter() - t0
+            times[name].append(dt / calls)
+            spent += dt
+        rounds += 1
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def available_backends(device: torch.device) -> list[str]:
     backends = []
     if device.type == "cpu" and _ext.available():
         backends.append("cpu")
+    if device.type == "cuda" and _ext.has_cuda_kernels():
+        backends.append("cuda")
     try:  # the peer, when installed (CUDA only)
         import tinycudann  # noqa: F401
 
@@ -159,7 +188,7 @@ def _make_backend(
 
 def bench_mlp(
     widths: Iterable[int] = (64, 128),
-    depth: int = 4,
+    depth: int | Iterable[int] = 4,
     batches: Iterable[int] = (2**14, 2**16, 2**18, 2**20),
     modes: Iterable[str] = ("forward", "train"),
     backends: Iterable[str] | None = None,
@@ -171,39 +200,39 @@ def bench_mlp(
     on_row: Callable[[BenchRow], None] | None = None,
 ) -> list[BenchRow]:
     """Measures every backend against the eager torch baseline; returns one row per figure
-    (the baseline's own rows have backend "torch" and speedup 1)."""
+    (the baseline's own rows have backend "torch" and speedup 1). `depth`: one or several."""
     dev = torch.device(device)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     names = list(backends) if backends is not None else available_backends(dev)
+    depths = [depth] if isinstance(depth, int) else list(depth)
     rows: list[BenchRow] = []
-    for width in widths:
-        for batch in batches:
-            torch.manual_seed(0)
-            base = eager_baseline(n_in, n_out, width, depth).to(dev, dtype)
-            nets = {"torch": base}
-            for name in names:
-                nets[name] = _make_backend(name, base, n_in, n_out, width, depth, dev, dtype)
-            x = torch.rand(batch, n_in, device=dev, dtype=dtype)
-            for mode in modes:
-                fns = {name: _step_fn(net, x, mode) for name, net in nets.items()}
-                secs = time_interleaved(fns, dev, min_time, max_repeats)
-                flops = mlp_flops(n_in, n_out, width, depth, batch, mode)
-                for name, s in secs.items():
-                    row = BenchRow(
-                        backend=name,
-                        baseline="torch",
-                        width=width,
-                        depth=depth,
-                        batch=batch,
-                        mode=mode,
-                        samples_per_s=batch / s,
-                        speedup=secs["torch"] / s,
-                        gflops=flops / s / 1e9,
-                        ms=s * 1e3,
-                    )
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
+    for width, depth, batch in itertools.product(widths, depths, batches):
+        torch.manual_seed(0)
+        base = eager_baseline(n_in, n_out, width, depth).to(dev, dtype)
+        nets = {"torch": base}
+        for name in names:
+            nets[name] = _make_backend(name, base, n_in, n_out, width, depth, dev, dtype)
+        x = torch.rand(batch, n_in, device=dev, dtype=dtype)
+        for mode in modes:
+            fns = {name: _step_fn(net, x, mode) for name, net in nets.items()}
+            secs = time_interleaved(fns, dev, min_time, max_repeats)
+            flops = mlp_flops(n_in, n_out, width, depth, batch, mode)
+            for name, s in secs.items():
+                row = BenchRow(
+                    backend=name,
+                    baseline="torch",
+                    width=width,
+                    depth=depth,
+                    batch=batch,
+                    mode=mode,
+                    samples_per_s=batch / s,
+                    speedup=secs["torch"] / s,
+                    gflops=flops / s / 1e9,
+                    ms=s * 1e3,
+                )
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     return rows
 
 

@@ -38,6 +38,13 @@ def info() -> None:
     console.print(f"threads: {torch.get_num_threads()}, CUDA device: {torch.cuda.is_available()}")
 
 
+def _device_name(device: str) -> str:
+    """'cpu', or the GPU's name (the figures are about that device)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device}: {torch.cuda.get_device_name(torch.device(device))}"
+    return device
+
+
 def _report(
     title: str,
     columns: list[str],
@@ -67,7 +74,8 @@ def _report(
 @bench_app.command("mlp")
 def bench_mlp_cmd(
     widths: Annotated[list[int], typer.Option(help="hidden widths")] = [64, 128],  # noqa: B006
-    depth: Annotated[int, typer.Option(help="hidden layers")] = 4,
+    depth: Annotated[list[int], typer.Option(
+        help="hidden layers (repeat for several)")] = [4],  # noqa: B006
     batches: Annotated[list[int], typer.Option(help="batch sizes")] = [  # noqa: B006
         2**14,
         2**16,
@@ -83,7 +91,9 @@ def bench_mlp_cmd(
     min_time: Annotated[float, typer.Option(help="seconds of timed calls per figure")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
-    """Fused MLP backends against eager torch (n_in 32, n_out 16, ReLU, no bias)."""
+    """Fused MLP backends against eager torch (n_in 32, n_out 16, ReLU, no bias): the CPU
+    kernels on the CPU; on a GPU (--device cuda, fp16) the tensor-core kernels and, when
+    importable, tiny-cuda-nn."""
     from fields.bench import BenchRow, bench_mlp
 
     for m in modes:
@@ -98,6 +108,7 @@ def bench_mlp_cmd(
         return [
             row.backend,
             str(row.width),
+            str(row.depth),
             str(row.batch),
             row.mode,
             f"{row.ms:.2f}",
@@ -107,8 +118,9 @@ def bench_mlp_cmd(
         ]
 
     _report(
-        f"fields bench mlp (depth {depth}, {device}, {torch.get_num_threads()} threads)",
-        ["backend", "width", "batch", "mode", "ms", "samples/s", "GFLOP/s", "vs torch"],
+        f"fields bench mlp ({_device_name(device)}, {torch.get_num_threads()} threads)",
+        ["backend", "width", "depth", "batch", "mode", "ms", "samples/s", "GFLOP/s",
+         "vs torch"],
         cells,
         lambda on_row: bench_mlp(
             widths, depth, batches, modes, device=device, min_time=min_time, on_row=on_row

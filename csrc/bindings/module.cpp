@@ -5,6 +5,7 @@
 #include "grid.h"
 #include "march.h"
 #include "mlp.h"
+#include "mlp_cuda.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fields native kernels (C++; CUDA when built with it)";
@@ -35,6 +36,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Distance from every cell centre of a grid to the nearest point, on the CPU",
         py::arg("points"), py::arg("origin"), py::arg("voxel"), py::arg("dims"));
 #ifdef FIELDS_WITH_CUDA
+  m.def("mlp_cuda_forward", &fields::mlp_cuda_forward,
+        "Fused MLP forward on tensor cores (16-bit in, fp32 accumulate)", py::arg("x"),
+        py::arg("weights"), py::arg("biases"), py::arg("dims"), py::arg("omega"),
+        py::arg("half"), py::arg("save"), py::arg("out16"), py::arg("stream"));
+  m.def("mlp_cuda_backward", &fields::mlp_cuda_backward,
+        "Fused MLP backward on tensor cores: scaled deltas and dx", py::arg("dy"),
+        py::arg("scale"), py::arg("weights"), py::arg("a"), py::arg("z"), py::arg("y"),
+        py::arg("z_out"), py::arg("dims"), py::arg("omega"), py::arg("half"),
+        py::arg("need_dx"), py::arg("stream"));
+  m.def("mlp_cuda_double_backward", &fields::mlp_cuda_double_backward,
+        "Fused MLP second derivatives on tensor cores (tangent pass and both backward "
+        "recursions)",
+        py::arg("dy"), py::arg("scale_v"), py::arg("u"), py::arg("scale_u"), py::arg("weights"),
+        py::arg("a"), py::arg("z"), py::arg("y"), py::arg("z_out"), py::arg("dims"),
+        py::arg("omega"), py::arg("half"), py::arg("need_dx"), py::arg("need_dv"),
+        py::arg("stream"));
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;

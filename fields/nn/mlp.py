@@ -8,9 +8,15 @@ Backends:
   per tile of 96 rows with activations in cache; forward and backward (input and weight
   gradients) are fused kernels. A second derivative (``create_graph=True``) is computed by
   differentiating the reference instead, with a warning the first time.
-- ``"auto"``: picks, per call, the fastest backend that supports the request (``"cpu"`` for
-  float32 CPU tensors and a width that is a multiple of 16, else ``"torch"``), and says which
-  (``last_backend``; a warning once when it has to fall back to the reference).
+- ``"cuda"``: the tensor-core kernels (`csrc/kernels/mlp_cuda.cu`, `fields.nn.mlp_cuda`):
+  fp16 or bf16 inputs and weights (fp32 parameters are rounded per call), fp32 accumulation,
+  widths up to 128, output in the input's 16-bit type (fp32 for other inputs). Forward and
+  backward are fused kernels; a second derivative differentiates the reference (a warning).
+  Needs `fields._C` built where torch has CUDA and nvcc is present.
+- ``"auto"``: picks, per call, the fastest backend that supports the request (``"cuda"`` for
+  fp16/bf16 CUDA tensors when built with it; ``"cpu"`` for float32 CPU tensors and a width
+  that is a multiple of 16; else ``"torch"``), and says which (``last_backend``; a warning
+  once when it has to fall back to the reference).
 
 Parameters: ``weights[l]`` of shape ``(out_dim, in_dim)`` (the ``nn.Linear`` convention) and,
 with ``bias=True``, ``biases[l]`` of shape ``(out_dim,)``, for the ``depth + 1`` layers
@@ -30,6 +36,7 @@ import torch
 from torch import nn
 
 from fields import _ext
+from fields.nn import mlp_cuda
 from fields.nn.activations import ACTIVATION_IDS, apply_activation, canonical_activation
 
 logger = logging.getLogger("fields")
@@ -195,7 +202,7 @@ class FusedMLP(nn.Module):
         activation: hidden activation (see `fields.nn.activations`).
         output_activation: activation of the output layer.
         bias: add a bias to every layer (tiny-cuda-nn's networks have none; default False).
-        backend: "auto", "torch", "cpu" (or "cuda" once built).
+        backend: "auto", "torch", "cpu" or "cuda".
         omega0: frequency of the Sine and Finer activations (SIREN's omega_0, default 30),
             inverse width of the Gaussian one.
         dtype, device: of the parameters.
@@ -227,11 +234,6 @@ class FusedMLP(nn.Module):
             raise ValueError(
                 f"FusedMLP: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
             )
-        if backend == "cuda":
-            raise ValueError(
-                "FusedMLP: backend='cuda' is not available in this build (the CUDA kernels "
-                "are not part of it yet); use backend='auto' or 'torch'"
-            )
         if not (isinstance(omega0, (int, float)) and math.isfinite(omega0) and omega0 > 0):
             raise ValueError(f"FusedMLP: omega0 must be a positive number, got {omega0!r}")
         self.spec = MLPSpec(
@@ -247,10 +249,17 @@ class FusedMLP(nn.Module):
         self.backend = backend
         self.last_backend: str | None = None
         self._static_reason: str | None = None  # why the CPU kernels cannot run, once known
+        # kernels to use instead of fields._C's CUDA ones (the tests' CPU emulator)
+        self.kernels_override: mlp_cuda.MLPKernels | None = None
+        self._packed: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
         if backend == "cpu":
             reason = self._cpu_unsupported_static()
             if reason:
                 raise ValueError(f"FusedMLP: backend='cpu' cannot run this network: {reason}")
+        if backend == "cuda":
+            reason = self._cuda_unsupported_static()
+            if reason:
+                raise ValueError(f"FusedMLP: backend='cuda' cannot run this network: {reason}")
         factory = {"dtype": dtype, "device": device}
         self.weights = nn.ParameterList(
             [nn.Parameter(torch.empty(o, i, **factory)) for i, o in self.spec.layer_dims()]
@@ -313,6 +322,35 @@ class FusedMLP(nn.Module):
             return f"depth {self.spec.depth} exceeds 62"
         return ""
 
+    @property
+    def cuda_kernels(self) -> mlp_cuda.MLPKernels | None:
+        return self.kernels_override or mlp_cuda.cuda_kernels()
+
+    def _cuda_unsupported_static(self) -> str:
+        if self.cuda_kernels is None:
+            return ("fields._C was built without the CUDA kernels (they are built where torch "
+                    "has CUDA and nvcc is present: `make setup` on a GPU machine)")
+        s = self.spec
+        return mlp_cuda.unsupported(s.n_in, s.n_out, s.width, s.depth)
+
+    def _cuda_unsupported(self, x: torch.Tensor, strict_dtype: bool) -> str:
+        reason = self._cuda_unsupported_static()
+        if reason:
+            return reason
+        if x.device.type != "cuda" and not getattr(self.cuda_kernels, "host_memory", False):
+            return f"the input is on {x.device}"
+        if strict_dtype and x.dtype not in (torch.float16, torch.bfloat16):
+            return f"the input is {x.dtype}, not float16 or bfloat16"
+        return ""
+
+    def _cuda_packed(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                     half: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The packed 16-bit weights, rebuilt only when a parameter changed (its version)."""
+        key = (half, *((p.data_ptr(), p._version) for p in weights + biases))
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, mlp_cuda.pack(self.spec, weights, biases, half))
+        return self._packed[1]
+
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         # ParameterList's own iteration is slow on a per-call path; read its dict directly.
         return list(self.weights._parameters.values()), list(self.biases._parameters.values())
@@ -338,6 +376,13 @@ class FusedMLP(nn.Module):
     def _select(self, x: torch.Tensor, params: list[torch.Tensor]) -> str:
         if self.backend == "torch":
             return "torch"
+        if self.backend == "cuda":
+            reason = self._cuda_unsupported(x, strict_dtype=False)
+            if reason:
+                raise ValueError(f"FusedMLP: backend='cuda' cannot run this call: {reason}")
+            return "cuda"
+        if x.device.type == "cuda" and not self._cuda_unsupported(x, strict_dtype=True):
+            return "cuda"
         reason = self._cpu_unsupported(x, params)
         if self.backend == "cpu":
             if reason:
@@ -363,7 +408,9 @@ class FusedMLP(nn.Module):
         if backend != self.last_backend:
             logger.info("FusedMLP: running on backend %r", backend)
             self.last_backend = backend
-        if backend == "cpu":
+        if backend == "cuda":
+            y = self._cuda_forward(x2, weights, biases)
+        elif backend == "cpu":
             grad = torch.is_grad_enabled() and (
                 x2.requires_grad or any(p.requires_grad for p in weights + biases)
             )
@@ -376,6 +423,19 @@ class FusedMLP(nn.Module):
                 x2, weights, biases or None, spec.activation, spec.output_activation, spec.omega0
             )
         return y.reshape(*lead, spec.n_out)
+
+    def _cuda_forward(self, x: torch.Tensor, weights: list[torch.Tensor],
+                      biases: list[torch.Tensor]) -> torch.Tensor:
+        half = 1 if x.dtype == torch.bfloat16 else 0
+        out16 = x.dtype in (torch.float16, torch.bfloat16)
+        packed = self._cuda_packed(weights, biases, half)
+        kernels = self.cuda_kernels
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in weights + biases)
+        ):
+            return mlp_cuda.CudaMLP.apply(x, self.spec, kernels, half, out16, *packed, *weights,
+                                          *biases)
+        return mlp_cuda.infer(x, self.spec, kernels, half, out16, packed, bool(biases))
 
     def extra_repr(self) -> str:
         s = self.spec

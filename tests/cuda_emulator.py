@@ -1,0 +1,189 @@
+"""The CUDA MLP kernels on the CPU emulator (csrc/emulator/), for tests on machines without a
+GPU: builds a shared library with the host compiler (the CUDA headers come from the toolkit
+next to nvcc, for types only) and exposes it with the `fields.nn.mlp_cuda.MLPKernels` contract
+on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp"]
+DEPENDS = [*SOURCES, CSRC / "emulator" / "warp_emulator.h", CSRC / "kernels" / "mlp_cuda.cu",
+           CSRC / "kernels" / "mlp_cuda.h", CSRC / "kernels" / "warp_ops.cuh"]
+FLAGS = ["-O1", "-std=c++17", "-shared", "-fPIC", "-x", "c++"]
+
+
+def cuda_include() -> Path | None:
+    """The CUDA toolkit's include folder (CUDA_HOME, or next to nvcc), or None."""
+    candidates = []
+    if os.environ.get("CUDA_HOME"):
+        candidates.append(Path(os.environ["CUDA_HOME"]) / "include")
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        real = Path(nvcc).resolve()
+        candidates.append(real.parent.parent / "include")
+        # a wrapper script (exec /path/to/cuda/bin/nvcc) hides the toolkit: read it
+        try:
+            text = real.read_text(errors="ignore")[:4096]
+        except OSError:
+            text = ""
+        for word in text.split():
+            if word.endswith("/bin/nvcc"):
+                candidates.append(Path(word).parent.parent / "include")
+    candidates.append(Path("/usr/local/cuda/include"))
+    for c in candidates:
+        if (c / "cuda_runtime_api.h").exists():
+            return c
+    return None
+
+
+def unavailable_reason() -> str:
+    if shutil.which("g++") is None:
+        return "no g++ to build the CUDA emulator"
+    if cuda_include() is None:
+        return "no CUDA toolkit headers (nvcc / CUDA_HOME) for the CUDA emulator"
+    return ""
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """Builds (once per source version, cached in ~/.cache/fields/emulator) and loads it."""
+    inc = cuda_include()
+    if inc is None:
+        raise RuntimeError(unavailable_reason())
+    h = hashlib.sha256()
+    for p in DEPENDS:
+        h.update(p.read_bytes())
+    h.update(" ".join([*FLAGS, str(inc)]).encode())
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    cache_dir = cache_root / "fields" / "emulator"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lib = cache_dir / f"mlp_emu_{h.hexdigest()[:16]}.so"
+    if not lib.exists():
+        with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+            out = Path(tmp) / lib.name
+            cmd = ["g++", *FLAGS, f"-I{CSRC}", f"-I{inc}", *map(str, SOURCES), "-o", str(out)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"building the CUDA emulator failed:\n{' '.join(cmd)}\n"
+                                   f"{r.stderr[-4000:]}")
+            os.replace(out, lib)  # atomic: a concurrent build never sees half a library
+    dll = ctypes.CDLL(str(lib))
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    dll.fields_emu_mlp_forward.argtypes = [p, f32, i32, p, i64, p, p, p, i32, p, p, p, p, i32]
+    dll.fields_emu_mlp_backward.argtypes = [p, f32, i32, p, i64, f32, p, p, p, p, i32, p, p, p, p,
+                                            p, i32]
+    dll.fields_emu_mlp_double_backward.argtypes = [p, f32, i32, p, i64, f32, p, f32, p, p, p, p,
+                                                   i32, p, p, p, p, p, p, p, p, p, p, i32]
+    for name in ("fields_emu_mlp_packed_size",):
+        getattr(dll, name).argtypes = [p]
+        getattr(dll, name).restype = i64
+    for name in ("fields_emu_mlp_packed_offset", "fields_emu_mlp_bias_offset"):
+        getattr(dll, name).argtypes = [p, i32]
+        getattr(dll, name).restype = i64
+    dll.fields_emu_warp_instructions.restype = ctypes.c_uint64
+    return dll
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _dims(dims: list[int]) -> ctypes.Array:
+    return (ctypes.c_int * 7)(*dims)
+
+
+def _check(rc: int, err: ctypes.Array, what: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"emulated {what}: {err.value.decode()}")
+
+
+NEEDS_PRE = {7, 8, 9, 10, 11}  # SiLU, Sine, Squareplus, Gaussian, Finer (activation ids)
+HAS_SECOND = set(range(3, 12))  # every activation but None, ReLU, LeakyReLU
+
+
+class EmulatedKernels:
+    """`MLPKernels` on the emulator: CPU tensors in and out, the kernels' own arithmetic."""
+
+    host_memory = True  # FusedMLP: these kernels take CPU tensors
+
+    def mlp_cuda_forward(self, x, weights, biases, dims, omega, half, save, out16=False,
+                         stream=0):
+        n_in, n_out, kw, depth, act, out_act, _ = dims
+        rows = x.shape[0]
+        assert x.is_contiguous() and x.shape[1] == n_in
+        dtype16 = torch.bfloat16 if half else torch.float16
+        y = torch.empty(rows, n_out, dtype=dtype16 if out16 else torch.float32)
+        a = torch.empty(depth, rows, kw, dtype=dtype16) if save else torch.empty(0)
+        z = torch.empty(depth, rows, kw) if save and act in NEEDS_PRE else torch.empty(0)
+        z_out = torch.empty(rows, n_out) if save and out_act in NEEDS_PRE else torch.empty(0)
+        err = ctypes.create_string_buffer(512)
+        rc = library().fields_emu_mlp_forward(
+            _dims(dims), omega, half, _ptr(x), rows, _ptr(weights.contiguous()), _ptr(biases),
+            _ptr(y), int(out16), _ptr(a), _ptr(z), _ptr(z_out), err, 512)
+        _check(rc, err, "forward")
+        return [y, a, z, z_out] if save else [y]
+
+    def mlp_cuda_backward(self, dy, scale, weights, a, z, y, z_out, dims, omega, half,
+                          need_dx, stream=0):
+        n_in, n_out, kw, depth, *_ = dims
+        rows = dy.shape[0]
+        dtype16 = torch.bfloat16 if half else torch.float16
+        delta = torch.empty(depth, rows, kw, dtype=dtype16)
+        delta_out = torch.empty(rows, n_out, dtype=dtype16)
+        dx = torch.empty(rows, n_in) if need_dx else torch.empty(0)
+        err = ctypes.create_string_buffer(512)
+        rc = library().fields_emu_mlp_backward(
+            _dims(dims), omega, half, _ptr(dy.contiguous()), rows, scale,
+            _ptr(weights.contiguous()), _ptr(a), _ptr(z), _ptr(y), int(y.dtype != torch.float32),
+            _ptr(z_out), _ptr(delta),
+            _ptr(delta_out), _ptr(dx), err, 512)
+        _check(rc, err, "backward")
+        return [delta, delta_out, dx]
+
+    def mlp_cuda_double_backward(self, dy, scale_v, u16, scale_u, weights, a, z, y, z_out, dims,
+                                 omega, half, need_dx, need_dv, stream=0):
+        n_in, n_out, kw, depth, act, *_ = dims
+        rows = dy.shape[0]
+        dtype16 = torch.bfloat16 if half else torch.float16
+        t = torch.empty(depth, rows, kw) if act in HAS_SECOND else torch.empty(0)
+        adot = torch.empty(depth, rows, kw, dtype=dtype16)
+        delta = torch.empty(depth, rows, kw, dtype=dtype16)
+        zbar = torch.empty(depth, rows, kw, dtype=dtype16)
+        delta_out = torch.empty(rows, n_out, dtype=dtype16)
+        zbar_out = torch.empty(rows, n_out, dtype=dtype16)
+        dx = torch.empty(rows, n_in) if need_dx else torch.empty(0)
+        dv = torch.empty(rows, n_out) if need_dv else torch.empty(0)
+        err = ctypes.create_string_buffer(512)
+        rc = library().fields_emu_mlp_double_backward(
+            _dims(dims), omega, half, _ptr(dy.contiguous()), rows, scale_v,
+            _ptr(u16.contiguous()), scale_u, _ptr(weights.contiguous()), _ptr(a), _ptr(z),
+            _ptr(y), int(y.dtype != torch.float32), _ptr(z_out), _ptr(t), _ptr(adot),
+            _ptr(delta), _ptr(delta_out), _ptr(zbar), _ptr(zbar_out), _ptr(dx), _ptr(dv), err,
+            512)
+        _check(rc, err, "double backward")
+        return [adot, delta, delta_out, zbar, zbar_out, dx, dv]
+
+    @staticmethod
+    def packed_size(dims: list[int]) -> int:
+        return int(library().fields_emu_mlp_packed_size(_dims(dims)))
+
+    @staticmethod
+    def packed_offset(dims: list[int], layer: int) -> int:
+        return int(library().fields_emu_mlp_packed_offset(_dims(dims), layer))
+
+    @staticmethod
+    def warp_instructions() -> int:
+        return int(library().fields_emu_warp_instructions())
