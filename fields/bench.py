@@ -292,10 +292,17 @@ def bench_encoding(
     min_time: float = 1.0,
     max_repeats: int = 20,
     on_row: Callable[[EncodingBenchRow], None] | None = None,
+    device: str = "cpu",
 ) -> list[EncodingBenchRow]:
     """Each grid backend against the torch reference; one row per figure (the reference's own
-    rows have backend "torch" and speedup 1)."""
-    names = list(backends) if backends is not None else (["cpu"] if _ext.available() else [])
+    rows have backend "torch" and speedup 1). On a GPU (`device="cuda"`) the CUDA kernels."""
+    dev = torch.device(device)
+    if backends is not None:
+        names = list(backends)
+    elif dev.type == "cuda":
+        names = ["cuda"] if _ext.has_cuda_kernels() else []
+    else:
+        names = ["cpu"] if _ext.available() else []
     for m in modes:
         if m not in ENCODING_MODES:
             raise ValueError(f"bench_encoding: mode {m!r}; expected one of {ENCODING_MODES}")
@@ -311,6 +318,7 @@ def bench_encoding(
             interpolation=interpolation,
             grid_type=grid_type,
             backend=name,
+            device=dev,
         )
         for name in ["torch", *names]
     }
@@ -319,11 +327,11 @@ def bench_encoding(
     label = {"Hash": "HashGrid", "Dense": "DenseGrid", "Tiled": "TiledGrid"}[grid_type]
     rows: list[EncodingBenchRow] = []
     for batch in batches:
-        x = torch.rand(batch, n_dims).requires_grad_(input_grad)
-        g = torch.randn(batch, n_levels * n_features)
+        x = torch.rand(batch, n_dims, device=dev).requires_grad_(input_grad)
+        g = torch.randn(batch, n_levels * n_features, device=dev)
         for mode in modes:
             fns = {name: _encoding_step(enc, x, g, mode) for name, enc in encs.items()}
-            secs = time_interleaved(fns, torch.device("cpu"), min_time, max_repeats)
+            secs = time_interleaved(fns, dev, min_time, max_repeats)
             for name, sec in secs.items():
                 row = EncodingBenchRow(
                     backend=name,

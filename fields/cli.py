@@ -148,11 +148,13 @@ def bench_encoding_cmd(
         "forward+backward",
     ],
     input_grad: Annotated[bool, typer.Option(help="also compute the input gradient")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
     min_time: Annotated[float, typer.Option(help="seconds of timed calls per figure")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
-    """Grid encoding backends against the torch reference (default: the 3-D hash grid)."""
+    """Grid encoding backends against the torch reference (default: the 3-D hash grid); on a
+    GPU (--device cuda) the CUDA kernels."""
     from fields.bench import ENCODING_MODES, EncodingBenchRow, bench_encoding
 
     for m in modes:
@@ -175,7 +177,7 @@ def bench_encoding_cmd(
 
     title = (
         f"fields bench encoding ({grid_type} grid, {dims}-D, {levels} levels x {features} "
-        f"features, 2^{log2_hashmap_size} entries, {interpolation}, "
+        f"features, 2^{log2_hashmap_size} entries, {interpolation}, {_device_name(device)}, "
         f"{torch.get_num_threads()} threads)"
     )
     try:
@@ -197,6 +199,7 @@ def bench_encoding_cmd(
                 input_grad=input_grad,
                 min_time=min_time,
                 on_row=on_row,
+                device=device,
             ),
             as_json,
         )

@@ -7,10 +7,11 @@
 #   2. runs the gpu tests of the kernels (tests/test_mlp_cuda.py: values and gradients against
 #      the torch reference),
 #   3. runs `fields bench mlp --device cuda` (widths 64/128, depths 2/4, batches 2^18, 2^20,
-#      2^22; fp16; tiny-cuda-nn too when importable).
+#      2^22; fp16; tiny-cuda-nn too when importable) and `fields bench encoding --device cuda`
+#      (the 3-D hash grid, 16 levels x 2 features, 2^19 entries).
 #
 # Everything goes to $OUT (default gpu_out/): device.txt, build.log, tests.log, bench.jsonl,
-# bench.txt. Needs no package index: only torch, numpy, pytest, rich, typer (all on the device
+# bench.txt, encoding.jsonl. Needs no package index: only torch, numpy, pytest, rich, typer (all on the device
 # image) are imported.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ echo "build: $(( $(date +%s) - start )) s (prebuilt objects: ${FIELDS_CUDA_PREBU
 $PY -c "import fields._ext as e; assert e.has_cuda_kernels(), 'no CUDA kernels'" || exit 1
 
 timeout 300 $PY -m pytest -q -m gpu -p no:cacheprovider -p no:dash tests/test_mlp_cuda.py \
-  2>&1 | tee "$OUT/tests.log" | tail -25
+  tests/test_grid_cuda.py 2>&1 | tee "$OUT/tests.log" | tail -25
 
 timeout 400 $PY -m fields.cli bench mlp --device cuda --widths 64 --widths 128 --depth 2 \
   --depth 4 --batches 262144 --batches 1048576 --batches 4194304 --min-time 0.3 --json \
@@ -49,3 +50,7 @@ for r in rows:
     print(f"{r['backend']:8} {r['width']:5d} {r['depth']:5d} {r['batch']:8d} {r['mode']:8} "
           f"{r['samples_per_s'] / 1e9:11.3f} {r['speedup']:7.2f}x")
 EOF
+
+timeout 120 $PY -m fields.cli bench encoding --device cuda --batches 1048576 --batches 4194304 \
+  --min-time 0.3 --json > "$OUT/encoding.jsonl" 2> "$OUT/encoding.err"
+cat "$OUT/encoding.jsonl"

@@ -1,7 +1,7 @@
-"""The CUDA MLP kernels on the CPU emulator (csrc/emulator/), for tests on machines without a
-GPU: builds a shared library with the host compiler (the CUDA headers come from the toolkit
-next to nvcc, for types only) and exposes it with the `fields.nn.mlp_cuda.MLPKernels` contract
-on CPU tensors.
+"""The CUDA kernels on the CPU emulator (csrc/emulator/), for tests on machines without a GPU:
+builds a shared library with the host compiler (the CUDA headers come from the toolkit next to
+nvcc, for types only) and exposes it with the contracts of `fields.nn.mlp_cuda.MLPKernels` and
+`fields.nn.grid_cuda.GridKernels`, on CPU tensors.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp"]
+SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp",
+           CSRC / "emulator" / "grid_emulated.cpp"]
 DEPENDS = [*SOURCES, CSRC / "emulator" / "warp_emulator.h", CSRC / "kernels" / "mlp_cuda.cu",
-           CSRC / "kernels" / "mlp_cuda.h", CSRC / "kernels" / "warp_ops.cuh"]
+           CSRC / "kernels" / "mlp_cuda.h", CSRC / "kernels" / "grid_cuda.cu",
+           CSRC / "kernels" / "grid_cuda.h", CSRC / "kernels" / "warp_ops.cuh"]
 FLAGS = ["-O1", "-std=c++17", "-shared", "-fPIC", "-x", "c++"]
 
 
@@ -94,6 +96,8 @@ def library() -> ctypes.CDLL:
         getattr(dll, name).argtypes = [p, i32]
         getattr(dll, name).restype = i64
     dll.fields_emu_warp_instructions.restype = ctypes.c_uint64
+    dll.fields_emu_grid.argtypes = [i32, i32, i32, i32, i32, p, p, i32, p, i64, p, p, i32, p, i32,
+                                    p, p, p, i32]
     return dll
 
 
@@ -187,3 +191,44 @@ class EmulatedKernels:
     @staticmethod
     def warp_instructions() -> int:
         return int(library().fields_emu_warp_instructions())
+
+
+class EmulatedGridKernels:
+    """`GridKernels` on the emulator: CPU tensors in and out, the kernels' own arithmetic."""
+
+    host_memory = True  # GridEncoding: these kernels take CPU tensors
+
+    @staticmethod
+    def _call(kind, x, params, scales, meta, n_features, interpolation, out=None, out16=False,
+              dy=None, dparams=None, dx=None):
+        sc = (ctypes.c_double * len(scales))(*scales)
+        me = (ctypes.c_int64 * len(meta))(*meta)
+        err = ctypes.create_string_buffer(512)
+        rc = library().fields_emu_grid(
+            kind, x.shape[1], n_features, len(scales), interpolation, sc, me,
+            int(params.dtype == torch.float16), _ptr(x), x.shape[0], _ptr(params), _ptr(out),
+            int(out16), _ptr(dy), int(dy is not None and dy.dtype == torch.float16),
+            _ptr(dparams), _ptr(dx), err, 512)
+        _check(rc, err, "grid")
+
+    def grid_cuda_forward(self, x, params, scales, meta, n_features, interpolation, out16,
+                          stream=0):
+        assert x.dtype == torch.float32 and x.is_contiguous()
+        out = torch.empty(x.shape[0], len(scales) * n_features,
+                          dtype=torch.float16 if out16 else torch.float32)
+        self._call(0, x, params.contiguous(), scales, meta, n_features, interpolation, out=out,
+                   out16=out16)
+        return out
+
+    def grid_cuda_backward(self, dy, x, params, scales, meta, n_features, interpolation,
+                           need_params, need_dx, stream=0):
+        dy = dy.contiguous()
+        dparams = torch.zeros(params.numel()) if need_params else torch.empty(0)
+        dx = torch.empty_like(x) if need_dx else torch.empty(0)
+        if need_params:
+            self._call(1, x, params, scales, meta, n_features, interpolation, dy=dy,
+                       dparams=dparams)
+        if need_dx:
+            self._call(2, x, params.contiguous(), scales, meta, n_features, interpolation, dy=dy,
+                       dx=dx)
+        return [dparams, dx]

@@ -3,6 +3,7 @@
 
 #include "dt.h"
 #include "grid.h"
+#include "grid_cuda.h"
 #include "march.h"
 #include "mlp.h"
 #include "mlp_cuda.h"
@@ -52,6 +53,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("a"), py::arg("z"), py::arg("y"), py::arg("z_out"), py::arg("dims"),
         py::arg("omega"), py::arg("half"), py::arg("need_dx"), py::arg("need_dv"),
         py::arg("stream"));
+  m.def("grid_cuda_forward", &fields::grid_cuda_forward, "Grid encoding forward on CUDA",
+        py::arg("x"), py::arg("params"), py::arg("scales"), py::arg("meta"),
+        py::arg("n_features"), py::arg("interpolation"), py::arg("out16"), py::arg("stream"));
+  m.def("grid_cuda_backward", &fields::grid_cuda_backward, "Grid encoding backward on CUDA",
+        py::arg("grad_output"), py::arg("x"), py::arg("params"), py::arg("scales"),
+        py::arg("meta"), py::arg("n_features"), py::arg("interpolation"),
+        py::arg("need_params"), py::arg("need_dx"), py::arg("stream"));
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;

@@ -244,8 +244,7 @@ void sync_block() {
   yield_to_scheduler();
 }
 
-void launch(unsigned grid, unsigned block, size_t shared_bytes,
-            const std::function<void()>& kernel) {
+void launch(dim3 grid, unsigned block, size_t shared_bytes, const std::function<void()>& kernel) {
   if (g_running) throw std::logic_error("emu: launches do not nest");
   if (block == 0 || block % 32 != 0)
     throw std::invalid_argument("emu: the block size must be a positive multiple of 32");
@@ -260,12 +259,13 @@ void launch(unsigned grid, unsigned block, size_t shared_bytes,
   for (auto& f : fibers) f.stack.reset(new char[kStackBytes]);
   g_kernel = &kernel;
   g_block_dim = dim3(block, 1, 1);
-  g_grid_dim = dim3(grid, 1, 1);
+  g_grid_dim = grid;
   g_shared_bytes = shared_bytes;
   const unsigned warps = block / 32;
 
-  for (unsigned b = 0; b < grid; ++b) {
-    g_block_idx = uint3{b, 0, 0};
+  const unsigned n_blocks = grid.x * grid.y * grid.z;
+  for (unsigned b = 0; b < n_blocks; ++b) {
+    g_block_idx = uint3{b % grid.x, (b / grid.x) % grid.y, b / (grid.x * grid.y)};
     // NaN bit patterns (0xFFFF) where nothing was staged; a guard after the end.
     g_shared.assign(shared_bytes, 0xFF);
     g_shared.resize(shared_bytes + kGuardBytes, kGuard);

@@ -46,11 +46,15 @@ namespace emu {
 extern uint3 g_thread_idx, g_block_idx;
 extern dim3 g_block_dim, g_grid_dim;
 
-// Runs kernel() for every thread of every block of the grid (1-D grids and blocks; the block
-// size must be a multiple of 32). Throws std::runtime_error on divergence, deadlock, a bad
-// ldmatrix address, or shared memory beyond `shared_bytes`.
-void launch(unsigned grid, unsigned block, size_t shared_bytes,
-            const std::function<void()>& kernel);
+// Runs kernel() for every thread of every block of the grid (1-D blocks, 1-D or 2-D grids,
+// blocks in order, x fastest; the block size must be a multiple of 32). Throws
+// std::runtime_error on divergence, deadlock, a bad ldmatrix address, or shared memory beyond
+// `shared_bytes`.
+void launch(dim3 grid, unsigned block, size_t shared_bytes, const std::function<void()>& kernel);
+inline void launch(unsigned grid, unsigned block, size_t shared_bytes,
+                   const std::function<void()>& kernel) {
+  launch(dim3(grid, 1, 1), block, shared_bytes, kernel);
+}
 
 // Warp-wide and block-wide operations, called by each thread (fiber).
 void mma_m16n8k16(int precision, float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -58,6 +62,12 @@ void mma_m16n8k16(int precision, float (&c)[4], const uint32_t (&a)[4], uint32_t
 void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* row_address, bool trans);
 unsigned char* dynamic_shared();
 void sync_block();
+// Fibers never run at the same time: an atomic add is a plain one.
+inline float atomic_add(float* p, float v) {
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
 
 // 16-bit formats (precision 0: IEEE fp16, 1: bfloat16), round to nearest even.
 uint16_t bits16(int precision, float f);

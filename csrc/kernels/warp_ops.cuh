@@ -64,6 +64,16 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* p) {
 }
 inline unsigned char* dynamic_shared() { return emu::dynamic_shared(); }
 inline void sync_block() { emu::sync_block(); }
+inline float atomic_add(float* p, float v) { return emu::atomic_add(p, v); }
+// Round-to-nearest products and sums that the compiler may not fuse into an FMA.
+inline float mul_rn(float a, float b) {
+  volatile float r = a * b;
+  return r;
+}
+inline float add_rn(float a, float b) {
+  volatile float r = a + b;
+  return r;
+}
 
 #else  // nvcc
 
@@ -147,6 +157,12 @@ __device__ __forceinline__ unsigned char* dynamic_shared() {
 }
 
 __device__ __forceinline__ void sync_block() { __syncthreads(); }
+
+__device__ __forceinline__ float atomic_add(float* p, float v) { return atomicAdd(p, v); }
+
+// Round-to-nearest products and sums that the compiler may not fuse into an FMA.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 
 #endif
 

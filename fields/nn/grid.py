@@ -25,9 +25,11 @@ to it (clamp-to-edge), so the whole box is covered without aliasing. Nearest int
 takes the vertex ``floor(pos)`` and has zero input gradient.
 
 Backends: ``"cpu"`` runs the C++ kernels (float32: forward, gradients to the table and to the
-inputs, spread over torch's threads); ``"torch"`` the reference (`grid_reference`: any dtype,
-any derivative order); ``"auto"`` the kernels when they apply. A second derivative through the
-cpu backend (``create_graph=True``) differentiates the reference, with a warning.
+inputs, spread over torch's threads); ``"cuda"`` the CUDA kernels (`fields.nn.grid_cuda`:
+float32 inputs, a float32 or float16 table, 1/2/4/8 features, up to 64 levels; built where
+torch has CUDA); ``"torch"`` the reference (`grid_reference`: any dtype, any derivative
+order); ``"auto"`` the kernels when they apply. A second derivative through the kernels
+(``create_graph=True``) differentiates the reference, with a warning.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import torch
 from torch import nn
 
 from fields import _ext
+from fields.nn import grid_cuda
 from fields.nn.encoding import InputEncoding, _finite, _positive_int
 
 logger = logging.getLogger("fields")
@@ -54,7 +57,7 @@ FEATURES_PER_LEVEL = (1, 2, 4, 8)  # tiny-cuda-nn's choices
 KERNEL_FEATURES = (1, 2, 4, 8, 16, 32)  # what the C++ kernels take (triplanes use 16/32)
 PRIMES = (1, 2654435761, 805459861, 3674653429)
 MAX_ENTRIES = 2**31  # per grid, so that offsets stay 32-bit in the kernels
-GRID_BACKENDS = ("auto", "torch", "cpu")
+GRID_BACKENDS = ("auto", "torch", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,12 @@ class GridEncoding(InputEncoding):
         self.backend = backend
         if backend == "cpu" and not _ext.available():
             raise ValueError(f"{owner}: backend='cpu' is unavailable: {_ext.unavailable_reason()}")
+        # kernels to use instead of fields._C's CUDA ones (the tests' CPU emulator)
+        self.kernels_override: grid_cuda.GridKernels | None = None
+        if backend == "cuda" and grid_cuda.cuda_kernels() is None:
+            raise ValueError(f"{owner}: backend='cuda' needs fields._C built with the CUDA "
+                             "kernels (where torch has CUDA and nvcc is present: `make setup` "
+                             "on a GPU machine)")
         self.last_backend: str | None = None
         self.init_scale = init_scale
         params = torch.empty(self.layout.n_params, dtype=dtype, device=device)
@@ -339,9 +348,27 @@ class GridEncoding(InputEncoding):
             return f"the input or table is not float32 (input {x.dtype})"
         return ""
 
+    @property
+    def cuda_kernels(self) -> grid_cuda.GridKernels | None:
+        return self.kernels_override or grid_cuda.cuda_kernels()
+
+    def _cuda_reason(self, x: torch.Tensor) -> str:
+        kernels = self.cuda_kernels
+        if kernels is None:
+            return "fields._C was built without the CUDA kernels"
+        if x.device.type != "cuda" and not getattr(kernels, "host_memory", False):
+            return f"the input is on {x.device}"
+        return grid_cuda.unsupported(self.n_features_per_level, self.n_levels_, self.params)
+
     def select_backend(self, x: torch.Tensor) -> str:
         if self.backend == "torch":
             return "torch"
+        if self.backend == "cuda" or x.device.type == "cuda":
+            reason = self._cuda_reason(x)
+            if self.backend == "cuda" and reason:
+                raise ValueError(f"{type(self).__name__}: backend='cuda' cannot run: {reason}")
+            if not reason:
+                return "cuda"
         reason = self._cpu_reason(x)
         if self.backend == "cpu":
             if reason:
@@ -361,6 +388,15 @@ class GridEncoding(InputEncoding):
             return self.reference(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.n_input_dims)
+        if backend == "cuda":
+            xf = x2.float().contiguous()
+            if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
+                y = grid_cuda.GridCuda.apply(xf, self.params, self.layout, self.cuda_kernels)
+            else:
+                y = self.cuda_kernels.grid_cuda_forward(
+                    xf, self.params.detach(), *self.layout.kernel_args(),
+                    self.params.dtype == torch.float16, grid_cuda._stream(xf))
+            return self._mask(y.reshape(*lead, self.n_output_dims), x)
         if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
             y = _GridCpu.apply(x2, self.params, self.layout)
         else:
