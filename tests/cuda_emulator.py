@@ -20,10 +20,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp",
-           CSRC / "emulator" / "grid_emulated.cpp"]
+           CSRC / "emulator" / "grid_emulated.cpp", CSRC / "emulator" / "march_emulated.cpp"]
 DEPENDS = [*SOURCES, CSRC / "emulator" / "warp_emulator.h", CSRC / "kernels" / "mlp_cuda.cu",
            CSRC / "kernels" / "mlp_cuda.h", CSRC / "kernels" / "grid_cuda.cu",
-           CSRC / "kernels" / "grid_cuda.h", CSRC / "kernels" / "warp_ops.cuh"]
+           CSRC / "kernels" / "grid_cuda.h", CSRC / "kernels" / "march_cuda.cu",
+           CSRC / "kernels" / "march_cuda.h", CSRC / "kernels" / "warp_ops.cuh"]
 FLAGS = ["-O1", "-std=c++17", "-shared", "-fPIC", "-x", "c++"]
 
 
@@ -96,6 +97,8 @@ def library() -> ctypes.CDLL:
         getattr(dll, name).argtypes = [p, i32]
         getattr(dll, name).restype = i64
     dll.fields_emu_warp_instructions.restype = ctypes.c_uint64
+    dll.fields_emu_march.argtypes = [i32, p, i32, p, i32, f32, f32, f32, p, p, p, p, i64, p, p,
+                                     p, p, p, p, i32]
     dll.fields_emu_grid.argtypes = [i32, i32, i32, i32, i32, p, p, i32, p, i64, p, p, i32, p, i32,
                                     p, p, p, i32]
     return dll
@@ -232,3 +235,35 @@ class EmulatedGridKernels:
             self._call(2, x, params.contiguous(), scales, meta, n_features, interpolation, dy=dy,
                        dx=dx)
         return [dparams, dx]
+
+
+class EmulatedMarchKernels:
+    """`fields._C.march_rays_cuda` on the emulator: the binding's two passes (count, scan,
+    fill) over the kernels' own arithmetic, on CPU tensors."""
+
+    host_memory = True
+
+    def march_rays_cuda(self, origins, directions, t_min, t_max, occupancy, aabb, contraction,
+                        step_size, cone_angle, max_step, stream=0):
+        n = origins.shape[0]
+        occ = occupancy.to(torch.uint8).contiguous()
+        keep = [occ, aabb.float().contiguous(), origins.contiguous(), directions.contiguous(),
+                t_min.contiguous(), t_max.contiguous()]
+        args = [occ.data_ptr(), occ.shape[0], keep[1].data_ptr(), contraction, step_size,
+                cone_angle, max_step, _ptr(keep[2]), _ptr(keep[3]), _ptr(keep[4]),
+                _ptr(keep[5]), n]
+        counts = torch.zeros(n, dtype=torch.int64)
+        err = ctypes.create_string_buffer(512)
+        _check(library().fields_emu_march(0, *args, _ptr(counts), None, None, None, None, err,
+                                          512), err, "march (count)")
+        offsets = torch.zeros(n + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(counts, 0)
+        total = int(offsets[-1])
+        ray_indices = torch.empty(total, dtype=torch.int64)
+        t_starts = torch.empty(total)
+        t_ends = torch.empty(total)
+        if total:
+            _check(library().fields_emu_march(1, *args, None, _ptr(offsets), _ptr(ray_indices),
+                                              _ptr(t_starts), _ptr(t_ends), err, 512),
+                   err, "march (fill)")
+        return [ray_indices, t_starts, t_ends, offsets]

@@ -344,4 +344,6 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="far must be finite"):
         OccupancyGrid(aabb, 4, "mipnerf360").sample(o, d, 0.0, math.inf, 0.1)
     with pytest.raises(ValueError, match="backend"):
+        OccupancyGrid(aabb, 4).sample(o, d, 0.0, 1.0, 0.1, backend="vulkan")
+    with pytest.raises(ValueError, match="backend='cuda' needs the rays on the CUDA"):
         OccupancyGrid(aabb, 4).sample(o, d, 0.0, 1.0, 0.1, backend="cuda")

@@ -5,6 +5,7 @@
 #include "grid.h"
 #include "grid_cuda.h"
 #include "march.h"
+#include "march_cuda.h"
 #include "mlp.h"
 #include "mlp_cuda.h"
 
@@ -60,6 +61,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_output"), py::arg("x"), py::arg("params"), py::arg("scales"),
         py::arg("meta"), py::arg("n_features"), py::arg("interpolation"),
         py::arg("need_params"), py::arg("need_dx"), py::arg("stream"));
+  m.def("march_rays_cuda", &fields::march_rays_cuda,
+        "Ray marching through an occupancy grid on CUDA (packed samples)", py::arg("origins"),
+        py::arg("directions"), py::arg("t_min"), py::arg("t_max"), py::arg("occupancy"),
+        py::arg("aabb"), py::arg("contraction"), py::arg("step_size"), py::arg("cone_angle"),
+        py::arg("max_step"), py::arg("stream"));
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;

@@ -52,7 +52,7 @@ from torch import nn
 from fields import _ext
 
 CONTRACTIONS = ("none", "mipnerf360")
-MARCH_BACKENDS = ("cpu", "torch")
+MARCH_BACKENDS = ("auto", "cpu", "cuda", "torch")
 MISS = 1e10  # t_near = t_far of a ray that misses the box (`ray_aabb`)
 MAX_CHUNK = 2**18  # points per call of the density function in `OccupancyGrid.update`
 UNCONTRACT_MAX_NORM = 2.0 - 1e-4  # |c| is clamped to this in `uncontract` (|y| <= 1e4)
@@ -309,11 +309,14 @@ def march_rays(
     step_size: float,
     cone_angle: float = 0.0,
     max_step: float = 1e10,
+    kernels: object | None = None,
 ) -> RaySamples:
-    """Marches rays through an occupancy grid with the C++ kernel (see the module docstring).
+    """Marches rays through an occupancy grid with the C++ kernel on CPU tensors, the CUDA
+    kernel (`csrc/kernels/march_cuda.cu`, CUDA builds) on CUDA tensors (see the module
+    docstring).
 
     Args:
-        origins: (R, 3) float32 ray origins (CPU).
+        origins: (R, 3) float32 ray origins (CPU or CUDA).
         directions: (R, 3) float32 ray directions (unit, for t to be a distance).
         t_min, t_max: (R,) float32 interval of t marched per ray.
         occupancy: (G, G, G) bool or uint8 grid, x-major (nonzero = occupied).
@@ -322,6 +325,8 @@ def march_rays(
         step_size: the (smallest) step, > 0.
         cone_angle: steps grow as ``t * cone_angle`` (0: constant steps).
         max_step: the largest step.
+        kernels: what provides ``march_rays_cuda`` instead of fields._C (the tests' CPU
+            emulator of the CUDA kernel, which takes CPU tensors).
 
     Returns:
         `RaySamples` ``(ray_indices (S,) int64, t_starts (S,) f32, t_ends (S,) f32,
@@ -341,10 +346,24 @@ def march_rays(
         cone_angle,
         max_step,
     )
+    if origins.device.type == "cuda" or kernels is not None:
+        if kernels is None:
+            if not _ext.has_cuda_kernels():
+                raise ValueError(
+                    "march_rays: fields._C was built without the CUDA kernels, got tensors on "
+                    f"{origins.device} (use march_rays_reference)"
+                )
+            kernels = _ext.extension()
+        stream = torch.cuda.current_stream(origins.device).cuda_stream if origins.is_cuda else 0
+        out = kernels.march_rays_cuda(
+            origins.contiguous(), directions.contiguous(), t_min.contiguous(),
+            t_max.contiguous(), a.occupancy, a.aabb, a.contraction, a.step_size, a.cone_angle,
+            a.max_step, stream,
+        )
+        return RaySamples(*out)
     if origins.device.type != "cpu":
         raise ValueError(
-            f"march_rays: the kernel runs on the CPU, got tensors on "
-            f"{origins.device} (use march_rays_reference)"
+            f"march_rays: no kernel runs on {origins.device} (use march_rays_reference)"
         )
     out = _ext.extension().march_rays_cpu(
         origins.contiguous(),
@@ -581,10 +600,11 @@ class OccupancyGrid(nn.Module):
         step_size: float,
         cone_angle: float = 0.0,
         max_step: float = 1e10,
-        backend: str = "cpu",
+        backend: str = "auto",
     ) -> RaySamples:
-        """Marches rays through the grid (`march_rays` for ``backend="cpu"``,
-        `march_rays_reference` for ``"torch"``).
+        """Marches rays through the grid: `march_rays` (the kernel of the rays' device) for
+        ``"cpu"`` and ``"cuda"``, `march_rays_reference` for ``"torch"``; ``"auto"``: the
+        kernel where one is built for the device, else the reference.
 
         Args:
             origins, directions: (R, 3) float32 rays.
@@ -621,7 +641,15 @@ class OccupancyGrid(nn.Module):
                 "OccupancyGrid.sample: far must be finite with contraction "
                 "'mipnerf360' (the contracted space is unbounded in t)"
             )
-        march = march_rays if backend == "cpu" else march_rays_reference
+        if backend in ("cpu", "cuda") and origins.device.type != backend:
+            raise ValueError(f"OccupancyGrid.sample: backend={backend!r} needs the rays on "
+                             f"the {backend.upper()}, got them on {origins.device}")
+        if backend == "auto":
+            dev = origins.device.type
+            kernel = (dev == "cpu" and _ext.available()) or (
+                dev == "cuda" and _ext.has_cuda_kernels())
+            backend = "kernel" if kernel else "torch"
+        march = march_rays_reference if backend == "torch" else march_rays
         return march(
             origins,
             directions,
