@@ -4,15 +4,19 @@
 #
 #   1. builds fields._C with the CUDA kernels in place (linking build/cuda/*.o when they were
 #      built ahead with `make cuda-objects`, which needs nvcc alone: saves GPU-machine time),
-#   2. runs the gpu tests of the kernels (tests/test_mlp_cuda.py: values and gradients against
-#      the torch reference),
+#   2. runs the gpu tests of the kernels (tests/test_{mlp,grid,march}_cuda.py: values,
+#      gradients and second derivatives against the torch reference),
 #   3. runs `fields bench mlp --device cuda` (widths 64/128, depths 2/4, batches 2^18, 2^20,
 #      2^22; fp16; tiny-cuda-nn too when importable) and `fields bench encoding --device cuda`
 #      (the 3-D hash grid, 16 levels x 2 features, 2^19 entries).
 #
+# With the device tool: `make cuda-objects` here first (about 5 minutes of nvcc on 2 cores, no
+# GPU needed), then run `bash scripts/gpu_check.sh` there with carry ["build/cuda"] and a
+# timeout of about 9 minutes; the build there then compiles only the C++ bindings.
+#
 # Everything goes to $OUT (default gpu_out/): device.txt, build.log, tests.log, bench.jsonl,
-# bench.txt, encoding.jsonl. Needs no package index: only torch, numpy, pytest, rich, typer (all on the device
-# image) are imported.
+# bench.txt, encoding.jsonl. Needs no package index: only torch, numpy, pytest, rich and typer
+# (all on the device image) are imported.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -36,7 +40,7 @@ echo "build: $(( $(date +%s) - start )) s (prebuilt objects: ${FIELDS_CUDA_PREBU
 $PY -c "import fields._ext as e; assert e.has_cuda_kernels(), 'no CUDA kernels'" || exit 1
 
 timeout 300 $PY -m pytest -q -m gpu -p no:cacheprovider -p no:dash tests/test_mlp_cuda.py \
-  tests/test_grid_cuda.py 2>&1 | tee "$OUT/tests.log" | tail -25
+  tests/test_grid_cuda.py tests/test_march_cuda.py 2>&1 | tee "$OUT/tests.log" | tail -25
 
 timeout 400 $PY -m fields.cli bench mlp --device cuda --widths 64 --widths 128 --depth 2 \
   --depth 4 --batches 262144 --batches 1048576 --batches 4194304 --min-time 0.3 --json \

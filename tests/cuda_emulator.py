@@ -15,6 +15,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,22 @@ def cuda_include() -> Path | None:
         if (c / "cuda_runtime_api.h").exists():
             return c
     return None
+
+
+def skip_reason(provider: str) -> str:
+    """Why the tests of a kernel provider skip here ('' when they run): "emulated" needs g++
+    and the CUDA headers; "cuda" a GPU and fields._C built with the CUDA kernels."""
+    if provider == "emulated":
+        return unavailable_reason()
+    if not torch.cuda.is_available():
+        return "needs a CUDA device"
+    from fields import _ext
+
+    return "" if _ext.has_cuda_kernels() else "fields._C was built without the CUDA kernels"
+
+
+# The providers every CUDA-kernel test runs on: parametrize a fixture with these.
+PROVIDERS = ["emulated", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 def unavailable_reason() -> str:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cuda_emulator import EmulatedGridKernels, unavailable_reason
+from cuda_emulator import PROVIDERS, EmulatedGridKernels, skip_reason
 
-from fields import _ext
 from fields.nn import GridEncoding, grid_cuda
 
 
@@ -37,17 +36,11 @@ class Provider:
         return enc
 
 
-def _skip_reason(name: str) -> str:
-    if name == "emulated":
-        return unavailable_reason()
-    if not torch.cuda.is_available():
-        return "needs a CUDA device"
-    return "" if _ext.has_cuda_kernels() else "fields._C was built without the CUDA kernels"
 
 
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(params=PROVIDERS)
 def provider(request) -> Provider:
-    reason = _skip_reason(request.param)
+    reason = skip_reason(request.param)
     if reason:
         pytest.skip(reason)
     return Provider(request.param)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cuda_emulator import EmulatedMarchKernels, unavailable_reason
+from cuda_emulator import PROVIDERS, EmulatedMarchKernels, skip_reason
 from test_march import AABB, _check_packed, _occupancy, _rays
 
 from fields import _ext
@@ -26,17 +26,11 @@ class Provider:
         return type(out)(*(t.cpu() for t in out))
 
 
-def _skip_reason(name: str) -> str:
-    if name == "emulated":
-        return unavailable_reason()
-    if not torch.cuda.is_available():
-        return "needs a CUDA device"
-    return "" if _ext.has_cuda_kernels() else "fields._C was built without the CUDA kernels"
 
 
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(params=PROVIDERS)
 def provider(request) -> Provider:
-    reason = _skip_reason(request.param)
+    reason = skip_reason(request.param)
     if reason:
         pytest.skip(reason)
     return Provider(request.param)

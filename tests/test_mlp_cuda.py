@@ -22,7 +22,7 @@ import warnings
 
 import pytest
 import torch
-from cuda_emulator import EmulatedKernels, unavailable_reason
+from cuda_emulator import PROVIDERS, EmulatedKernels, skip_reason
 
 from fields.nn import mlp_cuda
 from fields.nn.activations import ACTIVATION_IDS, apply_activation
@@ -57,19 +57,11 @@ class Provider:
         return self.kernels.warp_instructions()
 
 
-def _skip_reason(name: str) -> str:
-    if name == "emulated":
-        return unavailable_reason()
-    if not torch.cuda.is_available():
-        return "needs a CUDA device"
-    from fields import _ext
-
-    return "" if _ext.has_cuda_kernels() else "fields._C was built without the CUDA kernels"
 
 
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(params=PROVIDERS)
 def provider(request) -> Provider:
-    reason = _skip_reason(request.param)
+    reason = skip_reason(request.param)
     if reason:
         pytest.skip(reason)
     return Provider(request.param)
@@ -77,7 +69,7 @@ def provider(request) -> Provider:
 
 @pytest.fixture
 def emulated() -> Provider:
-    reason = _skip_reason("emulated")
+    reason = skip_reason("emulated")
     if reason:
         pytest.skip(reason)
     return Provider("emulated")
@@ -495,7 +487,7 @@ def test_fused_mlp_on_the_cuda_backend(provider):
 
 
 def test_fused_mlp_cuda_backend_refusals():
-    if _skip_reason("cuda") == "":
+    if skip_reason("cuda") == "":
         pytest.skip("this machine has the CUDA kernels")
     with pytest.raises(ValueError, match="without the CUDA kernels"):
         FusedMLP(4, 2, 32, 2, backend="cuda")

@@ -12,29 +12,14 @@
 #include <string>
 
 #include "../kernels/grid_cuda.h"
+#include "cuda_check.h"
 
 namespace fields {
 namespace {
 
 namespace gc = grid_cuda;
 
-void cuda_check(cudaError_t e, const char* what) {
-  TORCH_CHECK(e == cudaSuccess, "fields._C grid_cuda: ", what, ": ", cudaGetErrorString(e));
-}
 
-class DeviceScope {
- public:
-  explicit DeviceScope(const at::Tensor& t) {
-    cuda_check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != t.get_device()) cuda_check(cudaSetDevice(t.get_device()), "cudaSetDevice");
-  }
-  ~DeviceScope() { cudaSetDevice(previous_); }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int previous_ = 0;
-};
 
 gc::Grid make_grid(const at::Tensor& x, const at::Tensor& params, const std::vector<double>& scales,
                    const std::vector<int64_t>& meta, int64_t n_features, int64_t interpolation) {
@@ -90,7 +75,7 @@ at::Tensor grid_cuda_forward(const at::Tensor& x, const at::Tensor& params,
   cuda_check(gc::forward(g, table_type(params), x.data_ptr<float>(), x.size(0),
                          params.data_ptr(), out.data_ptr(), out16,
                          reinterpret_cast<cudaStream_t>(stream)),
-             "forward");
+             "grid_cuda", "forward");
   return out;
 }
 
@@ -115,12 +100,12 @@ std::vector<at::Tensor> grid_cuda_backward(const at::Tensor& dy, const at::Tenso
   if (need_params)
     cuda_check(gc::backward_params(g, x.data_ptr<float>(), x.size(0), dy.data_ptr(), dy16,
                                    dparams.data_ptr<float>(), s),
-               "table gradient");
+               "grid_cuda", "table gradient");
   if (need_x)
     cuda_check(gc::backward_input(g, table_type(params), x.data_ptr<float>(), x.size(0),
                                   params.data_ptr(), dy.data_ptr(), dy16, dx.data_ptr<float>(),
                                   s),
-               "input gradient");
+               "grid_cuda", "input gradient");
   return {dparams, dx};
 }
 

@@ -13,14 +13,11 @@
 #include <string>
 
 #include "../kernels/march_cuda.h"
+#include "cuda_check.h"
 
 namespace fields {
 namespace {
 
-void cuda_check(cudaError_t e, const char* what) {
-  TORCH_CHECK(e == cudaSuccess, "fields._C march_rays_cuda: ", what, ": ",
-              cudaGetErrorString(e));
-}
 
 void check_float(const at::Tensor& t, const char* name, at::IntArrayRef shape,
                  const at::Tensor& like) {
@@ -58,6 +55,7 @@ std::vector<at::Tensor> march_rays_cuda(const at::Tensor& origins_in,
               "fields._C march_rays_cuda: occupancy must have shape (G, G, G), got ",
               occupancy_in.sizes());
 
+  const DeviceScope scope(origins_in);
   const at::Tensor origins = origins_in.contiguous();
   const at::Tensor directions = directions_in.contiguous();
   const at::Tensor t_min = t_min_in.contiguous();
@@ -88,7 +86,8 @@ std::vector<at::Tensor> march_rays_cuda(const at::Tensor& origins_in,
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const auto long_opts = origins.options().dtype(at::kLong);
   at::Tensor counts = at::empty({n}, long_opts);
-  cuda_check(march_cuda::count(grid, stepping, rays, counts.data_ptr<int64_t>(), s), "count");
+  cuda_check(march_cuda::count(grid, stepping, rays, counts.data_ptr<int64_t>(), s),
+             "march_rays_cuda", "count");
   at::Tensor offsets = at::zeros({n + 1}, long_opts);
   if (n > 0) offsets.slice(0, 1).copy_(at::cumsum(counts, 0));
   const int64_t total = n > 0 ? offsets[n].item<int64_t>() : 0;
@@ -99,7 +98,7 @@ std::vector<at::Tensor> march_rays_cuda(const at::Tensor& origins_in,
     cuda_check(march_cuda::fill(grid, stepping, rays, offsets.data_ptr<int64_t>(),
                                 ray_indices.data_ptr<int64_t>(), t_starts.data_ptr<float>(),
                                 t_ends.data_ptr<float>(), s),
-               "fill");
+               "march_rays_cuda", "fill");
   return {ray_indices, t_starts, t_ends, offsets};
 }
 

@@ -12,30 +12,14 @@
 #include <string>
 
 #include "../kernels/mlp_cuda.h"
+#include "cuda_check.h"
 
 namespace fields {
 namespace {
 
 namespace mc = mlp_cuda;
 
-void cuda_check(cudaError_t e, const char* what) {
-  TORCH_CHECK(e == cudaSuccess, "fields._C mlp_cuda: ", what, ": ", cudaGetErrorString(e));
-}
 
-// Makes the tensor's device current for the launch, and restores the previous one.
-class DeviceScope {
- public:
-  explicit DeviceScope(const at::Tensor& t) {
-    cuda_check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != t.get_device()) cuda_check(cudaSetDevice(t.get_device()), "cudaSetDevice");
-  }
-  ~DeviceScope() { cudaSetDevice(previous_); }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int previous_ = 0;
-};
 
 mc::Dims make_dims(const std::vector<int64_t>& dims, double omega, const at::Tensor& on) {
   TORCH_CHECK(dims.size() == 7,
@@ -53,7 +37,7 @@ mc::Dims make_dims(const std::vector<int64_t>& dims, double omega, const at::Ten
   int limit = 0;
   cuda_check(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                     on.get_device()),
-             "cudaDeviceGetAttribute");
+             "mlp_cuda", "cudaDeviceGetAttribute");
   const std::string err = mc::check_dims(d, static_cast<size_t>(limit));
   TORCH_CHECK(err.empty(), "fields._C mlp_cuda: ", err);
   return d;
@@ -120,7 +104,8 @@ std::vector<at::Tensor> mlp_cuda_forward(const at::Tensor& x, const at::Tensor& 
     args.z_out = z_out.numel() ? z_out.data_ptr<float>() : nullptr;
   }
   const auto p = half == 1 ? mc::kBFloat16 : mc::kHalf;
-  cuda_check(mc::forward(d, p, args, reinterpret_cast<cudaStream_t>(stream)), "forward");
+  cuda_check(mc::forward(d, p, args, reinterpret_cast<cudaStream_t>(stream)), "mlp_cuda",
+             "forward");
   if (!save) return {y};
   return {y, a, z, z_out};
 }
@@ -167,7 +152,8 @@ std::vector<at::Tensor> mlp_cuda_backward(const at::Tensor& dy, double scale,
   args.delta_out = delta_out.data_ptr();
   args.dx = need_dx ? dx.data_ptr<float>() : nullptr;
   const auto p = half == 1 ? mc::kBFloat16 : mc::kHalf;
-  cuda_check(mc::backward(d, p, args, reinterpret_cast<cudaStream_t>(stream)), "backward");
+  cuda_check(mc::backward(d, p, args, reinterpret_cast<cudaStream_t>(stream)), "mlp_cuda",
+             "backward");
   return {delta, delta_out, dx};
 }
 
@@ -227,7 +213,7 @@ std::vector<at::Tensor> mlp_cuda_double_backward(
   args.dv = need_dv ? dv.data_ptr<float>() : nullptr;
   const auto p = half == 1 ? mc::kBFloat16 : mc::kHalf;
   cuda_check(mc::double_backward(d, p, args, reinterpret_cast<cudaStream_t>(stream)),
-             "double backward");
+             "mlp_cuda", "double backward");
   return {adot, delta, delta_out, zbar, zbar_out, dx, dv};
 }
 

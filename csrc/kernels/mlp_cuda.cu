@@ -219,6 +219,149 @@ __device__ __forceinline__ size_t layer_offset(int l, int ld0) {
   return l == 0 ? 0 : static_cast<size_t>(W) * ld0 + static_cast<size_t>(l - 1) * W * (W + kSkew);
 }
 
+// Sets every accumulator to zero.
+template <int MT, int NT>
+__device__ __forceinline__ void zero(float (&acc)[MT][NT][4]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+}
+
+// The GEMMs of the kernels, each a loop of ldmatrix + mma over 16 x 16 tiles. "b": through
+// W^T (forward: rows of W read as they are); "bt": through W (backward: transposed reads).
+
+// acc += frag W^T over KT k-tiles: a hidden layer's forward, its input in registers.
+template <int P, int MT, int NT, int KT>
+__device__ __forceinline__ void gemm_b(float (&acc)[MT][NT][4], const uint32_t (&frag)[MT][KT][4],
+                                       const uint16_t* w, int ld, int lane) {
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t b[4];
+      load_b(b, w, ld, np * 16, kt * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        warp::mma<P>(acc[mt][2 * np], frag[mt][kt], b[0], b[1]);
+        warp::mma<P>(acc[mt][2 * np + 1], frag[mt][kt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// acc += X W^T for rows row0.. of a 16-bit (rows, n) matrix X read from global memory, over
+// k_tiles of 16 columns: the first layer.
+template <int P, int MT, int NT>
+__device__ __forceinline__ void gemm_global_b(float (&acc)[MT][NT][4], const uint16_t* x,
+                                              int64_t rows, int n, int64_t row0, int k_tiles,
+                                              bool pairs, const uint16_t* w, int ld, int lane) {
+  const int g = lane >> 2, q = lane & 3;
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+      load_a_global(a[mt], x, rows, n, row0 + mt * 16, kt * 16, g, q, pairs);
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t b[4];
+      load_b(b, w, ld, np * 16, kt * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        warp::mma<P>(acc[mt][2 * np], a[mt], b[0], b[1]);
+        warp::mma<P>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// o += frag W[n0 .. n0 + 16)^T: 16 outputs of a layer whose KT input k-tiles are in frag.
+template <int P, int MT, int KT>
+__device__ __forceinline__ void tile_b(float (&o)[MT][2][4], const uint32_t (&frag)[MT][KT][4],
+                                       const uint16_t* w, int ld, int n0, int lane) {
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    uint32_t b[4];
+    load_b(b, w, ld, n0, kt * 16, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      warp::mma<P>(o[mt][0], frag[mt][kt], b[0], b[1]);
+      warp::mma<P>(o[mt][1], frag[mt][kt], b[2], b[3]);
+    }
+  }
+}
+
+// o += frag W[:, n0 .. n0 + 16): 16 columns of frag W, frag's KT k-tiles the rows of W.
+template <int P, int MT, int KT>
+__device__ __forceinline__ void tile_bt(float (&o)[MT][2][4], const uint32_t (&frag)[MT][KT][4],
+                                        const uint16_t* w, int ld, int n0, int lane) {
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    uint32_t b[4];
+    load_bt(b, w, ld, n0, kt * 16, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      warp::mma<P>(o[mt][0], frag[mt][kt], b[0], b[1]);
+      warp::mma<P>(o[mt][1], frag[mt][kt], b[2], b[3]);
+    }
+  }
+}
+
+// acc += a W[k0 .. k0 + 16, :]: one k-tile (16 rows of W, e.g. 16 outputs of the last layer)
+// of the backward GEMM, for every column of acc.
+template <int P, int MT, int NT>
+__device__ __forceinline__ void gemm_bt_ktile(float (&acc)[MT][NT][4], const uint32_t (&a)[MT][1][4],
+                                              const uint16_t* w, int ld, int k0, int lane) {
+#pragma unroll
+  for (int np = 0; np < NT / 2; ++np) {
+    uint32_t b[4];
+    load_bt(b, w, ld, np * 16, k0, lane);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      warp::mma<P>(acc[mt][2 * np], a[mt][0], b[0], b[1]);
+      warp::mma<P>(acc[mt][2 * np + 1], a[mt][0], b[2], b[3]);
+    }
+  }
+}
+
+// acc += frag W over KT k-tiles: the backward through a hidden layer.
+template <int P, int MT, int NT, int KT>
+__device__ __forceinline__ void gemm_bt(float (&acc)[MT][NT][4], const uint32_t (&frag)[MT][KT][4],
+                                        const uint16_t* w, int ld, int lane) {
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t b[4];
+      load_bt(b, w, ld, np * 16, kt * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        warp::mma<P>(acc[mt][2 * np], frag[mt][kt], b[0], b[1]);
+        warp::mma<P>(acc[mt][2 * np + 1], frag[mt][kt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// dst[row, n0 + c] = o * scale for the 16 columns of o inside (rows, n).
+template <int MT>
+__device__ __forceinline__ void store_tile(const float (&o)[MT][2][4], float* dst, int64_t rows,
+                                           int n, int64_t row0, int n0, float scale, int lane) {
+  const int g = lane >> 2, q = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int t = e >> 2, i = e & 3;
+      const int64_t row = row0 + mt * 16 + g + (i >> 1) * 8;
+      const int col = n0 + t * 8 + 2 * q + (i & 1);
+      if (row < rows && col < n) dst[row * n + col] = o[mt][t][i] * scale;
+    }
+  }
+}
+
 template <int P, int W>
 __global__ void __launch_bounds__(kWarps * 32) forward_kernel(const Dims d, const ForwardArgs args) {
   constexpr int MT = row_tiles(W);
@@ -251,38 +394,11 @@ __global__ void __launch_bounds__(kWarps * 32) forward_kernel(const Dims d, cons
     for (int l = 0; l < d.depth; ++l) {
       const uint16_t* wl = sw + layer_offset<W>(l, ld0);
       init_acc<MT, NT>(acc, d.bias ? sb + l * W : nullptr, q);
-      if (l == 0) {
-        for (int kt = 0; kt < in_pad0 / 16; ++kt) {
-          uint32_t a[MT][4];
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-            load_a_global(a[mt], x, rows, d.n_in, row0 + mt * 16, kt * 16, g, q, x_pairs);
-#pragma unroll
-          for (int np = 0; np < NT / 2; ++np) {
-            uint32_t b[4];
-            load_b(b, wl, ld0, np * 16, kt * 16, lane);
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-              warp::mma<P>(acc[mt][2 * np], a[mt], b[0], b[1]);
-              warp::mma<P>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
-            }
-          }
-        }
-      } else {
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-#pragma unroll
-          for (int np = 0; np < NT / 2; ++np) {
-            uint32_t b[4];
-            load_b(b, wl, LD, np * 16, kt * 16, lane);
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-              warp::mma<P>(acc[mt][2 * np], frag[mt][kt], b[0], b[1]);
-              warp::mma<P>(acc[mt][2 * np + 1], frag[mt][kt], b[2], b[3]);
-            }
-          }
-        }
-      }
+      if (l == 0)
+        gemm_global_b<P, MT, NT>(acc, x, rows, d.n_in, row0, in_pad0 / 16, x_pairs, wl, ld0,
+                                 lane);
+      else
+        gemm_b<P, MT, NT, KT>(acc, frag, wl, LD, lane);
       // Epilogue: pre-activations saved (if asked), activation, post-activations saved.
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -311,16 +427,7 @@ __global__ void __launch_bounds__(kWarps * 32) forward_kernel(const Dims d, cons
     for (int np = 0; np < out_pad / 16; ++np) {
       float o[MT][2][4];
       init_acc<MT, 2>(o, d.bias ? sb + d.depth * W + np * 16 : nullptr, q);
-#pragma unroll
-      for (int kt = 0; kt < KT; ++kt) {
-        uint32_t b[4];
-        load_b(b, wo, LD, np * 16, kt * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          warp::mma<P>(o[mt][0], frag[mt][kt], b[0], b[1]);
-          warp::mma<P>(o[mt][1], frag[mt][kt], b[2], b[3]);
-        }
-      }
+      tile_b<P, MT, KT>(o, frag, wo, LD, np * 16, lane);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -382,17 +489,12 @@ __global__ void __launch_bounds__(kWarps * 32) backward_kernel(const Dims d,
     const int64_t row0 = tile * 16 * MT;
     float acc[MT][NT][4];
     uint32_t frag[MT][KT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+    zero<MT, NT>(acc);
 
     // Output layer: delta_out = scale * dy * out_act'; acc = delta_out W_depth.
     const uint16_t* wo = sw + layer_offset<W>(d.depth, ld0);
     for (int kt = 0; kt < out_pad / 16; ++kt) {
-      uint32_t a[MT][4];
+      uint32_t a[MT][1][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -412,19 +514,10 @@ __global__ void __launch_bounds__(kWarps * 32) backward_kernel(const Dims d,
               delta_out[at] = warp::bits<P>(dz);
             }
           }
-          a[mt][i] = warp::pack<P>(v[0], v[1]);
+          a[mt][0][i] = warp::pack<P>(v[0], v[1]);
         }
       }
-#pragma unroll
-      for (int np = 0; np < NT / 2; ++np) {
-        uint32_t b[4];
-        load_bt(b, wo, LD, np * 16, kt * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          warp::mma<P>(acc[mt][2 * np], a[mt], b[0], b[1]);
-          warp::mma<P>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
-        }
-      }
+      gemm_bt_ktile<P, MT, NT>(acc, a, wo, LD, kt * 16, lane);
     }
 
     // Hidden layers, last to first: delta_h = acc * act'(h); acc = delta_h W_h.
@@ -458,85 +551,17 @@ __global__ void __launch_bounds__(kWarps * 32) backward_kernel(const Dims d,
       }
       to_fragments<P, MT, NT>(acc, frag);
       if (h == 0) break;
-      const uint16_t* wh = sw + layer_offset<W>(h, ld0);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-#pragma unroll
-      for (int kt = 0; kt < KT; ++kt) {
-#pragma unroll
-        for (int np = 0; np < NT / 2; ++np) {
-          uint32_t b[4];
-          load_bt(b, wh, LD, np * 16, kt * 16, lane);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            warp::mma<P>(acc[mt][2 * np], frag[mt][kt], b[0], b[1]);
-            warp::mma<P>(acc[mt][2 * np + 1], frag[mt][kt], b[2], b[3]);
-          }
-        }
-      }
+      zero<MT, NT>(acc);
+      gemm_bt<P, MT, NT, KT>(acc, frag, sw + layer_offset<W>(h, ld0), LD, lane);
     }
 
     // dx = delta_0 W_0 / scale, 16 inputs at a time.
     if (args.dx) {
-      const float inv = 1.f / args.scale;
       for (int np = 0; np < in_pad0 / 16; ++np) {
         float o[MT][2][4];
         init_acc<MT, 2>(o, nullptr, q);
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          uint32_t b[4];
-          load_bt(b, sw, ld0, np * 16, kt * 16, lane);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            warp::mma<P>(o[mt][0], frag[mt][kt], b[0], b[1]);
-            warp::mma<P>(o[mt][1], frag[mt][kt], b[2], b[3]);
-          }
-        }
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            const int t = e >> 2, i = e & 3;
-            const int64_t row = row0 + mt * 16 + g + (i >> 1) * 8;
-            const int col = np * 16 + t * 8 + 2 * q + (i & 1);
-            if (row < rows && col < d.n_in) args.dx[row * d.n_in + col] = o[mt][t][i] * inv;
-          }
-        }
-      }
-    }
-  }
-}
-
-// Sets every accumulator to zero.
-template <int MT, int NT>
-__device__ __forceinline__ void zero(float (&acc)[MT][NT][4]) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-}
-
-// acc += frag W (W of `n_cols` columns in shared memory, row stride ld, transposed reads):
-// the backward GEMM of one layer for KT k-tiles of 16.
-template <int P, int MT, int NT, int KT>
-__device__ __forceinline__ void gemm_bt(float (&acc)[MT][NT][4], const uint32_t (&frag)[MT][KT][4],
-                                        const uint16_t* w, int ld, int lane) {
-#pragma unroll
-  for (int kt = 0; kt < KT; ++kt) {
-#pragma unroll
-    for (int np = 0; np < NT / 2; ++np) {
-      uint32_t b[4];
-      load_bt(b, w, ld, np * 16, kt * 16, lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        warp::mma<P>(acc[mt][2 * np], frag[mt][kt], b[0], b[1]);
-        warp::mma<P>(acc[mt][2 * np + 1], frag[mt][kt], b[2], b[3]);
+        tile_bt<P, MT, KT>(o, frag, sw, ld0, np * 16, lane);
+        store_tile<MT>(o, args.dx, rows, d.n_in, row0, np * 16, 1.f / args.scale, lane);
       }
     }
   }
@@ -584,38 +609,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int l = 0; l < d.depth; ++l) {
       zero<MT, NT>(acc);
       const uint16_t* wl = sw + layer_offset<W>(l, ld0);
-      if (l == 0) {
-        for (int kt = 0; kt < in_pad0 / 16; ++kt) {
-          uint32_t a[MT][4];
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-            load_a_global(a[mt], u, rows, d.n_in, row0 + mt * 16, kt * 16, g, q, u_pairs);
-#pragma unroll
-          for (int np = 0; np < NT / 2; ++np) {
-            uint32_t b[4];
-            load_b(b, wl, ld0, np * 16, kt * 16, lane);
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-              warp::mma<P>(acc[mt][2 * np], a[mt], b[0], b[1]);
-              warp::mma<P>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
-            }
-          }
-        }
-      } else {
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-#pragma unroll
-          for (int np = 0; np < NT / 2; ++np) {
-            uint32_t b[4];
-            load_b(b, wl, LD, np * 16, kt * 16, lane);
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-              warp::mma<P>(acc[mt][2 * np], frag[mt][kt], b[0], b[1]);
-              warp::mma<P>(acc[mt][2 * np + 1], frag[mt][kt], b[2], b[3]);
-            }
-          }
-        }
-      }
+      if (l == 0)
+        gemm_global_b<P, MT, NT>(acc, u, rows, d.n_in, row0, in_pad0 / 16, u_pairs, wl, ld0,
+                                 lane);
+      else
+        gemm_b<P, MT, NT, KT>(acc, frag, wl, LD, lane);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -659,16 +657,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int kt = 0; kt < out_pad / 16; ++kt) {
       float o[MT][2][4];
       init_acc<MT, 2>(o, nullptr, q);
-#pragma unroll
-      for (int k = 0; k < KT; ++k) {
-        uint32_t b[4];
-        load_b(b, wo, LD, kt * 16, k * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          warp::mma<P>(o[mt][0], frag[mt][k], b[0], b[1]);
-          warp::mma<P>(o[mt][1], frag[mt][k], b[2], b[3]);
-        }
-      }
+      tile_b<P, MT, KT>(o, frag, wo, LD, kt * 16, lane);
       float dl[MT][2][4], zl[MT][2][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -704,18 +693,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       uint32_t fd[MT][1][4], fz[MT][1][4];
       to_fragments<P, MT, 2>(dl, fd);
       to_fragments<P, MT, 2>(zl, fz);
-#pragma unroll
-      for (int np = 0; np < NT / 2; ++np) {
-        uint32_t b[4];
-        load_bt(b, wo, LD, np * 16, kt * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          warp::mma<P>(acc[mt][2 * np], fd[mt][0], b[0], b[1]);
-          warp::mma<P>(acc[mt][2 * np + 1], fd[mt][0], b[2], b[3]);
-          warp::mma<P>(acc2[mt][2 * np], fz[mt][0], b[0], b[1]);
-          warp::mma<P>(acc2[mt][2 * np + 1], fz[mt][0], b[2], b[3]);
-        }
-      }
+      gemm_bt_ktile<P, MT, NT>(acc, fd, wo, LD, kt * 16, lane);
+      gemm_bt_ktile<P, MT, NT>(acc2, fz, wo, LD, kt * 16, lane);
     }
 
     // 3. Hidden layers, last to first: delta_h = acc act'(z_h),
@@ -771,26 +750,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int np = 0; np < in_pad0 / 16; ++np) {
         float o[MT][2][4];
         init_acc<MT, 2>(o, nullptr, q);
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          uint32_t b[4];
-          load_bt(b, sw, ld0, np * 16, kt * 16, lane);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            warp::mma<P>(o[mt][0], frag2[mt][kt], b[0], b[1]);
-            warp::mma<P>(o[mt][1], frag2[mt][kt], b[2], b[3]);
-          }
-        }
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            const int t = e >> 2, i = e & 3;
-            const int64_t row = row0 + mt * 16 + g + (i >> 1) * 8;
-            const int col = np * 16 + t * 8 + 2 * q + (i & 1);
-            if (row < rows && col < d.n_in) args.dx[row * d.n_in + col] = o[mt][t][i] * inv;
-          }
-        }
+        tile_bt<P, MT, KT>(o, frag2, sw, ld0, np * 16, lane);
+        store_tile<MT>(o, args.dx, rows, d.n_in, row0, np * 16, inv, lane);
       }
     }
   }
