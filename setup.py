@@ -4,6 +4,7 @@ and nvcc is present. Metadata lives in pyproject.toml."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -26,6 +27,26 @@ def sources(pattern: str) -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob(pattern))
 
 
+def cuda_arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST with what the tensor-core kernels need (compute capability 8.0 or
+    newer): the given list without older entries, else the visible GPUs' own, else 8.0;9.0."""
+    given = os.environ.get("TORCH_CUDA_ARCH_LIST", "").replace(",", ";").split(";")
+    archs = [a.strip() for a in given if a.strip()]
+    if not archs and torch.cuda.is_available():
+        archs = sorted({"{}.{}".format(*torch.cuda.get_device_capability(i))
+                        for i in range(torch.cuda.device_count())})
+    def major(a: str) -> int:
+        m = re.match(r"(\d+)\.", a)
+        return int(m.group(1)) if m else 0
+
+    kept = [a for a in archs if major(a) >= 8]
+    dropped = sorted(set(archs) - set(kept))
+    if dropped:
+        print(f"fields: not building the CUDA kernels for {', '.join(dropped)} (they need "
+              "compute capability 8.0 or newer)", file=sys.stderr)
+    return ";".join(kept) or "8.0;9.0"
+
+
 def extension():
     # -fopenmp: at::parallel_for (inlined from ATen headers) is OpenMP; the extension then
     # shares the libgomp.so.1 that torch has already loaded.
@@ -41,6 +62,7 @@ def extension():
         and shutil.which("nvcc") is not None
     )
     if use_cuda:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
         # FIELDS_CUDA_PREBUILT=DIR: link DIR/<name>.o (from `make cuda-objects`, nvcc alone)
         # instead of compiling each .cu here: the kernels need no torch headers, so they can be
         # built ahead, on another machine, while only the bindings build against this torch.

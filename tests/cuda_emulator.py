@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fields.nn.activations import ACTIVATION_IDS
+from fields.nn.mlp_cuda import NEEDS_PREACTIVATION
+
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp",
@@ -134,7 +137,8 @@ def _check(rc: int, err: ctypes.Array, what: str) -> None:
         raise RuntimeError(f"emulated {what}: {err.value.decode()}")
 
 
-NEEDS_PRE = {7, 8, 9, 10, 11}  # SiLU, Sine, Squareplus, Gaussian, Finer (activation ids)
+# activation ids whose derivatives the kernels take from saved fp32 pre-activations
+NEEDS_PRE = {ACTIVATION_IDS[a] for a in NEEDS_PREACTIVATION}
 HAS_SECOND = set(range(3, 12))  # every activation but None, ReLU, LeakyReLU
 
 

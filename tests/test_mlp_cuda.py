@@ -262,6 +262,23 @@ def test_backward_matches_autograd(provider, half, n_in, n_out, width, depth, ro
         assert rel_err(g, r.grad) < tol, g.shape
 
 
+@pytest.mark.parametrize("act", ["Tanh", "Sigmoid"])
+def test_saturated_activations_keep_their_derivatives(provider, act):
+    # pre-activations around +-4..8: a 16-bit tanh(4) is 0.99951, so 1 - a^2 from it would be
+    # 27% off; the kernels take these derivatives from the fp32 pre-activations instead
+    spec = make_spec(4, 2, 16, 2, act, act)
+    ws, _ = make_params(spec, seed=14, gain=6.0)
+    x = torch.rand(64, 4, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    y, grads = run(provider, x, ws, [], spec, 0, requires_grad=True)
+    y.sum().backward()
+    xr = x.to(D64).requires_grad_(True)
+    pr = [w.to(D64).requires_grad_(True) for w in ws]
+    rounded_reference(xr, pr, [], spec, 0).sum().backward()
+    assert rel_err(grads.x, xr.grad) < 2e-2
+    for g, r in zip(grads.params(), pr, strict=True):
+        assert rel_err(g, r.grad) < 2e-2
+
+
 def test_tiny_gradients_survive_fp16(provider):
     # dL/dy of 1e-9 underflows fp16 (smallest subnormal 6e-8): the deltas are scaled
     spec = make_spec(8, 4, 16, 2)
@@ -500,6 +517,26 @@ def test_fused_mlp_cuda_backend_rejects_what_it_cannot_run(emulated):
     with pytest.raises(ValueError, match="width 256 exceeds 128"):
         cuda_mlp(emulated, n_in=4, n_out=2, width=256, depth=2)._select(
             torch.rand(2, 4), [])
+    # all weights must fit one block's shared memory: 258,304 bytes at width 128, depth 8
+    with pytest.raises(ValueError, match="shared memory"):
+        cuda_mlp(emulated, n_in=32, n_out=16, width=128, depth=8)._select(torch.rand(2, 32), [])
+    assert mlp_cuda.shared_bytes(32, 16, 128, 8, False) == 258304
+    assert mlp_cuda.unsupported(32, 16, 128, 4) == ""
+    assert "shared memory" in mlp_cuda.unsupported(32, 16, 128, 6, limit=163 * 1024)  # A100
+
+
+def test_packed_weights_follow_the_parameters(emulated):
+    net = cuda_mlp(emulated, n_in=4, n_out=2, width=16, depth=1)
+    x = torch.rand(20, 4).half()
+    y0 = net(x)
+    with torch.no_grad():  # an in-place update through autograd's view: a new version
+        net.weights[0].mul_(-1)
+    y1 = net(x)
+    assert not torch.equal(y0, y1)
+    net.weights[0].data.mul_(-1)  # through .data: no version change, so say so
+    assert torch.equal(net(x), y1)
+    net.invalidate_packed()
+    assert torch.equal(net(x), y0)
 
 
 # -- the emulator itself -------------------------------------------------------------------------

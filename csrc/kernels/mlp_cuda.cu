@@ -39,8 +39,13 @@ enum : int {
 };
 constexpr float kLeakySlope = 0.01f;
 
+// Activations whose derivatives the kernels compute from the fp32 pre-activation (saved by the
+// training forward): those that cannot be recovered from act(z), and the saturating Tanh and
+// Sigmoid, whose 16-bit outputs would lose their derivatives' precision (fp16 tanh(4) rounds
+// to 0.99951: 1 - a^2 is then 27% off).
 __host__ __device__ constexpr bool needs_pre(int act) {
-  return act == kSiLU || act == kSine || act == kSquareplus || act == kGaussian || act == kFiner;
+  return act == kSiLU || act == kSine || act == kSquareplus || act == kGaussian ||
+         act == kFiner || act == kTanh || act == kSigmoid;
 }
 
 __host__ __device__ constexpr int row_tiles(int width) {
@@ -73,8 +78,14 @@ __device__ __forceinline__ float act_derivative(int act, float v, float omega) {
     case kReLU: return v > 0.f ? 1.f : 0.f;
     case kLeakyReLU: return v > 0.f ? 1.f : kLeakySlope;
     case kSoftplus: return -expm1f(-v);
-    case kSigmoid: return v * (1.f - v);
-    case kTanh: return 1.f - v * v;
+    case kSigmoid: {  // from z
+      const float a = 1.f / (1.f + expf(-v));
+      return a * (1.f - a);
+    }
+    case kTanh: {  // from z
+      const float a = tanhf(v);
+      return 1.f - a * a;
+    }
     case kExponential: return v;
     case kSiLU: {
       const float s = 1.f / (1.f + expf(-v));
@@ -99,8 +110,14 @@ __device__ __forceinline__ float act_second(int act, float v, float omega) {
       const float s = -expm1f(-v);  // sigmoid(z)
       return s * (1.f - s);
     }
-    case kSigmoid: return v * (1.f - v) * (1.f - 2.f * v);
-    case kTanh: return -2.f * v * (1.f - v * v);
+    case kSigmoid: {  // from z
+      const float a = 1.f / (1.f + expf(-v));
+      return a * (1.f - a) * (1.f - 2.f * a);
+    }
+    case kTanh: {  // from z
+      const float a = tanhf(v);
+      return -2.f * a * (1.f - a * a);
+    }
     case kExponential: return v;
     case kSiLU: {
       const float s = 1.f / (1.f + expf(-v));

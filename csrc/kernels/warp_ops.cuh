@@ -119,9 +119,18 @@ __device__ __forceinline__ float value(uint16_t b) {
     return __bfloat162float(__ushort_as_bfloat16(b));
 }
 
+// mma.sync.m16n8k16 with f16/bf16 needs sm_80 and ldmatrix sm_75: compiled for an older
+// target these trap (setup.py builds for 8.0 and newer only; FusedMLP checks the GPU first).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define FIELDS_NO_TENSOR_CORES 1
+#endif
+
 template <int P>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
+#ifdef FIELDS_NO_TENSOR_CORES
+  __trap();
+#else
   if constexpr (P == kF16) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -135,20 +144,29 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+#endif
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint16_t* p) {
+#ifdef FIELDS_NO_TENSOR_CORES
+  __trap();
+#else
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+#endif
 }
 
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const uint16_t* p) {
+#ifdef FIELDS_NO_TENSOR_CORES
+  __trap();
+#else
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+#endif
 }
 
 __device__ __forceinline__ unsigned char* dynamic_shared() {

@@ -358,12 +358,14 @@ class GridEncoding(InputEncoding):
             return "fields._C was built without the CUDA kernels"
         if x.device.type != "cuda" and not getattr(kernels, "host_memory", False):
             return f"the input is on {x.device}"
+        if self.params.device != x.device:
+            return f"the table is on {self.params.device}, the input on {x.device}"
         return grid_cuda.unsupported(self.n_features_per_level, self.n_levels_, self.params)
 
     def select_backend(self, x: torch.Tensor) -> str:
         if self.backend == "torch":
             return "torch"
-        if self.backend == "cuda" or x.device.type == "cuda":
+        if self.backend == "cuda" or (self.backend == "auto" and x.device.type == "cuda"):
             reason = self._cuda_reason(x)
             if self.backend == "cuda" and reason:
                 raise ValueError(f"{type(self).__name__}: backend='cuda' cannot run: {reason}")

@@ -10,9 +10,11 @@ Backends:
   differentiating the reference instead, with a warning the first time.
 - ``"cuda"``: the tensor-core kernels (`csrc/kernels/mlp_cuda.cu`, `fields.nn.mlp_cuda`):
   fp16 or bf16 inputs and weights (fp32 parameters are rounded per call), fp32 accumulation,
-  widths up to 128, output in the input's 16-bit type (fp32 for other inputs). Forward and
-  backward are fused kernels; a second derivative differentiates the reference (a warning).
-  Needs `fields._C` built where torch has CUDA and nvcc is present.
+  widths up to 128, output in the input's 16-bit type (fp32 for other inputs). Forward,
+  backward and second derivatives (a loss on the input gradient) are fused kernels; third
+  and higher orders differentiate the reference (a warning).
+  Needs `fields._C` built where torch has CUDA and nvcc is present, and a GPU of compute
+  capability 8.0 or newer.
 - ``"auto"``: picks, per call, the fastest backend that supports the request (``"cuda"`` for
   fp16/bf16 CUDA tensors when built with it; ``"cpu"`` for float32 CPU tensors and a width
   that is a multiple of 16; else ``"torch"``), and says which (``last_backend``; a warning
@@ -326,29 +328,47 @@ class FusedMLP(nn.Module):
     def cuda_kernels(self) -> mlp_cuda.MLPKernels | None:
         return self.kernels_override or mlp_cuda.cuda_kernels()
 
-    def _cuda_unsupported_static(self) -> str:
+    def _cuda_unsupported_static(self, limit: int = mlp_cuda.DEFAULT_SHARED_LIMIT) -> str:
         if self.cuda_kernels is None:
             return ("fields._C was built without the CUDA kernels (they are built where torch "
                     "has CUDA and nvcc is present: `make setup` on a GPU machine)")
         s = self.spec
-        return mlp_cuda.unsupported(s.n_in, s.n_out, s.width, s.depth)
+        return mlp_cuda.unsupported(s.n_in, s.n_out, s.width, s.depth, s.bias, limit)
 
     def _cuda_unsupported(self, x: torch.Tensor, strict_dtype: bool) -> str:
-        reason = self._cuda_unsupported_static()
+        on_host = bool(getattr(self.cuda_kernels, "host_memory", False))
+        reason = self._cuda_unsupported_static(
+            mlp_cuda.DEFAULT_SHARED_LIMIT if on_host else mlp_cuda.shared_limit(x.device))
         if reason:
             return reason
-        if x.device.type != "cuda" and not getattr(self.cuda_kernels, "host_memory", False):
+        if x.device.type != "cuda" and not on_host:
             return f"the input is on {x.device}"
+        reason = mlp_cuda.compute_capability_reason(x.device)
+        if reason:
+            return reason
         if strict_dtype and x.dtype not in (torch.float16, torch.bfloat16):
             return f"the input is {x.dtype}, not float16 or bfloat16"
+        params = self._params()[0] + self._params()[1]
+        if any(p.device != x.device for p in params):
+            return f"the parameters are not on the input's device {x.device}"
         return ""
+
+    def invalidate_packed(self) -> None:
+        """Forgets the packed CUDA weights. They are rebuilt when a parameter's version changes,
+        which in-place edits through `.data` do not record: call this after such edits."""
+        self._packed = None
 
     def _cuda_packed(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
                      half: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The packed 16-bit weights, rebuilt only when a parameter changed (its version)."""
-        key = (half, *((p.data_ptr(), p._version) for p in weights + biases))
-        if self._packed is None or self._packed[0] != key:
-            self._packed = (key, mlp_cuda.pack(self.spec, weights, biases, half))
+        try:
+            key = (half, *((p.data_ptr(), p._version) for p in weights + biases))
+        except RuntimeError:  # inference tensors have no version counter: always repack
+            key = None
+        if key is None or self._packed is None or self._packed[0] != key:
+            packed = mlp_cuda.pack(self.spec, weights, biases, half)
+            self._packed = None if key is None else (key, packed)
+            return packed
         return self._packed[1]
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

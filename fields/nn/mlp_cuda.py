@@ -28,8 +28,10 @@ from fields.nn.activations import ACTIVATION_IDS
 KERNEL_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
 SKEW = 8  # 16-bit values of padding per packed weight row (csrc/kernels/mlp_cuda.h, kSkew)
 MAX_DEPTH = 64
-# Activations whose derivative the kernels take from the pre-activation (saved as fp32).
-NEEDS_PREACTIVATION = frozenset({"SiLU", "Sine", "Squareplus", "Gaussian", "Finer"})
+# Activations whose derivative the kernels take from the pre-activation (saved as fp32): those
+# act(z) does not determine, and the saturating Tanh and Sigmoid (precision).
+NEEDS_PREACTIVATION = frozenset({"SiLU", "Sine", "Squareplus", "Gaussian", "Finer", "Tanh",
+                                 "Sigmoid"})
 # fp16 deltas are scaled so that the largest |dL/dy| becomes about this (a power of two).
 DELTA_TARGET = 2.0**8
 
@@ -125,12 +127,47 @@ def cuda_kernels() -> MLPKernels | None:
     return _ext.extension() if _ext.has_cuda_kernels() else None
 
 
-def unsupported(n_in: int, n_out: int, width: int, depth: int) -> str:
+# Shared memory one block may use, by default: the H100's and H200's opt-in limit. `shared_limit`
+# gives a device's own (A100: 163 KB).
+DEFAULT_SHARED_LIMIT = 227 * 1024
+
+
+def shared_bytes(n_in: int, n_out: int, width: int, depth: int, bias: bool) -> int:
+    """Shared memory the forward kernel stages: the packed 16-bit weights, then fp32 biases
+    (csrc/kernels/mlp_cuda.cu, shared_bytes)."""
+    shapes = layer_shapes(n_in, n_out, width, depth)
+    n = sum(op * (ip + SKEW) for op, ip in shapes) * 2
+    return n + (sum(op for op, _ in shapes) * 4 if bias else 0)
+
+
+def shared_limit(device: torch.device) -> int:
+    """The opt-in shared memory per block of a CUDA device (DEFAULT_SHARED_LIMIT elsewhere)."""
+    if device.type != "cuda":
+        return DEFAULT_SHARED_LIMIT
+    props = torch.cuda.get_device_properties(device)
+    return int(getattr(props, "shared_memory_per_block_optin", DEFAULT_SHARED_LIMIT))
+
+
+def compute_capability_reason(device: torch.device) -> str:
+    """'' when the device runs the kernels (mma.sync m16n8k16 needs compute capability 8.0)."""
+    if device.type != "cuda":
+        return ""
+    major, minor = torch.cuda.get_device_capability(device)
+    return "" if major >= 8 else (f"the GPU has compute capability {major}.{minor}; the "
+                                  "tensor-core kernels need 8.0 (Ampere) or newer")
+
+
+def unsupported(n_in: int, n_out: int, width: int, depth: int, bias: bool = False,
+                limit: int = DEFAULT_SHARED_LIMIT) -> str:
     """Why these kernels cannot run the network ('' when they can)."""
     if kernel_width(width) == 0:
         return f"width {width} exceeds {KERNEL_WIDTHS[-1]}"
     if depth > MAX_DEPTH:
         return f"depth {depth} exceeds {MAX_DEPTH}"
+    need = shared_bytes(n_in, n_out, width, depth, bias)
+    if need > limit:
+        return (f"its weights need {need} bytes of shared memory, more than the {limit} one "
+                "block may have (too deep or too wide)")
     return ""
 
 
@@ -383,8 +420,11 @@ class _CudaMLPGrad(torch.autograd.Function):
 
 def _reference_double_backward(meta, dy, x, params, needs, gdx, gparams, wanted, skip):
     """The backward of `_CudaMLPGrad` through the torch reference (any order)."""
+    higher = torch.is_grad_enabled()  # autograd asked for a graph of this backward
     with torch.enable_grad():
-        dy_r = dy.detach().requires_grad_(True) if wanted[0] else dy
+        # dy keeps its own graph when it has one and a higher order is being built
+        keep = higher and dy.requires_grad
+        dy_r = dy if keep or not wanted[0] else dy.detach().requires_grad_(True)
         dx, dparams = _reference_grads(meta, dy_r, x, params, needs)
         outs, grads_out = [], []
         for t, g in zip((dx, *dparams), (gdx, *gparams), strict=True):
@@ -393,7 +433,7 @@ def _reference_double_backward(meta, dy, x, params, needs, gdx, gparams, wanted,
                 grads_out.append(g)
         targets = [t for t, w in zip((dy_r, x, *params), wanted, strict=True) if w]
         got = iter(torch.autograd.grad(outs, targets, grads_out, allow_unused=True,
-                                       create_graph=torch.is_grad_enabled())
+                                       create_graph=higher)
                    if outs else [None] * len(targets))
     res = [next(got) if w else None for w in wanted]
     return (res[0], res[1], *skip, *res[2:])

@@ -282,7 +282,7 @@ def ntk_traces(terms: _Terms, params: list[nn.Parameter], probes: int,
     for r, n in terms.term_residuals():
         total = 0.0
         for _ in range(probes):
-            v = torch.randint(0, 2, r.shape, generator=generator).to(r.dtype) * 2 - 1
+            v = torch.randint(0, 2, r.shape, generator=generator).to(r.device, r.dtype) * 2 - 1
             g = torch.autograd.grad((v * r).sum(), params, retain_graph=True, allow_unused=True)
             total += _squared_norm(g)
         out.append(total / (probes * n))
