@@ -348,8 +348,8 @@ class FusedMLP(nn.Module):
             return reason
         if strict_dtype and x.dtype not in (torch.float16, torch.bfloat16):
             return f"the input is {x.dtype}, not float16 or bfloat16"
-        params = self._params()[0] + self._params()[1]
-        if any(p.device != x.device for p in params):
+        weights, biases = self._params()
+        if any(p.device != x.device for p in weights + biases):
             return f"the parameters are not on the input's device {x.device}"
         return ""
 

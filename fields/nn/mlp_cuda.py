@@ -15,6 +15,7 @@ activations, done here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,21 +141,28 @@ def shared_bytes(n_in: int, n_out: int, width: int, depth: int, bias: bool) -> i
     return n + (sum(op for op, _ in shapes) * 4 if bias else 0)
 
 
+@functools.cache
+def _device_facts(index: int) -> tuple[int, str]:
+    props = torch.cuda.get_device_properties(index)
+    limit = int(getattr(props, "shared_memory_per_block_optin", DEFAULT_SHARED_LIMIT))
+    major, minor = props.major, props.minor
+    why = "" if major >= 8 else (f"the GPU has compute capability {major}.{minor}; the "
+                                 "tensor-core kernels need 8.0 (Ampere) or newer")
+    return limit, why
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def shared_limit(device: torch.device) -> int:
     """The opt-in shared memory per block of a CUDA device (DEFAULT_SHARED_LIMIT elsewhere)."""
-    if device.type != "cuda":
-        return DEFAULT_SHARED_LIMIT
-    props = torch.cuda.get_device_properties(device)
-    return int(getattr(props, "shared_memory_per_block_optin", DEFAULT_SHARED_LIMIT))
+    return _device_facts(_index(device))[0] if device.type == "cuda" else DEFAULT_SHARED_LIMIT
 
 
 def compute_capability_reason(device: torch.device) -> str:
     """'' when the device runs the kernels (mma.sync m16n8k16 needs compute capability 8.0)."""
-    if device.type != "cuda":
-        return ""
-    major, minor = torch.cuda.get_device_capability(device)
-    return "" if major >= 8 else (f"the GPU has compute capability {major}.{minor}; the "
-                                  "tensor-core kernels need 8.0 (Ampere) or newer")
+    return _device_facts(_index(device))[1] if device.type == "cuda" else ""
 
 
 def unsupported(n_in: int, n_out: int, width: int, depth: int, bias: bool = False,
