@@ -14,6 +14,7 @@
 // Backward g = delta W: B[k][n] = W[k][n], read by ldmatrix.trans.
 #include <algorithm>
 
+#include "mlp_cpu.h"
 #include "mlp_cuda.h"
 #include "warp_ops.cuh"
 
@@ -21,23 +22,22 @@ namespace fields {
 namespace mlp_cuda {
 namespace {
 
-// Activation ids: the same as mlp_cpu.h and fields/nn/activations.py.
-enum : int {
-  kNone = 0,
-  kReLU = 1,
-  kLeakyReLU = 2,
-  kSoftplus = 3,
-  kSigmoid = 4,
-  kTanh = 5,
-  kExponential = 6,
-  kSiLU = 7,
-  kSine = 8,
-  kSquareplus = 9,
-  kGaussian = 10,
-  kFiner = 11,
-  kNumActivations = 12,
-};
-constexpr float kLeakySlope = 0.01f;
+// Activation ids and constants: the CPU kernels' (mlp_cpu.h), the same as
+// fields/nn/activations.py.
+using mlp_cpu::kExponential;
+using mlp_cpu::kFiner;
+using mlp_cpu::kGaussian;
+using mlp_cpu::kLeakyReLU;
+using mlp_cpu::kLeakySlope;
+using mlp_cpu::kNone;
+using mlp_cpu::kNumActivations;
+using mlp_cpu::kReLU;
+using mlp_cpu::kSigmoid;
+using mlp_cpu::kSiLU;
+using mlp_cpu::kSine;
+using mlp_cpu::kSoftplus;
+using mlp_cpu::kSquareplus;
+using mlp_cpu::kTanh;
 
 // Activations whose derivatives the kernels compute from the fp32 pre-activation (saved by the
 // training forward): those that cannot be recovered from act(z), and the saturating Tanh and
