@@ -27,10 +27,12 @@ def extension() -> ModuleType:
 
 
 def available() -> bool:
+    """Whether the compiled extension fields._C could be loaded."""
     return _load()[0] is not None
 
 
 def unavailable_reason() -> str:
+    """Why fields._C could not be loaded ("" when it was)."""
     return _load()[1]
 
 
@@ -41,5 +43,6 @@ def cpu_isa() -> str:
 
 
 def has_cuda_kernels() -> bool:
+    """Whether fields._C was built with the CUDA kernels."""
     ext, _ = _load()
     return bool(ext is not None and getattr(ext, "has_cuda", False))

@@ -33,6 +33,9 @@ from fields.nn import FusedMLP, GridEncoding
 
 @dataclass
 class BenchRow:
+    """One figure of `fields bench mlp`: a backend's time for one width, depth, batch and mode,
+    and its speed-up against the eager baseline timed in the same run."""
+
     backend: str
     baseline: str
     width: int
@@ -55,6 +58,8 @@ def mlp_flops(n_in: int, n_out: int, width: int, depth: int, batch: int, mode: s
 
 
 def eager_baseline(n_in: int, n_out: int, width: int, depth: int) -> nn.Sequential:
+    """The eager torch network the fused MLP is measured against: `depth` bias-free
+    Linear + ReLU layers of `width`, then a bias-free Linear to `n_out`."""
     layers: list[nn.Module] = [nn.Linear(n_in, width, bias=False), nn.ReLU()]
     for _ in range(depth - 1):
         layers += [nn.Linear(width, width, bias=False), nn.ReLU()]
@@ -139,6 +144,7 @@ def _time_cuda(fns: dict[str, Callable[[], None]], device: torch.device, min_tim
 
 
 def available_backends(device: torch.device) -> list[str]:
+    """The fused-MLP backends that can run on `device` here ("cpu", "cuda", "tcnn")."""
     backends = []
     if device.type == "cpu" and _ext.available():
         backends.append("cpu")
@@ -241,6 +247,8 @@ ENCODING_MODES = ("forward", "forward+backward")
 
 @dataclass
 class EncodingBenchRow:
+    """One figure of `fields bench encoding`: a grid backend against its torch reference."""
+
     backend: str
     baseline: str
     encoding: str
@@ -355,6 +363,8 @@ def bench_encoding(
 
 @dataclass
 class MarchBenchRow:
+    """One figure of `fields bench march`: the ray marcher against its torch reference."""
+
     backend: str
     baseline: str
     n_rays: int
@@ -430,6 +440,9 @@ def bench_march(
 
 @dataclass
 class FlowBenchRow:
+    """One row of `fields bench flow`: a method's errors and time on one built-in pair, with
+    its speed-up and EPE ratio against the baseline method."""
+
     pair: str
     method: str
     epe3d: float
@@ -465,9 +478,9 @@ def bench_flow(
     ratios against `baseline`."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"bench_flow: seeds must be a positive integer, got {seeds!r}")
-    from fields.data.flow_scenes import make_flow_pair
     from fields.flow import FlowConfig, fit_flow
     from fields.metrics import scene_flow_metrics
+    from fields.scenes.street import make_flow_pair
 
     rows: list[FlowBenchRow] = []
     for t in times:
@@ -509,6 +522,8 @@ def bench_flow(
 
 @dataclass
 class INRBenchRow:
+    """One row of `fields bench inr`: a model's quality, steps and size after the same time."""
+
     model: str
     description: str
     psnr: float
@@ -536,8 +551,9 @@ def bench_inr(
     [0, 1] for the same training time, one after the other in this process, each with its
     default learning rate and batch. PSNR and SSIM of the final reconstruction."""
     from fields.data.signals import grid_coords
-    from fields.inr import MODELS, fit_signal, render_signal, ssim
-    from fields.nn.inr_layers import count_parameters
+    from fields.inr import MODELS, fit_signal, render_signal
+    from fields.metrics import ssim
+    from fields.nn.modules import count_parameters
 
     h, w, c = image.shape
     coords, values = grid_coords((h, w)), image.reshape(-1, c)

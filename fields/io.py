@@ -3,6 +3,8 @@ target, so a crash or interrupt never leaves a truncated file behind."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -71,3 +73,23 @@ def write_video(path: str | os.PathLike, frames: Sequence[Any], fps: int = 24) -
                              quality=8)
 
     return atomic_write(p, write)
+
+
+def _jsonable(obj: Any) -> Any:
+    """`obj` with non-finite floats as None (strict JSON), tuples as lists, paths as str."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Writes `obj` as strict JSON (no NaN or Infinity: None), atomically."""
+    return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")

@@ -1,5 +1,7 @@
 """Meshes from fields: sample a scalar field on a grid (in chunks), marching cubes
-(scikit-image), and PLY output written atomically."""
+(scikit-image), mesh files (PLY through the engine's one PLY codec,
+`fields.data.pointclouds.write_ply` / `read_ply`; other formats through trimesh) and surface
+metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fields.data.pointclouds import read_ply, write_ply
 from fields.io import atomic_write
 
 
@@ -54,57 +57,6 @@ def marching_cubes(
     spacing = (aabb[1] - aabb[0]).numpy() / (np.array(vol.shape) - 1)
     verts, faces, _, _ = mc(vol, level=level, spacing=tuple(spacing), gradient_direction="ascent")
     return (verts + lo).astype(np.float32), faces.astype(np.int64)
-
-
-def write_ply(
-    path: str | os.PathLike,
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    colors: np.ndarray | None = None,
-) -> Path:
-    """Writes a binary little-endian PLY (vertices (V, 3), faces (F, 3), optional uint8
-    colours (V, 3)) atomically."""
-    v = np.ascontiguousarray(vertices, dtype="<f4")
-    f = np.ascontiguousarray(faces, dtype="<i4")
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(v)}",
-              "property float x", "property float y", "property float z"]
-    if colors is not None:
-        header += ["property uchar red", "property uchar green", "property uchar blue"]
-    header += [f"element face {len(f)}", "property list uchar int vertex_indices",
-               "end_header"]
-    if colors is not None:
-        vdt = np.dtype([("p", "<f4", 3), ("c", "u1", 3)])
-        vrec = np.empty(len(v), vdt)
-        vrec["p"], vrec["c"] = v, np.asarray(colors, dtype=np.uint8)
-    else:
-        vrec = v
-    frec = np.empty(len(f), np.dtype([("n", "u1"), ("i", "<i4", 3)]))
-    frec["n"], frec["i"] = 3, f
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(("\n".join(header) + "\n").encode("ascii"))
-            fh.write(vrec.tobytes())
-            fh.write(frec.tobytes())
-
-    return atomic_write(path, write)
-
-
-def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a PLY written by `write_ply` (binary, float xyz, optional uchar rgb, triangle
-    faces): vertices (V, 3), faces (F, 3)."""
-    data = Path(path).read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    nv = int(next(h for h in header if h.startswith("element vertex")).split()[-1])
-    nf = int(next(h for h in header if h.startswith("element face")).split()[-1])
-    has_color = any("red" in h for h in header)
-    vdt = np.dtype([("p", "<f4", 3), ("c", "u1", 3)]) if has_color else np.dtype(("<f4", 3))
-    verts = np.frombuffer(data, vdt, nv, end)
-    verts = verts["p"] if has_color else verts
-    faces = np.frombuffer(data, np.dtype([("n", "u1"), ("i", "<i4", 3)]), nf,
-                          end + nv * vdt.itemsize)["i"]
-    return np.array(verts), np.array(faces, dtype=np.int64)
 
 
 def clean_density_volume(
@@ -216,7 +168,8 @@ def extract_surface(
 
 def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
               colors: np.ndarray | None = None) -> Path:
-    """Writes a mesh atomically; the format follows the suffix: .ply (binary, own writer),
+    """Writes a mesh (vertices (V, 3), faces (F, 3), optional uint8 colours (V, 3))
+    atomically; the format follows the suffix: .ply (binary, `fields.data.pointclouds.write_ply`),
     .obj, .glb, .stl, .off (trimesh)."""
     p = Path(path)
     suffix = p.suffix.lower()
@@ -242,19 +195,24 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and triangle faces (F, 3) int64 of a mesh file (obj, ply, stl,
     glb, off; scenes are flattened into one mesh); ValueError naming the file when it is not
     a triangle mesh."""
-    import trimesh
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such mesh file")
-    try:
-        mesh = trimesh.load(p, force="mesh", process=False)
-        if hasattr(mesh, "merge_vertices"):  # STL stores every triangle's own corners
-            mesh.merge_vertices()
-    except Exception as e:
-        raise ValueError(f"{p}: not a readable mesh ({type(e).__name__}: {e})") from e
-    v = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
-    f = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
+    if p.suffix.lower() == ".ply":  # the engine's own codec: errors name the header line
+        verts, tris = read_ply(p)
+        v = np.asarray(verts, dtype=np.float64)
+        f = np.zeros((0, 3), np.int64) if tris is None else tris
+    else:
+        import trimesh
+
+        try:
+            mesh = trimesh.load(p, force="mesh", process=False)
+            if hasattr(mesh, "merge_vertices"):  # STL stores every triangle's own corners
+                mesh.merge_vertices()
+        except Exception as e:
+            raise ValueError(f"{p}: not a readable mesh ({type(e).__name__}: {e})") from e
+        v = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
+        f = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
     if len(v) == 0 or len(f) == 0 or f.ndim != 2 or f.shape[1] != 3:
         raise ValueError(f"{p}: no triangles in the mesh (vertices {v.shape}, faces {f.shape})")
     if f.min() < 0 or f.max() >= len(v):

@@ -1,4 +1,4 @@
-"""The training loop every field uses, and checkpoints written atomically.
+"""The training loop every field uses.
 
 A field kind describes one training run as a `Task` (its model, optimiser, one training step,
 an evaluation; optionally `state_dict` / `load_state_dict` for its own state, such as
@@ -7,9 +7,7 @@ evaluation on held-out data, periodic and final checkpoints, `resume`, and Ctrl-
 (a checkpoint is written, then the interrupt propagates; an interrupt in the middle of a step
 may leave that step's update in the weights, so a resumed run can repeat one step).
 
-A checkpoint is a `torch.save` dict ``{"format": "fields-checkpoint", "version": 1,
-"state_dict": ..., **extra}``; it is written to a temporary file in the target folder and
-renamed over the target, so an interrupted write never leaves a truncated checkpoint.
+Checkpoints are read and written by `fields.checkpoint`.
 """
 
 from __future__ import annotations
@@ -20,61 +18,12 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from fields.io import atomic_write
-
-CHECKPOINT_FORMAT = "fields-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-def save_checkpoint(
-    path: str | os.PathLike, model: nn.Module, extra: Mapping[str, Any] | None = None
-) -> None:
-    """Saves model.state_dict() (and `extra`) to `path` atomically."""
-    p = Path(path)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "state_dict": model.state_dict(),
-        **(extra or {}),
-    }
-    atomic_write(p, lambda tmp: torch.save(payload, tmp))
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The dict of a checkpoint written by `save_checkpoint`, checked, on the CPU."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such checkpoint")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{p}: not a readable checkpoint ({e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{p}: not a fields checkpoint (field 'format' != {CHECKPOINT_FORMAT!r})")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{p}: checkpoint field 'version' is {payload.get('version')!r}, "
-            f"expected {CHECKPOINT_VERSION}"
-        )
-    if not isinstance(payload.get("state_dict"), Mapping):
-        raise ValueError(f"{p}: checkpoint has no field 'state_dict'")
-    return payload
-
-
-def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
-    """Loads a checkpoint written by `save_checkpoint` into `model`; returns the whole dict."""
-    payload = read_checkpoint(path)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: field 'state_dict' does not match the model: {e}") from e
-    return payload
+from fields.checkpoint import load_checkpoint, save_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -91,6 +40,11 @@ class Task(Protocol):
     how far through the budget the run is, for schedules) and returns scalars to show and log
     (``loss`` at least; ``psnr``, ``rays`` when it has them). `evaluate(final)` measures on
     held-out data (cheaply when not final) and returns scalars.
+
+    Optional: ``done`` (a bool attribute; when it turns True after a step, the run ends
+    early: converged, or a kind's own stopping rule), ``state_dict()`` /
+    ``load_state_dict(state)`` for state besides the module and optimiser (generators, a
+    second optimiser, a phase), saved in checkpoints and restored on resume.
     """
 
     module: nn.Module
@@ -123,6 +77,9 @@ class TrainConfig:
 
 @dataclass
 class TrainState:
+    """Where a run is: steps taken, training seconds, evaluations, the last step's scalars,
+    and whether it was interrupted."""
+
     step: int = 0
     seconds: float = 0.0  # training time
     history: list[dict[str, float]] = field(default_factory=list)  # evaluations
@@ -162,7 +119,8 @@ def train(
 ) -> TrainState:
     """Runs `task` until `config.steps` or `config.max_seconds` of training is reached.
 
-    Evaluates every `config.eval_every` training seconds and at the end; writes `checkpoint`
+    Evaluates every `config.eval_every` training seconds (the final, thorough evaluation,
+    ``task.evaluate(final=True)``, is the caller's, after `train` returns); writes `checkpoint`
     (atomically) every `config.checkpoint_every` seconds and at the end, and also when the run
     is interrupted by Ctrl-C (then re-raises KeyboardInterrupt, with ``state.interrupted``).
     `resume` continues from such a checkpoint: model, optimiser, step, training time, history.
@@ -217,6 +175,8 @@ def train(
                 bar.update(state)
                 if on_step is not None:
                     on_step(state)
+                if getattr(task, "done", False):
+                    break
                 if state.seconds >= next_eval:
                     evaluate(final=False)
                     next_eval += config.eval_every

@@ -16,14 +16,15 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_scene_dir(tmp_path_factory):
-    from fields.data.procedural import SceneSpec, ensure_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
 
     return ensure_scene(SceneSpec(resolution=32, n_train=24, n_val=2, n_test=2),
                         root=tmp_path_factory.mktemp("scenes"))
 
 
 def tiny_config():
-    from fields.nerf import NerfConfig, hash_grid_config
+    from fields.nerf import NerfConfig
+    from fields.nn.encoding_config import hash_grid_config
 
     return NerfConfig(encoding=hash_grid_config(finest_resolution=128, log2_hashmap_size=15),
                       grid_resolution=32, render_steps=128, target_samples=2**14,
@@ -45,3 +46,13 @@ def tiny_nerf(tmp_path_factory, tiny_scene_dir):
           checkpoint=root / "nerf.pt", checkpoint_extra=task.checkpoint_extra(),
           show_progress=False)
     return root / "nerf.pt"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings():
+    """Each test sees the once-per-process warnings afresh (tests that expect one must not
+    depend on which test ran first)."""
+    from fields.nn.backend import forget_warnings
+
+    forget_warnings()
+    yield

@@ -7,7 +7,7 @@ import torch
 
 from fields import _ext
 from fields.nn import DenseGrid, GridEncoding, HashGrid, TiledGrid, grid_reference
-from fields.nn import grid as grid_module
+from fields.nn.backend import forget_warnings
 from fields.nn.grid import PRIMES, grid_layout
 
 needs_ext = pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
@@ -101,7 +101,7 @@ def test_second_derivatives_through_the_cpu_backend(interpolation):
         loss = (gx.norm(dim=-1) - 1.0).square().mean()
         return torch.autograd.grad(loss, [x, enc.params])
 
-    grid_module._warned.clear()
+    forget_warnings()
     with pytest.warns(UserWarning, match="reference"):
         got = eikonal(enc)
     want = eikonal(enc.reference)

@@ -7,12 +7,12 @@ import torch
 from typer.testing import CliRunner
 
 from fields import _ext
+from fields.checkpoint import load_checkpoint, save_checkpoint
 from fields.cli import app
 from fields.data.images import procedural_image, psnr, read_image, write_image
 from fields.data.signals import grid_coords
 from fields.inr import fit_image, render_signal
 from fields.nn import NetworkWithInputEncoding
-from fields.train import load_checkpoint, save_checkpoint
 
 needs_ext = pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
 
@@ -87,14 +87,15 @@ def test_cli_fit_image_writes_outputs(tmp_path):
     src = write_image(tmp_path / "in.png", procedural_image(48))
     out = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["fit", "image", str(src), "--out", str(out), "--seconds", "1.5", "--max-steps", "60"]
+        app, ["fit", "image", str(src), "--output", str(out), "--max-seconds", "30",
+              "--steps", "60"]
     )
     assert result.exit_code == 0, result.output
-    for name in ("target.png", "reconstruction.png", "error.png", "metrics.json",
-                 "checkpoint.pt"):
+    for name in ("config.json", "target.png", "reconstruction.png", "error.png",
+                 "metrics.json", "checkpoint.pt"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["height"] == 48 and metrics["steps"] <= 60 and metrics["psnr"] > 15
+    assert metrics["height"] == 48 and metrics["steps"] == 60 and metrics["psnr"] > 15
     assert metrics["model"] == "hash"
     missing = CliRunner().invoke(app, ["fit", "image", str(tmp_path / "nope.png")])
     assert missing.exit_code == 2 and "no such image file" in " ".join(missing.output.split())
@@ -103,6 +104,23 @@ def test_cli_fit_image_writes_outputs(tmp_path):
     )
     assert bad_cfg.exit_code == 2
     assert "did you mean 'n_levels'" in " ".join(bad_cfg.output.split())
+
+
+def test_one_ssim_matches_the_gaussian_ssim_inr_used():
+    # fields.metrics.ssim replaced the INR's scikit-image SSIM (Gaussian window sigma 1.5,
+    # population covariance): the two agree
+    from skimage.metrics import structural_similarity
+
+    from fields.metrics import ssim
+
+    img = procedural_image(64)
+    noisy = (img + 0.1 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0)))
+    noisy = noisy.clamp(0, 1)
+    reference = structural_similarity(noisy.numpy(), img.numpy(), data_range=1.0,
+                                      channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+    assert abs(ssim(noisy, img) - reference) < 1e-5
+    assert ssim(img, img) == pytest.approx(1.0)
 
 
 def test_error_map_is_log_scaled():

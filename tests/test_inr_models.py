@@ -26,9 +26,9 @@ from fields.nn.inr_layers import (
     FANLayer,
     GaborNet,
     chebyshev_basis,
-    count_parameters,
     gabor_wavelet,
 )
+from fields.nn.modules import count_parameters
 
 needs_ext = pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
 
@@ -264,27 +264,96 @@ def test_video_from_frames(tmp_path):
         read_video(tmp_path / "missing.mp4")
 
 
+# -- the configuration and the task --
+
+
+def test_inr_config_from_dict_names_unknown_and_bad_fields():
+    from fields.inr import INRConfig
+
+    cfg = INRConfig.from_dict({"model": "siren", "lr": 0.005})
+    assert cfg.model == "siren" and cfg.lr == 0.005 and cfg.batch == 0
+    assert INRConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"x\.json: unknown key 'lrr' \(did you mean 'lr'"):
+        INRConfig.from_dict({"lrr": 1.0}, where="x.json")
+    with pytest.raises(ValueError, match="INRConfig: teaching must be in"):
+        INRConfig.from_dict({"teaching": 1.0})
+    with pytest.raises(ValueError, match="unknown INR model 'nope'"):
+        INRConfig.from_dict({"model": "nope"})
+    with pytest.raises(ValueError, match="model 'custom' needs field 'encoding'"):
+        INRConfig.from_dict({"model": "custom"})
+    custom = INRConfig.from_dict({"model": "custom", "network": {"otype": "FullyFusedMLP"}})
+    assert custom.custom == {"encoding": None, "network": {"otype": "FullyFusedMLP"}}
+
+
+def test_signal_task_resolves_config_and_resumes_exactly(tmp_path):
+    # the task on the training loop: resolved config, and a run split by a checkpoint equals
+    # one run (generator, optimiser and teaching pool restored)
+    from fields.inr import INRConfig, SignalTask
+    from fields.train import TrainConfig, train
+
+    img = builtin_image("camera", 16)
+    coords, values = grid_coords(img.shape[:2]), img.reshape(-1, 1)
+    # no learning-rate decay: the first part of the split run has its own, shorter budget
+    cfg = INRConfig(model="siren", batch=64, lr_decay=1.0, teaching=0.5, teaching_every=3)
+
+    def run(steps, resume=None):
+        task = SignalTask(coords, values, cfg, finest=16, seed=3)
+        train(task, TrainConfig(steps=steps, max_seconds=60.0, eval_every=0.0),
+              checkpoint=tmp_path / "c.pt", resume=resume, show_progress=False)
+        return task
+
+    whole = run(8)
+    assert whole.config.lr == MODELS["siren"].lr and whole.config.batch == 64
+    run(4)
+    split = run(8, resume=tmp_path / "c.pt")
+    torch.testing.assert_close(split.predict(), whole.predict())
+
+
+def test_fit_signal_is_deterministic_and_reports_the_final_evaluation():
+    img = builtin_image("camera", 16)
+    coords, values = grid_coords(img.shape[:2]), img.reshape(-1, 1)
+    seen = []
+    a = fit_signal(coords, values, "siren", finest=16, max_steps=12, on_eval=seen.append)
+    b = fit_signal(coords, values, "siren", finest=16, max_steps=12)
+    assert a.steps == b.steps == 12 and a.psnr == b.psnr
+    assert a.history[-1]["step"] == 12 and a.history[-1]["psnr"] == a.psnr
+    assert seen[-1] == a.history[-1] and set(seen[-1]) == {"step", "seconds", "loss", "psnr"}
+
+
 # -- command line --
+
+
+def _fit(args, **kw):
+    r = CliRunner().invoke(app, ["fit", *args], **kw)
+    assert r.exit_code == 0, r.output
+    return r
 
 
 @needs_ext
 def test_cli_fit_image_builtin_and_render(tmp_path):
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["fit", "image", "--builtin", "camera", "--size", "32",
-                                 "--model", "siren", "--seconds", "3", "--max-steps", "40",
-                                 "--out", str(out)])
-    assert r.exit_code == 0, r.output
+    _fit(["image", "--builtin", "camera", "--size", "32", "--model", "siren", "--max-seconds",
+          "30", "--steps", "20", "--output", str(out)])
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("psnr", "ssim", "steps", "seconds", "params"):
+    assert list(m)[:3] == ["steps", "seconds", "wall_seconds"]
+    for key in ("psnr", "ssim", "params", "height", "width", "channels", "history"):
         assert key in m
-    assert m["model"] == "siren" and m["steps"] <= 40 and m["params"] > 1000
+    assert m["model"] == "siren" and m["steps"] == 20 and m["params"] > 1000
+    assert m["wall_seconds"] >= m["seconds"] > 0
     for name in ("target.png", "reconstruction.png", "error.png", "checkpoint.pt"):
         assert (out / name).is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "inr" and cfg["input"] == "camera" and cfg["seed"] == 0
+    assert cfg["steps"] == 20 and cfg["max_seconds"] == 30 and cfg["resume"] is None
+    assert cfg["source"] == {"kind": "image", "builtin": "camera", "size": 32}
+    # the full resolved config: the model's learning rate and batch filled in
+    assert cfg["config"]["model"] == "siren" and cfg["config"]["lr"] == MODELS["siren"].lr
+    assert set(cfg["config"]) >= {"batch", "teaching", "sape", "encoding", "network"}
     _field, signal = load_inr(out / "checkpoint.pt")
     assert signal["kind"] == "image" and signal["shape"] == [32, 32]
     big = tmp_path / "big.png"
     r = CliRunner().invoke(app, ["render", str(out / "checkpoint.pt"), "--scale", "2",
-                                 "--out", str(big)])
+                                 "--output", str(big)])
     assert r.exit_code == 0, r.output
     from fields.data.images import read_image
 
@@ -292,41 +361,171 @@ def test_cli_fit_image_builtin_and_render(tmp_path):
 
 
 @needs_ext
-def test_cli_image_tasks(tmp_path):
-    base = ["fit", "image", "--builtin", "camera", "--size", "32", "--model", "hash",
-            "--seconds", "2", "--max-steps", "20"]
-    r = CliRunner().invoke(app, [*base, "--noise", "0.1", "--out", str(tmp_path / "d")])
+def test_cli_default_output_folder_and_old_spellings(tmp_path, monkeypatch):
+    # outputs/<input>/inr/<timestamp>/ (no overwriting of a previous run's folder); the old
+    # --seconds / --max-steps / --out still work, each printing one deprecation line
+    from fields import command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(command, "_warned", set())
+    r = _fit(["image", "--builtin", "camera", "--size", "16", "--model", "siren",
+              "--seconds", "30", "--max-steps", "5"])
+    text = " ".join(r.output.split())
+    assert "deprecated: --seconds is now --max-seconds" in text
+    assert "deprecated: --max-steps is now --steps" in text
+    (run,) = (tmp_path / "outputs" / "camera" / "inr").iterdir()
+    assert run.name[:4].isdigit() and (run / "checkpoint.pt").is_file()
+    m = json.loads((run / "metrics.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    assert m["steps"] == 5 and cfg["max_seconds"] == 30
+    r = _fit(["image", "--builtin", "camera", "--size", "16", "--model", "siren",
+              "--steps", "2", "--out", str(tmp_path / "old")])
+    assert "deprecated: --out is now --output" in " ".join(r.output.split())
+    assert (tmp_path / "old" / "metrics.json").is_file()
+
+
+@needs_ext
+def test_cli_config_json_inline_and_file(tmp_path):
+    base = ["image", "--builtin", "camera", "--size", "16", "--steps", "3"]
+    _fit([*base, "--config", '{"model": "siren", "lr": 0.004, "batch": -1}',
+          "--output", str(tmp_path / "a")])
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())["config"]
+    assert cfg["model"] == "siren" and cfg["lr"] == 0.004 and cfg["batch"] == -1
+    (tmp_path / "c.json").write_text(json.dumps({"model": "siren", "lr": 0.004}))
+    # a shorthand flag given on the command line wins over --config
+    _fit([*base, "--config", str(tmp_path / "c.json"), "--lr", "0.003",
+          "--output", str(tmp_path / "b")])
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert cfg["model"] == "siren" and cfg["lr"] == 0.003
+    (tmp_path / "bad.json").write_text(json.dumps({"modle": "siren"}))
+    r = CliRunner().invoke(app, ["fit", *base, "--config", str(tmp_path / "bad.json")])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "bad.json: unknown key 'modle'" in text
+    assert "did you mean 'model'" in text
+
+
+@needs_ext
+def test_cli_resume_continues_steps_and_time(tmp_path):
+    base = ["image", "--builtin", "camera", "--size", "16", "--model", "hash"]
+    _fit([*base, "--max-seconds", "2", "--output", str(tmp_path / "a")])
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    _fit([*base, "--max-seconds", "4", "--resume", str(tmp_path / "a" / "checkpoint.pt"),
+          "--output", str(tmp_path / "b")])
+    second = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert second["steps"] > first["steps"] > 0
+    assert second["seconds"] >= 4.0 > first["seconds"] >= 2.0
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["resume"] == str(tmp_path / "a" / "checkpoint.pt")
+    r = CliRunner().invoke(app, ["fit", *base, "--resume", str(tmp_path / "nope.pt")])
+    assert r.exit_code == 2 and "no such checkpoint" in " ".join(r.output.split())
+
+
+@needs_ext
+def test_cli_ctrl_c_writes_the_checkpoint_and_says_where(tmp_path, monkeypatch):
+    from fields.inr import SignalTask
+
+    step = SignalTask.train_step
+
+    def interrupted(self, i, progress):
+        if i == 3:
+            raise KeyboardInterrupt
+        return step(self, i, progress)
+
+    monkeypatch.setattr(SignalTask, "train_step", interrupted)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["fit", "image", "--builtin", "camera", "--size", "16",
+                                 "--model", "siren", "--output", str(out)])
+    assert r.exit_code == 130, r.output
+    squeezed = "".join(r.output.split())  # rich may wrap the line anywhere
+    assert f"interrupted:checkpointwrittento{out / 'checkpoint.pt'}" in squeezed
+    from fields.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out / "checkpoint.pt")["train_state"]["step"] == 3
+    load_inr(out / "checkpoint.pt")  # an INR checkpoint: render / eval / resume read it
+
+
+@needs_ext
+def test_cli_eval_image_and_audio(tmp_path):
+    from fields.data.images import write_image
+
+    out = tmp_path / "im"
+    _fit(["image", "--builtin", "camera", "--size", "24", "--model", "hash", "--steps", "15",
+          "--output", str(out)])
+    fitted = json.loads((out / "metrics.json").read_text())
+    r = CliRunner().invoke(app, ["eval", str(out / "checkpoint.pt")])
     assert r.exit_code == 0, r.output
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["kind"] == "inr" and ev["signal"] == "image" and ev["source"] == "camera"
+    assert ev["psnr"] == pytest.approx(fitted["psnr"]) and ev["ssim"] == pytest.approx(
+        fitted["ssim"])
+    # against a file: the field rendered at that file's resolution
+    write_image(tmp_path / "big.png", builtin_image("camera", 48))
+    r = CliRunner().invoke(app, ["eval", str(out / "checkpoint.pt"), "--data",
+                                 str(tmp_path / "big.png"), "--output", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert ev["height"] == 48 and 10 < ev["psnr"] < fitted["psnr"] + 5
+    # a file of the wrong kind, and a checkpoint without its config.json: named errors
+    write_image(tmp_path / "rgb.png", torch.rand(8, 8, 3))
+    r = CliRunner().invoke(app, ["eval", str(out / "checkpoint.pt"), "--data",
+                                 str(tmp_path / "rgb.png")])
+    assert r.exit_code == 2 and "rgb.png" in r.output and "3 channel(s)" in r.output
+    (out / "config.json").unlink()
+    r = CliRunner().invoke(app, ["eval", str(out / "checkpoint.pt")])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "config.json: no field 'source'" in text and "--data" in text
+
+    write_audio(tmp_path / "a.wav", synthetic_audio(0.1, 8000), 8000)
+    _fit(["audio", str(tmp_path / "a.wav"), "--steps", "10", "--output", str(tmp_path / "au")])
+    fitted = json.loads((tmp_path / "au" / "metrics.json").read_text())
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "au" / "checkpoint.pt")])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "au" / "eval.json").read_text())
+    assert ev["signal"] == "audio" and ev["samples"] == 800 and ev["rate"] == 8000
+    assert ev["psnr"] == pytest.approx(fitted["psnr"]) and "snr_db" in ev
+    # the built-in synthetic audio is regenerated from config.json
+    _fit(["audio", "--steps", "2", "--output", str(tmp_path / "syn")])
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "syn" / "checkpoint.pt")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "syn" / "eval.json").read_text())["source"] == "synthetic"
+
+
+@needs_ext
+def test_cli_image_tasks(tmp_path):
+    base = ["image", "--builtin", "camera", "--size", "32", "--model", "hash",
+            "--max-seconds", "30", "--steps", "20"]
+    _fit([*base, "--noise", "0.1", "--output", str(tmp_path / "d")])
     m = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert m["noise"] == 0.1 and "psnr_noisy_input" in m
-    r = CliRunner().invoke(app, [*base, "--keep", "0.3", "--out", str(tmp_path / "i")])
-    assert r.exit_code == 0, r.output
+    _fit([*base, "--keep", "0.3", "--output", str(tmp_path / "i")])
     assert "psnr_missing_pixels" in json.loads((tmp_path / "i" / "metrics.json").read_text())
-    r = CliRunner().invoke(app, [*base, "--downsample", "2", "--out", str(tmp_path / "s")])
-    assert r.exit_code == 0, r.output
+    _fit([*base, "--downsample", "2", "--output", str(tmp_path / "s")])
     m = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert m["height"] == 32 and "psnr_bicubic" in m
-    bad = CliRunner().invoke(app, [*base, "--model", "nope"])
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["downsample"] == 2
+    bad = CliRunner().invoke(app, ["fit", *base, "--model", "nope"])
     assert bad.exit_code == 2 and "unknown INR model 'nope'" in " ".join(bad.output.split())
 
 
 @needs_ext
 def test_cli_fit_audio_and_volume(tmp_path):
     write_audio(tmp_path / "a.wav", synthetic_audio(0.1, 8000), 8000)
-    r = CliRunner().invoke(app, ["fit", "audio", str(tmp_path / "a.wav"), "--seconds", "2",
-                                 "--max-steps", "20", "--out", str(tmp_path / "au")])
-    assert r.exit_code == 0, r.output
+    _fit(["audio", str(tmp_path / "a.wav"), "--max-seconds", "30", "--steps", "10",
+          "--output", str(tmp_path / "au")])
     back, rate = read_audio(tmp_path / "au" / "reconstruction.wav")
     assert rate == 8000 and back.shape == (800, 1)
     assert (tmp_path / "au" / "waveform.png").is_file()
+    m = json.loads((tmp_path / "au" / "metrics.json").read_text())
+    assert m["model"] == "siren" and "snr_db" in m and m["steps"] == 10
     np.save(tmp_path / "v.npy", np.random.default_rng(1).random((8, 9, 10)))
-    r = CliRunner().invoke(app, ["fit", "volume", str(tmp_path / "v.npy"), "--seconds", "2",
-                                 "--max-steps", "10", "--out", str(tmp_path / "vo")])
-    assert r.exit_code == 0, r.output
+    _fit(["volume", str(tmp_path / "v.npy"), "--max-seconds", "30", "--steps", "5",
+          "--output", str(tmp_path / "vo")])
     assert np.load(tmp_path / "vo" / "reconstruction.npy").shape == (8, 9, 10, 1)
     assert (tmp_path / "vo" / "slices.png").is_file()
+    assert json.loads((tmp_path / "vo" / "config.json").read_text())["source"]["file"] == str(
+        tmp_path / "v.npy")
     r = CliRunner().invoke(app, ["render", str(tmp_path / "vo" / "checkpoint.pt"), "--scale",
-                                 "2", "--out", str(tmp_path / "big.npy")])
+                                 "2", "--output", str(tmp_path / "big.npy")])
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "big.npy").shape == (16, 18, 20, 1)
 
@@ -338,11 +537,10 @@ def test_cli_fit_video_folder(tmp_path):
     frames = tmp_path / "frames"
     for k in range(4):
         write_image(frames / f"{k:02d}.png", torch.full((8, 10, 3), 0.2 + 0.15 * k))
-    r = CliRunner().invoke(app, ["fit", "video", str(frames), "--seconds", "2",
-                                 "--max-steps", "15", "--out", str(tmp_path / "v")])
-    assert r.exit_code == 0, r.output
+    _fit(["video", str(frames), "--max-seconds", "30", "--steps", "15",
+          "--output", str(tmp_path / "v")])
     m = json.loads((tmp_path / "v" / "metrics.json").read_text())
-    assert m["frames"] == 4 and m["height"] == 8 and m["width"] == 10
+    assert m["frames"] == 4 and m["height"] == 8 and m["width"] == 10 and m["steps"] == 15
     assert (tmp_path / "v" / "frame_002.png").is_file()
     r = CliRunner().invoke(app, ["fit", "video", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "no such video" in " ".join(r.output.split())

@@ -8,19 +8,19 @@ from typer.testing import CliRunner
 
 from fields.cli import app
 from fields.data import load_scene
-from fields.data.procedural import SceneSpec, ensure_scene, render_scene, tabletop_sdf
 from fields.nerf import (
     LoadedNerf,
     NerfConfig,
     NerfTask,
     RadianceField,
     RenderSettings,
-    hash_grid_config,
     render_rays,
     trunc_exp,
     vanilla_config,
 )
+from fields.nn.encoding_config import hash_grid_config
 from fields.render.occupancy import OccupancyGrid
+from fields.scenes.tabletop import SceneSpec, ensure_scene, render_scene, tabletop_sdf
 from fields.train import TrainConfig, seed_everything, train
 
 TINY = SceneSpec(resolution=32, n_train=24, n_val=2, n_test=3)
@@ -152,7 +152,7 @@ def test_unbounded_scene_renders_with_contraction():
 
 
 def test_nerf_config_rejects_unknown_keys():
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         NerfConfig.from_dict({"learning_rate": 1.0})
 
 

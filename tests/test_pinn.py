@@ -13,10 +13,11 @@ import torch
 import fields.pinn as pinn
 from fields.pinn.conditions import value_columns
 from fields.pinn.diff import CoordinateScope
+from fields.pinn.field import Evaluator, Field
 from fields.pinn.hard import OutputTransform
 from fields.pinn.networks import Embedding
 from fields.pinn.reference import allen_cahn, burgers
-from fields.pinn.solve import Evaluator, Field, _resample, _Terms
+from fields.pinn.terms import Terms, resample
 
 D64 = torch.float64
 
@@ -391,10 +392,10 @@ def test_gradnorm_and_causal_weights():
     s = pinn.Strategy(adam_steps=30, lbfgs_steps=0, weighting="gradnorm", weight_every=10,
                       causal=5.0, causal_chunks=8, n_collocation=512, hard=False)
     model = _field(problem, s)
-    terms = _Terms(problem, model, s, D64, 0)
-    from fields.pinn.solve import _params, _update_gradnorm
+    terms = Terms(problem, model, s, D64, 0)
+    from fields.pinn.terms import trainable_params, update_gradnorm
 
-    _update_gradnorm(terms, _params(model, problem))
+    update_gradnorm(terms, trainable_params(model, problem))
     lam = terms.lam
     assert lam.shape == (3,) and torch.isfinite(lam).all() and not torch.allclose(
         lam, torch.ones(3, dtype=D64))
@@ -413,10 +414,10 @@ def test_ntk_traces_match_per_point_gradients():
     s = pinn.Strategy(n_collocation=24, n_condition=16, hard=False)
     torch.manual_seed(0)
     model = _field(problem, s)
-    terms = _Terms(problem, model, s, D64, 0)
-    from fields.pinn.solve import _params, ntk_traces
+    terms = Terms(problem, model, s, D64, 0)
+    from fields.pinn.terms import ntk_traces, trainable_params
 
-    params = _params(model, problem)
+    params = trainable_params(model, problem)
     exact = []
     for r, n in terms.term_residuals():
         total = 0.0
@@ -440,11 +441,11 @@ def test_ntk_weighting_balances_terms():
                       weight_momentum=0.0, ntk_probes=64, n_collocation=256, hard=False,
                       max_seconds=60)
     model = _field(problem, s)
-    terms = _Terms(problem, model, s, D64, 0)
-    from fields.pinn.solve import _params, _update_ntk, ntk_traces
+    terms = Terms(problem, model, s, D64, 0)
+    from fields.pinn.terms import ntk_traces, trainable_params, update_ntk
 
-    params = _params(model, problem)
-    _update_ntk(terms, params, 0)
+    params = trainable_params(model, problem)
+    update_ntk(terms, params, 0)
     # the same probes as the update (its generator's seed): with momentum 0 the weights are
     # sum / trace, so the weighted traces are all equal, where the traces differ
     traces = ntk_traces(terms, params, 64, torch.Generator().manual_seed(s.seed + 7))
@@ -463,12 +464,12 @@ def test_rad_resampling_follows_the_residual():
     problem = pinn.Problem(domain=pinn.Box(x=(0, 1)),
                            residual=lambda u, x: 0 * u + (x > 0.5).to(x.dtype))
     s = pinn.Strategy(n_collocation=256, resample="rad", rad_c=0.0)
-    terms = _Terms(problem, _field(problem, s), s, D64, 0)
-    _resample(terms, 1)
+    terms = Terms(problem, _field(problem, s), s, D64, 0)
+    resample(terms, 1)
     assert len(terms.X) == 256 and (terms.X[:, 0] > 0.5).all()
     s2 = pinn.Strategy(n_collocation=256, resample="rar", rar_add=32)
-    terms = _Terms(problem, _field(problem, s2), s2, D64, 0)
-    _resample(terms, 1)
+    terms = Terms(problem, _field(problem, s2), s2, D64, 0)
+    resample(terms, 1)
     assert len(terms.X) == 288 and (terms.X[256:, 0] > 0.5).all()
 
 
@@ -534,35 +535,227 @@ def test_load_case_errors(tmp_path):
         load_case(str(bad))
 
 
-def test_cli_solve_writes_outputs(tmp_path):
+def test_builtin_problems_ship_inside_the_package(tmp_path, monkeypatch):
+    import setuptools
+
+    from fields.pinn.run import builtin_names, scenes_dir
+
+    assert "fields.scenes.pde" in setuptools.find_packages(
+        str(scenes_dir().parents[2]), include=["fields*"])
+    assert scenes_dir().parent.parent.name == "fields" and (scenes_dir() / "heat.py").is_file()
+    monkeypatch.chdir(tmp_path)  # found from any working directory
+    assert "heat" in builtin_names()
+
+
+def _solve(args, expect=0):
     from typer.testing import CliRunner
 
     from fields.cli import app
 
-    r = CliRunner().invoke(app, ["solve", "heat", "--output", str(tmp_path / "h"),
-                                 "--adam-steps", "30", "--steps", "20",
-                                 "--strategy", '{"n_collocation": 256}'])
-    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["solve", *args])
+    assert r.exit_code == expect, r.output
+    return r
+
+
+TINY = '{"n_collocation": 128, "n_condition": 32, "eval_every": 10}'
+
+
+def test_cli_solve_writes_outputs(tmp_path):
+    r = _solve(["heat", "--output", str(tmp_path / "h"), "--adam-steps", "30",
+                "--lbfgs-steps", "20", "--config", '{"n_collocation": 256}'])
     m = json.loads((tmp_path / "h" / "metrics.json").read_text())
-    assert m["problem"] == "heat" and 0 < m["rel_l2"] < 1 and m["steps"] > 0
-    for f in ("solution.png", "history.png", "solution.npz", "checkpoint.pt"):
+    assert list(m)[:3] == ["steps", "seconds", "wall_seconds"]
+    assert m["problem"] == "heat" and 0 < m["rel_l2"] < 1 and m["steps"] == 50
+    assert m["wall_seconds"] >= m["seconds"] > 0 and "target" in m and "met_target" in m
+    for f in ("config.json", "solution.png", "history.png", "solution.npz", "checkpoint.pt"):
         assert (tmp_path / "h" / f).is_file()
-    r = CliRunner().invoke(app, ["solve", "nope"])
-    assert r.exit_code != 0 and "unknown problem 'nope'" in r.output
-    r = CliRunner().invoke(app, ["solve", "heat", "--strategy", "{bad"])
-    assert r.exit_code != 0 and "not valid JSON" in r.output
-    r = CliRunner().invoke(app, ["solve", "heat", "--strategy", '{"adam": 1}'])
-    assert r.exit_code != 0 and "unknown field" in r.output
-    r = CliRunner().invoke(app, ["solve", "heat", "--strategy", "[1]"])
-    assert r.exit_code != 0 and "must be a JSON object" in r.output
-    r = CliRunner().invoke(app, ["solve"])
-    assert r.exit_code != 0 and "give problem NAMES or --all" in r.output
-    # several problems: one sub-folder each
-    r = CliRunner().invoke(app, ["solve", "heat", "poisson", "--output", str(tmp_path / "two"),
-                                 "--adam-steps", "3", "--steps", "2"])
+    c = json.loads((tmp_path / "h" / "config.json").read_text())
+    assert c["kind"] == "pinn" and c["input"] == "heat" and c["problem"] == "heat"
+    assert c["seed"] == 0 and c["steps"] == 50 and c["script"] == "heat"
+    assert c["config"]["n_collocation"] == 256 and c["config"]["adam_steps"] == 30
+    assert c["network"]["type"] == "MLP" and c["network"]["width"] == 32
+    assert "deprecated" not in r.output
+    _solve(["nope"], 2).output.index("unknown problem 'nope'")
+    assert "not valid JSON" in _solve(["heat", "--config", "{bad"], 2).output
+    assert "unknown field" in _solve(["heat", "--config", '{"adam": 1}'], 2).output
+    assert "expected a JSON object" in _solve(["heat", "--config", '["x"]'], 2).output
+    assert "give problem NAMES or --all" in _solve([], 2).output
+    assert "--steps must be >= 1" in _solve(["heat", "--steps", "0"], 2).output
+    assert "--max-seconds must be" in _solve(["heat", "--max-seconds", "-1"], 2).output
+    assert "one problem" in _solve(["heat", "poisson", "--resume", str(tmp_path / "h" /
+                                                                      "checkpoint.pt")], 2).output
+    # several problems: one sub-folder each; the old --strategy still works, with one line
+    r = _solve(["heat", "poisson", "--output", str(tmp_path / "two"), "--adam-steps", "3",
+                "--lbfgs-steps", "2", "--strategy", '{"n_collocation": 64}'])
+    assert r.output.count("deprecated: --strategy is now --config") == 1
+    for name in ("heat", "poisson"):
+        c = json.loads((tmp_path / "two" / name / "config.json").read_text())
+        assert c["config"]["n_collocation"] == 64
+        assert json.loads((tmp_path / "two" / name / "metrics.json").read_text())["steps"] == 5
+
+
+def test_cli_solve_default_folder_and_config_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.json").write_text(TINY)
+    _solve(["heat", "--config", "s.json", "--steps", "4"])
+    (run,) = (tmp_path / "outputs" / "heat" / "pinn").iterdir()
+    c = json.loads((run / "config.json").read_text())
+    assert c["config"]["n_collocation"] == 128 and c["config"]["total_steps"] == 4
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 4
+
+
+def test_steps_is_the_total_of_adam_and_lbfgs(tmp_path):
+    from fields.pinn.task import plan
+
+    s = pinn.Strategy(adam_steps=1000, lbfgs_steps=3000)
+    assert [p.steps for p in plan(s)] == [1000, 3000]
+    assert [p.steps for p in plan(s, 100)] == [100, 0]
+    assert [p.steps for p in plan(s, 2500)] == [1000, 1500]
+    assert [p.steps for p in plan(s, 6000)] == [1000, 5000]
+    s3 = pinn.Strategy(adam_steps=10, lbfgs_steps=20, stages=3, stage_adam_steps=5,
+                       stage_lbfgs_steps=7)
+    assert [p.steps for p in plan(s3, 40)] == [10, 20, 5, 5, 0, 0]
+    assert [p.steps for p in plan(s3, 60)] == [10, 20, 5, 7, 5, 13]
+    assert [p.steps for p in plan(pinn.Strategy(adam_steps=10, lbfgs_steps=0), 25)] == [25, 0]
+    _solve(["heat", "--output", str(tmp_path / "a"), "--adam-steps", "30", "--steps", "40",
+            "--config", TINY])
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["steps"] == 40
+    hist = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert max(h["step"] for h in hist if h["phase"] == "Adam") == 30
+    assert max(h["step"] for h in hist if h["phase"] == "L-BFGS") == 40
+
+
+def test_seed_is_used(tmp_path):
+    rel = {}
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        _solve(["heat", "--output", str(tmp_path / name), "--steps", "6", "--seed", seed,
+                "--config", TINY])
+        rel[name] = json.loads((tmp_path / name / "metrics.json").read_text())["rel_l2"]
+        assert json.loads((tmp_path / name / "config.json").read_text())["seed"] == int(seed)
+    assert rel["a"] == rel["b"] != rel["c"]
+
+
+@pytest.mark.parametrize("first", ["25", "30"])  # stopped in Adam / in L-BFGS
+def test_resume_continues_the_run(tmp_path, first):
+    budget = ["--adam-steps", "20" if first == "30" else "40", "--lbfgs-steps",
+              "40" if first == "30" else "20", "--config", TINY]
+    _solve(["heat", "--output", str(tmp_path / "whole"), *budget])
+    _solve(["heat", "--output", str(tmp_path / "part"), "--steps", first, *budget])
+    assert json.loads((tmp_path / "part" / "metrics.json").read_text())["steps"] == int(first)
+    _solve(["heat", "--output", str(tmp_path / "rest"), *budget, "--resume",
+            str(tmp_path / "part" / "checkpoint.pt")])
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    rest = json.loads((tmp_path / "rest" / "metrics.json").read_text())
+    assert rest["steps"] == whole["steps"] == 60
+    assert rest["rel_l2"] == pytest.approx(whole["rel_l2"], rel=1e-9, abs=0)
+    c = json.loads((tmp_path / "rest" / "config.json").read_text())
+    assert c["resume"].endswith("checkpoint.pt")
+    # a changed strategy (not a budget), another problem, a missing file: refused
+    r = _solve(["heat", "--output", str(tmp_path / "x"), *budget, "--resume",
+                str(tmp_path / "part" / "checkpoint.pt"), "--config", '{"lr": 0.1}'], 2)
+    assert "changed: lr" in r.output
+    r = _solve(["poisson", "--output", str(tmp_path / "y"), "--resume",
+                str(tmp_path / "part" / "checkpoint.pt")], 2)
+    assert "this run solves 'poisson'" in r.output
+    assert "no such checkpoint" in _solve(["heat", "--resume", str(tmp_path / "nope.pt")],
+                                          2).output
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_loads_and_resumes(tmp_path, monkeypatch):
+    from fields.pinn.run import load_solution
+    from fields.pinn.task import PinnTask
+
+    step = PinnTask.train_step
+
+    def interrupted(self, *args):
+        if self.global_step == 5:
+            raise KeyboardInterrupt
+        return step(self, *args)
+
+    monkeypatch.setattr(PinnTask, "train_step", interrupted)
+    r = _solve(["heat", "--output", str(tmp_path / "a"), "--steps", "9", "--config", TINY], 130)
+    assert "interrupted" in r.output and "checkpoint.pt" in r.output
+    ckpt = tmp_path / "a" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=True)["train_state"]["step"] == 5
+    sol, _ = load_solution(ckpt)
+    assert 0 < sol.rel_l2() < 10
+    monkeypatch.setattr(PinnTask, "train_step", step)
+    _solve(["heat", "--output", str(tmp_path / "b"), "--steps", "9", "--config", TINY,
+            "--resume", str(ckpt)])
+    _solve(["heat", "--output", str(tmp_path / "c"), "--steps", "9", "--config", TINY])
+    b, c = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "bc")
+    assert b["steps"] == c["steps"] == 9 and b["rel_l2"] == pytest.approx(c["rel_l2"], rel=1e-9)
+
+
+def test_resume_refuses_time_windows(tmp_path):
+    _solve(["heat", "--output", str(tmp_path / "w"), "--steps", "4", "--config",
+            '{"n_collocation": 64, "n_condition": 16, "time_windows": 2}'])
+    r = _solve(["heat", "--output", str(tmp_path / "r"), "--steps", "8", "--config",
+                '{"n_collocation": 64, "n_condition": 16, "time_windows": 2}', "--resume",
+                str(tmp_path / "w" / "checkpoint.pt")], 2)
+    assert "time windows" in r.output and "cannot be resumed" in r.output
+
+
+def test_eval_of_a_solve_checkpoint_matches_its_metrics(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fields.cli import app
+    from fields.pinn.run import load_solution
+
+    _solve(["heat", "--output", str(tmp_path / "h"), "--steps", "12", "--config", TINY])
+    ckpt = tmp_path / "h" / "checkpoint.pt"
+    m = json.loads((tmp_path / "h" / "metrics.json").read_text())
+    r = CliRunner().invoke(app, ["eval", str(ckpt)])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "two" / "heat" / "metrics.json").is_file()
-    assert (tmp_path / "two" / "poisson" / "metrics.json").is_file()
+    e = json.loads((tmp_path / "h" / "eval.json").read_text())
+    assert e["kind"] == "pinn" and e["problem"] == "heat"
+    assert e["rel_l2"] == pytest.approx(m["rel_l2"], rel=1e-12)
+    # a built-in problem is stored by name: the checkpoint loads from any working directory,
+    # and an older checkpoint's path to a moved built-in script still finds it
+    assert torch.load(ckpt, weights_only=True)["script"] == "heat"
+    monkeypatch.chdir(tmp_path)
+    sol, _ = load_solution(ckpt)
+    assert sol.rel_l2() == pytest.approx(m["rel_l2"], rel=1e-12)
+    old = torch.load(ckpt, weights_only=True)
+    old["script"] = "/old/checkout/scenes/pde/heat.py"
+    torch.save(old, tmp_path / "old.pt")
+    assert load_solution(tmp_path / "old.pt")[0].rel_l2() == pytest.approx(m["rel_l2"],
+                                                                            rel=1e-12)
+
+
+def test_one_lbfgs_iteration_per_step_follows_one_long_call():
+    """`make_lbfgs` + `Objective`, stepped once per iteration as the training loop does,
+    takes the same path as one call of many iterations, with no extra evaluations."""
+    from fields.pinn.task import Objective
+
+    def rosenbrock(x):
+        return ((1 - x[:-1]) ** 2).sum() + 100 * ((x[1:] - x[:-1] ** 2) ** 2).sum()
+
+    def run(per_step):
+        x = torch.nn.Parameter(torch.linspace(-1.5, 1.2, 6, dtype=D64))
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1 if per_step else 40, max_eval=400,
+                                history_size=5, tolerance_grad=0.0, tolerance_change=0.0,
+                                line_search_fn="strong_wolfe")
+        count = [0]
+
+        def closure():
+            count[0] += 1
+            opt.zero_grad()
+            loss = rosenbrock(x)
+            loss.backward()
+            return loss
+
+        if per_step:
+            objective = Objective([x], closure)
+            for _ in range(40):
+                opt.step(objective)
+        else:
+            opt.step(closure)
+        return x.detach().clone(), count[0]
+
+    (a, na), (b, nb) = run(False), run(True)
+    assert torch.equal(a, b) and na == nb and float(rosenbrock(a)) < 1e-3
 
 
 def test_cli_solve_all_json(tmp_path):
@@ -572,7 +765,7 @@ def test_cli_solve_all_json(tmp_path):
 
     r = CliRunner().invoke(app, [
         "solve", "--all", "--json", "--output", str(tmp_path), "--adam-steps", "3",
-        "--steps", "2", "--strategy",
+        "--lbfgs-steps", "2", "--config",
         '{"n_collocation": 128, "n_condition": 32, "stage_adam_steps": 2, '
         '"stage_lbfgs_steps": 2}'])
     assert r.exit_code == 0, r.output
@@ -637,8 +830,8 @@ def test_checkpoint_round_trip(tmp_path, extra):
 
 
 def test_load_solution_errors(tmp_path):
+    from fields.checkpoint import save_checkpoint
     from fields.pinn.run import load_solution
-    from fields.train import save_checkpoint
 
     save_checkpoint(tmp_path / "a.pt", torch.nn.Linear(1, 1), {"kind": "pinn",
                                                                 "script": "/nope.py"})
@@ -653,8 +846,9 @@ def test_pinn_view_renders_the_solution(tmp_path):
     from test_viewer import opencv_look_at
 
     from fields.pinn.run import load_case, run_case
+    from fields.pinn.view import PinnView
     from fields.viewer.camera import ViewCamera
-    from fields.viewer.views import PinnView, load_view
+    from fields.viewer.views import load_view
 
     script = tmp_path / "tiny.py"
     script.write_text(SCRIPT.replace("STRATEGY", ""))
@@ -707,7 +901,7 @@ def test_time_windows_continue_the_solution():
 
 
 def test_pinn_view_profile_of_a_space_only_problem():
-    from fields.viewer.views import PinnView
+    from fields.pinn.view import PinnView
 
     box = pinn.Box(x=(0, 1), y=(0, 2))
     problem = pinn.Problem(name="xy", domain=box, residual=lambda u, x, y: u - x * y,

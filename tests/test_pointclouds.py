@@ -563,3 +563,105 @@ def test_empty_cloud(tmp_path, suffix):
     else:
         path.write_bytes(b"")
     _raises(path, "no points")
+
+
+# -- one PLY codec for point clouds and meshes --
+
+
+def _tetrahedron():
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int64)
+    return verts, faces
+
+
+def test_mesh_ply_round_trip_with_colours_and_fields(tmp_path):
+    from fields.data.pointclouds import read_ply, write_ply
+
+    verts, faces = _tetrahedron()
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8)
+    path = write_ply(tmp_path / "tet.ply", verts, faces, colours,
+                     fields={"quality": np.arange(4, dtype=np.float32)})
+    v, f, extra = read_ply(path, with_fields=True)
+    np.testing.assert_array_equal(v, verts)
+    np.testing.assert_array_equal(f, faces)
+    assert f.dtype == np.int64
+    np.testing.assert_array_equal(np.stack([extra[c] for c in ("red", "green", "blue")], 1),
+                                  colours)
+    np.testing.assert_array_equal(extra["quality"], np.arange(4))
+    # the same file is a point cloud to read_points (faces skipped), and a mesh to trimesh
+    np.testing.assert_array_equal(read_points(path), verts)
+    trimesh = pytest.importorskip("trimesh")
+    mesh = trimesh.load(path, process=False)
+    np.testing.assert_array_equal(mesh.faces, faces)
+
+
+def test_read_ply_point_cloud_has_no_faces_and_empty_mesh_is_allowed(tmp_path):
+    from fields.data.pointclouds import read_ply, write_ply
+
+    pts = _cloud(5)
+    v, f = read_ply(write_points(tmp_path / "c.ply", pts))
+    np.testing.assert_array_equal(v, pts)
+    assert f is None
+    v, f = read_ply(write_ply(tmp_path / "empty.ply", np.zeros((0, 3)), np.zeros((0, 3), int)))
+    assert v.shape == (0, 3) and f.shape == (0, 3)
+    with pytest.raises(PointCloudError, match="no points"):
+        write_ply(tmp_path / "nothing.ply", np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "binary_big_endian"])
+def test_read_ply_faces_ascii_and_big_endian_polygons_become_fans(tmp_path, fmt):
+    from fields.data.pointclouds import read_ply
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    polys = [[0, 1, 2, 3], [0, 1, 4]]  # a quad and a triangle
+    header = (f"ply\nformat {fmt} 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
+              "property float z\nelement face 2\nproperty list uchar int vertex_indices\n"
+              "end_header\n")
+    if fmt == "ascii":
+        body = "".join(" ".join(map(str, v)) + "\n" for v in verts.tolist())
+        body += "".join(f"{len(p)} {' '.join(map(str, p))}\n" for p in polys)
+        (tmp_path / "m.ply").write_text(header + body)
+    else:
+        body = verts.astype(">f4").tobytes()
+        for p in polys:
+            body += bytes([len(p)]) + np.array(p, ">i4").tobytes()
+        (tmp_path / "m.ply").write_bytes(header.encode() + body)
+    v, f = read_ply(tmp_path / "m.ply")
+    np.testing.assert_array_equal(v, verts)
+    np.testing.assert_array_equal(f, [[0, 1, 2], [0, 2, 3], [0, 1, 4]])
+
+
+def test_read_ply_mesh_errors_name_the_file(tmp_path):
+    from fields.data.pointclouds import read_ply, write_ply
+
+    verts, faces = _tetrahedron()
+    with pytest.raises(PointCloudError, match=r"bad\.ply: face vertex indices span \[0, 9\]"):
+        write_ply(tmp_path / "bad.ply", verts, np.array([[0, 1, 9]]))
+    with pytest.raises(PointCloudError, match=r"bad\.ply: colours of shape \(4, 3\) and type "
+                                              r"float32"):
+        write_ply(tmp_path / "bad.ply", verts, faces, np.zeros((4, 3), np.float32))
+    header = ("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+              "property float z\nelement face 1\nproperty list uchar int {name}\nend_header\n"
+              "0 0 0\n1 0 0\n0 1 0\n{face}\n")
+    (tmp_path / "m.ply").write_text(header.format(name="corners", face="3 0 1 2"))
+    with pytest.raises(PointCloudError, match=r"m\.ply: face element .* no 'vertex_indices'"):
+        read_ply(tmp_path / "m.ply")
+    (tmp_path / "m.ply").write_text(header.format(name="vertex_indices", face="3 0 1 5"))
+    with pytest.raises(PointCloudError, match=r"m\.ply: face vertex index 5 is outside"):
+        read_ply(tmp_path / "m.ply")
+    (tmp_path / "m.ply").write_text(header.format(name="vertex_indices", face="2 0 1"))
+    with pytest.raises(PointCloudError, match=r"m\.ply: face 0 has 2 vertices"):
+        read_ply(tmp_path / "m.ply")
+
+
+def test_mesh_module_reads_and_writes_ply_through_the_one_codec(tmp_path):
+    from fields import mesh
+    from fields.data import pointclouds
+
+    assert mesh.write_ply is pointclouds.write_ply
+    assert not hasattr(mesh, "read_ply") or mesh.read_ply is pointclouds.read_ply
+    verts, faces = _tetrahedron()
+    mesh.save_mesh(tmp_path / "tet.ply", verts, faces)
+    v, f = mesh.load_mesh(tmp_path / "tet.ply")
+    np.testing.assert_array_equal(v, verts)
+    np.testing.assert_array_equal(f, faces)

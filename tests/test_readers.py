@@ -644,7 +644,7 @@ def write_neus_scene(folder, scene, scale=2.0, offset=(0.3, -0.2, 0.1), masks=Tr
 
 
 def test_neus_reader_recovers_the_cameras(tmp_path):
-    from fields.data.procedural import SceneSpec, ensure_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
 
     scene = load_scene(ensure_scene(SceneSpec(resolution=24, n_train=10, n_val=1, n_test=1),
                                     root=tmp_path / "scenes"))
@@ -677,7 +677,7 @@ def test_neus_reader_recovers_the_cameras(tmp_path):
 
 
 def test_neus_reader_errors_name_the_file_and_field(tmp_path):
-    from fields.data.procedural import SceneSpec, ensure_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
 
     scene = load_scene(ensure_scene(SceneSpec(resolution=16, n_train=4, n_val=1, n_test=1),
                                     root=tmp_path / "scenes"))

@@ -156,7 +156,8 @@ def test_ssim_identity_and_noise():
 
 
 def test_marching_cubes_sphere_and_ply_round_trip(tmp_path):
-    from fields.mesh import marching_cubes, read_ply, sample_grid, write_ply
+    from fields.data.pointclouds import read_ply, write_ply
+    from fields.mesh import marching_cubes, sample_grid
 
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     # "density" high inside a sphere of radius 0.6

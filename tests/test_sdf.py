@@ -16,7 +16,7 @@ from fields.mesh import (
     save_mesh,
     surface_metrics,
 )
-from fields.sdf import shapes
+from fields.scenes import shapes
 from fields.sdf.field import SDFConfig, SDFField, SurfaceSamples, sdf_gradient
 
 CUBE = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -193,7 +193,7 @@ def test_mesh_files_round_trip_and_bad_files_name_themselves(tmp_path):
 
 
 def test_sdf_config_rejects_unknown_fields():
-    with pytest.raises(ValueError, match="unknown fields"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         SDFConfig.from_dict({"learning_rate": 1})
     with pytest.raises(ValueError, match="model"):
         SDFConfig.from_dict({"model": "nerf"})
@@ -336,11 +336,11 @@ def test_neus_alpha_is_the_sdf_section_opacity():
 
 
 def test_neus_field_gradient_and_a_few_steps(tmp_path):
+    from fields.checkpoint import save_checkpoint
     from fields.data import load_scene
-    from fields.data.procedural import SceneSpec, ensure_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
     from fields.sdf.field import load_sdf
     from fields.sdf.neus import NeusConfig, NeusField, NeusTask
-    from fields.train import save_checkpoint
 
     cfg = NeusConfig(finest_resolution=128, log2_hashmap_size=14, n_levels=8, n_features=7,
                      render_steps=96, grid_resolution=32, target_samples=2**12,
@@ -401,7 +401,7 @@ def test_neus_trains_on_neus_format_data_with_masks(tmp_path):
     from test_readers import write_neus_scene
 
     from fields.data import load_scene
-    from fields.data.procedural import SceneSpec, ensure_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
     from fields.sdf.neus import NeusConfig, NeusTask
 
     scene = load_scene(ensure_scene(SceneSpec(resolution=16, n_train=8, n_val=1, n_test=1),

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from fields.train import TrainConfig, load_checkpoint, read_checkpoint, train
+from fields.checkpoint import load_checkpoint, read_checkpoint
+from fields.train import TrainConfig, train
 
 
 class LineTask:

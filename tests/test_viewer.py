@@ -10,9 +10,12 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from fields.flow.view import FlowView
+from fields.inr.view import SignalView
+from fields.nerf.view import NerfView
 from fields.viewer import ViewCamera, viser_to_c2w
 from fields.viewer.camera import quaternion_to_matrix
-from fields.viewer.views import Cancelled, FlowView, NerfView, SignalView, load_view
+from fields.viewer.views import Cancelled, load_view
 
 
 def opencv_look_at(position, target, up):
@@ -229,8 +232,8 @@ def test_flow_view_vectors_follow_the_field(tmp_path):
 
 
 def test_load_view_errors_name_the_file_and_field(tmp_path, tiny_inr):
+    from fields.checkpoint import save_checkpoint
     from fields.inr import load_inr, save_inr_checkpoint
-    from fields.train import save_checkpoint
 
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_view(str(tmp_path / "missing.pt"))
@@ -460,7 +463,7 @@ def test_fit_nerf_with_the_viewer(tiny_scene_dir, tmp_path):
 def test_mesh_files_are_shown_with_their_colours(tmp_path):
     from types import SimpleNamespace
 
-    from fields.mesh import write_ply
+    from fields.data.pointclouds import write_ply
     from fields.viewer import MeshView
 
     verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
@@ -489,7 +492,7 @@ def test_mesh_files_are_shown_with_their_colours(tmp_path):
 
 
 def test_viewer_rejects_bad_settings_before_serving(tiny_nerf, tmp_path):
-    from fields.train import save_checkpoint
+    from fields.checkpoint import save_checkpoint
     from fields.viewer import Viewer
 
     with pytest.raises(OSError, match=r"10\.255\.255\.1"):
@@ -512,10 +515,10 @@ def test_viewer_rejects_bad_settings_before_serving(tiny_nerf, tmp_path):
 
 
 def test_sdf_view_sphere_traces_the_field(tmp_path):
+    from fields.checkpoint import save_checkpoint
+    from fields.scenes.shapes import sphere
     from fields.sdf.field import SDFConfig, SDFField
-    from fields.sdf.shapes import sphere
-    from fields.train import save_checkpoint
-    from fields.viewer import SDFView
+    from fields.sdf.view import SDFView
 
     cube = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     field = SDFField(cube, SDFConfig(finest_resolution=64, log2_hashmap_size=12, n_levels=4))

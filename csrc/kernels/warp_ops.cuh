@@ -6,7 +6,8 @@
 // FIELDS_WARP_EMULATOR defined, they call the CPU emulator in csrc/emulator/, which runs every
 // thread of a block as a fiber and carries out each warp-wide instruction on all 32 lanes'
 // registers with the fragment layouts of the PTX ISA: the kernels' index arithmetic can then
-// be tested on a machine without a GPU (tests/test_mlp_cuda_emulated.py).
+// be tested on a machine without a GPU (tests/test_mlp_cuda.py, tests/test_grid_cuda.py,
+// tests/test_march_cuda.py, through csrc/emulator/).
 //
 // Fragment layouts of mma.sync.m16n8k16 (g = lane / 4, q = lane % 4):
 //   A (16 x 16, row-major), 4 registers of two 16-bit values (low half = lower column):

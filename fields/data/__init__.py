@@ -1,4 +1,5 @@
-"""Dataset readers and procedural scenes (built with the field kinds that need them)."""
+"""Dataset readers: each format once, errors naming the file and the field (the built-in
+scenes that the project renders itself are in `fields.scenes`)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,16 @@
-"""Point-cloud files for scene flow (``fields fit flow a.ply b.ply``): readers and a writer.
+"""Point-cloud files (``fields fit flow a.ply b.ply``, ``fields fit sdf cloud.ply``): readers and
+a writer; and the one PLY codec of the engine, for point clouds and meshes alike (`read_ply`,
+`write_ply`: `fields.mesh` writes and reads its PLY meshes through them).
 
 Formats, chosen by suffix (case-insensitive):
 
 * ``.ply``  ASCII, ``binary_little_endian`` and ``binary_big_endian``. The ``vertex`` element
   must have scalar ``x``, ``y``, ``z`` properties of any numeric PLY type; its other scalar
   properties (``intensity``, ``nx ny nz``, ``red green blue``, ...) are the fields. Other
-  elements (``face`` ...) are skipped, before or after ``vertex``; binary list properties are
-  walked. ASCII bodies are read one record per line, as every writer lays them out.
+  elements (``face`` ...) are skipped by `read_points`, before or after ``vertex``; binary list
+  properties are walked. ASCII bodies are read one record per line, as every writer lays them
+  out. `read_ply` also reads the ``face`` element's ``vertex_indices`` lists as triangles
+  (polygons are split into fans).
 * ``.npy``  an (N, >=3) real array; columns 0-2 are xyz, further columns the fields
   ``c3``, ``c4``, ...
 * ``.pcd``  PCL, ``DATA ascii`` and ``DATA binary`` (``binary_compressed`` is refused, with
@@ -44,7 +48,9 @@ __all__ = [
     "READ_SUFFIXES",
     "WRITE_SUFFIXES",
     "PointCloudError",
+    "read_ply",
     "read_points",
+    "write_ply",
     "write_points",
 ]
 
@@ -52,6 +58,8 @@ READ_SUFFIXES = (".ply", ".npy", ".pcd", ".bin", ".txt", ".xyz", ".csv")
 WRITE_SUFFIXES = (".ply", ".npy", ".pcd", ".bin")
 
 Fields = dict[str, np.ndarray]
+#: list properties of a PLY element by name: (lengths (n,) int64, the items one after another)
+Lists = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 class PointCloudError(ValueError):
@@ -141,14 +149,75 @@ def write_points(path: str | os.PathLike, points: np.ndarray, fields: Fields | N
     return atomic_write(p, write_fn)
 
 
+@overload
+def read_ply(
+    path: str | os.PathLike, *, with_fields: Literal[False] = ...
+) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@overload
+def read_ply(
+    path: str | os.PathLike, *, with_fields: Literal[True]
+) -> tuple[np.ndarray, np.ndarray | None, Fields]: ...
+
+
+def read_ply(
+    path: str | os.PathLike, *, with_fields: bool = False
+) -> tuple[np.ndarray, np.ndarray | None] | tuple[np.ndarray, np.ndarray | None, Fields]:
+    """Reads a PLY mesh or point cloud (ASCII or binary, either byte order): vertices (V, 3)
+    float32 and triangles (F, 3) int64 (None without a ``face`` element; polygons are split
+    into fans), and with `with_fields` the other per-vertex properties by name, as
+    `read_points` gives them (colours as ``red``, ``green``, ``blue``).
+
+    Raises FileNotFoundError for a missing file and PointCloudError (naming the file, the
+    header line or record, and what was expected) for a malformed or truncated file, a face
+    element without ``vertex_indices``, faces of fewer than 3 vertices or indices outside the
+    vertices, and non-finite vertices. A mesh may have no vertices; a point cloud may not."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    xyz, fields, faces = _read_ply_mesh(p, with_faces=True)
+    xyz = _check_xyz(p, xyz, allow_empty=faces is not None)
+    return (xyz, faces, fields) if with_fields else (xyz, faces)
+
+
+def write_ply(
+    path: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    *,
+    fields: Fields | None = None,
+) -> Path:
+    """Writes a binary little-endian PLY atomically and returns its path: vertices (V, 3)
+    (stored as float32), optional triangles (F, 3) (a ``face`` element of ``vertex_indices``
+    lists: a mesh), optional colours (V, 3) or (V, 4) uint8 (``red green blue [alpha]``) and
+    optional further per-vertex fields (stored as `write_points` stores them).
+
+    Raises PointCloudError for vertices that are not a finite (V, 3) array (empty only with
+    faces), faces that are not (F, 3) integers in [0, V), colours that are not (V, 3) or
+    (V, 4) values in [0, 255], and fields as `write_points`."""
+    p = Path(path)
+    xyz = _points_to_write(p, vertices, allow_empty=faces is not None)
+    extra: Fields = dict(fields or {})
+    if colors is not None:
+        if any(k.lower() in _COLOR_NAMES for k in extra):
+            raise PointCloudError(f"{p}: colours given twice (as `colors` and as a field); "
+                                  "expected one of them")
+        extra["colors"] = _colors_to_write(p, colors, len(xyz))
+    cols = _fields_to_write(p, extra, len(xyz))
+    tris = None if faces is None else _faces_to_write(p, faces, len(xyz))
+    return atomic_write(p, _write_ply(p, xyz, cols, tris))
+
+
 # --------------------------------------------------------------------------------------------
 # shared checks and text parsing
 
 
-def _check_xyz(path: Path, xyz: np.ndarray) -> np.ndarray:
+def _check_xyz(path: Path, xyz: np.ndarray, allow_empty: bool = False) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported below
         xyz = np.ascontiguousarray(xyz, dtype=np.float32)
-    if len(xyz) == 0:
+    if len(xyz) == 0 and not allow_empty:
         raise PointCloudError(f"{path}: the cloud has no points; expected at least one")
     bad = ~np.isfinite(xyz).all(axis=1)
     if bad.any():
@@ -349,28 +418,94 @@ def _ply_vertex(path: Path, elements: list[_PlyElement]) -> _PlyElement:
     return vertex
 
 
+def _ply_face(path: Path, elements: list[_PlyElement]) -> tuple[_PlyElement, str] | None:
+    """The ``face`` element and the name of its vertex-index list, or None without faces."""
+    face = next((e for e in elements if e.name == "face"), None)
+    if face is None:
+        return None
+    for p in face.props:
+        if p.count_code is not None and p.name in ("vertex_indices", "vertex_index"):
+            if p.code[0] == "f":
+                raise PointCloudError(
+                    f"{path}: face property {p.name!r} (header line {face.line}) holds "
+                    "floats; expected integer vertex indices (e.g. 'property list uchar int "
+                    "vertex_indices')"
+                )
+            return face, p.name
+    raise PointCloudError(
+        f"{path}: face element (header line {face.line}) has no 'vertex_indices' list (has: "
+        f"{', '.join(p.name for p in face.props) or 'none'}); expected 'property list uchar "
+        "int vertex_indices'"
+    )
+
+
 def _read_ply(path: Path) -> tuple[np.ndarray, Fields]:
+    xyz, fields, _ = _read_ply_mesh(path, with_faces=False)
+    return xyz, fields
+
+
+def _read_ply_mesh(path: Path, with_faces: bool) -> tuple[np.ndarray, Fields, np.ndarray | None]:
+    """(xyz (N, 3), the vertex element's other scalar properties, triangles (F, 3) int64 or
+    None without a face element or `with_faces`)."""
     buf = path.read_bytes()
     fmt, elements, body, nlines = _ply_header(path, buf)
     vertex = _ply_vertex(path, elements)
+    face = _ply_face(path, elements) if with_faces else None
+    wanted = [vertex] if face is None else [vertex, face[0]]
     if fmt == "ascii":
-        cols = _ply_ascii(path, buf[body:], nlines + 1, elements, vertex)
+        got = _ply_ascii(path, buf[body:], nlines + 1, elements, wanted)
     else:
         bo = _PLY_FORMATS[fmt]
         pos = body
-        cols = {}
-        for el in elements:
-            want = el is vertex
-            cols, pos = _ply_binary_element(path, buf, pos, el, bo, want)
+        got = {}
+        for i, el in enumerate(elements):
+            want = any(el is w for w in wanted)
+            cols, lists, pos = _ply_binary_element(path, buf, pos, el, bo, want)
             if want:
-                break
+                got[i] = (cols, lists)
+                if len(got) == len(wanted):
+                    break
+    cols = got[elements.index(vertex)][0]
     xyz = np.stack([cols["x"], cols["y"], cols["z"]], axis=1)
     fields = {
         p.name: _to_native(cols[p.name])
         for p in vertex.props
         if p.count_code is None and p.name not in ("x", "y", "z")
     }
-    return xyz, fields
+    faces = None
+    if face is not None:
+        lengths, items = got[elements.index(face[0])][1][face[1]]
+        faces = _triangles(path, lengths, items, len(xyz))
+    return xyz, fields, faces
+
+
+def _triangles(path: Path, lengths: np.ndarray, items: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(T, 3) int64 triangles of faces with `lengths` (F,) vertices each, their indices one
+    after another in `items`: polygons become fans (v0, vk, vk+1), in face order."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    items = np.asarray(items).astype(np.int64)
+    if len(lengths) == 0:
+        return np.zeros((0, 3), np.int64)
+    bad = lengths < 3
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise PointCloudError(
+            f"{path}: face {i} has {int(lengths[i])} vertices; expected 3 or more"
+        )
+    if items.size and (items.min() < 0 or items.max() >= n_vertices):
+        i = int(np.argmax((items < 0) | (items >= n_vertices)))
+        raise PointCloudError(
+            f"{path}: face vertex index {int(items[i])} is outside the {n_vertices} vertices; "
+            f"expected indices in [0, {n_vertices})"
+        )
+    if (lengths == 3).all():
+        return items.reshape(-1, 3)
+    start = np.cumsum(lengths) - lengths
+    n_tri = lengths - 2
+    face = np.repeat(np.arange(len(lengths)), n_tri)
+    k = np.arange(int(n_tri.sum())) - np.repeat(np.cumsum(n_tri) - n_tri, n_tri) + 1
+    s0 = start[face]
+    return np.stack([items[s0], items[s0 + k], items[s0 + k + 1]], axis=1)
 
 
 def _truncated(path: Path, el: _PlyElement, detail: str) -> PointCloudError:
@@ -382,12 +517,16 @@ def _truncated(path: Path, el: _PlyElement, detail: str) -> PointCloudError:
 
 def _ply_binary_element(
     path: Path, buf: bytes, pos: int, el: _PlyElement, bo: str, want: bool
-) -> tuple[Fields, int]:
+) -> tuple[Fields, Lists, int]:
     """Reads (`want`) or skips the binary element `el` starting at byte `pos`; returns its
-    scalar properties by name (when `want`) and the byte offset after it."""
+    scalar and list properties by name (when `want`) and the byte offset after it."""
     if el.count == 0:
+        if not want:
+            return {}, {}, pos
         empty = {p.name: np.zeros(0, p.code) for p in el.props if p.count_code is None}
-        return (empty if want else {}), pos
+        no_lists = {p.name: (np.zeros(0, np.int64), np.zeros(0, p.code))
+                    for p in el.props if p.count_code is not None}
+        return empty, no_lists, pos
     if not el.has_lists:
         dt = np.dtype([(f"p{k}", bo + p.code) for k, p in enumerate(el.props)])
         need = el.count * dt.itemsize
@@ -397,9 +536,9 @@ def _ply_binary_element(
                 path, el, f"after {have} of the {need} bytes ({el.count} x {dt.itemsize})"
             )
         if not want:
-            return {}, pos + need
+            return {}, {}, pos + need
         arr = np.frombuffer(buf, dt, el.count, offset=pos)
-        return {p.name: arr[f"p{k}"] for k, p in enumerate(el.props)}, pos + need
+        return {p.name: arr[f"p{k}"] for k, p in enumerate(el.props)}, {}, pos + need
 
     # Lists: if every record has the lengths of the first one (triangle meshes), the element
     # is a fixed-size array and numpy reads it; otherwise walk it record by record.
@@ -420,8 +559,16 @@ def _ply_binary_element(
             for k, p in enumerate(el.props)
             if p.count_code is not None
         ):
+            if not want:
+                return {}, {}, pos + need
             cols = {p.name: arr[f"p{k}"] for k, p in enumerate(el.props) if p.count_code is None}
-            return (cols if want else {}), pos + need
+            lists = {
+                p.name: (np.full(el.count, lengths[k], np.int64),
+                         np.ascontiguousarray(arr[f"p{k}v"]).reshape(-1))
+                for k, p in enumerate(el.props)
+                if p.count_code is not None
+            }
+            return cols, lists, pos + need
     return _ply_walk(path, buf, pos, el, bo, want)
 
 
@@ -450,7 +597,7 @@ def _ply_first_lengths(
 
 def _ply_walk(
     path: Path, buf: bytes, pos: int, el: _PlyElement, bo: str, want: bool
-) -> tuple[Fields, int]:
+) -> tuple[Fields, Lists, int]:
     """Walks a binary element with lists of varying lengths, one record at a time."""
     steps: list[tuple[int, str, int, int]] = []  # (kind 0 scalar / 1 list, fmt, size, item)
     for p in el.props:
@@ -466,6 +613,7 @@ def _ply_walk(
                 )
             )
     values: list[list] = [[] for _ in el.props]
+    counts: list[list[int]] = [[] for _ in el.props]
     n = len(buf)
     unpack = struct.unpack_from
     for i in range(el.count):
@@ -483,50 +631,78 @@ def _ply_walk(
                         f"{path}: element {el.name!r} record {i}: list {el.props[k].name!r} "
                         f"has length {length}; expected a length >= 0"
                     )
-                pos += size + length * item
+                start = pos + size
+                pos = start + length * item
                 if pos > n:
                     raise _truncated(path, el, f"inside record {i}")
+                if want:
+                    counts[k].append(length)
+                    values[k].append(np.frombuffer(buf, bo + el.props[k].code, length, start))
     if not want:
-        return {}, pos
+        return {}, {}, pos
     cols = {
         p.name: np.array(values[k], dtype=p.code)
         for k, p in enumerate(el.props)
         if p.count_code is None
     }
-    return cols, pos
+    lists = {
+        p.name: (np.array(counts[k], np.int64),
+                 np.concatenate(values[k]) if values[k] else np.zeros(0, p.code))
+        for k, p in enumerate(el.props)
+        if p.count_code is not None
+    }
+    return cols, lists, pos
 
 
 def _ply_ascii(
-    path: Path, body: bytes, first_line: int, elements: list[_PlyElement], vertex: _PlyElement
-) -> Fields:
-    """The vertex element's scalar properties from an ASCII body (one record per line)."""
+    path: Path, body: bytes, first_line: int, elements: list[_PlyElement],
+    wanted: list[_PlyElement],
+) -> dict[int, tuple[Fields, Lists]]:
+    """The scalar and list properties of the `wanted` elements from an ASCII body (one record
+    per line), by the element's index in `elements`."""
     rows = _text_lines(body, first_line)
     idx = 0
-    for el in elements:
-        if el is not vertex:
-            idx += el.count
-            if idx > len(rows):
-                raise PointCloudError(
-                    f"{path}: the file ends inside element {el.name!r} (header line {el.line} "
-                    f"declares {el.count} lines); the file is truncated or the header is wrong"
-                )
-            continue
+    got: dict[int, tuple[Fields, Lists]] = {}
+    for i, el in enumerate(elements):
         chunk = rows[idx : idx + el.count]
+        idx += el.count
         if len(chunk) < el.count:
+            if el.name == "vertex":
+                raise PointCloudError(
+                    f"{path}: the file ends after {len(chunk)} of the {el.count} vertex lines "
+                    f"(header line {el.line}); the file is truncated or the header is wrong"
+                )
             raise PointCloudError(
-                f"{path}: the file ends after {len(chunk)} of the {el.count} vertex lines "
-                f"(header line {el.line}); the file is truncated or the header is wrong"
+                f"{path}: the file ends inside element {el.name!r} (header line {el.line} "
+                f"declares {el.count} lines); the file is truncated or the header is wrong"
             )
+        if not any(el is w for w in wanted):
+            continue
         names = " ".join(p.name for p in el.props)
         if not el.has_lists:
-            table = _parse_rows(path, chunk, len(el.props), f"vertex {names}")
-            return {p.name: table[:, k].astype(p.code) for k, p in enumerate(el.props)}
-        return _ply_ascii_lists(path, chunk, el)
-    raise AssertionError("unreachable: the vertex element is one of the elements")
+            table = _parse_rows(path, chunk, len(el.props), f"{el.name} {names}")
+            got[i] = ({p.name: table[:, k].astype(p.code) for k, p in enumerate(el.props)}, {})
+        else:
+            got[i] = _ply_ascii_lists(path, chunk, el)
+        if len(got) == len(wanted):
+            break
+    return got
 
 
-def _ply_ascii_lists(path: Path, rows: list[tuple[int, str]], el: _PlyElement) -> Fields:
+def _ply_ascii_lists(
+    path: Path, rows: list[tuple[int, str]], el: _PlyElement
+) -> tuple[Fields, Lists]:
+    if len(el.props) == 1 and rows:  # one list per line (faces): numpy when all are as long
+        p = el.props[0]
+        widths = {len(text.split()) for _, text in rows}
+        if len(widths) == 1:
+            width = widths.pop()
+            table = _parse_rows(path, rows, width, f"{el.name} {p.name}")
+            if width >= 1 and (table[:, 0] == width - 1).all():
+                return {}, {p.name: (np.full(len(rows), width - 1, np.int64),
+                                     table[:, 1:].astype(p.code).reshape(-1))}
     values: list[list[float]] = [[] for _ in el.props]
+    counts: list[list[int]] = [[] for _ in el.props]
     for ln, text in rows:
         toks = text.split()
         i = 0
@@ -536,7 +712,12 @@ def _ply_ascii_lists(path: Path, rows: list[tuple[int, str]], el: _PlyElement) -
                     values[k].append(float(toks[i]))
                     i += 1
                 else:
-                    i += 1 + int(toks[i])
+                    length = int(toks[i])
+                    if length < 0 or i + 1 + length > len(toks):
+                        raise ValueError(length)
+                    counts[k].append(length)
+                    values[k].extend(float(t) for t in toks[i + 1 : i + 1 + length])
+                    i += 1 + length
         except (IndexError, ValueError):
             raise PointCloudError(
                 f"{path}: line {ln}: cannot read a {el.name} record from {text.strip()!r}; "
@@ -546,11 +727,17 @@ def _ply_ascii_lists(path: Path, rows: list[tuple[int, str]], el: _PlyElement) -
             raise PointCloudError(
                 f"{path}: line {ln}: {len(toks)} values; expected {i} for element {el.name!r}"
             )
-    return {
+    cols = {
         p.name: np.array(values[k]).astype(p.code)
         for k, p in enumerate(el.props)
         if p.count_code is None
     }
+    lists = {
+        p.name: (np.array(counts[k], np.int64), np.array(values[k]).astype(p.code))
+        for k, p in enumerate(el.props)
+        if p.count_code is not None
+    }
+    return cols, lists
 
 
 # --------------------------------------------------------------------------------------------
@@ -809,13 +996,45 @@ _COLOR_NAMES = ("colors", "color", "rgb", "rgba")
 _NORMAL_NAMES = ("normals", "normal")
 
 
-def _points_to_write(path: Path, points: np.ndarray) -> np.ndarray:
+def _points_to_write(path: Path, points: np.ndarray, allow_empty: bool = False) -> np.ndarray:
     a = np.asarray(points)
     if a.ndim != 2 or a.shape[1] != 3 or a.dtype.kind not in "iuf":
         raise PointCloudError(
             f"{path}: points of shape {a.shape} and type {a.dtype}; expected a real (N, 3) array"
         )
-    return _check_xyz(path, a)
+    return _check_xyz(path, a, allow_empty)
+
+
+def _faces_to_write(path: Path, faces: np.ndarray, n: int) -> np.ndarray:
+    """(F, 3) little-endian int32 triangles, checked against the `n` vertices."""
+    a = np.asarray(faces)
+    if a.size == 0:
+        return np.zeros((0, 3), "<i4")
+    if a.ndim != 2 or a.shape[1] != 3 or a.dtype.kind not in "iu":
+        raise PointCloudError(
+            f"{path}: faces of shape {a.shape} and type {a.dtype}; expected an integer (F, 3) "
+            "array of vertex indices"
+        )
+    if a.min() < 0 or a.max() >= n:
+        raise PointCloudError(
+            f"{path}: face vertex indices span [{int(a.min())}, {int(a.max())}]; expected "
+            f"indices in [0, {n})"
+        )
+    return a.astype("<i4")
+
+
+def _colors_to_write(path: Path, colors: np.ndarray, n: int) -> np.ndarray:
+    """(n, 3) or (n, 4) uint8 colours from integers in [0, 255]."""
+    a = np.asarray(colors)
+    ok = a.ndim == 2 and a.shape == (n, a.shape[1]) and a.shape[1] in (3, 4)
+    if ok and a.dtype != np.uint8:
+        ok = a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() <= 255))
+    if not ok:
+        raise PointCloudError(
+            f"{path}: colours of shape {a.shape} and type {a.dtype}; expected ({n}, 3) or "
+            f"({n}, 4) uint8 values"
+        )
+    return a.astype(np.uint8)
 
 
 def _fields_to_write(path: Path, fields: Fields, n: int) -> list[tuple[str, np.ndarray]]:
@@ -880,7 +1099,8 @@ _PLY_NAMES = {
 
 
 def _write_ply(
-    path: Path, xyz: np.ndarray, cols: list[tuple[str, np.ndarray]]
+    path: Path, xyz: np.ndarray, cols: list[tuple[str, np.ndarray]],
+    faces: np.ndarray | None = None,
 ) -> Callable[[str], None]:
     parts: list[tuple[str, str]] = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     data: dict[str, np.ndarray] = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
@@ -906,18 +1126,25 @@ def _write_ply(
         f"element vertex {len(xyz)}",
     ]
     header += [f"property {_PLY_NAMES[dt[c].str[1:]]} {c}" for c in dt.names or ()]
+    records = [rec]
+    if faces is not None:
+        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
+        frec = np.empty(len(faces), np.dtype([("n", "u1"), ("i", "<i4", 3)]))
+        frec["n"], frec["i"] = 3, faces
+        records.append(frec)
     header.append("end_header")
-    return _header_and_records(header, rec)
+    return _header_and_records(header, *records)
 
 
-def _header_and_records(header: list[str], rec: np.ndarray) -> Callable[[str], None]:
+def _header_and_records(header: list[str], *records: np.ndarray) -> Callable[[str], None]:
     """A writer of the ASCII header lines followed by the binary records."""
     head = ("\n".join(header) + "\n").encode("ascii")
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(head)
-            f.write(rec.tobytes())
+            for rec in records:
+                f.write(rec.tobytes())
 
     return write
 

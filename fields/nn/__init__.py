@@ -1,10 +1,12 @@
-"""Building blocks: encodings, activations, the fused MLP and its reference, configs.
+"""Building blocks: encodings, activations, the fused MLP and its reference, configs, and the
+backend selection of every kernel (`backend`).
 
 The tiny-cuda-nn Python API names are here too (`Encoding`, `Network`,
 `NetworkWithInputEncoding`), so ``import fields.nn as tcnn`` runs tiny-cuda-nn style code.
 """
 
 from fields.nn.activations import ACTIVATIONS, apply_activation, canonical_activation
+from fields.nn.backend import BACKENDS
 from fields.nn.composite import Composite
 from fields.nn.config import from_config, to_config
 from fields.nn.encoding import (
@@ -15,10 +17,12 @@ from fields.nn.encoding import (
     RandomFourierFeatures,
     TriangleWave,
 )
-from fields.nn.encoding_config import encoding_from_config, encoding_to_config
-from fields.nn.grid import DenseGrid, GridEncoding, HashGrid, TiledGrid, grid_reference
-from fields.nn.mlp import BACKENDS, FusedMLP, MLPSpec, mlp_reference
-from fields.nn.modules import Encoding, Network, NetworkWithInputEncoding
+from fields.nn.encoding_config import encoding_from_config, encoding_to_config, hash_grid_config
+from fields.nn.grid import DenseGrid, GridEncoding, HashGrid, TiledGrid
+from fields.nn.grid_reference import grid_reference
+from fields.nn.mlp import FusedMLP
+from fields.nn.mlp_reference import MLPSpec, mlp_reference
+from fields.nn.modules import Encoding, Network, NetworkWithInputEncoding, count_parameters
 from fields.nn.progressive import CoarseToFine, SpatialProgress
 from fields.nn.spherical_harmonics import SphericalHarmonics
 from fields.nn.triplane import Triplane
@@ -48,10 +52,12 @@ __all__ = [
     "Triplane",
     "apply_activation",
     "canonical_activation",
+    "count_parameters",
     "encoding_from_config",
     "encoding_to_config",
     "from_config",
     "grid_reference",
+    "hash_grid_config",
     "mlp_reference",
     "to_config",
 ]

@@ -19,10 +19,10 @@ Unknown keys or values raise ValueError naming the key and what was expected.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from fields.config import check_keys, did_you_mean
 from fields.nn.mlp import FusedMLP
 
 NETWORK_OTYPES = ("FullyFusedMLP", "CutlassMLP")
@@ -36,12 +36,6 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "omega0": 30.0,
     "backend": "auto",
 }
-
-
-def _unknown_key_error(where: str, key: str, allowed: list[str]) -> ValueError:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ValueError(f"{where}: unknown key {key!r}{hint}; allowed keys: {', '.join(allowed)}")
 
 
 def from_config(config: Mapping[str, Any], n_in: int, n_out: int) -> FusedMLP:
@@ -61,14 +55,11 @@ def from_config(config: Mapping[str, Any], n_in: int, n_out: int) -> FusedMLP:
     match = {o.lower(): o for o in NETWORK_OTYPES}.get(str(otype).lower())
     if match is None:
         raise ValueError(
-            f"network config: unsupported otype {otype!r}; expected one of "
-            f"{', '.join(NETWORK_OTYPES)}"
+            f"network config: unsupported otype {otype!r}{did_you_mean(otype, NETWORK_OTYPES)}; "
+            f"expected one of {', '.join(NETWORK_OTYPES)}"
         )
     where = f"network config ({match})"
-    allowed = ["otype", *NETWORK_DEFAULTS]
-    for key in config:
-        if key not in allowed:
-            raise _unknown_key_error(where, key, allowed)
+    check_keys(where, config, ["otype", *NETWORK_DEFAULTS])
     cfg = {**NETWORK_DEFAULTS, **{k: v for k, v in config.items() if k != "otype"}}
     if cfg["feedback_alignment"] not in (False, 0):
         raise ValueError(f"{where}: 'feedback_alignment' must be false (true is not supported)")

@@ -22,11 +22,12 @@ what was expected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fields.config import check_keys, did_you_mean
 from fields.nn.composite import Composite
-from fields.nn.config import _unknown_key_error
 from fields.nn.encoding import (
     Frequency,
     Identity,
@@ -99,15 +100,13 @@ def encoding_from_config(
         raise ValueError(f"{where}: missing 'otype'; expected one of {', '.join(names)}")
     match = {o.lower(): o for o in names}.get(str(otype).lower())
     if match is None:
-        raise _unknown_key_error(f"{where}: unsupported otype", str(otype), names)
+        raise ValueError(f"{where}: unsupported otype {otype!r}{did_you_mean(otype, names)}; "
+                         f"expected one of {', '.join(names)}")
     where = f"{where} ({match})"
     if match == "Composite":
         return _composite(n_input_dims, config, where)
     build, defaults = ENCODINGS[match]
-    allowed = ["otype", *defaults]
-    for key in config:
-        if key not in allowed:
-            raise _unknown_key_error(where, key, allowed)
+    check_keys(where, config, ["otype", *defaults])
     values = {**defaults, **{k: v for k, v in config.items() if k != "otype"}}
     try:
         return build(n_input_dims, **values)
@@ -116,9 +115,7 @@ def encoding_from_config(
 
 
 def _composite(n_input_dims: int, config: Mapping[str, Any], where: str) -> Composite:
-    for key in config:
-        if key not in ("otype", "nested"):
-            raise _unknown_key_error(where, key, ["otype", "nested"])
+    check_keys(where, config, ["otype", "nested"])
     nested = config.get("nested")
     if not isinstance(nested, list) or not nested:
         raise ValueError(f"{where}: 'nested' must be a non-empty list of encoding configs")
@@ -149,6 +146,29 @@ def _composite(n_input_dims: int, config: Mapping[str, Any], where: str) -> Comp
             f"{where}: the nested encodings cover {start} dims, the input has {n_input_dims}"
         )
     return Composite(parts)
+
+
+def hash_grid_config(
+    finest_resolution: int = 256,
+    log2_hashmap_size: int = 19,
+    n_levels: int = 8,
+    n_features_per_level: int = 4,
+    base_resolution: int = 16,
+) -> dict[str, Any]:
+    """A hash grid config whose levels grow geometrically from `base_resolution` to
+    `finest_resolution` (instant-ngp's NeRF grid is 16 levels x 2 features; the default here,
+    8 x 4, reads half as many table entries per sample for the same output width and fitted
+    the built-in NeRF scene as well in measurements on 2 CPU cores)."""
+    scale = math.exp(math.log(max(finest_resolution, base_resolution + 1) / base_resolution)
+                     / max(n_levels - 1, 1))
+    return {
+        "otype": "HashGrid",
+        "n_levels": n_levels,
+        "n_features_per_level": n_features_per_level,
+        "log2_hashmap_size": log2_hashmap_size,
+        "base_resolution": base_resolution,
+        "per_level_scale": scale,
+    }
 
 
 def encoding_to_config(encoding: InputEncoding) -> dict[str, Any]:

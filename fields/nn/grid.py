@@ -35,172 +35,57 @@ order); ``"auto"`` the kernels when they apply. A second derivative through the 
 from __future__ import annotations
 
 import logging
-import math
-import warnings
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from fields import _ext
 from fields.nn import grid_cuda
+from fields.nn.backend import (
+    NO_CUDA_KERNELS,
+    check_backend,
+    cpu_kernels_reason,
+    select_backend,
+    stream,
+    warn_once,
+)
 from fields.nn.encoding import InputEncoding, _finite, _positive_int
+from fields.nn.grid_reference import (
+    ADDRESSING,
+    GRID_TYPES,
+    INTERPOLATIONS,
+    MAX_ENTRIES,
+    PRIMES,
+    GridLayout,
+    GridLevel,
+    grid_layout,
+    grid_reference,
+)
 
 logger = logging.getLogger("fields")
 
-GRID_TYPES = ("Hash", "Dense", "Tiled")
-INTERPOLATIONS = ("Nearest", "Linear", "Smoothstep")
-ADDRESSING = {"Dense": 0, "Hash": 1, "Tiled": 2}
+__all__ = [
+    "ADDRESSING",
+    "FEATURES_PER_LEVEL",
+    "GRID_TYPES",
+    "INTERPOLATIONS",
+    "KERNEL_FEATURES",
+    "MAX_ENTRIES",
+    "PRIMES",
+    "DenseGrid",
+    "GridEncoding",
+    "GridLayout",
+    "GridLevel",
+    "HashGrid",
+    "TiledGrid",
+    "canonical_choice",
+    "grid_layout",
+    "grid_reference",
+]
+
 FEATURES_PER_LEVEL = (1, 2, 4, 8)  # tiny-cuda-nn's choices
 KERNEL_FEATURES = (1, 2, 4, 8, 16, 32)  # what the C++ kernels take (triplanes use 16/32)
-PRIMES = (1, 2654435761, 805459861, 3674653429)
-MAX_ENTRIES = 2**31  # per grid, so that offsets stay 32-bit in the kernels
-GRID_BACKENDS = ("auto", "torch", "cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class GridLevel:
-    scale: float  # float32 value, as the kernels use it
-    res: int
-    size: int
-    offset: int
-    tile: int
-    addressing: str  # "Dense", "Hash" or "Tiled"
-
-
-@dataclass(frozen=True)
-class GridLayout:
-    """Static description of a grid: what the kernels and the reference need."""
-
-    n_dims: int
-    n_features: int
-    interpolation: str
-    levels: tuple[GridLevel, ...]
-
-    @property
-    def n_entries(self) -> int:
-        last = self.levels[-1]
-        return last.offset + last.size
-
-    @property
-    def n_params(self) -> int:
-        return self.n_entries * self.n_features
-
-    def kernel_args(self) -> tuple[list[float], list[int], int, int]:
-        scales = [lv.scale for lv in self.levels]
-        meta: list[int] = []
-        for lv in self.levels:
-            meta += [lv.res, lv.size, lv.offset, lv.tile, ADDRESSING[lv.addressing]]
-        return scales, meta, self.n_features, INTERPOLATIONS.index(self.interpolation)
-
-
-def _next_multiple(v: int, m: int) -> int:
-    return (v + m - 1) // m * m
-
-
-def grid_layout(
-    n_dims: int,
-    n_levels: int,
-    n_features: int,
-    log2_hashmap_size: int,
-    base_resolution: int,
-    per_level_scale: float,
-    interpolation: str,
-    grid_type: str,
-    owner: str = "GridEncoding",
-) -> GridLayout:
-    """Level sizes and offsets of a grid (see the module docstring)."""
-    levels = []
-    offset = 0
-    log2_scale = np.float32(math.log2(per_level_scale))
-    for lvl in range(n_levels):
-        scale = float(np.exp2(np.float32(lvl) * log2_scale) * np.float32(base_resolution) - 1)
-        scale = float(np.float32(scale))
-        res = math.ceil(scale) + 1
-        dense = res**n_dims
-        tile = res
-        if grid_type == "Hash":
-            size = min(_next_multiple(dense, 8), 2**log2_hashmap_size)
-            addressing = "Hash" if dense > size else "Dense"
-        elif grid_type == "Dense":
-            size = _next_multiple(dense, 8)
-            addressing = "Dense"
-        else:
-            tile = min(res, base_resolution)
-            size = _next_multiple(tile**n_dims, 8)
-            addressing = "Tiled"
-        levels.append(GridLevel(scale, res, size, offset, tile, addressing))
-        offset += size
-        if offset > MAX_ENTRIES:
-            raise ValueError(
-                f"{owner}: the grid would need {offset} table entries (more than 2^31) at "
-                f"level {lvl} (resolution {res}); lower n_levels, per_level_scale or "
-                "base_resolution, or use a hash grid"
-            )
-    return GridLayout(n_dims, n_features, interpolation, tuple(levels))
-
-
-def _corner_bits(n_dims: int, device: torch.device) -> torch.Tensor:
-    k = torch.arange(2**n_dims, device=device)
-    return torch.stack([(k >> d) & 1 for d in range(n_dims)], dim=-1).bool()  # (C, D)
-
-
-def _address(coords: torch.Tensor, lv: GridLevel) -> torch.Tensor:
-    """Table entry of integer vertex coordinates (..., D) in level lv."""
-    n_dims = coords.shape[-1]
-    if lv.addressing == "Hash":
-        h = coords[..., 0] * PRIMES[0]
-        for d in range(1, n_dims):
-            h = h ^ (coords[..., d] * PRIMES[d])
-        return h & (lv.size - 1)
-    base = lv.tile if lv.addressing == "Tiled" else lv.res
-    if lv.addressing == "Tiled":
-        coords = coords % lv.tile
-    idx = coords[..., 0].clone()
-    stride = 1
-    for d in range(1, n_dims):
-        stride *= base
-        idx = idx + coords[..., d] * stride
-    return idx
-
-
-def grid_reference(x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -> torch.Tensor:
-    """The grid encoding in plain torch ops: x (N, D) -> (N, n_levels * n_features).
-
-    Differentiable to any order in x and params (the interpolation weights are smooth functions
-    of x inside a cell; cell indices are piecewise constant)."""
-    n_dims = x.shape[1]
-    nf = layout.n_features
-    x = torch.nan_to_num(x, nan=0.0).clamp(0.0, 1.0)  # as the kernels: NaN encodes as 0
-    bits = _corner_bits(n_dims, x.device)
-    outs = []
-    for lv in layout.levels:
-        pos = x * lv.scale + 0.5
-        cell = torch.floor(pos)
-        frac = pos - cell
-        lo = cell.long().clamp(max=lv.res - 1)
-        hi = (lo + 1).clamp(max=lv.res - 1)
-        table = params[lv.offset * nf : (lv.offset + lv.size) * nf].view(lv.size, nf)
-        if layout.interpolation == "Nearest":
-            outs.append(table[_address(lo, lv)])
-            continue
-        w_hi = frac * frac * (3.0 - 2.0 * frac) if layout.interpolation == "Smoothstep" else frac
-        coords = torch.where(bits, hi[:, None, :], lo[:, None, :])  # (N, C, D)
-        w = torch.where(bits, w_hi[:, None, :], 1.0 - w_hi[:, None, :]).prod(-1)  # (N, C)
-        vals = table[_address(coords, lv)]  # (N, C, F)
-        outs.append((w.unsqueeze(-1) * vals).sum(1))
-    return torch.cat(outs, dim=-1)
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, stacklevel=3)
 
 
 class _GridCpu(torch.autograd.Function):
@@ -218,7 +103,7 @@ class _GridCpu(torch.autograd.Function):
         layout: GridLayout = ctx.layout
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if torch.is_grad_enabled():
-            _warn_once(
+            warn_once(
                 "grid-double-backward",
                 "GridEncoding(backend='cpu'): a higher-order derivative was requested; the C++ "
                 "kernels compute first derivatives only, so this backward runs through the "
@@ -237,6 +122,8 @@ class _GridCpu(torch.autograd.Function):
 
 
 def canonical_choice(owner: str, key: str, value: object, choices: tuple[str, ...]) -> str:
+    """`value` spelled as in `choices`, matched without regard to case; ValueError naming
+    `owner`, `key` and the choices otherwise."""
     match = {c.lower(): c for c in choices}.get(str(value).lower())
     if match is None or not isinstance(value, str):
         raise ValueError(f"{owner}: {key!r} must be one of {', '.join(choices)}, got {value!r}")
@@ -281,10 +168,7 @@ class GridEncoding(InputEncoding):
             raise ValueError(f"{owner}: 'per_level_scale' must be >= 1, got {per_level_scale!r}")
         self.interpolation = canonical_choice(owner, "interpolation", interpolation, INTERPOLATIONS)
         self.grid_type = canonical_choice(owner, "type", grid_type, GRID_TYPES)
-        if backend not in GRID_BACKENDS:
-            raise ValueError(
-                f"{owner}: unknown backend {backend!r}; expected one of {', '.join(GRID_BACKENDS)}"
-            )
+        check_backend(owner, backend)
         self.n_features_per_level = n_features_per_level
         super().__init__(n_input_dims, n_levels * n_features_per_level)
         self.layout = grid_layout(
@@ -299,14 +183,12 @@ class GridEncoding(InputEncoding):
             owner,
         )
         self.backend = backend
-        if backend == "cpu" and not _ext.available():
-            raise ValueError(f"{owner}: backend='cpu' is unavailable: {_ext.unavailable_reason()}")
+        if backend == "cpu" and cpu_kernels_reason():
+            raise ValueError(f"{owner}: backend='cpu' is unavailable: {cpu_kernels_reason()}")
         # kernels to use instead of fields._C's CUDA ones (the tests' CPU emulator)
         self.kernels_override: grid_cuda.GridKernels | None = None
         if backend == "cuda" and grid_cuda.cuda_kernels() is None:
-            raise ValueError(f"{owner}: backend='cuda' needs fields._C built with the CUDA "
-                             "kernels (where torch has CUDA and nvcc is present: `make setup` "
-                             "on a GPU machine)")
+            raise ValueError(f"{owner}: backend='cuda' is unavailable: {NO_CUDA_KERNELS}")
         self.last_backend: str | None = None
         self.init_scale = init_scale
         params = torch.empty(self.layout.n_params, dtype=dtype, device=device)
@@ -340,8 +222,8 @@ class GridEncoding(InputEncoding):
         return y.reshape(*lead, self.n_output_dims)
 
     def _cpu_reason(self, x: torch.Tensor) -> str:
-        if not _ext.available():
-            return _ext.unavailable_reason()
+        if cpu_kernels_reason():
+            return cpu_kernels_reason()
         if x.device.type != "cpu" or self.params.device.type != "cpu":
             return f"the input is on {x.device}"
         if x.dtype != torch.float32 or self.params.dtype != torch.float32:
@@ -355,7 +237,7 @@ class GridEncoding(InputEncoding):
     def _cuda_reason(self, x: torch.Tensor) -> str:
         kernels = self.cuda_kernels
         if kernels is None:
-            return "fields._C was built without the CUDA kernels"
+            return NO_CUDA_KERNELS
         if x.device.type != "cuda" and not getattr(kernels, "host_memory", False):
             return f"the input is on {x.device}"
         if self.params.device != x.device:
@@ -363,22 +245,11 @@ class GridEncoding(InputEncoding):
         return grid_cuda.unsupported(self.n_features_per_level, self.n_levels_, self.params)
 
     def select_backend(self, x: torch.Tensor) -> str:
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "cuda" or (self.backend == "auto" and x.device.type == "cuda"):
-            reason = self._cuda_reason(x)
-            if self.backend == "cuda" and reason:
-                raise ValueError(f"{type(self).__name__}: backend='cuda' cannot run: {reason}")
-            if not reason:
-                return "cuda"
-        reason = self._cpu_reason(x)
-        if self.backend == "cpu":
-            if reason:
-                raise ValueError(f"{type(self).__name__}: backend='cpu' cannot run: {reason}")
-            return "cpu"
-        if reason and x.dtype == torch.float32:
-            _warn_once(f"grid-auto:{reason}", f"GridEncoding: using the torch reference: {reason}")
-        return "torch" if reason else "cpu"
+        """The backend ("torch", "cpu" or "cuda") a call with input `x` (N, D) runs on
+        (`fields.nn.backend.select_backend`)."""
+        return select_backend(type(self).__name__, self.backend, x,
+                              cpu_reason=lambda: self._cpu_reason(x),
+                              cuda_reason=lambda auto: self._cuda_reason(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -397,7 +268,7 @@ class GridEncoding(InputEncoding):
             else:
                 y = self.cuda_kernels.grid_cuda_forward(
                     xf, self.params.detach(), *self.layout.kernel_args(),
-                    self.params.dtype == torch.float16, grid_cuda._stream(xf))
+                    self.params.dtype == torch.float16, stream(xf))
             return self._mask(y.reshape(*lead, self.n_output_dims), x)
         if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
             y = _GridCpu.apply(x2, self.params, self.layout)

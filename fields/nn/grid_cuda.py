@@ -16,7 +16,10 @@ from typing import Protocol
 
 import torch
 
-from fields import _ext
+from fields.nn import backend
+from fields.nn.backend import stream as _stream
+from fields.nn.backend import warn_once
+from fields.nn.grid_reference import GridLayout, grid_reference
 
 KERNEL_FEATURES = (1, 2, 4, 8)
 MAX_LEVELS = 64
@@ -43,7 +46,7 @@ class GridKernels(Protocol):
 
 def cuda_kernels() -> GridKernels | None:
     """`fields._C` when it was built with the CUDA kernels, else None."""
-    return _ext.extension() if _ext.has_cuda_kernels() else None
+    return backend.cuda_kernels()
 
 
 def unsupported(n_features: int, n_levels: int, params: torch.Tensor) -> str:
@@ -57,15 +60,11 @@ def unsupported(n_features: int, n_levels: int, params: torch.Tensor) -> str:
     return ""
 
 
-def _stream(t: torch.Tensor) -> int:
-    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
-
-
 class GridCuda(torch.autograd.Function):
     """``apply(x (N, D) float32, params, layout, kernels)`` -> (N, n_levels * n_features)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, params: torch.Tensor, layout,
+    def forward(ctx, x: torch.Tensor, params: torch.Tensor, layout: GridLayout,
                 kernels: GridKernels) -> torch.Tensor:
         ctx.layout, ctx.kernels = layout, kernels
         ctx.save_for_backward(x, params)
@@ -77,9 +76,7 @@ class GridCuda(torch.autograd.Function):
         x, params = ctx.saved_tensors
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if torch.is_grad_enabled():
-            from fields.nn.grid import _warn_once, grid_reference
-
-            _warn_once("grid-cuda-double-backward",
+            warn_once("grid-cuda-double-backward",
                        "GridEncoding(backend='cuda'): a higher-order derivative was requested; "
                        "it runs through the torch reference (correct, slower).")
             inputs = [t for t, need in ((x, need_x), (params, need_p)) if need]

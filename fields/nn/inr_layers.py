@@ -219,12 +219,6 @@ class SL2ANet(nn.Module):
         return self.last(h)
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Real numbers in the trainable parameters (a complex parameter counts twice)."""
-    return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters()
-               if p.requires_grad)
-
-
 __all__ = [
     "ChebyshevKANLayer",
     "FANLayer",
@@ -233,6 +227,5 @@ __all__ = [
     "SL2ANet",
     "WaveletSplitNet",
     "chebyshev_basis",
-    "count_parameters",
     "gabor_wavelet",
 ]

@@ -27,83 +27,30 @@ with ``bias=True``, ``biases[l]`` of shape ``(out_dim,)``, for the ``depth + 1``
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fields import _ext
 from fields.nn import mlp_cuda
-from fields.nn.activations import ACTIVATION_IDS, apply_activation, canonical_activation
+from fields.nn.activations import ACTIVATION_IDS, canonical_activation
+from fields.nn.backend import (
+    BACKENDS,
+    NO_CUDA_KERNELS,
+    check_backend,
+    cpu_kernels_reason,
+    select_backend,
+    warn_once,
+)
+from fields.nn.mlp_reference import MLPSpec, mlp_reference
 
 logger = logging.getLogger("fields")
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "cpu", "cuda")
+__all__ = ["BACKENDS", "CPU_MAX_WIDTH", "FusedMLP", "MLPSpec", "mlp_reference"]
+
 CPU_MAX_WIDTH = 1024
-
-
-@dataclass(frozen=True)
-class MLPSpec:
-    """Static description of an MLP, passed to the kernels."""
-
-    n_in: int
-    n_out: int
-    width: int
-    depth: int
-    activation: str
-    output_activation: str
-    bias: bool
-    omega0: float
-
-    @property
-    def n_layers(self) -> int:
-        return self.depth + 1
-
-    def layer_dims(self) -> list[tuple[int, int]]:
-        """(in_dim, out_dim) of each of the depth + 1 layers."""
-        dims = [self.n_in] + [self.width] * self.depth + [self.n_out]
-        return list(itertools.pairwise(dims))
-
-
-def mlp_reference(
-    x: torch.Tensor,
-    weights: Sequence[torch.Tensor],
-    biases: Sequence[torch.Tensor] | None,
-    activation: str,
-    output_activation: str,
-    omega0: float = 30.0,
-) -> torch.Tensor:
-    """The MLP in plain torch ops.
-
-    Args:
-        x: (N, n_in) inputs.
-        weights: depth + 1 matrices, weights[l] of shape (out_dim, in_dim).
-        biases: None or depth + 1 vectors of shape (out_dim,).
-        activation, output_activation: canonical activation names.
-        omega0: frequency of the Sine activation.
-    Returns:
-        (N, n_out) outputs.
-    """
-    h = x
-    last = len(weights) - 1
-    for i, w in enumerate(weights):
-        h = torch.nn.functional.linear(h, w, biases[i] if biases else None)
-        h = apply_activation(output_activation if i == last else activation, h, omega0)
-    return h
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, stacklevel=3)
 
 
 def _cpu_forward(
@@ -154,7 +101,7 @@ class _CpuMLP(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph=True: the fused kernels give first derivatives only, so
             # differentiate the reference, whose backward is itself differentiable.
-            _warn_once(
+            warn_once(
                 "cpu-double-backward",
                 "FusedMLP(backend='cpu'): a higher-order derivative was requested; the fused "
                 "CPU kernels compute first derivatives only, so this backward runs through "
@@ -232,10 +179,7 @@ class FusedMLP(nn.Module):
         _check_positive_int(n_out, "n_out")
         _check_positive_int(width, "width")
         _check_positive_int(depth, "depth")
-        if backend not in BACKENDS:
-            raise ValueError(
-                f"FusedMLP: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
-            )
+        check_backend("FusedMLP", backend)
         if not (isinstance(omega0, (int, float)) and math.isfinite(omega0) and omega0 > 0):
             raise ValueError(f"FusedMLP: omega0 must be a positive number, got {omega0!r}")
         self.spec = MLPSpec(
@@ -315,8 +259,8 @@ class FusedMLP(nn.Module):
 
     # -- backend selection --
     def _cpu_unsupported_static(self) -> str:
-        if not _ext.available():
-            return _ext.unavailable_reason()
+        if cpu_kernels_reason():
+            return cpu_kernels_reason()
         w = self.spec.width
         if w % 16 != 0 or w > CPU_MAX_WIDTH:
             return f"width {w} is not a multiple of 16 in [16, {CPU_MAX_WIDTH}]"
@@ -330,8 +274,7 @@ class FusedMLP(nn.Module):
 
     def _cuda_unsupported_static(self, limit: int = mlp_cuda.DEFAULT_SHARED_LIMIT) -> str:
         if self.cuda_kernels is None:
-            return ("fields._C was built without the CUDA kernels (they are built where torch "
-                    "has CUDA and nvcc is present: `make setup` on a GPU machine)")
+            return NO_CUDA_KERNELS
         s = self.spec
         return mlp_cuda.unsupported(s.n_in, s.n_out, s.width, s.depth, s.bias, limit)
 
@@ -394,28 +337,11 @@ class FusedMLP(nn.Module):
         return self._select(x, weights + biases)
 
     def _select(self, x: torch.Tensor, params: list[torch.Tensor]) -> str:
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "cuda":
-            reason = self._cuda_unsupported(x, strict_dtype=False)
-            if reason:
-                raise ValueError(f"FusedMLP: backend='cuda' cannot run this call: {reason}")
-            return "cuda"
-        if x.device.type == "cuda" and not self._cuda_unsupported(x, strict_dtype=True):
-            return "cuda"
-        reason = self._cpu_unsupported(x, params)
-        if self.backend == "cpu":
-            if reason:
-                raise ValueError(f"FusedMLP: backend='cpu' cannot run this call: {reason}")
-            return "cpu"
-        if not reason:
-            return "cpu"
-        if x.dtype == torch.float32 or x.device.type != "cpu":
-            _warn_once(
-                f"auto-fallback:{reason}",
-                f"FusedMLP(backend='auto'): running on the torch reference because {reason}",
-            )
-        return "torch"
+        return select_backend(
+            "FusedMLP", self.backend, x,
+            cpu_reason=lambda: self._cpu_unsupported(x, params),
+            cuda_reason=lambda strict: self._cuda_unsupported(x, strict_dtype=strict),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec

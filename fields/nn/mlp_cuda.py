@@ -23,8 +23,11 @@ from typing import Protocol
 
 import torch
 
-from fields import _ext
+from fields.nn import backend
 from fields.nn.activations import ACTIVATION_IDS
+from fields.nn.backend import stream as _stream
+from fields.nn.backend import warn_once
+from fields.nn.mlp_reference import MLPSpec, mlp_reference
 
 KERNEL_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
 SKEW = 8  # 16-bit values of padding per packed weight row (csrc/kernels/mlp_cuda.h, kSkew)
@@ -125,7 +128,7 @@ class MLPKernels(Protocol):
 
 def cuda_kernels() -> MLPKernels | None:
     """`fields._C` when it was built with the CUDA kernels, else None."""
-    return _ext.extension() if _ext.has_cuda_kernels() else None
+    return backend.cuda_kernels()
 
 
 # Shared memory one block may use, by default: the H100's and H200's opt-in limit. `shared_limit`
@@ -179,10 +182,6 @@ def unsupported(n_in: int, n_out: int, width: int, depth: int, bias: bool = Fals
     return ""
 
 
-def _stream(t: torch.Tensor) -> int:
-    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
-
-
 def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b in fp32 from 16-bit operands: fp32 accumulation and output (no fp16 overflow of
     the sum over millions of rows)."""
@@ -212,23 +211,21 @@ def _finite(tensors: Sequence[torch.Tensor | None]) -> bool:
 
 
 def _warn_overflow(what: str) -> None:
-    from fields.nn.mlp import _warn_once
-
-    _warn_once(f"cuda-overflow-{what}",
+    warn_once(f"cuda-overflow-{what}",
                f"FusedMLP(backend='cuda'): fp16 overflowed in the {what} (derivatives beyond "
                "fp16's range, e.g. SIREN or FINER with a large omega0); such calls take their "
                "gradients from the torch reference (correct, slower). bfloat16 inputs keep the "
                "kernels' range.")
 
 
-def dims_of(spec, has_bias: bool) -> list[int]:
+def dims_of(spec: MLPSpec, has_bias: bool) -> list[int]:
     """The kernels' dims: (n_in, n_out, kernel_width, depth, act_id, out_act_id, bias)."""
     return [spec.n_in, spec.n_out, kernel_width(spec.width), spec.depth,
             ACTIVATION_IDS[spec.activation], ACTIVATION_IDS[spec.output_activation],
             int(has_bias)]
 
 
-def pack(spec, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+def pack(spec: MLPSpec, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
          half: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(packed 16-bit weights, packed fp32 biases) on the weights' device."""
     dtype16 = torch.bfloat16 if half == 1 else torch.float16
@@ -237,7 +234,7 @@ def pack(spec, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
     return pw, pb
 
 
-def infer(x: torch.Tensor, spec, kernels: MLPKernels, half: int, out16: bool,
+def infer(x: torch.Tensor, spec: MLPSpec, kernels: MLPKernels, half: int, out16: bool,
           packed: tuple[torch.Tensor, torch.Tensor], has_bias: bool) -> torch.Tensor:
     """Forward only (no autograd node, nothing saved): x (N, n_in) -> (N, n_out)."""
     x16 = x.to(torch.bfloat16 if half == 1 else torch.float16).contiguous()
@@ -249,7 +246,7 @@ def infer(x: torch.Tensor, spec, kernels: MLPKernels, half: int, out16: bool,
 class _Meta:
     """What the backward functions need besides tensors."""
 
-    spec: object
+    spec: MLPSpec
     kernels: MLPKernels
     half: int
     dims: tuple[int, ...]
@@ -263,8 +260,6 @@ def _reference_grads(meta: _Meta, dy: torch.Tensor, x: torch.Tensor,
                      params: Sequence[torch.Tensor], needs: Sequence[bool]):
     """(dx, dparams) of the torch reference, differentiable (create_graph): the fallback for
     derivatives the kernels do not give."""
-    from fields.nn.mlp import mlp_reference
-
     spec = meta.spec
     n = spec.n_layers
     inputs = [t for t, need in zip((x, *params), needs, strict=True) if need]
@@ -320,7 +315,7 @@ class CudaMLP(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, spec, kernels: MLPKernels, half: int, out16: bool,
+    def forward(ctx, x: torch.Tensor, spec: MLPSpec, kernels: MLPKernels, half: int, out16: bool,
                 packed_w: torch.Tensor, packed_b: torch.Tensor,
                 *params: torch.Tensor) -> torch.Tensor:
         n = spec.n_layers
@@ -384,9 +379,7 @@ class _CudaMLPGrad(torch.autograd.Function):
         p_needs = ctx.needs_input_grad[10:]
         skip = (None,) * 8  # x16, pw, y, a, z, z_out, meta, needs
         if torch.is_grad_enabled() or any(g is not None for g in gparams) or gdx is None:
-            from fields.nn.mlp import _warn_once
-
-            _warn_once("cuda-third-order",
+            warn_once("cuda-third-order",
                        "FusedMLP(backend='cuda'): a derivative beyond the second (or of the "
                        "weight gradients) was requested; it runs through the torch reference "
                        "(correct, slower).")

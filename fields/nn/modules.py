@@ -98,3 +98,10 @@ class NetworkWithInputEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(self.encoding(x))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Real numbers in the trainable parameters of `module` (a complex parameter counts
+    twice: its real and imaginary parts)."""
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters()
+               if p.requires_grad)

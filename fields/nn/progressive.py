@@ -36,6 +36,9 @@ from fields.nn.encoding import InputEncoding
 
 @dataclass
 class CoarseToFine:
+    """A coarse-to-fine schedule: from `start_step` to `end_step` an encoding's levels are
+    revealed linearly from `start_levels` to all of them (`apply(model, step)`)."""
+
     start_step: int = 0
     end_step: int = 1000
     start_levels: float = 1.0

@@ -18,8 +18,10 @@ u = solution(x=0.5, t=0.25)
 
 Modules: `diff` (grad, laplacian), `geometry` (Box, samplers), `conditions`, `problem`
 (Problem, Unknown, Reference), `networks` (MLP, modified MLP, wavelet, Gaussians, embeddings),
-`hard` (exact constraints), `strategy`, `solve`, `reference` (the reference solvers), `run`
-(the built-in problems: `fields solve`).
+`hard` (exact constraints), `strategy`, `field` (Field, Windowed), `terms` (the loss, adaptive
+weights, resampling, stages), `task` (one training run on `fields.train.train`), `solve`,
+`reference` (the reference solvers), `run` (the built-in problems of `fields/scenes/pde`:
+`fields solve`), `cli`, `kind`, `view`.
 """
 
 from fields.pinn.conditions import Condition, Data, Dirichlet, Initial, Neumann, Periodic

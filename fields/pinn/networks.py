@@ -276,7 +276,3 @@ class Gaussians(NetworkSpec):
     def describe(self) -> str:
         return f"PIG {self.n} Gaussians + MLP {self.depth}x{self.width}"
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-

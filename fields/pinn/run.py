@@ -1,11 +1,14 @@
-"""The built-in problems (`scenes/pde/*.py`) and `fields solve`.
+"""The built-in problems (`fields/scenes/pde/*.py`, shipped in the package) and `fields solve`.
 
 A problem script defines ``build() -> Case``: the problem, the network, the strategy and the
-accuracy the problem should reach. `run_case` solves it and writes, atomically, into the output
-folder: ``metrics.json`` (``rel_l2`` against the reference, ``seconds``, ``steps``, the strategy,
-per-output errors, recovered unknowns), ``solution.png`` (solution, reference, absolute error),
-``history.png`` (loss and error against time), ``solution.npz`` (the grid values) and
-``checkpoint.pt``.
+accuracy the problem should reach. `run_case` solves it and writes, atomically, into the run
+folder: ``config.json`` (the resolved strategy, the network, the problem and where it comes
+from), ``checkpoint.pt`` (during training too: resumable, and loadable by `load_solution`),
+``metrics.json`` (``steps``, ``seconds``, ``wall_seconds``, then ``rel_l2`` against the
+reference, the target, per-output errors, recovered unknowns), ``history.json``,
+``solution.png`` (solution, reference, absolute error), ``history.png`` (loss and error against
+time) and ``solution.npz`` (the grid values). A checkpoint names a built-in problem by its name
+(found in the installed package from any working directory), any other by its script's path.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from fields.pinn.problem import Problem
 from fields.pinn.solve import Solution, solve
 from fields.pinn.strategy import Strategy
 
-__all__ = ["Case", "builtin_names", "load_case", "load_solution", "main", "run_case",
-           "scenes_dir", "structure"]
+__all__ = ["Case", "builtin_names", "load_case", "load_solution", "main", "resolve_strategy",
+           "run_case", "scenes_dir", "structure"]
 
 
 @dataclass
@@ -46,14 +49,25 @@ class Case:
     extra_metrics: Callable[[Solution], dict[str, Any]] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     script: Path | None = None  # set by load_case
+    builtin: str | None = None  # the built-in problem's name (set by load_case)
+
+    @property
+    def source(self) -> str | None:
+        """What rebuilds this case: the built-in problem's name (found in the installed
+        package from any working directory), else the script's absolute path."""
+        return self.builtin or (str(self.script) if self.script else None)
 
 
 def scenes_dir() -> Path:
-    """`scenes/pde` of this checkout (the package is installed editable from it)."""
-    return Path(__file__).resolve().parents[2] / "scenes" / "pde"
+    """The folder of the built-in problem scripts: `fields/scenes/pde` of the installed
+    package."""
+    import fields.scenes.pde
+
+    return Path(fields.scenes.pde.__file__).resolve().parent
 
 
 def builtin_names() -> list[str]:
+    """The names of the built-in problems (`fields solve NAME`), sorted."""
     d = scenes_dir()
     return sorted(p.stem for p in d.glob("*.py") if not p.stem.startswith("_")) if d.is_dir() \
         else []
@@ -62,7 +76,9 @@ def builtin_names() -> list[str]:
 def load_case(name: str) -> Case:
     """A built-in problem by name, or any script path defining ``build() -> Case``."""
     path = Path(name)
+    builtin = None
     if path.suffix != ".py":
+        builtin = name
         path = scenes_dir() / f"{name}.py"
         if not path.is_file():
             known = ", ".join(builtin_names()) or f"(none found in {scenes_dir()})"
@@ -88,36 +104,57 @@ def load_case(name: str) -> Case:
     if not isinstance(case, Case):
         raise ValueError(f"{path}: build() returned {type(case).__name__}, expected "
                          f"fields.pinn.Case")
-    case.script = path.resolve()
+    _identify(case, path, builtin)
     return case
+
+
+def _identify(case: Case, path: Path, builtin: str | None = None) -> None:
+    """Records where `case` came from: its script, and its built-in name when the script is
+    one of the package's problems."""
+    case.script = path.resolve()
+    if builtin is None and case.script.parent == scenes_dir():
+        builtin = case.script.stem
+    case.builtin = builtin
+
+
+def _script_of(path: str | Path, source: Any) -> str:
+    """The problem a checkpoint's field 'script' names: a built-in name, or a script path
+    that exists here (an older checkpoint's path to a built-in script that has moved counts
+    as the built-in of that name); ValueError naming the checkpoint otherwise."""
+    if isinstance(source, str) and source:
+        p = Path(source)
+        if p.suffix != ".py" and source in builtin_names():
+            return source
+        if p.suffix == ".py" and p.is_file():
+            return source
+        if p.suffix == ".py" and p.parent.name == "pde" and p.stem in builtin_names():
+            return p.stem
+    raise ValueError(f"{path}: field 'script' ({source!r}) names no built-in problem and no "
+                     f"problem script here; the problem is needed to rebuild the solution")
 
 
 def structure(model: nn.Module) -> dict[str, Any]:
     """How many time windows and stages a trained model has (to rebuild it for loading)."""
-    from fields.pinn.solve import Windowed
+    from fields.pinn.field import structure as field_structure
 
-    if isinstance(model, Windowed):
-        return {"windows": len(model.edges) - 1,
-                "stages": [len(f.networks) for f in model.fields]}
-    return {"windows": 1, "stages": [len(model.networks)]}
+    return field_structure(model)
 
 
 def load_solution(path: str | Path) -> tuple[Solution, dict[str, Any]]:
-    """A solution saved by `run_case` (its problem script is run again to rebuild the problem
-    and the network); returns it with the checkpoint's dict."""
+    """A solution saved by `run_case` or by the training loop on the way (its problem is built
+    again, from the package's built-in problem or its script, to rebuild the network);
+    returns it with the checkpoint's dict."""
+    from fields.checkpoint import read_checkpoint
     from fields.pinn.solve import rebuild
-    from fields.train import read_checkpoint
 
     payload = read_checkpoint(path)
     if payload.get("kind") != "pinn":
         raise ValueError(f"{path}: field 'kind' is {payload.get('kind')!r}, expected 'pinn'")
-    script = payload.get("script")
-    if not script or not Path(script).is_file():
-        raise ValueError(f"{path}: field 'script' ({script!r}) names no problem script here; "
-                         f"the problem is needed to rebuild the solution")
+    script = _script_of(path, payload.get("script"))
+    task = payload.get("task") if isinstance(payload.get("task"), dict) else {}
     try:
         strategy = Strategy.from_dict(dict(payload["strategy"]))
-        struct = dict(payload["structure"])
+        struct = dict(payload.get("structure") or task["structure"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: malformed PINN checkpoint ({e})") from e
     case = load_case(script)
@@ -128,36 +165,63 @@ def load_solution(path: str | Path) -> tuple[Solution, dict[str, Any]]:
         raise ValueError(f"{path}: field 'state_dict' does not match the problem's network "
                          f"({script}): {e}") from e
     model.eval()
-    saved = payload.get("unknowns") or {}
+    raw = task.get("unknowns_raw") or {}
+    saved = payload.get("unknowns") or task.get("unknowns") or {}
     for u in case.problem.unknowns:
-        if u.name in saved:
-            v = float(saved[u.name])
-            with torch.no_grad():
+        with torch.no_grad():
+            if u.name in raw:
+                u.raw.copy_(raw[u.name])
+            elif u.name in saved:
+                v = float(saved[u.name])
                 u.raw.fill_(math.log(v) if u.positive else v)
     sol = Solution(case.problem, model, strategy, str(payload.get("network", "")), [], 0.0, 0)
     return sol, payload
 
 
-def _override(strategy: Strategy, overrides: dict[str, Any] | None) -> Strategy:
+def resolve_strategy(case: Case, overrides: dict[str, Any] | None) -> Strategy:
+    """The case's strategy with `overrides` (Strategy fields) applied; ValueError naming an
+    unknown or invalid field."""
     if not overrides:
-        return strategy
-    return Strategy.from_dict({**strategy.to_dict(), **overrides})
+        return case.strategy
+    return Strategy.from_dict({**case.strategy.to_dict(), **overrides})
 
 
 def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any] | None = None,
-             progress: bool = True, pictures: bool = True) -> dict[str, Any]:
-    """Solves `case` (strategy fields replaced by `overrides`) and writes the outputs into
-    `output` (None: nothing written); returns the metrics."""
-    from fields.io import atomic_write, write_text_atomic
+             progress: bool = True, pictures: bool = True, resume: str | Path | None = None,
+             wall_start: float | None = None) -> dict[str, Any]:
+    """Solves `case` (strategy fields replaced by `overrides`; `resume`: continue from a
+    checkpoint of the same problem) and writes the run folder `output` (None: nothing
+    written): ``config.json`` first (the resolved strategy, network, problem), the
+    checkpoint during training, then ``metrics.json`` (``steps``, ``seconds`` of training,
+    ``wall_seconds`` since `wall_start` (default: this call), ``rel_l2``, ``target``,
+    ``met_target``, ...), ``history.json``, ``solution.npz`` and the pictures. Returns the
+    metrics."""
+    import time
 
-    strategy = _override(case.strategy, overrides)
+    from fields.command import RunOptions, write_metrics, write_run_config
+    from fields.io import atomic_write, write_text_atomic
+    from fields.pinn.solve import planned_steps
+
+    wall = time.perf_counter() if wall_start is None else wall_start
+    strategy = resolve_strategy(case, overrides)
     problem = case.problem
-    sol = solve(problem, case.network, strategy, progress=progress)
+    out = None if output is None else Path(output)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        options = RunOptions(str(out), strategy.max_seconds, planned_steps(problem, strategy),
+                             strategy.seed, None, None if resume is None else str(resume))
+        write_run_config(out, "pinn", problem.name, options, strategy.to_dict(),
+                         problem=problem.name, script=case.source,
+                         network=_network_config(case.network), target=case.target)
+    sol = solve(problem, case.network, strategy, progress=progress,
+                checkpoint=None if out is None else out / "checkpoint.pt", resume=resume,
+                checkpoint_extra={"script": case.source})
     metrics: dict[str, Any] = {
+        "steps": sol.steps,
+        "seconds": round(sol.seconds, 2),
+        "wall_seconds": round(time.perf_counter() - wall, 2),
         "problem": problem.name,
         "rel_l2": None,
-        "seconds": round(sol.seconds, 2),
-        "steps": sol.steps,
         "strategy": strategy.describe(),
         "network": sol.network,
         "target": case.target,
@@ -176,22 +240,11 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
     metrics["final_loss"] = losses[-1] if losses else None
     metrics["strategy_config"] = strategy.to_dict()
     metrics = _finite(metrics)
-    if output is None:
+    if out is None:
         return metrics
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    metrics["wall_seconds"] = round(time.perf_counter() - wall, 2)
+    write_metrics(out, metrics["steps"], metrics["seconds"], metrics["wall_seconds"], metrics)
     write_text_atomic(out / "history.json", json.dumps(_finite(sol.history)) + "\n")
-
-    from fields.train import save_checkpoint
-
-    save_checkpoint(out / "checkpoint.pt", sol.model, {
-        "kind": "pinn", "script": str(case.script) if case.script else None,
-        "problem": problem.name, "outputs": list(problem.outputs),
-        "domain": {n: list(problem.domain.bounds(n)) for n in problem.domain.names},
-        "strategy": strategy.to_dict(), "network": sol.network,
-        "structure": structure(sol.model), "unknowns": sol.unknowns(),
-        "rel_l2": metrics["rel_l2"]})
     if problem.reference is not None:
         ref = problem.reference
         pred = sol.on_reference_grid()
@@ -211,6 +264,15 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
 
         write_history_figure(out / "history.png", sol.history)
     return metrics
+
+
+def _network_config(network: NetworkSpec | nn.Module) -> Any:
+    """The network of config.json: a spec's fields, or a module's class name."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(network) and not isinstance(network, type):
+        return {"type": type(network).__name__, **dataclasses.asdict(network)}
+    return {"type": type(network).__name__}
 
 
 def _pictures(out: Path, sol: Solution, pred: np.ndarray, metrics: dict[str, Any]) -> None:
@@ -246,18 +308,32 @@ def _finite(obj: Any) -> Any:
 
 
 def main(build: Callable[[], Case]) -> None:
-    """Command line of a problem script: ``python scenes/pde/NAME.py [OUTPUT] [--max-seconds S]
-    [--steps N]``."""
+    """Command line of a problem script: ``python -m fields.scenes.pde.NAME [OUTPUT]
+    [--max-seconds S] [--steps N] [--seed N]`` (or ``python path/to/script.py ...``); the
+    options mean what they mean in `fields solve`."""
+    import sys
+
+    from fields.command import DEFAULT_SEED, run_folder
+
     ap = argparse.ArgumentParser(description=(build.__module__ or "problem"))
-    ap.add_argument("output", nargs="?", default=None, help="output folder")
-    ap.add_argument("--max-seconds", type=float, default=None)
-    ap.add_argument("--steps", type=int, default=None, help="L-BFGS steps")
+    ap.add_argument("output", nargs="?", default=None,
+                    help="output folder (default outputs/<problem>/pinn/<timestamp>)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="training-time budget (default: the problem's own)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="total optimisation steps, Adam and L-BFGS together (default: the "
+                         "problem's own)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = ap.parse_args()
-    over: dict[str, Any] = {}
+    over: dict[str, Any] = {"seed": args.seed}
     if args.max_seconds is not None:
         over["max_seconds"] = args.max_seconds
     if args.steps is not None:
-        over["lbfgs_steps"] = args.steps
+        over["total_steps"] = args.steps
     case = build()
-    m = run_case(case, args.output or f"outputs/pde/{case.problem.name}", overrides=over)
+    script = getattr(sys.modules.get(build.__module__), "__file__", None)
+    if script:
+        _identify(case, Path(script))
+    out = run_folder(args.output, case.problem.name, "pinn")
+    m = run_case(case, out, overrides=over)
     print(json.dumps({k: m[k] for k in ("problem", "rel_l2", "seconds", "steps", "strategy")}))

@@ -1,20 +1,24 @@
 """`solve(problem, network, strategy)`: trains a PINN and returns a `Solution`.
 
 The loss is ``sum_k lambda_k * w_k * mean(r_k^2)`` over the PDE residual(s) at the collocation
-points and every condition that is not imposed exactly. Training: Adam (with optional
-residual-based resampling, gradient-norm weights and causal time weights), then full-batch
-L-BFGS, then optionally further stages (multi-stage training), all within
-``strategy.max_seconds``. The best parameters seen by L-BFGS are kept (it can diverge).
+points and every condition that is not imposed exactly (`fields.pinn.terms`). Training runs on
+the one training loop, `fields.train.train`, with a `fields.pinn.task.PinnTask` supplying the
+steps: Adam (with optional residual-based resampling, gradient-norm or NTK weights and causal
+time weights), then full-batch L-BFGS, then optionally further stages (multi-stage training),
+within ``strategy.max_seconds`` of training and ``strategy.total_steps`` steps. The best
+parameters seen by L-BFGS are kept (it can diverge). Time marching (`time_windows` > 1) runs
+the loop once per window. With `checkpoint`, the run is checkpointed (every 120 s, at the end,
+on Ctrl-C) and `resume` continues one.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,75 +26,15 @@ import torch
 from torch import nn
 
 from fields.pinn.conditions import Data, Initial, Periodic
-from fields.pinn.diff import CoordinateScope
+from fields.pinn.field import Evaluator, Field, Windowed, structure
 from fields.pinn.geometry import Box
 from fields.pinn.hard import OutputTransform
 from fields.pinn.networks import MLP, Embedding, NetworkSpec
 from fields.pinn.problem import Problem
 from fields.pinn.strategy import Strategy
+from fields.pinn.task import PinnTask, plan
 
-__all__ = ["Field", "Solution", "solve"]
-
-
-class Field(nn.Module):
-    """Embedding -> network(s) -> output transform. Multi-stage: ``raw = N_1 + e_2 N_2 + ...``
-    with the earlier stages frozen."""
-
-    def __init__(self, embedding: Embedding, network: nn.Module,
-                 transform: OutputTransform) -> None:
-        super().__init__()
-        self.embedding = embedding
-        self.networks = nn.ModuleList([network])
-        self.register_buffer("scales", torch.ones(1, dtype=embedding.lo.dtype))
-        self.transform = transform
-
-    def add_stage(self, network: nn.Module, scale: float) -> None:
-        for p in self.networks.parameters():
-            p.requires_grad_(False)
-        self.networks.append(network)
-        self.scales = torch.cat([self.scales, self.scales.new_tensor([scale])])
-
-    def raw(self, X: torch.Tensor) -> torch.Tensor:
-        h = self.embedding(X)
-        out = self.networks[0](h)
-        for k in range(1, len(self.networks)):
-            out = out + self.scales[k] * self.networks[k](h)
-        return out
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.transform(X, self.raw(X))
-
-
-class Evaluator:
-    """Evaluates a field and the problem's residuals at points."""
-
-    def __init__(self, problem: Problem, model: Field) -> None:
-        self.problem = problem
-        self.box = problem.domain
-        self.model = model
-
-    def values(self, X: torch.Tensor) -> torch.Tensor:
-        return self.model(X)
-
-    def with_coords(self, X: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        coords = [X[:, i : i + 1].detach().clone().requires_grad_(True)
-                  for i in range(X.shape[1])]
-        return coords, self.model(torch.cat(coords, 1))
-
-    def pde(self, X: torch.Tensor) -> list[torch.Tensor]:
-        coords, U = self.with_coords(X)
-        outs = [U[:, j : j + 1] for j in range(U.shape[1])]
-        with CoordinateScope(coords):
-            r = self.problem.residual(*outs, *coords)
-        rs = list(r) if isinstance(r, (tuple, list)) else [r]
-        out = []
-        for k, e in enumerate(rs):
-            if not isinstance(e, torch.Tensor) or e.numel() != X.shape[0]:
-                got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
-                raise ValueError(f"Problem {self.problem.name!r}: residual equation {k} gave "
-                                 f"{got}; expected a tensor of {X.shape[0]} values (N, 1)")
-            out.append(e.reshape(-1, 1))
-        return out
+__all__ = ["Evaluator", "Field", "Solution", "Windowed", "rebuild", "solve"]
 
 
 class Solution:
@@ -108,6 +52,7 @@ class Solution:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The model's floating-point type."""
         return next(self.model.buffers()).dtype
 
     def predict(self, X: np.ndarray | torch.Tensor, chunk: int = 65536) -> np.ndarray:
@@ -128,12 +73,14 @@ class Solution:
         return self.predict(X).reshape(*arrs[0].shape, -1)
 
     def on_reference_grid(self) -> np.ndarray:
+        """The solution on the reference's grid: ``(*len(axes), n_outputs)``."""
         ref = self.problem.reference
         if ref is None:
             raise ValueError(f"Problem {self.problem.name!r} has no reference")
         return self.predict(ref.points()).reshape(ref.values.shape)
 
     def rel_l2_per_output(self) -> dict[str, float]:
+        """``|u - u_ref|_2 / |u_ref|_2`` of each output on the reference grid."""
         pred = self.on_reference_grid()
         ref = self.problem.reference.values
         out = {}
@@ -148,177 +95,8 @@ class Solution:
         return max(self.rel_l2_per_output().values())
 
     def unknowns(self) -> dict[str, float]:
+        """The recovered unknowns of an inverse problem, by name."""
         return {u.name: u.item() for u in self.problem.unknowns}
-
-
-# -- training --------------------------------------------------------------------------------
-
-
-class _Terms:
-    """Points and loss terms of one training state."""
-
-    def __init__(self, problem: Problem, model: Field, strategy: Strategy, dtype: torch.dtype,
-                 seed: int) -> None:
-        self.problem = problem
-        self.box = problem.domain
-        self.s = strategy
-        self.dtype = dtype
-        self.ev = Evaluator(problem, model)
-        self.X = self.box.tensor(self.box.sample(strategy.n_collocation, strategy.sampler, seed),
-                                 dtype)
-        self.soft = [(i, c) for i, c in enumerate(problem.conditions)
-                     if i not in model.transform.satisfied]
-        self.cond_pts: list[dict[str, torch.Tensor]] = []
-        self.cond_cols: list[list[int]] = []
-        for i, c in self.soft:
-            pts = c.sample(self.box, c.n or strategy.n_condition, strategy.sampler,
-                           seed + 1000 * (i + 1))
-            self.cond_pts.append({k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i"
-                                                     else dtype) for k, v in pts.items()})
-            self.cond_cols.append(c.columns(problem.outputs))
-        self.names = ["pde"] + [c.label() for _, c in self.soft]
-        self.lam = torch.ones(len(self.names), dtype=torch.float64)
-        self.fixed = torch.tensor([1.0] + [c.weight for _, c in self.soft], dtype=torch.float64)
-        self.causal_eps = strategy.causal if self.box.time is not None else 0.0
-        self.causal_w: torch.Tensor | None = None
-        self.causal_frozen = False
-        self.scale = 1.0  # a constant factor of the objective (later stages)
-
-    def pde_terms(self, X: torch.Tensor, causal: bool) -> torch.Tensor:
-        rs = self.ev.pde(X)
-        sq = sum(r * r for r in rs).reshape(-1)
-        if not (causal and self.causal_eps > 0):
-            return sq.mean()
-        ti = self.box.index(self.box.time)
-        t0, t1 = self.box.bounds(self.box.time)
-        m = self.s.causal_chunks
-        idx = ((X[:, ti] - t0) / (t1 - t0) * m).long().clamp(0, m - 1)
-        sums = torch.zeros(m, dtype=sq.dtype).index_add(0, idx, sq)
-        counts = torch.bincount(idx, minlength=m).to(sq.dtype).clamp_min(1.0)
-        losses = sums / counts
-        if self.causal_frozen and self.causal_w is not None:
-            w = self.causal_w  # fixed within an L-BFGS chunk: one objective per line search
-        else:
-            with torch.no_grad():
-                cum = torch.cat([losses.new_zeros(1), torch.cumsum(losses, 0)[:-1]])
-                w = torch.exp(-self.causal_eps * cum)
-            self.causal_w = w
-        return (w * losses).mean()
-
-    def term_losses(self, causal: bool = True) -> list[torch.Tensor]:
-        out = [self.pde_terms(self.X, causal)]
-        for (_, c), pts, cols in zip(self.soft, self.cond_pts, self.cond_cols, strict=True):
-            r = c.residual(self.ev, pts, cols)
-            out.append((r * r).mean())
-        return out
-
-    def total(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
-        w = (self.lam * self.fixed).tolist()
-        return self.scale * sum(wk * lk for wk, lk in zip(w, losses, strict=True))
-
-    def plain(self, losses: Sequence[torch.Tensor]) -> float:
-        """The loss with the conditions' own weights only (no adaptive or stage weights):
-        comparable across phases and stages."""
-        return float(sum(w * float(lk.detach()) for w, lk in zip(self.fixed.tolist(), losses,
-                                                                 strict=True)))
-
-    def term_residuals(self) -> list[tuple[torch.Tensor, int]]:
-        """Each term's residuals (the PDE's, then each soft condition's), flattened, with the
-        graph kept, and the count its loss averages over: ``(r_k (m_k,), n_k)`` such that
-        ``(r_k ** 2).sum() / n_k`` is term k's loss without causal weights (the PDE's
-        equations are summed per point)."""
-        out = [(torch.cat(self.ev.pde(self.X), 1).reshape(-1), len(self.X))]
-        for (_, c), pts, cols in zip(self.soft, self.cond_pts, self.cond_cols, strict=True):
-            r = c.residual(self.ev, pts, cols).reshape(-1)
-            out.append((r, max(1, r.numel())))
-        return out
-
-    def residual_vector(self) -> torch.Tensor:
-        """Every residual, each scaled by sqrt(weight / count), in one vector (no causal
-        weights): its squared norm is the loss."""
-        w = (self.lam * self.fixed).tolist()
-        parts = [r * math.sqrt(wk / n) for wk, (r, n) in zip(w, self.term_residuals(),
-                                                             strict=True)]
-        return torch.cat(parts).detach()
-
-    def residual_norm(self, X: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-        out = []
-        for i in range(0, len(X), chunk):
-            rs = self.ev.pde(X[i : i + chunk])
-            out.append(torch.sqrt(sum(r.detach() ** 2 for r in rs)).reshape(-1))
-        return torch.cat(out)
-
-
-def _params(model: Field, problem: Problem) -> list[nn.Parameter]:
-    ps = [p for p in model.parameters() if p.requires_grad]
-    for u in problem.unknowns:
-        ps += list(u.parameters())
-    return ps
-
-
-def _squared_norm(grads: Sequence[torch.Tensor | None]) -> float:
-    return sum(float((g.double() ** 2).sum()) for g in grads if g is not None)
-
-
-def _update_gradnorm(terms: _Terms, params: list[nn.Parameter]) -> None:
-    """Learning-rate annealing: lambda_k = sum_j |grad L_j| / |grad L_k|."""
-    norms = []
-    for lk in terms.term_losses():
-        g = torch.autograd.grad(lk, params, retain_graph=True, allow_unused=True)
-        norms.append(math.sqrt(_squared_norm(g)))
-    _blend_weights(terms, torch.tensor(norms, dtype=torch.float64))
-
-
-def ntk_traces(terms: _Terms, params: list[nn.Parameter], probes: int,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each term's mean NTK diagonal, ``tr(K_kk) / n_k = mean_i |d r_k(x_i) / d theta|^2``.
-
-    (For a system, the squared gradients of a point's equations are summed.) Estimated
-    without per-point gradients by Hutchinson's identity ``tr(J J^T) =
-    E_v |J^T v|^2`` over Rademacher vectors v (`probes` of them, one backward pass each):
-    ``J^T v`` is the gradient of ``v . r_k``. Returns (n_terms,) float64.
-    """
-    out = []
-    for r, n in terms.term_residuals():
-        total = 0.0
-        for _ in range(probes):
-            v = torch.randint(0, 2, r.shape, generator=generator).to(r.device, r.dtype) * 2 - 1
-            g = torch.autograd.grad((v * r).sum(), params, retain_graph=True, allow_unused=True)
-            total += _squared_norm(g)
-        out.append(total / (probes * n))
-    return torch.tensor(out, dtype=torch.float64)
-
-
-def _update_ntk(terms: _Terms, params: list[nn.Parameter], step: int) -> None:
-    """NTK weights (Wang, Yu & Perdikaris 2022): lambda_k = sum_j tr(K_jj) / tr(K_kk), each
-    trace per point, so that every term converges at the same rate under gradient descent."""
-    g = torch.Generator().manual_seed(terms.s.seed + 31 * step + 7)
-    _blend_weights(terms, ntk_traces(terms, params, terms.s.ntk_probes, g))
-
-
-def _blend_weights(terms: _Terms, sizes: torch.Tensor) -> None:
-    """lambda_k = sum(sizes) / sizes_k, blended into the running weights by
-    `weight_momentum`."""
-    sizes = sizes.clamp_min(1e-30)
-    a = terms.s.weight_momentum
-    terms.lam = a * terms.lam + (1 - a) * sizes.sum() / sizes
-
-
-def _resample(terms: _Terms, step: int) -> None:
-    s = terms.s
-    box = terms.box
-    pool = box.tensor(box.sample(s.n_collocation * s.resample_pool, "uniform",
-                                 s.seed + 17 + step), terms.dtype)
-    r = terms.residual_norm(pool)
-    if s.resample == "rad":
-        p = r ** s.rad_k
-        p = p / p.mean().clamp_min(1e-300) + s.rad_c
-        g = torch.Generator().manual_seed(s.seed + step)
-        idx = torch.multinomial(p.double(), s.n_collocation, replacement=False, generator=g)
-        terms.X = pool[idx]
-    else:  # rar: add the worst points
-        idx = torch.topk(r, min(s.rar_add, len(r))).indices
-        terms.X = torch.cat([terms.X, pool[idx]])
 
 
 def _rel_l2_fn(problem: Problem, model: nn.Module, dtype: torch.dtype,
@@ -345,6 +123,9 @@ def _rel_l2_fn(problem: Problem, model: nn.Module, dtype: torch.dtype,
 
 
 class _Progress:
+    """A progress bar on stderr (stdout stays clean for `fields solve --json`); without a
+    terminal, a plain line at most every 20 s."""
+
     def __init__(self, enabled: bool, total: int, name: str) -> None:
         self.enabled = enabled
         self.bar = None
@@ -385,177 +166,6 @@ class _Progress:
             self.bar.stop()
 
 
-def _clock(start: float, budget: float) -> Callable[[], bool]:
-    return lambda: time.perf_counter() - start > budget
-
-
-def _train_phase(terms: _Terms, model: Field, problem: Problem, adam_steps: int,
-                 lbfgs_steps: int, lr: float, start: float, history: list[dict[str, float]],
-                 rel: Callable[[], float] | None, progress: _Progress, stage: int,
-                 step0: int, callback: Callable[[dict[str, float]], None] | None) -> int:
-    s = terms.s
-    over = _clock(start, s.max_seconds)
-    params = _params(model, problem)
-    step = step0
-    label = f"stage {stage} " if s.stages > 1 else ""
-
-    def record(phase: str, loss: float) -> None:
-        rec = {"step": step, "phase": phase, "stage": stage, "loss": loss,
-               "seconds": time.perf_counter() - start}
-        if rel is not None:
-            rec["rel_l2"] = rel()
-        for u in problem.unknowns:
-            rec[u.name] = u.item()
-        history.append(rec)
-        info = f"loss {loss:.3e}" + (f"  rel L2 {rec['rel_l2']:.2e}" if "rel_l2" in rec else "")
-        for u in problem.unknowns:
-            info += f"  {u.name} {rec[u.name]:.5g}"
-        progress.update(0, f"{label}{phase}", info)
-        if callback is not None:
-            callback(rec)
-
-    if adam_steps > 0:
-        opt = torch.optim.Adam(params, lr=lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda k: s.lr_decay ** (k / 1000.0))
-        for k in range(adam_steps):
-            if over():
-                break
-            if s.resample and k > 0 and k % s.resample_every == 0:
-                _resample(terms, step)
-            if s.weighting != "fixed" and k % s.weight_every == 0:
-                if s.weighting == "gradnorm":
-                    _update_gradnorm(terms, params)
-                else:
-                    _update_ntk(terms, params, step)
-            opt.zero_grad(set_to_none=True)
-            losses = terms.term_losses()
-            loss = terms.total(losses)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            progress.update(1, f"{label}Adam", "")
-            if k % s.eval_every == 0 or k == adam_steps - 1:
-                if not math.isfinite(float(loss.detach())):
-                    raise FloatingPointError(f"Problem {problem.name!r}: the loss became "
-                                             f"{float(loss)} at Adam step {k}; lower the "
-                                             f"learning rate")
-                record("Adam", terms.plain(losses))
-
-    if lbfgs_steps > 0 and not over():
-        opt = _lbfgs(params, s)
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss = terms.total(terms.term_losses())
-            loss.backward()
-            return loss
-
-        def evaluate() -> tuple[float, float]:
-            """(the L-BFGS objective without causal weights, the plain loss) now."""
-            losses = terms.term_losses(causal=False)
-            return float(terms.total(losses).detach()), terms.plain(losses)
-
-        best: tuple[float, list[torch.Tensor] | None] = (math.inf, None)
-        done = 0
-        since = 0
-        current = math.inf
-        while done < lbfgs_steps and not over():
-            if s.resample and since >= s.resample_every:
-                # new points: the curvature pairs belong to the old loss, so start afresh
-                _resample(terms, step)
-                opt = _lbfgs(params, s)
-                best = (math.inf, None)
-                since = 0
-            st = opt.state[opt._params[0]] if opt.state else {}
-            n_before, e_before = st.get("n_iter", 0), st.get("func_evals", 0)
-            max_iter = min(s.eval_every, lbfgs_steps - done)
-            opt.param_groups[0]["max_iter"] = max_iter
-            opt.param_groups[0]["max_eval"] = 4 * max_iter
-            if terms.causal_eps > 0:  # new causal weights for this chunk, then fixed
-                terms.causal_frozen = False
-                terms.term_losses()
-                terms.causal_frozen = True
-            opt.step(closure)
-            st = opt.state[opt._params[0]]
-            iters, evals = st.get("n_iter", 0) - n_before, st.get("func_evals", 0) - e_before
-            it = max(1, iters)
-            done += it
-            since += it
-            step += it
-            progress.update(it, f"{label}L-BFGS", "")
-            current, plain = evaluate()
-            if not math.isfinite(current):
-                break
-            if current < best[0]:
-                best = (current, [p.detach().clone() for p in params])
-            record("L-BFGS", plain)
-            if iters < max_iter and evals < 4 * max_iter:
-                # L-BFGS gave up before its budget: converged, or no descent direction left
-                if not s.resample:
-                    break
-                since = s.resample_every  # stalled on these points: draw new ones
-        terms.causal_frozen = False
-        if best[1] is not None and not (current <= best[0]):
-            with torch.no_grad():
-                for p, b in zip(params, best[1], strict=True):
-                    p.copy_(b)
-    return step
-
-
-def _lbfgs(params: list[nn.Parameter], s: Strategy) -> torch.optim.LBFGS:
-    return torch.optim.LBFGS(params, lr=1.0, max_iter=s.eval_every,
-                             max_eval=4 * s.eval_every, history_size=s.history,
-                             tolerance_grad=0.0, tolerance_change=0.0,
-                             line_search_fn="strong_wolfe")
-
-
-def _dominant_frequency(values: np.ndarray, axes: Sequence[np.ndarray]) -> float:
-    """The largest over axes of the frequency (cycles per unit) carrying the most power."""
-    best = 0.0
-    for a, ax in enumerate(axes):
-        v = np.moveaxis(values, a, -1)
-        spec = np.abs(np.fft.rfft(v - v.mean(-1, keepdims=True), axis=-1)) ** 2
-        spec = spec.reshape(-1, spec.shape[-1]).sum(0)
-        freqs = np.fft.rfftfreq(len(ax), d=float(ax[1] - ax[0]))
-        if len(spec) > 1:
-            best = max(best, float(freqs[1:][np.argmax(spec[1:])]))
-    return best
-
-
-def _add_stage(terms: _Terms, model: Field, problem: Problem, base: MLP, dtype: torch.dtype,
-               seed: int) -> tuple[float, float]:
-    """Adds a stage: estimates the dominant frequency of the residual and the scale of the
-    remaining error; returns (scale, frequency)."""
-    box = problem.domain
-    n = 256 if box.dim == 1 else (64 if box.dim == 2 else 16)
-    axes, pts = box.grid(n)
-    X = box.tensor(pts, dtype)
-    r = terms.ev.pde(X)[0].detach().double().numpy().reshape([len(a) for a in axes])
-    f = _dominant_frequency(r, axes)
-    # the first layer sees coordinates scaled to [-1, 1]: f cycles per unit -> f L / 2 per unit
-    span = float(max(box.hi - box.lo))
-    kappa = 2 * math.pi * max(f, 0.5 / span) * span / 2
-    spec = MLP(width=base.width, depth=base.depth, activation="tanh", first_scale=kappa)
-    net = spec.build(model.embedding.out_features, len(problem.outputs), dtype, seed)
-    # the remaining error's scale: |R(u)| / |J v| with J v = (R(u + h v) - R(u)) / h, v the
-    # new stage at initialisation, so that the new stage's output is O(1) when it has fitted
-    # every loss term starts this stage at one: a boundary misfit of 1e-6 matters as much as
-    # a residual of 1e-3 when the aim is 1e-8 (the weights so far would let it be ignored)
-    losses = torch.tensor([float(v.detach()) for v in terms.term_losses(causal=False)],
-                          dtype=torch.float64)
-    terms.lam = 1.0 / (terms.fixed * losses).clamp_min(1e-300)
-    r0 = terms.residual_vector()
-    h = 1e-3
-    model.add_stage(net, h)
-    jv = (terms.residual_vector() - r0) / h
-    n0, nj = float(torch.linalg.vector_norm(r0)), float(torch.linalg.vector_norm(jv))
-    scale = float(min(max(n0 / max(nj, 1e-300), 1e-14), 1.0))
-    model.scales[-1] = scale
-    terms.scale = 1.0 / len(losses)
-    return scale, f
-
-
 def _build(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
            dtype: torch.dtype) -> tuple[Field, str]:
     box = problem.domain
@@ -577,81 +187,155 @@ def _build(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
     return model, desc
 
 
-def _fit(problem: Problem, model: Field, spec: NetworkSpec | nn.Module, s: Strategy,
-         dtype: torch.dtype, start: float, history: list[dict[str, float]],
-         rel: Callable[[], float] | None, bar: _Progress, step: int,
-         callback: Callable[[dict[str, float]], None] | None) -> int:
-    terms = _Terms(problem, model, s, dtype, s.seed)
-    step = _train_phase(terms, model, problem, s.adam_steps, s.lbfgs_steps, s.lr, start,
-                        history, rel, bar, 1, step, callback)
-    base = spec if isinstance(spec, MLP) else MLP()
-    for k in range(2, s.stages + 1):
-        if time.perf_counter() - start > s.max_seconds:
-            break
-        scale, f = _add_stage(terms, model, problem, base, dtype, s.seed + k)
-        history.append({"step": step, "phase": "stage", "stage": k, "scale": scale,
-                        "frequency": f, "seconds": time.perf_counter() - start})
-        step = _train_phase(terms, model, problem, s.stage_adam_steps, s.stage_lbfgs_steps,
-                            s.lr, start, history, rel, bar, k, step, callback)
-    return step
+def _describe(spec: NetworkSpec | nn.Module) -> str:
+    """The network's summary for metrics and checkpoints."""
+    return spec.describe() if isinstance(spec, NetworkSpec) else type(spec).__name__
+
+
+def _window_total(total: int | None, windows: int, k: int) -> int | None:
+    """Window k's share of a total step budget (equal shares, the first ones one more)."""
+    if total is None:
+        return None
+    return total // windows + (1 if k < total % windows else 0)
+
+
+def planned_steps(problem: Problem, s: Strategy) -> int:
+    """The optimisation steps a run of `s` takes at most (every window, stage and phase)."""
+    windows = s.time_windows if problem.domain.time is not None else 1
+    return sum(p.steps for k in range(windows)
+               for p in plan(s, _window_total(s.total_steps, windows, k)))
+
+
+# fields of a Strategy that a resumed run may change: the budgets
+_BUDGETS = ("adam_steps", "lbfgs_steps", "stage_adam_steps", "stage_lbfgs_steps", "total_steps",
+            "max_seconds")
+
+
+def _resume_payload(path: str | Path, problem: Problem, s: Strategy) -> dict[str, Any]:
+    """The checkpoint to continue, checked against this run: the same problem, the same
+    strategy but for its budgets, no time windows. ValueError naming the file otherwise."""
+    from fields.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    if payload.get("kind") != "pinn":
+        raise ValueError(f"{path}: field 'kind' is {payload.get('kind')!r}, expected 'pinn'")
+    if not isinstance(payload.get("task"), dict) or "optimizer" not in payload:
+        raise ValueError(f"{path}: holds no training state (fields 'task', 'optimizer'); it "
+                         f"cannot be resumed")
+    if payload.get("problem") != problem.name:
+        raise ValueError(f"{path}: field 'problem' is {payload.get('problem')!r}, but this "
+                         f"run solves {problem.name!r}")
+    try:
+        saved = Strategy.from_dict(dict(payload["strategy"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: field 'strategy' is missing or malformed ({e})") from e
+    if problem.domain.time is not None and max(s.time_windows, saved.time_windows) > 1:
+        raise ValueError(f"{path}: a run with time windows (time_windows = "
+                         f"{saved.time_windows}) cannot be resumed; run it again without "
+                         f"--resume")
+    changed = [f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(s, f.name)!r})"
+               for f in dataclasses.fields(Strategy) if f.name not in _BUDGETS
+               and getattr(saved, f.name) != getattr(s, f.name)]
+    if changed:
+        raise ValueError(f"{path}: resuming keeps the checkpoint's strategy but for its budgets "
+                         f"({', '.join(_BUDGETS)}); changed: {', '.join(changed)}")
+    return payload
+
+
+def _train(task: PinnTask, seconds: float, bar: _Progress, checkpoint: str | Path | None,
+           resume: str | Path | None, extra: dict[str, Any]) -> float:
+    """Runs `task` on the training loop for at most `seconds` of training, then `finish`es it
+    and writes the final checkpoint; returns the training seconds (resumed ones included)."""
+    from fields.train import TrainConfig, save_training_checkpoint, train
+
+    config = TrainConfig(steps=max(task.steps, 1), max_seconds=max(seconds, 1e-9), eval_every=0,
+                         checkpoint_every=120.0 if checkpoint is not None else 0.0,
+                         seed=task.s.seed)
+    if task.done and resume is None:
+        return 0.0
+    state = train(task, config, checkpoint=checkpoint, resume=resume, checkpoint_extra=extra,
+                  on_step=lambda st: bar.update(1, task.label, ""), show_progress=False)
+    task.finish()
+    if checkpoint is not None:
+        save_training_checkpoint(checkpoint, task, state, {
+            **extra, "structure": structure(task.module),
+            "unknowns": {u.name: u.item() for u in task.problem.unknowns}})
+    return state.seconds
 
 
 def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
           strategy: Strategy | None = None, *, steps: int | None = None,
           progress: bool = True,
-          callback: Callable[[dict[str, float]], None] | None = None) -> Solution:
-    """Trains a PINN for `problem`; `steps` (if given) overrides the L-BFGS step count."""
+          callback: Callable[[dict[str, float]], None] | None = None,
+          checkpoint: str | Path | None = None, resume: str | Path | None = None,
+          checkpoint_extra: dict[str, Any] | None = None) -> Solution:
+    """Trains a PINN for `problem`; `steps` (if given) overrides the L-BFGS step count
+    (`strategy.total_steps` caps all of them). `callback` sees every history record.
+
+    `checkpoint`: a file to checkpoint the run to (every 120 s of wall time, at the end, on
+    Ctrl-C), with `checkpoint_extra` (e.g. how to rebuild the problem); `resume`: such a
+    checkpoint to continue (same problem and strategy but for the budgets; not with time
+    windows)."""
     s = strategy or Strategy()
     if steps is not None:
         s = Strategy.from_dict({**s.to_dict(), "lbfgs_steps": int(steps)})
     dtype = s.torch_dtype
-    torch.manual_seed(s.seed)
     spec = network if network is not None else MLP()
     for u in problem.unknowns:
         u.to(dtype)
-    history: list[dict[str, float]] = []
-    per_window = s.adam_steps + s.lbfgs_steps + (s.stages - 1) * (s.stage_adam_steps
-                                                                   + s.stage_lbfgs_steps)
+    payload = _resume_payload(resume, problem, s) if resume is not None else None
+    torch.manual_seed(s.seed)
+    history: list[dict[str, Any]] = []
     windows = s.time_windows if problem.domain.time is not None else 1
-    bar = _Progress(progress, per_window * windows, problem.name)
-    start = time.perf_counter()
+    desc = _describe(spec) + (f", {windows} time windows" if windows > 1 else "")
+    extra = {"kind": "pinn", **(checkpoint_extra or {}), "problem": problem.name,
+             "outputs": list(problem.outputs),
+             "domain": {n: list(problem.domain.bounds(n)) for n in problem.domain.names},
+             "strategy": s.to_dict(), "network": desc}
+    resumed = float(payload.get("train_state", {}).get("seconds", 0.0)) if payload else 0.0
+    start = time.perf_counter() - resumed
+    bar = _Progress(progress, planned_steps(problem, s), problem.name)
+
+    def clock() -> float:
+        return time.perf_counter() - start
+
+    def on_record(rec: dict[str, Any]) -> None:
+        label = (f"stage {rec['stage']} " if s.stages > 1 else "") + rec["phase"]
+        info = f"loss {rec['loss']:.3e}" + (f"  rel L2 {rec['rel_l2']:.2e}" if "rel_l2" in rec
+                                            else "")
+        for u in problem.unknowns:
+            info += f"  {u.name} {rec[u.name]:.5g}"
+        bar.update(0, label, info)
+        if callback is not None:
+            callback(rec)
+
     try:
         if windows > 1:
-            model, desc, step = _solve_windows(problem, spec, s, dtype, start, history, bar,
-                                               callback)
+            model, step, seconds = _solve_windows(problem, spec, s, dtype, history, bar, clock,
+                                                  on_record, checkpoint, extra)
         else:
-            model, desc = _build(problem, spec, s, dtype)
-            rel = _rel_l2_fn(problem, model, dtype)
-            step = _fit(problem, model, spec, s, dtype, start, history, rel, bar, 0, callback)
+            if payload is not None:
+                model = rebuild(problem, spec, s, _saved_structure(payload, resume))
+            else:
+                model, _ = _build(problem, spec, s, dtype)
+            task = PinnTask(problem, model, spec, s, dtype, total=s.total_steps,
+                            rel=_rel_l2_fn(problem, model, dtype), history=history, clock=clock,
+                            on_record=on_record)
+            if payload is not None:
+                bar.update(int(payload["task"].get("global_step", 0)), task.label, "")
+                task.prepare(payload["task"])
+            seconds = _train(task, s.max_seconds, bar, checkpoint, resume, extra)
+            step = task.global_step
     finally:
         bar.close()
-    seconds = time.perf_counter() - start
     return Solution(problem, model, s, desc, history, seconds, step)
 
 
-class Windowed(nn.Module):
-    """A solution made of time windows: `fields[k]` holds on ``[edges[k], edges[k+1]]``."""
-
-    def __init__(self, edges: Sequence[float], t_index: int) -> None:
-        super().__init__()
-        self.fields = nn.ModuleList()
-        self.edges = [float(e) for e in edges]
-        self.t_index = t_index
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        if len(self.fields) == 1:
-            return self.fields[0](X)
-        inner = torch.as_tensor(self.edges[1 : len(self.fields)], dtype=X.dtype)
-        idx = torch.bucketize(X[:, self.t_index].detach().contiguous(), inner, right=True)
-        parts, where = [], []
-        for k, f in enumerate(self.fields):
-            rows = (idx == k).nonzero().squeeze(1)
-            if len(rows):
-                parts.append(f(X[rows]))
-                where.append(rows)
-        order = torch.argsort(torch.cat(where))
-        out = torch.cat(parts)[order]
-        return out
+def _saved_structure(payload: dict[str, Any], path: str | Path | None) -> dict[str, Any]:
+    struct = payload.get("structure") or payload.get("task", {}).get("structure")
+    if not isinstance(struct, dict):
+        raise ValueError(f"{path}: field 'structure' is missing or malformed")
+    return struct
 
 
 def _window_problem(problem: Problem, k: int, t0: float, t1: float,
@@ -693,12 +377,16 @@ def _window_problem(problem: Problem, k: int, t0: float, t1: float,
 
 
 def _solve_windows(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
-                   dtype: torch.dtype, start: float, history: list[dict[str, float]],
-                   bar: _Progress, callback: Callable[[dict[str, float]], None] | None
-                   ) -> tuple[Windowed, str, int]:
+                   dtype: torch.dtype, history: list[dict[str, Any]], bar: _Progress,
+                   clock: Callable[[], float],
+                   on_record: Callable[[dict[str, Any]], None],
+                   checkpoint: str | Path | None, extra: dict[str, Any]
+                   ) -> tuple[Windowed, int, float]:
     """Time marching: one network per time window, each starting from the previous one's
     values at its initial time (Krishnapriyan et al. 2021's sequence-to-sequence training;
-    Wight & Zhao 2020's time-adaptive PINNs)."""
+    Wight & Zhao 2020's time-adaptive PINNs); the training loop runs once per window, each
+    window getting an equal share of the time left and of `total_steps`. Returns the
+    solution, the steps and the training seconds."""
     box = problem.domain
     if problem.transform is not None:
         raise ValueError(f"Problem {problem.name!r}: an explicit transform cannot be combined "
@@ -708,25 +396,29 @@ def _solve_windows(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
     edges = [t0 + (t1 - t0) * k / K for k in range(K + 1)]
     whole = Windowed(edges, box.index(box.time))
     step = 0
-    desc = ""
+    spent = 0.0
     for k in range(K):
-        remaining = s.max_seconds - (time.perf_counter() - start)
-        if remaining <= 0:
+        remaining = s.max_seconds - spent
+        share = _window_total(s.total_steps, K, k)
+        if remaining <= 0 or share == 0:
             break
         sub = _window_problem(problem, k, edges[k], edges[k + 1],
                               whole if k > 0 else None, s)
         # each window gets an equal share of what is left
-        budget = (time.perf_counter() - start) + remaining / (K - k)
-        sk = Strategy.from_dict({**s.to_dict(), "max_seconds": budget, "seed": s.seed + k})
-        model, desc = _build(sub, spec, sk, dtype)
+        sk = Strategy.from_dict({**s.to_dict(), "max_seconds": remaining / (K - k),
+                                 "seed": s.seed + k, "total_steps": share})
+        model, _ = _build(sub, spec, sk, dtype)
         whole.fields.append(model)
-        rel = _rel_l2_fn(problem, whole, dtype, t_max=edges[k + 1])
-        step = _fit(sub, model, spec, sk, dtype, start, history, rel, bar, step, callback)
+        task = PinnTask(sub, model, spec, sk, dtype, module=whole, total=share, step0=step,
+                        rel=_rel_l2_fn(problem, whole, dtype, t_max=edges[k + 1]),
+                        history=history, clock=clock, on_record=on_record)
+        spent += _train(task, sk.max_seconds, bar, checkpoint, None, extra)
+        step = task.global_step
         for p in model.parameters():
             p.requires_grad_(False)
         history.append({"step": step, "phase": "window", "window": k + 1,
-                        "seconds": time.perf_counter() - start})
-    return whole, f"{desc}, {K} time windows", step
+                        "seconds": clock()})
+    return whole, step, spent
 
 
 def rebuild(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,

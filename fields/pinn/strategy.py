@@ -21,7 +21,12 @@ class Strategy:
 
     Optimisation: `adam_steps` of Adam (learning rate `lr`, multiplied by `lr_decay` every 1000
     steps), then `lbfgs_steps` of full-batch L-BFGS (strong Wolfe line search, `history`
-    pairs), within `max_seconds` in all.
+    pairs), within `max_seconds` of training in all. `total_steps` (None: no cap) caps every
+    optimisation step together (Adam steps and L-BFGS iterations, every stage, shared equally
+    among time windows): the phases keep their own budgets in order until it is spent (Adam
+    keeps min(adam_steps, total), L-BFGS gets the rest), and a total beyond their sum goes to
+    the last L-BFGS phase (`fields.pinn.task.plan`). The loss and the relative L2 error are
+    recorded every `eval_every` steps of a phase.
 
     Points: `n_collocation` interior points and `n_condition` per condition, drawn by
     `sampler` (sobol / lhs / uniform / grid); `resample`: ``"rad"`` (residual-based adaptive
@@ -86,6 +91,7 @@ class Strategy:
     stage_lbfgs_steps: int = 2000
     time_windows: int = 1
     max_seconds: float = 900.0
+    total_steps: int | None = None
     eval_every: int = 100
     seed: int = 0
 
@@ -110,6 +116,8 @@ class Strategy:
             raise bad("weight_momentum", "a number in [0, 1)")
         if not self.lr > 0:
             raise bad("lr", "a positive number")
+        if self.total_steps is not None and int(self.total_steps) < 1:
+            raise bad("total_steps", "None or an integer >= 1")
         if not self.max_seconds > 0:
             raise bad("max_seconds", "a positive number of seconds")
         if self.sampler not in SAMPLERS:
@@ -125,13 +133,16 @@ class Strategy:
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """`dtype` as a torch dtype."""
         return torch.float64 if self.dtype == "float64" else torch.float32
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, as plain values (JSON-ready)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Strategy:
+        """A Strategy from a dict of its fields; ValueError naming unknown fields."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -140,11 +151,14 @@ class Strategy:
         return cls(**d)
 
     def describe(self) -> str:
+        """A short summary, e.g. ``Adam 1000, L-BFGS 3000, hard BC, float64``."""
         parts = []
         if self.adam_steps:
             parts.append(f"Adam {self.adam_steps}")
         if self.lbfgs_steps:
             parts.append(f"L-BFGS {self.lbfgs_steps}")
+        if self.total_steps is not None:
+            parts.append(f"{self.total_steps} steps in all")
         if self.hard:
             parts.append("hard BC")
         if self.weighting != "fixed":

@@ -50,9 +50,16 @@ import torch
 from torch import nn
 
 from fields import _ext
+from fields.nn.backend import (
+    NO_CUDA_KERNELS,
+    check_backend,
+    cpu_kernels_reason,
+    cuda_kernels,
+    select_backend,
+    stream,
+)
 
 CONTRACTIONS = ("none", "mipnerf360")
-MARCH_BACKENDS = ("auto", "cpu", "cuda", "torch")
 MISS = 1e10  # t_near = t_far of a ray that misses the box (`ray_aabb`)
 MAX_CHUNK = 2**18  # points per call of the density function in `OccupancyGrid.update`
 UNCONTRACT_MAX_NORM = 2.0 - 1e-4  # |c| is clamped to this in `uncontract` (|y| <= 1e4)
@@ -347,18 +354,14 @@ def march_rays(
         max_step,
     )
     if origins.device.type == "cuda" or kernels is not None:
+        kernels = kernels or cuda_kernels()
         if kernels is None:
-            if not _ext.has_cuda_kernels():
-                raise ValueError(
-                    "march_rays: fields._C was built without the CUDA kernels, got tensors on "
-                    f"{origins.device} (use march_rays_reference)"
-                )
-            kernels = _ext.extension()
-        stream = torch.cuda.current_stream(origins.device).cuda_stream if origins.is_cuda else 0
+            raise ValueError(f"march_rays: {NO_CUDA_KERNELS}; got tensors on {origins.device} "
+                             "(use march_rays_reference)")
         out = kernels.march_rays_cuda(
             origins.contiguous(), directions.contiguous(), t_min.contiguous(),
             t_max.contiguous(), a.occupancy, a.aabb, a.contraction, a.step_size, a.cone_angle,
-            a.max_step, stream,
+            a.max_step, stream(origins),
         )
         return RaySamples(*out)
     if origins.device.type != "cpu":
@@ -616,10 +619,7 @@ class OccupancyGrid(nn.Module):
         Returns:
             `RaySamples` (ray_indices, t_starts, t_ends, offsets).
         """
-        if backend not in MARCH_BACKENDS:
-            raise ValueError(
-                f"OccupancyGrid.sample: backend must be one of {MARCH_BACKENDS}, got {backend!r}"
-            )
+        check_backend("OccupancyGrid.sample", backend)
         _check_rays(origins, directions, "OccupancyGrid.sample", dtype=torch.float32)
         n = origins.shape[0]
         limits = []
@@ -644,11 +644,13 @@ class OccupancyGrid(nn.Module):
         if backend in ("cpu", "cuda") and origins.device.type != backend:
             raise ValueError(f"OccupancyGrid.sample: backend={backend!r} needs the rays on "
                              f"the {backend.upper()}, got them on {origins.device}")
-        if backend == "auto":
-            dev = origins.device.type
-            kernel = (dev == "cpu" and _ext.available()) or (
-                dev == "cuda" and _ext.has_cuda_kernels())
-            backend = "kernel" if kernel else "torch"
+        device = origins.device
+        backend = select_backend(
+            "OccupancyGrid.sample", backend, origins,
+            cpu_reason=lambda: cpu_kernels_reason()
+            or ("" if device.type == "cpu" else f"the rays are on {device}"),
+            cuda_reason=lambda auto: "" if cuda_kernels() is not None else NO_CUDA_KERNELS,
+        )
         march = march_rays_reference if backend == "torch" else march_rays
         return march(
             origins,

@@ -27,16 +27,18 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor,
 
 def sphere_trace(sdf: SDF, origins: torch.Tensor, dirs: torch.Tensor,
                  aabb: torch.Tensor | None = None, max_steps: int = 128,
-                 epsilon: float = 1e-4, relax: float = 0.9, t_max: float | None = None,
+                 epsilon: float = 1e-4, relax: float = 0.9,
+                 t_max: float | torch.Tensor | None = None,
                  relative: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(t (R,), hit (R,) bool): distance along each unit ray to the surface. Rays run inside
-    `aabb` (2, 3) when given, and to `t_max` when given. A ray has arrived when |sdf| <
-    `epsilon` (times 1 + t when `relative`: the tolerance grows with the distance)."""
+    `aabb` (2, 3) when given, and to `t_max` when given (one number, or one per ray (R,)); a
+    ray ends once t > t_max. A ray has arrived when |sdf| < `epsilon` (times 1 + t when
+    `relative`: the tolerance grows with the distance)."""
     n = origins.shape[0]
     if aabb is not None:
         near, far = ray_box(origins, dirs, aabb)
     else:
-        near, far = torch.zeros(n), torch.full((n,), math.inf)
+        near, far = origins.new_zeros(n), origins.new_full((n,), math.inf)
     if t_max is not None:
         far = far.clamp_max(t_max)
     t = near.clone()

@@ -1,3 +1,4 @@
-"""Signed distance fields: procedural shapes (`shapes`), the field, its supervision and
-training (`field`), sphere tracing (`fields.render.sphere_trace`) and meshes
-(`fields.mesh.extract_surface`)."""
+"""Signed distance fields: the field, its supervision and training (`field`), NeuS (`neus`),
+runs and their outputs (`run`), `fields fit sdf|neus` (`cli`) and the kind's registration
+(`kind`). Procedural shapes are `fields.scenes.shapes`, sphere tracing
+`fields.render.sphere_trace`, meshes `fields.mesh.extract_surface`."""

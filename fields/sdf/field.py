@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fields.config import dataclass_from_dict
 from fields.nn import FusedMLP
 from fields.nn.config import from_config
-from fields.nn.encoding_config import encoding_from_config
+from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 
 MODELS = ("hash", "siren")
 
@@ -61,22 +62,13 @@ class SDFConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SDFConfig:
-        cfg = config_from_dict(cls, d)
+        cfg = dataclass_from_dict(cls, d)
         if cfg.model not in MODELS:
             raise ValueError(f"SDFConfig: model {cfg.model!r} not in {MODELS}")
         if cfg.gradient not in ("auto", "autograd", "finite"):
             raise ValueError(f"SDFConfig: gradient {cfg.gradient!r} not in "
                              "('auto', 'autograd', 'finite')")
         return cfg
-
-
-def config_from_dict(cls: Any, d: dict[str, Any]) -> Any:
-    """The dataclass `cls` built from `d`; ValueError naming the unknown fields."""
-    unknown = set(d) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}; expected some of "
-                         f"{sorted(cls.__dataclass_fields__)}")
-    return cls(**d)
 
 
 class SDFField(nn.Module):
@@ -88,8 +80,6 @@ class SDFField(nn.Module):
         self.config = config
         extent = float((self.aabb[1] - self.aabb[0]).max())
         if config.model == "hash":
-            from fields.nerf import hash_grid_config
-
             self.encoding = encoding_from_config(3, hash_grid_config(
                 config.finest_resolution, config.log2_hashmap_size, config.n_levels, 2, 16))
             self.network = from_config({"otype": "FullyFusedMLP", "activation": "ReLU",
@@ -316,7 +306,7 @@ class PointCloudTask(SDFTask):
 def load_sdf(path: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The field of an SDF checkpoint (kind "sdf"; a module mapping points (N, 3) to signed
     distances (N,), with an `aabb`), and the checkpoint's dict."""
-    from fields.train import read_checkpoint
+    from fields.checkpoint import read_checkpoint
 
     payload = read_checkpoint(path)
     info = payload.get("sdf")

@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from fields.config import dataclass_from_dict
 from fields.nn.config import from_config
-from fields.nn.encoding_config import encoding_from_config
+from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 from fields.render.occupancy import OccupancyGrid
+from fields.render.rays import RayBatcher
 from fields.render.volrend import composite, offsets_from_indices, prune_samples
 
 # tetrahedron vertices: sum_i k_i f(x + h k_i) / (4 h) is the gradient, their mean f(x)
@@ -37,6 +39,9 @@ _TETRA = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], 
 
 @dataclass
 class NeusConfig:
+    """A NeuS run: the SDF's hash grid, the networks, the sampling and the losses
+    (`fields fit neus --config` overrides these fields)."""
+
     finest_resolution: int = 1024
     log2_hashmap_size: int = 19
     n_levels: int = 16
@@ -58,9 +63,9 @@ class NeusConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NeusConfig:
-        from fields.sdf.field import config_from_dict
-
-        return config_from_dict(cls, d)
+        """The config with the keys of `d` (the others default); ValueError naming unknown
+        keys."""
+        return dataclass_from_dict(cls, d)
 
 
 class NeusField(nn.Module):
@@ -71,8 +76,6 @@ class NeusField(nn.Module):
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3))
         self.config = config
         extent = float((self.aabb[1] - self.aabb[0]).max())
-        from fields.nerf import hash_grid_config
-
         self.encoding = encoding_from_config(3, hash_grid_config(
             config.finest_resolution, config.log2_hashmap_size, config.n_levels, 2, 16))
         mlp = {"otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "None",
@@ -152,8 +155,6 @@ class NeusTask:
 
     def __init__(self, data: Any, config: NeusConfig, seed: int = 0,
                  evaluate_fn: Any = None) -> None:
-        from fields.nerf import RayBatcher
-
         if data.unbounded:
             raise ValueError(f"{data.name}: fields fit neus handles bounded scenes (an object "
                              "in a box); this one is unbounded")

@@ -3,7 +3,6 @@ outputs (checkpoint, mesh, metrics, pictures)."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ class Target:
 def builtin_target(shape: str, gt_resolution: int = 385, seed: int = 0) -> Target:
     """A procedural shape: its exact SDF supervises, its surface meshed at `gt_resolution` is
     the ground truth for the metrics."""
-    from fields.sdf.shapes import builtin_shape
+    from fields.scenes.shapes import builtin_shape
 
     f = builtin_shape(shape)
     verts, faces = extract_surface(f, CUBE, gt_resolution)
@@ -154,12 +153,13 @@ def render_view(sdf: Callable[[torch.Tensor], torch.Tensor], cameras: Any, index
 
 
 def write_sdf_outputs(out: Path, field: SDFField, target: Target, metrics: dict[str, Any],
-                      resolution: int, picture_size: int = 256) -> dict[str, Any]:
+                      resolution: int, picture_size: int = 256,
+                      wall_start: float | None = None) -> dict[str, Any]:
     """mesh.ply (the zero level set at `resolution`), metrics.json (surface metrics when the
     truth is known) and renders/compare.png (ground truth when known | fit, shaded | fit,
     normals) for two views."""
     from fields.data.images import write_image
-    from fields.io import write_text_atomic
+    from fields.io import write_json
 
     verts, faces = extract_surface(field, target.aabb, resolution)
     save_mesh(out / "mesh.ply", verts, faces)
@@ -168,7 +168,6 @@ def write_sdf_outputs(out: Path, field: SDFField, target: Target, metrics: dict[
     if target.vertices is not None:  # a known surface: the metrics
         metrics.update(surface_metrics((verts, faces), (target.vertices, target.faces)))
         metrics["target_watertight"] = is_watertight(target.faces)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     cams = orbit_cameras(target.aabb, 2, picture_size)
     rows = []
     with torch.no_grad():
@@ -177,16 +176,28 @@ def write_sdf_outputs(out: Path, field: SDFField, target: Target, metrics: dict[
             rows.append(torch.cat((*truth, render_view(field, cams, i, target.aabb),
                                    render_view(field, cams, i, target.aabb, "normals")), dim=1))
     write_image(out / "renders" / "compare.png", torch.cat(rows, dim=0).clamp(0, 1))
+    if wall_start is not None:
+        metrics["wall_seconds"] = time.perf_counter() - wall_start
+    metrics = _common_first(metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _common_first(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics with the keys every kind writes first: steps, seconds, wall_seconds."""
+    head = {k: metrics[k] for k in ("steps", "seconds", "wall_seconds") if k in metrics}
+    return {**head, **metrics}
 
 
 def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_seconds: float,
             eval_every: float, seed: int, resolution: int,
             on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
-            show_progress: bool = True) -> dict[str, Any]:
-    """Trains, writes checkpoint.pt and the outputs; returns the metrics."""
+            show_progress: bool = True, resume: str | None = None) -> dict[str, Any]:
+    """Trains (continuing from the checkpoint `resume` when given), writes checkpoint.pt and
+    the outputs; returns the metrics."""
     from fields.train import seed_everything
 
+    wall = time.perf_counter()
     seed_everything(seed)
     if target.points is not None:
         task: SDFTask = PointCloudTask(target.points, target.normals, target.aabb, config,
@@ -196,13 +207,15 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
                        evaluate_fn=evaluator(target, resolution))
     extra = {"kind": "sdf", "sdf": {"aabb": target.aabb.tolist(), "config": config.to_dict(),
                                     "source": target.name}}
-    run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress)
-    metrics = {"source": target.name, "model": config.model, **run}
-    return write_sdf_outputs(out, task.field, target, metrics, resolution)
+    run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
+                 resume)
+    metrics = {**run, "source": target.name, "model": config.model}
+    return write_sdf_outputs(out, task.field, target, metrics, resolution, wall_start=wall)
 
 
 def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds: float,
-           eval_every: float, seed: int, on_eval: Any, show_progress: bool) -> dict[str, Any]:
+           eval_every: float, seed: int, on_eval: Any, show_progress: bool,
+           resume: str | None = None) -> dict[str, Any]:
     """`fields.train.train` with checkpoint.pt in `out`; the run's steps, seconds and
     history. Leaves the field in eval mode."""
     from fields.train import TrainConfig, train
@@ -210,8 +223,8 @@ def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds:
     wall = time.perf_counter()
     state = train(task, TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
                                     seed=seed),
-                  checkpoint=out / "checkpoint.pt", checkpoint_extra=extra, on_eval=on_eval,
-                  show_progress=show_progress)
+                  checkpoint=out / "checkpoint.pt", resume=resume, checkpoint_extra=extra,
+                  on_eval=on_eval, show_progress=show_progress)
     task.field.eval()
     return {"steps": state.step, "seconds": state.seconds,
             "train_wall_seconds": time.perf_counter() - wall, "history": state.history}
@@ -222,7 +235,7 @@ def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds:
 
 def tabletop_truth(resolution: int = 385) -> tuple[np.ndarray, np.ndarray]:
     """The built-in scene's exact surface (its procedural SDF), meshed."""
-    from fields.data.procedural import tabletop_sdf
+    from fields.scenes.tabletop import tabletop_sdf
 
     lo = torch.tensor([-1.1, -1.1, -0.8])
     hi = torch.tensor([1.1, 1.1, 0.7])
@@ -233,15 +246,17 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
              eval_every: float, seed: int, resolution: int,
              truth: tuple[np.ndarray, np.ndarray] | None = None,
              on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
-             show_progress: bool = True) -> dict[str, Any]:
-    """Trains NeuS on posed images, writes checkpoint.pt, mesh.ply (coloured by the radiance
-    head), metrics.json (with `truth`, a mesh, the surface metrics) and renders/compare.png
-    (held-out image | render | the surface, sphere traced)."""
+             show_progress: bool = True, resume: str | None = None) -> dict[str, Any]:
+    """Trains NeuS on posed images (continuing from the checkpoint `resume` when given);
+    writes checkpoint.pt, mesh.ply (coloured by the radiance head), metrics.json (with
+    `truth`, a mesh, the surface metrics) and renders/compare.png (held-out image | render |
+    the surface, sphere traced)."""
     from fields.data.images import write_image
-    from fields.io import write_text_atomic
+    from fields.io import write_json
     from fields.sdf.neus import NeusTask
     from fields.train import seed_everything
 
+    wall = time.perf_counter()
     seed_everything(seed)
 
     def evaluate(field: Any, final: bool) -> dict[str, float]:
@@ -254,8 +269,9 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     task = NeusTask(data, config, seed=seed, evaluate_fn=evaluate)
     extra = {"kind": "sdf", "sdf": {"aabb": data.aabb.tolist(), "config": config.to_dict(),
                                     "source": data.name, "neus": True}}
-    run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress)
-    metrics: dict[str, Any] = {"scene": data.name, **run,
+    run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
+                 resume)
+    metrics: dict[str, Any] = {**run, "scene": data.name,
                                "sharpness": task.field.sharpness().item()}
     from fields.sdf.neus import vertex_colours
 
@@ -285,5 +301,7 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
         surface = render_view(task.field, cams, 0, task.field.aabb).clamp(0, 1)
     metrics["psnr_view0"] = float(-10 * torch.log10((rgb - image).square().mean()))
     write_image(out / "renders" / "compare.png", torch.cat((image, rgb, surface), dim=1))
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    metrics["wall_seconds"] = time.perf_counter() - wall
+    metrics = _common_first(metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics

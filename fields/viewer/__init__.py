@@ -2,21 +2,13 @@
 
 `fields view CHECKPOINT` serves http://127.0.0.1:7007; `fields fit nerf --viewer` shows the
 field while it trains. See `server.Viewer` (render loop, adaptive resolution, training
-hooks), `views` (what each field kind shows) and `camera` (viser's OpenCV camera to the
-engine's OpenGL one).
+hooks), `views` (the base of every kind's view, meshes, `load_view` through the kind
+registry), `camera` (viser's OpenCV camera to the engine's OpenGL one) and `cli`
+(`fields view`, `fields bench viewer`).
 """
 
 from fields.viewer.camera import ViewCamera, viser_to_c2w
 from fields.viewer.server import Viewer
-from fields.viewer.views import (
-    FieldView,
-    FlowView,
-    MeshView,
-    NerfView,
-    SDFView,
-    SignalView,
-    load_view,
-)
+from fields.viewer.views import FieldView, MeshView, load_view
 
-__all__ = ["FieldView", "FlowView", "MeshView", "NerfView", "SDFView", "SignalView",
-           "ViewCamera", "Viewer", "load_view", "viser_to_c2w"]
+__all__ = ["FieldView", "MeshView", "ViewCamera", "Viewer", "load_view", "viser_to_c2w"]

@@ -25,6 +25,8 @@ CHROMIUM_ARGS = ("--disable-gpu", "--no-first-run", "--disable-background-networ
 
 @dataclass
 class ViewerBenchRow:
+    """One drag of `fields bench viewer`: frame rates while moving and the full frame after."""
+
     drag: int
     moving_fps: float
     camera_updates_per_s: float  # camera messages from the browser: an upper bound on FPS

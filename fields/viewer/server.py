@@ -8,10 +8,11 @@ Each browser tab gets a `ClientSession`, a thread that renders what its camera s
   canvas's size, its longer side at most `max_resolution`), rendered in chunks and
   abandoned as soon as the camera moves again.
 
-Renders and training steps share one lock (`Viewer.lock`), so a picture never sees a
-half-updated model. While training (`Viewer.training_step`, called between steps) the
-trainer waits whenever a camera is moving or a frame is being rendered, and asks for a fresh
-picture every `refresh_seconds` (sized to take about `refresh_budget` seconds).
+Renders and training steps share one lock (`Viewer.lock`; the trainer takes it through
+`fields.viewer.training.LockedTask`), so a picture never sees a half-updated model. While
+training (`Viewer.training_step`, called between steps) the trainer waits whenever a camera
+is moving or a frame is being rendered, and asks for a fresh picture every `refresh_seconds`
+(sized to take about `refresh_budget` seconds).
 
 A checkpoint that fails to load leaves the server up, with the error in the page's panel and
 a field to load another one.

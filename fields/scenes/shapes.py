@@ -7,7 +7,8 @@ exactly; its magnitude is exact outside a union, and a bound (never larger than 
 distance) elsewhere. Supervising a field with it is standard practice (it is what the
 literature's "CSG of exact SDFs" is); metrics use the zero level set only, meshed finely.
 
-`BUILTIN` names the shapes `fields fit sdf` knows; each fits in [-1, 1]^3.
+`BUILTIN` names the shapes `fields fit sdf` knows; each fits in [-1, 1]^3. The procedural
+NeRF scenes (`fields.scenes.tabletop`) are built of the same primitives.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SDF = Callable[[torch.Tensor], torch.Tensor]
 
 
 def sphere(radius: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> SDF:
+    """A ball of `radius` around `centre`: x (..., 3) -> (...)."""
     c = torch.tensor(centre)
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -78,6 +80,8 @@ def capsule(a: tuple[float, float, float], b: tuple[float, float, float], radius
 
 
 def union(*fs: SDF) -> SDF:
+    """The union of the shapes `fs` (the minimum of their distances)."""
+
     def f(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([g(x) for g in fs], dim=-1).min(dim=-1).values
 
@@ -85,6 +89,8 @@ def union(*fs: SDF) -> SDF:
 
 
 def intersection(*fs: SDF) -> SDF:
+    """The intersection of the shapes `fs` (the maximum of their distances)."""
+
     def f(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([g(x) for g in fs], dim=-1).max(dim=-1).values
 
@@ -122,6 +128,7 @@ BUILTIN: dict[str, Callable[[], SDF]] = {
 
 
 def builtin_shape(name: str) -> SDF:
+    """The `BUILTIN` shape called `name`; ValueError naming the known ones otherwise."""
     if name not in BUILTIN:
         raise ValueError(f"unknown built-in shape {name!r}; expected one of {sorted(BUILTIN)}")
     return BUILTIN[name]()

@@ -1,4 +1,4 @@
-"""Synthetic lidar scene-flow pairs and sequences (fields.data.flow_scenes): exact flow checked
+"""Synthetic lidar scene-flow pairs and sequences (fields.scenes.street): exact flow checked
 against the scene's own SDF and rigid motions."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fields.data.flow_scenes import (
+from fields.scenes.street import (
     LABELS,
     MAX_RANGE,
     N_FRAMES,

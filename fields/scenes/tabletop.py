@@ -73,7 +73,7 @@ PILLAR_TOP = 0.55
 def tabletop_sdf(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed distance (P,) of the tabletop scene and the id (P,) of the nearest object
     (0 table, 1 sphere, 2 torus, 3 box, 4 pillars, 5 capsule)."""
-    from fields.sdf.shapes import box, capsule, sphere, torus
+    from fields.scenes.shapes import box, capsule, sphere, torus
 
     parts = [
         box((0.95, 0.95, 0.12), (0.0, 0.0, TABLE_TOP - 0.12), rounding=0.04)(p),

@@ -2,7 +2,7 @@
 
 u_t + u u_x = nu u_xx on x in [-1, 1], t in [0, 1]; u(x, 0) = -sin(pi x); u(+-1, t) = 0.
 A shock forms at x = 0 near t = 0.3. Reference: Cole-Hopf by quadrature.
-Run: `fields solve burgers --output DIR` or `python scenes/pde/burgers.py DIR`.
+Run: `fields solve burgers --output DIR` or `python -m fields.scenes.pde.burgers DIR`.
 """
 
 import math

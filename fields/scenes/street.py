@@ -42,11 +42,11 @@ torso + head, 6 left thigh, 7 left shin, 8 right thigh, 9 right shin, 10 left ar
 
 Lidar: a spinning lidar 1.73 m above the ground with ``n_beams`` elevations spread evenly over
 [-24.8, +2] degrees (an HDL-64's field of view) and ``n_azimuth`` steps per turn, range 35 m; the
-first surface along each ray is found by vectorised sphere tracing in torch (the ground plane
-analytically), then Gaussian range noise is added. Per frame, the azimuth start has a random
-offset and the cloud is subsampled at random to ``n_points``. The seed fixes the sampling and
-also varies the motion a little (speeds, yaw rates, gait and sculpture phases) within the ranges
-checked to be safe; frame k of a seed is the same cloud in `make_flow_pair` and
+first surface along each ray is found by sphere tracing (`fields.render.sphere_trace`; the
+ground plane analytically), then Gaussian range noise is added. Per frame, the azimuth start
+has a random offset and the cloud is subsampled at random to ``n_points``. The seed fixes the
+sampling and also varies the motion a little (speeds, yaw rates, gait and sculpture phases)
+within the ranges checked to be safe; frame k of a seed is the same cloud in `make_flow_pair` and
 `make_flow_sequence`.
 """
 
@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from fields.io import save_npy_atomic
+from fields.render.sphere_trace import sphere_trace
 
 LABELS = (
     "static",
@@ -561,10 +562,11 @@ class FlowScene:
     def trace(
         self, origin: np.ndarray, dirs: torch.Tensor, time: float, max_range: float = MAX_RANGE
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """First hits of rays from `origin` along unit `dirs` (R, 3) at `time`: range t (R,) and
-        kind (R,) int8 (0 no hit within max_range, 1 object, 2 ground). Float32 sphere tracing
-        of the active rays only, CHUNK rays at a time; the ground plane is intersected
-        analytically and ends the tracing of a ray that reaches it."""
+        """First hits of rays from `origin` (3,) along unit `dirs` (R, 3) at `time`: range t
+        (R,) and kind (R,) int8 (0 no hit within max_range, 1 object, 2 ground). Sphere tracing
+        by `fields.render.sphere_trace` (in the dtype of `dirs`, CHUNK rays at a time) on the
+        scene's distance bound; the ground plane is intersected analytically and ends the
+        tracing of a ray that reaches it (the ray's `t_max`)."""
         dtype = dirs.dtype
         prims = self.primitives(time, dtype)
         o = torch.as_tensor(np.asarray(origin), dtype=dtype)
@@ -574,24 +576,21 @@ class FlowScene:
         down = dirs[:, 2] < 0
         t_ground = torch.where(down, -o[2] / dirs[:, 2].clamp_max(-1e-12), math.inf)
         t_lim = t_ground.clamp_max(max_range)
+        # a ray ends once t >= t_lim; sphere_trace ends it once t > t_max: the float below
+        t_max = torch.nextafter(t_lim, torch.full_like(t_lim, -math.inf))
+
+        def distance(p: torch.Tensor) -> torch.Tensor:
+            # a bound below HIT_EPS is a hit, a negative one (inside) included: clamped at 0
+            return prims.distances(p, self.sculpture).amin(dim=1).clamp_min(0.0)
+
         for start in range(0, n, CHUNK):
-            idx = torch.arange(start, min(start + CHUNK, n))
-            t = torch.zeros(idx.shape[0], dtype=dtype)
-            for _ in range(MAX_STEPS):
-                if idx.numel() == 0:
-                    break
-                p = o + t[:, None] * dirs[idx]
-                d = prims.distances(p, self.sculpture).amin(dim=1)
-                close = d < HIT_EPS
-                t_out[idx[close]] = t[close]
-                kind[idx[close]] = 1
-                t = t + d
-                ended = ~close & (t >= t_lim[idx])
-                ground = idx[ended & (t_ground[idx] <= max_range)]
-                t_out[ground] = t_ground[ground]
-                kind[ground] = 2
-                keep = ~close & ~ended
-                idx, t = idx[keep], t[keep]
+            rays = slice(start, min(start + CHUNK, n))
+            d = dirs[rays]
+            t, hit = sphere_trace(distance, o.expand_as(d), d, max_steps=MAX_STEPS,
+                                  epsilon=HIT_EPS, relax=1.0, t_max=t_max[rays])
+            ground = ~hit & (t > t_max[rays]) & (t_ground[rays] <= max_range)
+            t_out[rays] = torch.where(hit, t, torch.where(ground, t_ground[rays], 0.0))
+            kind[rays] = torch.where(hit, 1, torch.where(ground, 2, 0)).to(torch.int8)
         return t_out, kind
 
     def scan(

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
-from rich.console import Console
+
+from fields.command import console, error
 
 
-def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
-             error: Callable[[Exception], typer.Exit]) -> None:
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Adds `fields view` and `fields bench viewer`."""
     @app.command("view")
     def view_cmd(
-        checkpoint: Annotated[str, typer.Argument(help="checkpoint.pt of a NeRF, INR or "
-                                                       "scene-flow fit, or a mesh file "
-                                                       "(ply / obj / stl / glb)")],
+        checkpoint: Annotated[str, typer.Argument(
+            help="checkpoint.pt of any kind (NeRF, SDF / NeuS, INR, scene flow, PDE "
+                 "solution), or a mesh file (ply / obj / stl / glb)")],
         host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="port (0: any free port)")] = 7007,
         max_resolution: Annotated[
@@ -105,22 +105,3 @@ def register(app: typer.Typer, bench_app: typer.Typer, console: Console,
                           f"{r.preview_frame_ms:.0f}", r.full_size, f"{r.full_after_stop_s:.2f}",
                           f"{r.full_frame_s:.2f}")
         console.print(table)
-
-
-class LockedTask:
-    """A training task whose steps (and evaluations) hold `lock`, so that the viewer's renders
-    never see a half-updated model. Everything else is the task's own."""
-
-    def __init__(self, task: Any, lock: Any) -> None:
-        self._task, self._lock = task, lock
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
-
-    def train_step(self, step: int, progress: float) -> dict[str, float]:
-        with self._lock:
-            return self._task.train_step(step, progress)
-
-    def evaluate(self, final: bool) -> dict[str, float]:
-        with self._lock:
-            return self._task.evaluate(final)

@@ -20,9 +20,11 @@ Two methods, one interface (`fit_flow`):
   the points. Without it, the loss is the trilinearly interpolated distance, squared (torch's
   grid_sample gives the gradient). One network, one direction.
 
-Both stop early when the loss has not improved by `min_delta` (relative) for `patience`
-iterations, and return the flow (and the network parameters) of the iteration with the lowest
-loss, as NSFP does.
+A fit is a `FlowTask` run by the one training loop (`fields.train.train`: budgets, checkpoints,
+resume, Ctrl-C), one optimiser step per loop step; `fit_flow` is the wrapper that runs it
+without a progress bar. Both methods stop early (the task's `done`) when the loss has not
+improved by `min_delta` (relative) for `patience` iterations, and return the flow (and the
+network parameters) of the iteration with the lowest loss, as NSFP does.
 
 Long-term motion (`integrate`, `accumulate`): the per-pair fields of a sequence are chained by
 Euler steps, p_{k+1} = p_k + f_k(p_k), which gives trajectories of the first frame's points and
@@ -32,6 +34,7 @@ moves every sweep to a common time (a dense accumulated cloud).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -173,11 +176,16 @@ class FlowField(nn.Module):
                 b.uniform_(-bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flow = self.mlp(x * self.input_scale if self.input_scale != 1.0 else x)
+        """The flow (N, 3) at points x (N, 3): the network's plus the rigid motion's."""
+        flow = self.network(x)
         if self.rigid is not None:
             rot, trans = self.rigid_motion()
             flow = flow + x @ (rot - torch.eye(3, dtype=rot.dtype)).T.to(x.dtype) + trans
         return flow
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's part (N, 3) of the flow at points x (N, 3), without the rigid part."""
+        return self.mlp(x * self.input_scale if self.input_scale != 1.0 else x)
 
     def rigid_motion(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(R (3, 3), t (3,)) of the global rigid part (identity without `config.rigid`)."""
@@ -412,8 +420,13 @@ def distance_grid_reference(
 
 @dataclass
 class FlowFit:
-    """The result of `fit_flow`: the flow of each source point (at the best iteration), the
-    fitted network(s) and the history."""
+    """The result of `fit_flow`: the flow (N, 3) of each source point at the best iteration,
+    the fitted network(s) (holding the best iterate's parameters) and the history.
+
+    `iters` and `best_iter` count network iterations (the flow phase); `steps` counts every
+    optimisation step of the loop (the rigid phase's too). `seconds` is the whole fit, set-up
+    included; `setup_seconds` the set-up alone (trees, normals, distance grid);
+    `train_seconds` the loop's training time."""
 
     flow: torch.Tensor
     forward_field: FlowField
@@ -425,6 +438,9 @@ class FlowFit:
     seconds: float
     setup_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    rigid_steps: int = 0
+    train_seconds: float = 0.0
 
 
 def _points_tensor(points: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
@@ -438,6 +454,272 @@ def _points_tensor(points: np.ndarray | torch.Tensor, name: str) -> torch.Tensor
     return pts
 
 
+class FlowTask:
+    """The fit of the flow from `source` (N, 3) to `target` (M, 3) by `config.method`, as
+    `fields.train.train` drives it: one optimiser step per `train_step`.
+
+    With `config.rigid`, the steps first fit the global rigid motion alone (the "rigid"
+    phase: its own Adam on the 6 rigid parameters, the network fixed, at most
+    `config.rigid_iters` steps, ended early like the flow phase), then the network and the
+    rigid part together (the "flow" phase: Adam on every parameter, at most
+    `config.max_iters` iterations). Both phases stop when the loss has not improved by
+    `min_delta` (relative) for `patience` iterations; the end of the flow phase sets `done`,
+    which ends the loop. The parameters and the flow of the iteration with the lowest loss are
+    kept (in `state_dict`, with the phase and the rigid optimiser, so that a checkpoint
+    resumes); `result()` puts them back into the networks.
+
+    `module` holds ``forward_field`` (and ``backward_field`` for NSFP's cycle term), the
+    tensors of a checkpoint. `evaluate` gives the best loss, and the scene-flow errors when
+    `gt` (N, 3) is given. `on_record` gets each history record {"iter", "step", "loss",
+    "best_loss", "seconds"} (every `log_every` iterations and the last).
+    """
+
+    def __init__(
+        self,
+        source: np.ndarray | torch.Tensor,
+        target: np.ndarray | torch.Tensor,
+        config: FlowConfig | None = None,
+        *,
+        gt: np.ndarray | torch.Tensor | None = None,
+        on_record: Callable[[dict[str, float]], None] | None = None,
+        log_every: int = 10,
+    ) -> None:
+        cfg = config or FlowConfig()
+        self.config = cfg
+        self.source = x1 = _points_tensor(source, "source")
+        self.target = x2 = _points_tensor(target, "target")
+        self.gt = None if gt is None else _points_tensor(gt, "gt")
+        if self.gt is not None and self.gt.shape != x1.shape:
+            raise ValueError(f"gt: expected the flow of every source point {tuple(x1.shape)}, "
+                             f"got {tuple(self.gt.shape)}")
+        self.on_record, self.log_every = on_record, log_every
+        self.t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            fwd = FlowField(cfg)
+            bwd = FlowField(cfg) if cfg.method == "nsfp" and cfg.backward else None
+        self.forward_field, self.backward_field = fwd, bwd
+        self.module = nn.ModuleDict({"forward_field": fwd})
+        if bwd is not None:
+            self.module["backward_field"] = bwd
+        self.names = [n for n, _ in self.module.named_parameters()]
+        self.params = [p for _, p in self.module.named_parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.rigid_optimizer = (torch.optim.Adam([fwd.rigid], lr=cfg.rigid_lr)
+                                if fwd.rigid is not None else None)
+
+        self.grid: DistanceGrid | None = None
+        self.tree1 = self.tree2 = None
+        self.normals = estimate_normals(x2, cfg.normal_neighbours) if cfg.point_to_plane else None
+        if cfg.method == "dt":
+            self.grid = DistanceGrid.build(x2, cfg.voxel, cfg.margin)
+        else:
+            self.tree1, self.tree2 = cKDTree(x1.numpy()), cKDTree(x2.numpy())
+        self.setup_seconds = time.perf_counter() - self.t0
+
+        self.phase = "rigid" if self.rigid_optimizer is not None else "flow"
+        self.rigid_steps, self.rigid_best, self.rigid_since = 0, math.inf, 0
+        self._base: torch.Tensor | None = None  # the fixed network's flow, in the rigid phase
+        self.iters, self.best_iter, self.best_loss, self.since_best = 0, 0, math.inf, 0
+        self.best_flow = torch.zeros_like(x1)
+        self.best_state = [p.detach().clone() for p in self.params]
+        self.history: list[dict[str, float]] = []
+        self.done = False
+
+    @property
+    def max_steps(self) -> int:
+        """The most steps the fit can take: both phases' budgets."""
+        rigid = self.config.rigid_iters if self.rigid_optimizer is not None else 0
+        return self.config.max_iters + rigid
+
+    # -- losses --
+
+    def one_way(self, moved: torch.Tensor, truncate: float) -> torch.Tensor:
+        """The source-to-target term of the moved source points (N, 3): a scalar."""
+        cfg, x2, normals = self.config, self.target, self.normals
+        if self.grid is None:
+            return chamfer(moved, x2, truncate=truncate, tree_b=self.tree2, normals_b=normals,
+                           tangent_weight=cfg.tangent_weight, plane_radius=cfg.plane_radius,
+                           both=False)
+        if normals is None:  # the interpolated distance
+            d = self.grid(moved)
+            d = d[d.detach() <= truncate].square()
+        else:  # point-to-plane to the nearest point of the moved point's cell
+            idx = self.grid.lookup(moved)
+            diff = moved - x2[idx]
+            keep = diff.detach().norm(dim=-1) <= truncate
+            d = plane_distance_sq(diff, normals[idx], cfg.tangent_weight,
+                                  cfg.plane_radius)[keep]
+        return d.mean() if d.numel() else moved.sum() * 0.0
+
+    def loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the flow phase's loss, the flow (N, 3) of the source points)."""
+        cfg, x1 = self.config, self.source
+        flow = self.forward_field(x1)
+        moved = x1 + flow
+        if self.grid is not None:
+            return self.one_way(moved, cfg.truncate), flow
+        loss = chamfer(moved, self.target, truncate=cfg.truncate, tree_b=self.tree2,
+                       normals_b=self.normals, tangent_weight=cfg.tangent_weight,
+                       plane_radius=cfg.plane_radius)
+        if self.backward_field is not None:
+            back = moved + self.backward_field(moved)
+            loss = loss + chamfer(back, x1, truncate=cfg.truncate, tree_b=self.tree1)
+        return loss, flow
+
+    # -- steps --
+
+    def train_step(self, step: int, progress: float) -> dict[str, float]:
+        """One step of the rigid optimiser (rigid phase) or of the network's (flow phase)."""
+        if self.phase == "rigid":
+            scalars = self._rigid_step()
+            if scalars is not None:
+                return scalars
+        return self._flow_step()
+
+    def _rigid_step(self) -> dict[str, float] | None:
+        """A step of the rigid motion alone; None (and no step) when the phase has ended."""
+        cfg, fwd = self.config, self.forward_field
+        if self._base is None:
+            with torch.no_grad():
+                self._base = fwd.network(self.source)
+        rot, trans = fwd.rigid_motion()
+        moved = self.source @ rot.T + trans + self._base
+        loss = self.one_way(moved, cfg.rigid_truncate)
+        value = float(loss.detach())
+        if value < self.rigid_best * (1.0 - cfg.min_delta):
+            self.rigid_best, self.rigid_since = value, 0
+        else:
+            self.rigid_since += 1
+            if self.rigid_since >= cfg.patience:
+                self._end_rigid_phase()
+                return None
+        assert self.rigid_optimizer is not None
+        self.rigid_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.rigid_optimizer.step()
+        self.rigid_steps += 1
+        if self.rigid_steps >= cfg.rigid_iters:
+            self._end_rigid_phase()
+        return {"loss": value, "rigid_loss": value}
+
+    def _end_rigid_phase(self) -> None:
+        self.phase, self._base = "flow", None
+
+    def _flow_step(self) -> dict[str, float]:
+        cfg = self.config
+        self.iters += 1
+        it = self.iters
+        loss, flow = self.loss()
+        value = float(loss.detach())
+        if value < self.best_loss * (1.0 - cfg.min_delta) or not math.isfinite(self.best_loss):
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        if value < self.best_loss:  # keep the parameters that gave this flow (before the step)
+            self.best_loss, self.best_iter, self.best_flow = value, it, flow.detach().clone()
+            self.best_state = [p.detach().clone() for p in self.params]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.done = self.since_best >= cfg.patience or it >= cfg.max_iters
+        if it % self.log_every == 0 or self.done:
+            rec = {"iter": it, "step": it + self.rigid_steps, "loss": value,
+                   "best_loss": self.best_loss, "seconds": time.perf_counter() - self.t0}
+            self.history.append(rec)
+            if self.on_record is not None:
+                self.on_record(rec)
+        return {"loss": value, "best_loss": self.best_loss}
+
+    def evaluate(self, final: bool) -> dict[str, float]:
+        """The best loss so far, and the errors of the best flow against `gt` when known."""
+        from fields.metrics import scene_flow_metrics
+
+        out: dict[str, float] = {"best_loss": self.best_loss, "best_iter": self.best_iter}
+        if self.gt is not None and self.iters > 0:
+            out.update(scene_flow_metrics(self.best_flow, self.gt))
+        return out
+
+    # -- state --
+
+    def best_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict of `module` with the best iterate's parameters (the current ones
+        while the flow phase has not begun: the rigid motion fitted so far)."""
+        if self.iters == 0:
+            return self.module.state_dict()
+        return {**self.module.state_dict(), **dict(zip(self.names, self.best_state,
+                                                       strict=True))}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the module and the flow phase's optimiser that a resumed fit
+        needs: the phase, the rigid optimiser, the stopping counters, the best iterate."""
+        return {
+            "phase": self.phase, "rigid_steps": self.rigid_steps,
+            "rigid_best": self.rigid_best, "rigid_since": self.rigid_since,
+            "rigid_optimizer": (self.rigid_optimizer.state_dict()
+                                if self.rigid_optimizer is not None else None),
+            "iters": self.iters, "best_iter": self.best_iter, "best_loss": self.best_loss,
+            "since_best": self.since_best, "best_flow": self.best_flow,
+            "best_state": self.best_state_dict(), "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` saved (ValueError naming the field that does not fit)."""
+        best = state["best_state"]
+        missing = [n for n in self.names if n not in best]
+        if missing:
+            raise ValueError(f"task field 'best_state' lacks {missing}: written by another "
+                             "flow configuration")
+        if tuple(state["best_flow"].shape) != tuple(self.source.shape):
+            raise ValueError(f"task field 'best_flow' has shape {tuple(state['best_flow'].shape)}"
+                             f", expected {tuple(self.source.shape)}: another source cloud")
+        self.phase = state["phase"]
+        self.rigid_steps, self.rigid_since = int(state["rigid_steps"]), int(state["rigid_since"])
+        self.rigid_best = float(state["rigid_best"])
+        if self.rigid_optimizer is not None and state.get("rigid_optimizer") is not None:
+            self.rigid_optimizer.load_state_dict(state["rigid_optimizer"])
+        self.iters, self.best_iter = int(state["iters"]), int(state["best_iter"])
+        self.best_loss, self.since_best = float(state["best_loss"]), int(state["since_best"])
+        self.best_flow = state["best_flow"].float()
+        self.best_state = [best[n].detach().clone() for n in self.names]
+        self.history = list(state["history"])
+        self._base = None
+
+    def checkpoint_extra(self, **info: Any) -> dict[str, Any]:
+        """What a checkpoint holds besides the loop's state: the kind, the config, both clouds
+        (for `load_flow_field`, the viewer and `fields eval`) and `info`."""
+        return {"kind": "flow", "flow_config": self.config.to_dict(), "source": self.source,
+                "target": self.target, **info}
+
+    def result(self, seconds: float | None = None, steps: int | None = None,
+               train_seconds: float = 0.0) -> FlowFit:
+        """The fit: puts the best iterate's parameters into the networks and returns them
+        with the best flow (`seconds`: the whole fit, default since the task was built).
+        When the budget ended before the flow phase began, the current field's flow."""
+        with torch.no_grad():
+            if self.iters == 0:
+                loss, flow = self.loss()
+                self.best_loss, self.best_flow = float(loss), flow
+            else:
+                for p, best in zip(self.params, self.best_state, strict=True):
+                    p.copy_(best)
+        return FlowFit(
+            flow=self.best_flow,
+            forward_field=self.forward_field,
+            backward_field=self.backward_field,
+            config=self.config,
+            iters=self.iters,
+            best_iter=self.best_iter,
+            best_loss=self.best_loss,
+            seconds=time.perf_counter() - self.t0 if seconds is None else seconds,
+            setup_seconds=self.setup_seconds,
+            history=self.history,
+            steps=self.iters + self.rigid_steps if steps is None else steps,
+            rigid_steps=self.rigid_steps,
+            train_seconds=train_seconds,
+        )
+
+
 def fit_flow(
     source: np.ndarray | torch.Tensor,
     target: np.ndarray | torch.Tensor,
@@ -445,122 +727,37 @@ def fit_flow(
     *,
     on_iter: Callable[[dict[str, float]], None] | None = None,
     log_every: int = 10,
+    steps: int | None = None,
+    max_seconds: float = math.inf,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+    gt: np.ndarray | torch.Tensor | None = None,
 ) -> FlowFit:
-    """Fits the flow from `source` (N, 3) to `target` (M, 3) by `config.method`.
+    """Fits the flow from `source` (N, 3) to `target` (M, 3) by `config.method`: a `FlowTask`
+    run by `fields.train.train` (no progress bar) until it stops early, or has used
+    `config.max_iters` network iterations (after at most `config.rigid_iters` rigid ones), or
+    `steps` optimisation steps of both phases together (when given), or `max_seconds` of
+    training.
 
-    `on_iter` gets {"iter", "loss", "best_loss", "seconds"} every `log_every` iterations (for
-    progress bars). `seconds` counts the whole fit including set-up (trees, distance grid);
-    `setup_seconds` that set-up alone.
+    `on_iter` gets {"iter", "step", "loss", "best_loss", "seconds"} every `log_every`
+    iterations (for progress bars). `checkpoint`: written by the loop (every 120 s, at the end
+    and on Ctrl-C) with `checkpoint_extra`; `resume`: a checkpoint to continue from. `seconds`
+    counts the whole fit including set-up (trees, distance grid); `setup_seconds` that set-up
+    alone.
     """
+    from fields.train import TrainConfig, train
+
     cfg = config or FlowConfig()
-    x1 = _points_tensor(source, "source")
-    x2 = _points_tensor(target, "target")
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        fwd = FlowField(cfg)
-        bwd = FlowField(cfg) if cfg.method == "nsfp" and cfg.backward else None
-    params = list(fwd.parameters()) + (list(bwd.parameters()) if bwd is not None else [])
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-
-    grid: DistanceGrid | None = None
-    tree1 = tree2 = None
-    normals = estimate_normals(x2, cfg.normal_neighbours) if cfg.point_to_plane else None
-    if cfg.method == "dt":
-        grid = DistanceGrid.build(x2, cfg.voxel, cfg.margin)
-    else:
-        tree1, tree2 = cKDTree(x1.numpy()), cKDTree(x2.numpy())
-    def one_way(moved: torch.Tensor, truncate: float) -> torch.Tensor:
-        """The source-to-target term of the moved source points."""
-        if grid is None:
-            return chamfer(moved, x2, truncate=truncate, tree_b=tree2, normals_b=normals,
-                           tangent_weight=cfg.tangent_weight, plane_radius=cfg.plane_radius,
-                           both=False)
-        if normals is None:  # the interpolated distance
-            d = grid(moved)
-            d = d[d.detach() <= truncate].square()
-        else:  # point-to-plane to the nearest point of the moved point's cell
-            idx = grid.lookup(moved)
-            diff = moved - x2[idx]
-            keep = diff.detach().norm(dim=-1) <= truncate
-            d = plane_distance_sq(diff, normals[idx], cfg.tangent_weight,
-                                  cfg.plane_radius)[keep]
-        return d.mean() if d.numel() else moved.sum() * 0.0
-
-    def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
-        flow = fwd(x1)
-        moved = x1 + flow
-        if grid is not None:
-            return one_way(moved, cfg.truncate), flow
-        loss = chamfer(moved, x2, truncate=cfg.truncate, tree_b=tree2, normals_b=normals,
-                       tangent_weight=cfg.tangent_weight, plane_radius=cfg.plane_radius)
-        if bwd is not None:
-            back = moved + bwd(moved)
-            loss = loss + chamfer(back, x1, truncate=cfg.truncate, tree_b=tree1)
-        return loss, flow
-
-    if fwd.rigid is not None:  # the rigid motion alone first (cheap: the network is fixed)
-        with torch.no_grad():
-            base = fwd(x1)
-        rigid_opt = torch.optim.Adam([fwd.rigid], lr=cfg.rigid_lr)
-        rigid_best, since = math.inf, 0
-        for _ in range(cfg.rigid_iters):
-            rot, trans = fwd.rigid_motion()
-            moved = x1 @ rot.T + trans + base
-            loss = one_way(moved, cfg.rigid_truncate)
-            value = float(loss.detach())
-            if value < rigid_best * (1.0 - cfg.min_delta):
-                rigid_best, since = value, 0
-            else:
-                since += 1
-                if since >= cfg.patience:
-                    break
-            rigid_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            rigid_opt.step()
-    setup = time.perf_counter() - t0
-
-    best_loss, best_iter, best_flow = math.inf, 0, torch.zeros_like(x1)
-    since_best = 0
-    best_state = [p.detach().clone() for p in params]
-    history: list[dict[str, float]] = []
-    it = 0
-    for it in range(1, cfg.max_iters + 1):
-        loss, flow = loss_fn()
-        value = float(loss.detach())
-        if value < best_loss * (1.0 - cfg.min_delta) or not math.isfinite(best_loss):
-            since_best = 0
-        else:
-            since_best += 1
-        if value < best_loss:  # keep the parameters that gave this flow (before the step)
-            best_loss, best_iter, best_flow = value, it, flow.detach().clone()
-            best_state = [p.detach().clone() for p in params]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if it % log_every == 0 or since_best >= cfg.patience or it == cfg.max_iters:
-            rec = {"iter": it, "loss": value, "best_loss": best_loss,
-                   "seconds": time.perf_counter() - t0}
-            history.append(rec)
-            if on_iter is not None:
-                on_iter(rec)
-        if since_best >= cfg.patience:
-            break
-    with torch.no_grad():  # the fields returned are the best iterate's
-        for p, best in zip(params, best_state, strict=True):
-            p.copy_(best)
-    return FlowFit(
-        flow=best_flow,
-        forward_field=fwd,
-        backward_field=bwd,
-        config=cfg,
-        iters=it,
-        best_iter=best_iter,
-        best_loss=best_loss,
-        seconds=time.perf_counter() - t0,
-        setup_seconds=setup,
-        history=history,
-    )
+    task = FlowTask(source, target, cfg, gt=gt, on_record=on_iter, log_every=log_every)
+    budget = TrainConfig(steps=task.max_steps if steps is None else steps,
+                         max_seconds=max_seconds, eval_every=0.0, seed=cfg.seed)
+    state = train(task, budget, checkpoint=checkpoint, resume=resume,
+                  checkpoint_extra=task.checkpoint_extra(**(checkpoint_extra or {})),
+                  show_progress=False)
+    return task.result(seconds=time.perf_counter() - t0, steps=state.step,
+                       train_seconds=state.seconds)
 
 
 # -- sequences --
@@ -601,13 +798,22 @@ def accumulate(
 # -- outputs --
 
 
+def _fields_module(forward_field: FlowField, backward_field: FlowField | None) -> nn.Module:
+    """The module of a flow checkpoint: ``forward_field`` (and ``backward_field``)."""
+    module = nn.ModuleDict({"forward_field": forward_field})
+    if backward_field is not None:
+        module["backward_field"] = backward_field
+    return module
+
+
 def save_flow_checkpoint(path: Any, fit: FlowFit, source: torch.Tensor,
                          target: torch.Tensor) -> None:
-    """checkpoint.pt: the forward field, its config and both clouds (for `load_flow_field` and
-    the viewer)."""
-    from fields.train import save_checkpoint
+    """A checkpoint of a finished fit (the layout the training loop writes, without its
+    state): the networks, the config and both clouds (for `load_flow_field` and the
+    viewer). `fields fit flow` needs none: its loop writes checkpoint.pt."""
+    from fields.checkpoint import save_checkpoint
 
-    save_checkpoint(path, fit.forward_field, extra={
+    save_checkpoint(path, _fields_module(fit.forward_field, fit.backward_field), extra={
         "kind": "flow",
         "flow_config": fit.config.to_dict(),
         "source": _points_tensor(source, "source"),
@@ -616,17 +822,28 @@ def save_flow_checkpoint(path: Any, fit: FlowFit, source: torch.Tensor,
 
 
 def load_flow_field(path: Any) -> tuple[FlowField, dict[str, Any]]:
-    """The forward field of a checkpoint written by `save_flow_checkpoint`, and the payload."""
-    from fields.train import read_checkpoint
+    """The forward field of a scene-flow checkpoint (written by the training loop of
+    `FlowTask`, or by `save_flow_checkpoint`) and the checkpoint's dict. A loop's checkpoint
+    gives the best iterate (its task field 'best_state'), not the last."""
+    from fields.checkpoint import read_checkpoint
 
     payload = read_checkpoint(path)
     if payload.get("kind") != "flow" or not isinstance(payload.get("flow_config"), dict):
         raise ValueError(f"{path}: not a scene-flow checkpoint (field 'kind' is "
                          f"{payload.get('kind')!r}, expected 'flow')")
+    for key in ("source", "target"):
+        if not torch.is_tensor(payload.get(key)):
+            raise ValueError(f"{path}: field {key!r} is missing (expected the (N, 3) cloud)")
     cfg = FlowConfig.from_dict(payload["flow_config"])
+    task = payload.get("task")
+    state = task["best_state"] if isinstance(task, dict) and "best_state" in task \
+        else payload["state_dict"]
+    prefix = "forward_field."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     model = FlowField(cfg)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: field 'state_dict' does not match the flow config: {e}") from e
     return model, payload
@@ -638,41 +855,43 @@ def write_flow_outputs(
     source: torch.Tensor,
     target: torch.Tensor,
     gt: torch.Tensor | None,
-    info: dict[str, Any],
+    wall_seconds: float,
+    title: str = "",
 ) -> dict[str, Any]:
-    """Writes flow.npy (N x 3), metrics.json (with the scene-flow errors when `gt` is given),
-    flow.png and checkpoint.pt into out_dir; returns the metrics."""
-    import json
+    """Writes flow.npy (N, 3) float32, flow.png and metrics.json (`fields.command.
+    write_metrics`: ``steps``, ``seconds`` (training), ``wall_seconds``, then the scene-flow
+    errors when `gt` (N, 3) is given, and the fit's figures) into out_dir; returns the
+    metrics. checkpoint.pt is the training loop's."""
     from pathlib import Path
 
-    from fields.io import save_npy_atomic, write_text_atomic
+    from fields.command import write_metrics
+    from fields.io import save_npy_atomic
     from fields.metrics import scene_flow_metrics
     from fields.plots import write_flow_figure
 
     out = Path(out_dir)
     flow = fit.flow.detach().cpu()
-    metrics: dict[str, Any] = {**info}
+    metrics: dict[str, Any] = {"steps": fit.steps, "seconds": fit.train_seconds,
+                               "wall_seconds": wall_seconds}
     if gt is not None:
         metrics.update(scene_flow_metrics(flow, gt))
     metrics.update({
         "method": fit.config.method,
         "n_source": int(source.shape[0]),
         "n_target": int(target.shape[0]),
-        "iters": fit.iters,
-        "best_iter": fit.best_iter,
+        "flow_steps": fit.iters,
+        "rigid_steps": fit.rigid_steps,
+        "best_step": fit.best_iter,
         "best_loss": fit.best_loss,
-        "seconds": fit.seconds,
+        "fit_seconds": fit.seconds,
         "setup_seconds": fit.setup_seconds,
         "threads": torch.get_num_threads(),
-        "config": fit.config.to_dict(),
         "history": fit.history,
     })
-
     save_npy_atomic(out / "flow.npy", flow.numpy().astype(np.float32))
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_flow_figure(out / "flow.png", source.numpy(), target.numpy(), flow.numpy(),
-                      None if gt is None else gt.numpy(), title=str(info.get("name", "")))
-    save_flow_checkpoint(out / "checkpoint.pt", fit, source, target)
+                      None if gt is None else gt.numpy(), title=title)
+    write_metrics(out, fit.steps, fit.train_seconds, wall_seconds, metrics)
     return metrics
 
 
@@ -698,14 +917,25 @@ def fit_sequence(
     *,
     on_pair: Callable[[int, FlowFit], None] | None = None,
     on_iter: Callable[[int, dict[str, float]], None] | None = None,
+    steps: int | None = None,
+    max_seconds: float = math.inf,
+    checkpoint_dir: str | os.PathLike | None = None,
+    pair_extra: Callable[[int], dict[str, Any]] | None = None,
 ) -> list[FlowFit]:
-    """One flow field per consecutive pair of frames (frame k to k + 1)."""
+    """One flow field per consecutive pair of frames (frame k to k + 1), each by `fit_flow`
+    with the budgets `config.max_iters`, `steps` and `max_seconds` per pair. With `checkpoint_dir`,
+    pair k's loop writes ``checkpoint_<k:03d>.pt`` there (with `pair_extra(k)`)."""
+    from pathlib import Path
+
     if len(frames) < 2:
         raise ValueError(f"fit_sequence: need at least 2 frames, got {len(frames)}")
     fits = []
     for k in range(len(frames) - 1):
         cb = (lambda rec, k=k: on_iter(k, rec)) if on_iter is not None else None
-        fit = fit_flow(frames[k], frames[k + 1], config, on_iter=cb)
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"checkpoint_{k:03d}.pt"
+        fit = fit_flow(frames[k], frames[k + 1], config, on_iter=cb, steps=steps,
+                       max_seconds=max_seconds, checkpoint=ckpt,
+                       checkpoint_extra=pair_extra(k) if pair_extra is not None else None)
         fits.append(fit)
         if on_pair is not None:
             on_pair(k, fit)

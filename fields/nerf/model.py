@@ -24,10 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from fields.config import dataclass_from_dict
 from fields.data.dataset import SceneData, Split
 from fields.nn.config import from_config
-from fields.nn.encoding_config import encoding_from_config
+from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 from fields.render.occupancy import OccupancyGrid, contract
+from fields.render.rays import RayBatcher
 from fields.render.volrend import composite, offsets_from_indices, prune_samples
 
 CONTRACTIONS = ("none", "mipnerf360")
@@ -49,30 +51,9 @@ class _TruncExp(torch.autograd.Function):
 
 
 def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) whose gradient uses exp(min(x, 15)), so that large densities do not explode
+    the backward pass (instant-ngp's density activation); any shape."""
     return _TruncExp.apply(x)
-
-
-def hash_grid_config(
-    finest_resolution: int = 256,
-    log2_hashmap_size: int = 19,
-    n_levels: int = 8,
-    n_features_per_level: int = 4,
-    base_resolution: int = 16,
-) -> dict[str, Any]:
-    """A hash grid config whose levels grow geometrically from `base_resolution` to
-    `finest_resolution` (instant-ngp's NeRF grid is 16 levels x 2 features; the default here,
-    8 x 4, reads half as many table entries per sample for the same output width and fitted
-    the built-in scene as well in measurements on 2 CPU cores)."""
-    scale = math.exp(math.log(max(finest_resolution, base_resolution + 1) / base_resolution)
-                     / max(n_levels - 1, 1))
-    return {
-        "otype": "HashGrid",
-        "n_levels": n_levels,
-        "n_features_per_level": n_features_per_level,
-        "log2_hashmap_size": log2_hashmap_size,
-        "base_resolution": base_resolution,
-        "per_level_scale": scale,
-    }
 
 
 def auto_finest_resolution(data: SceneData, factor: float = 3.0) -> int:
@@ -156,13 +137,9 @@ class NerfConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NerfConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(
-                f"NerfConfig: unknown keys {sorted(unknown)}; allowed: {sorted(known)}"
-            )
-        return cls(**d)
+        """The config with the keys of `d` (the others default); ValueError naming unknown
+        keys."""
+        return dataclass_from_dict(cls, d)
 
     def resolved(self, data: SceneData) -> NerfConfig:
         """This config with what depends on the data filled in (the hash grid's size)."""
@@ -330,50 +307,6 @@ def render_camera(
                 parts[k].append(out[k])
     h, w = cameras.height, cameras.width
     return {k: torch.cat(v).reshape(h, w, -1) for k, v in parts.items()}
-
-
-class RayBatcher:
-    """All training pixels and random batches of rays through them.
-
-    Holds each pixel's camera and integer position, its colour (P, 3) composited on the data
-    set's background and, when the images had alpha, alpha (P, 1) for random backgrounds.
-    Rays are made per batch: through the pixel centre, or (`jitter`) through a uniformly
-    random point of the pixel, so that the field learns the pixel's footprint rather than
-    one point of it (instant-ngp does the same)."""
-
-    def __init__(self, split: Split, background: torch.Tensor) -> None:
-        self.cameras = split.cameras
-        n, h, w = len(split), self.cameras.height, self.cameras.width
-        self.hw = (h, w)
-        self.colors = split.images.reshape(-1, 3).contiguous()
-        self.alpha = None if split.alpha is None else split.alpha.reshape(-1, 1).contiguous()
-        self.background = background
-        self.n = n * h * w
-
-    def sample(
-        self, n_rays: int, generator: torch.Generator, random_background: bool,
-        jitter: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """origins, directions, target colours (R, 3) and the background (R, 3) or (3,)."""
-        idx = torch.randint(0, self.n, (n_rays,), generator=generator)
-        self.last_index = idx  # which pixels (for per-pixel targets such as masks)
-        h, w = self.hw
-        cam = idx // (h * w)
-        pix = idx % (h * w)
-        if jitter:
-            offset = torch.rand(2, n_rays, generator=generator)
-        else:
-            offset = torch.full((2, n_rays), 0.5)
-        u = (pix % w).float() + offset[0]
-        v = (pix // w).float() + offset[1]
-        origins, directions = self.cameras.rays(cam, u, v)
-        target = self.colors[idx]
-        bg = self.background
-        if random_background and self.alpha is not None:
-            bg = torch.rand(n_rays, 3, generator=generator)
-            a = self.alpha[idx]
-            target = target + (1.0 - a) * (bg - self.background)
-        return origins, directions, target, bg
 
 
 def _param_groups(model: RadianceField, weight_decay: float) -> list[dict[str, Any]]:
@@ -566,7 +499,7 @@ class LoadedNerf:
     """A NeRF checkpoint, ready to render: model, grid, settings and the scene info."""
 
     def __init__(self, path: str) -> None:
-        from fields.train import read_checkpoint
+        from fields.checkpoint import read_checkpoint
 
         payload = read_checkpoint(path)
         info = payload.get("nerf")
@@ -747,12 +680,11 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Writes renders/ (each evaluation view: ground truth | render | error map | depth),
     orbit.mp4, mesh.ply (when `mesh_resolution`) and metrics.json into out_dir."""
-    import json
     from pathlib import Path
 
     from fields.data.images import error_map, write_image
-    from fields.io import write_text_atomic, write_video
-    from fields.mesh import write_ply
+    from fields.data.pointclouds import write_ply
+    from fields.io import write_json, write_video
 
     out = Path(out_dir)
     for i, view in enumerate(task.last_eval_images):
@@ -777,5 +709,5 @@ def write_outputs(
         write_ply(out / "mesh.ply", verts, faces, colours)
         written["mesh"] = str(out / "mesh.ply")
         metrics["mesh_faces"] = len(faces)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return written

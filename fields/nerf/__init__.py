@@ -1,0 +1,47 @@
+"""Radiance fields (instant-ngp style and the original NeRF): `model` (config, field,
+rendering, the training task, checkpoints, outputs), `cli` (`fields fit nerf`) and `kind`
+(its registration: render, export, eval, view)."""
+
+from fields.nerf.model import (
+    CONTRACTIONS,
+    MODELS,
+    LoadedNerf,
+    NerfConfig,
+    NerfTask,
+    RadianceField,
+    RenderSettings,
+    auto_finest_resolution,
+    carve_hidden_space,
+    depth_image,
+    extract_nerf_mesh,
+    render_camera,
+    render_path,
+    render_rays,
+    scene_info,
+    trunc_exp,
+    vanilla_config,
+    views_from_info,
+    write_outputs,
+)
+
+__all__ = [
+    "CONTRACTIONS",
+    "MODELS",
+    "LoadedNerf",
+    "NerfConfig",
+    "NerfTask",
+    "RadianceField",
+    "RenderSettings",
+    "auto_finest_resolution",
+    "carve_hidden_space",
+    "depth_image",
+    "extract_nerf_mesh",
+    "render_camera",
+    "render_path",
+    "render_rays",
+    "scene_info",
+    "trunc_exp",
+    "vanilla_config",
+    "views_from_info",
+    "write_outputs",
+]

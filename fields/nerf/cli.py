@@ -1,0 +1,177 @@
+"""`fields fit nerf`: fit a radiance field to posed images (registered by `fields.nerf.kind`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+import typer
+
+from fields.command import (
+    DEFAULT_SEED,
+    ConfigOpt,
+    MaxSecondsOpt,
+    OutputOpt,
+    ResumeOpt,
+    RunOptions,
+    SeedOpt,
+    StepsOpt,
+    ThreadsOpt,
+    alias,
+    console,
+    error,
+    guarded,
+    hidden,
+    load_posed_images,
+    parse_config,
+    say,
+    set_threads,
+    write_run_config,
+)
+
+
+def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Adds `fields fit nerf`."""
+    fit_app.command("nerf")(fit_nerf_cmd)
+
+
+def fit_nerf_cmd(
+    data: Annotated[str | None, typer.Option(
+        help="scene folder: Blender, instant-ngp, LLFF or COLMAP text (default: the built-in "
+             "procedural scene)")] = None,
+    output: OutputOpt = None,
+    max_seconds: MaxSecondsOpt = 300.0,
+    steps: StepsOpt = 20_000,
+    seed: SeedOpt = DEFAULT_SEED,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = None,
+    threads: ThreadsOpt = 0,
+    model: Annotated[str, typer.Option(help="ngp (hash grid) or vanilla (frequency)")] = "ngp",
+    eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 60.0,
+    downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
+    scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 128,
+    mesh_resolution: Annotated[int, typer.Option(
+        help="also export mesh.ply at this resolution (0: no)")] = 0,
+    video_frames: Annotated[int, typer.Option(help="frames of the orbit video (0: none)")] = 48,
+    viewer: Annotated[bool, typer.Option(help="watch it train in the web viewer")] = False,
+    viewer_port: Annotated[int, typer.Option(help="the viewer's port")] = 7007,
+    mesh: Annotated[int | None, hidden("--mesh")] = None,
+) -> None:
+    """Fit a radiance field (instant-ngp style) to posed images; writes config.json,
+    checkpoint.pt, metrics.json, renders/ and orbit.mp4 to the output folder. With --viewer,
+    shows the field live at http://127.0.0.1:7007 (training pauses while the camera moves)
+    and keeps serving it after training until Ctrl-C."""
+    from fields.nerf import MODELS, NerfConfig, NerfTask
+    from fields.train import TrainConfig, seed_everything
+
+    mesh_resolution = alias(mesh_resolution, mesh, "--mesh", "--mesh-resolution")
+    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads)
+    set_threads(threads)
+    if model not in MODELS:
+        raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--model")
+    with guarded():
+        opts.check()
+        overrides = parse_config(config, "NerfConfig")
+        scene, name = load_posed_images(data, downscale, scene_resolution)
+        cfg = NerfConfig.from_dict({**MODELS[model]().to_dict(), **overrides})
+        out = opts.folder(name, "nerf")
+        train_cfg = TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
+                                seed=seed)
+        seed_everything(seed)
+        task = NerfTask(scene, cfg, seed=seed)
+        write_run_config(out, "nerf", name, opts, task.config.to_dict(), data=data,
+                         model=model, downscale=downscale, scene_resolution=scene_resolution,
+                         eval_every=eval_every)
+    split = scene.eval_split()
+    console.print(
+        f"fitting {name}: {len(scene.train)} training views {scene.train.cameras.width}x"
+        f"{scene.train.cameras.height}, {len(split)} held-out; model {model}; budget "
+        f"{steps} steps / {max_seconds:g} s; output {out}"
+    )
+
+    def on_eval(state, rec) -> None:
+        console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: held-out PSNR "
+                    f"{rec['psnr']:.2f} dB")
+
+    live, on_step, trained = None, None, task
+    if viewer:
+        from fields.nerf import scene_info
+        from fields.nerf.view import NerfView
+        from fields.viewer import Viewer
+        from fields.viewer.training import LockedTask
+
+        view = NerfView(task.model, task.grid, task.settings, scene.background,
+                        scene_info(scene, task.config), name)
+        try:
+            live = Viewer(view, port=viewer_port, source=str(out / "checkpoint.pt"))
+        except (OSError, ValueError) as e:
+            raise error(e) from e
+        live.enable_training()
+        console.print(f"viewer at [bold]{live.url}[/bold]", highlight=False)
+        trained = LockedTask(task, live.lock)
+
+        def on_step(state) -> None:
+            live.training_step(state.step, state.seconds, state.last)
+
+    try:
+        _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name, scene,
+                      video_frames, mesh_resolution, live)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name, scene,
+                  video_frames, mesh_resolution, live) -> None:
+    """The training and outputs of `fields fit nerf` (the viewer, if any, is closed by the
+    caller)."""
+    import time
+
+    from fields.nerf import write_outputs
+    from fields.train import train
+
+    split = scene.eval_split()
+    wall = time.perf_counter()
+    try:
+        state = train(trained, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
+                      checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval,
+                      on_step=on_step)
+    except KeyboardInterrupt:
+        say(f"interrupted: checkpoint written to {out}/checkpoint.pt")
+        raise typer.Exit(130) from None
+    except (ValueError, OSError) as e:
+        raise error(e) from e
+    console.print("evaluating on every held-out view...")
+    task.module.eval()
+    with torch.no_grad():
+        final = task.evaluate(final=True)
+    metrics = {
+        "steps": state.step,
+        "seconds": state.seconds,
+        "wall_seconds": time.perf_counter() - wall,
+        "scene": name,
+        "psnr": final["psnr"],
+        "ssim": final["ssim"],
+        "psnr_per_view": final["psnr_per_view"],
+        "rays_per_s": task.rays_trained / max(state.seconds, 1e-9),
+        "samples_per_s": task.samples_trained / max(state.seconds, 1e-9),
+        "occupancy": float(task.grid.occupancy_fraction),
+        "threads": torch.get_num_threads(),
+        "history": state.history,
+    }
+    write_outputs(task, out, metrics, video_frames=video_frames,
+                  mesh_resolution=mesh_resolution or None)
+    console.print(
+        f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(split)} held-out "
+        f"views after {state.step} steps, {state.seconds:.0f} s of training "
+        f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/"
+    )
+    if live is not None:
+        try:
+            live.training_done(f"done: {state.step} steps, held-out PSNR "
+                               f"{metrics['psnr']:.2f} dB")
+            console.print(f"viewer still at [bold]{live.url}[/bold] (Ctrl-C to stop)",
+                          highlight=False)
+            live.wait()
+        except KeyboardInterrupt:
+            pass

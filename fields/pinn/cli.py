@@ -1,0 +1,155 @@
+"""`fields solve`: the built-in PDE problems (`fields/scenes/pde`) or any problem script
+(registered by `fields.pinn.kind`), with the grammar every `fields fit` shares
+(`fields.command`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fields.command import (
+    DEFAULT_SEED,
+    ConfigOpt,
+    OutputOpt,
+    ResumeOpt,
+    SeedOpt,
+    ThreadsOpt,
+    alias,
+    console,
+    error,
+    guarded,
+    hidden,
+    parse_config,
+    run_folder,
+    say,
+    set_threads,
+)
+
+
+def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Adds `fields solve`."""
+    app.command("solve")(solve_cmd)
+
+
+def solve_cmd(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="built-in problems (see --list) or script paths (.py) defining build()")] = None,
+    output: OutputOpt = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        "--max-seconds", help="training-time budget per problem (default: the problem's "
+                              "own)")] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="total optimisation steps per problem: Adam steps and L-BFGS "
+                        "iterations together, every stage (time windows share them). The "
+                        "problem's phases keep their own budgets in order until the total is "
+                        "spent: Adam keeps min(its steps, N), L-BFGS gets the rest, and a "
+                        "total beyond the problem's own goes to its last L-BFGS phase "
+                        "(default: the problem's own)")] = None,
+    seed: SeedOpt = DEFAULT_SEED,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = None,
+    threads: ThreadsOpt = 0,
+    adam_steps: Annotated[int | None, typer.Option(
+        help="Adam steps of the first stage (shorthand for --config "
+             "'{\"adam_steps\": N}')")] = None,
+    lbfgs_steps: Annotated[int | None, typer.Option(
+        help="L-BFGS iterations of the first stage (shorthand for --config "
+             "'{\"lbfgs_steps\": N}')")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="solve every built-in problem")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the built-in problems")] = False,
+    strategy: Annotated[str | None, hidden("--strategy")] = None,
+) -> None:
+    """Solve a PDE with a PINN. --config overrides fields of the problem's Strategy
+    (fields.pinn.Strategy: n_collocation, lr, weighting, ...). Writes config.json,
+    checkpoint.pt, metrics.json (steps, seconds, wall_seconds, rel_l2 against the reference,
+    target, ...), history.json, solution.png (solution | reference | error), history.png and
+    solution.npz into outputs/<problem>/pinn/<timestamp> (--output DIR: DIR, or DIR/<problem>
+    with several problems)."""
+    from fields.pinn.run import builtin_names, load_case, run_case
+
+    set_threads(threads)
+    if list_:
+        for n in builtin_names():
+            say(n)
+        return
+    config = alias(config, strategy, "--strategy", "--config")
+    with guarded():
+        if all_ == bool(names):
+            raise ValueError("give problem NAMES or --all (see --list)")
+        if steps is not None and steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        if max_seconds is not None and not (0 < max_seconds < float("inf")):
+            raise ValueError(f"--max-seconds must be a positive number, got {max_seconds}")
+        over: dict[str, Any] = parse_config(config, "Strategy")
+        over["seed"] = seed
+        for key, value in (("max_seconds", max_seconds), ("total_steps", steps),
+                           ("adam_steps", adam_steps), ("lbfgs_steps", lbfgs_steps)):
+            if value is not None:
+                over[key] = value
+        names = builtin_names() if all_ else list(names or [])
+        many = len(names) > 1
+        if resume is not None:
+            if many:
+                raise ValueError("--resume continues one run: give one problem")
+            if not Path(resume).is_file():
+                raise ValueError(f"--resume {resume}: no such checkpoint")
+    stamp = time.strftime("%Y-%m-%d_%H%M%S")
+    rows = []
+    for n in names:
+        wall = time.perf_counter()
+        with guarded():
+            case = load_case(n)
+            label = case.problem.name
+            if output is None:
+                out = run_folder(None, label, "pinn").with_name(stamp)
+            else:
+                out = Path(output) / label if many else Path(output)
+        if not json_:
+            say(f"{label}: {case.problem.domain}, output -> {out}")
+        with guarded(out):
+            try:
+                m = run_case(case, out, overrides=over, resume=resume, wall_start=wall)
+            except FloatingPointError as e:
+                raise error(e) from e
+        m["output"] = str(out)
+        rows.append(m)
+        if not json_:
+            _print_one(console, m)
+    if json_:
+        keys = ("problem", "rel_l2", "target", "met_target", "seconds", "wall_seconds",
+                "steps", "strategy", "network", "unknowns", "alpha_rel_error", "output")
+        print(json.dumps([{k: m[k] for k in keys if k in m} for m in rows], indent=2))
+    elif len(rows) > 1:
+        _print_table(console, rows)
+
+
+def _print_one(console: Console, m: dict[str, Any]) -> None:
+    rel = "n/a" if m.get("rel_l2") is None else f"{m['rel_l2']:.2e}"
+    line = f"  rel L2 {rel} in {m['seconds']:.0f} s, {m['steps']} steps ({m['strategy']})"
+    if m.get("target") is not None and m.get("met_target") is not None:
+        line += f"; target {m['target']:.0e}: " + ("met" if m["met_target"] else "NOT met")
+    for k, v in (m.get("unknowns") or {}).items():
+        line += f"; {k} = {v:.6g}"
+    say(line)
+    say(f"  wrote {m['output']}/config.json, metrics.json, checkpoint.pt, solution.png, "
+        f"history.png")
+
+
+def _print_table(console: Console, rows: list[dict[str, Any]]) -> None:
+    t = Table(title="PINN problems")
+    for c in ("problem", "rel L2", "target", "seconds", "steps", "strategy", "network"):
+        t.add_column(c)
+    for m in rows:
+        rel = "n/a" if m.get("rel_l2") is None else f"{m['rel_l2']:.2e}"
+        tgt = "" if m.get("target") is None else f"{m['target']:.0e}" + (
+            " ok" if m.get("met_target") else " missed")
+        t.add_row(m["problem"], rel, tgt, f"{m['seconds']:.0f}", str(m["steps"]),
+                  m["strategy"], m["network"])
+    console.print(t)

@@ -1,0 +1,64 @@
+"""Ray batches: random training rays through the pixels of posed images.
+
+`RayBatcher` holds every training pixel of a split (its camera, its position, its colour and
+alpha) and draws batches of rays through them; radiance fields (`fields.nerf`) and NeuS
+(`fields.sdf.neus`) train on it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # the data layer reads images into splits; rays need only its shape
+    from fields.data.dataset import Split
+
+
+class RayBatcher:
+    """All training pixels and random batches of rays through them.
+
+    Holds each pixel's camera and integer position, its colour (P, 3) composited on the data
+    set's background and, when the images had alpha, alpha (P, 1) for random backgrounds.
+    Rays are made per batch: through the pixel centre, or (`jitter`) through a uniformly
+    random point of the pixel, so that the field learns the pixel's footprint rather than
+    one point of it (instant-ngp does the same)."""
+
+    def __init__(self, split: Split, background: torch.Tensor) -> None:
+        """`split`: the training images (n, H, W, 3), optional alpha (n, H, W, 1) and their
+        cameras; `background`: (3,) the colour the images were composited on."""
+        self.cameras = split.cameras
+        n, h, w = len(split), self.cameras.height, self.cameras.width
+        self.hw = (h, w)
+        self.colors = split.images.reshape(-1, 3).contiguous()
+        self.alpha = None if split.alpha is None else split.alpha.reshape(-1, 1).contiguous()
+        self.background = background
+        self.n = n * h * w
+
+    def sample(
+        self, n_rays: int, generator: torch.Generator, random_background: bool,
+        jitter: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`n_rays` = R random training pixels: origins (R, 3), unit directions (R, 3),
+        target colours (R, 3) and the background, (R, 3) random colours with
+        `random_background` (when the images have alpha), else the (3,) data set's. Which
+        pixels (R,) is kept as `last_index` (for per-pixel targets such as masks)."""
+        idx = torch.randint(0, self.n, (n_rays,), generator=generator)
+        self.last_index = idx  # which pixels (for per-pixel targets such as masks)
+        h, w = self.hw
+        cam = idx // (h * w)
+        pix = idx % (h * w)
+        if jitter:
+            offset = torch.rand(2, n_rays, generator=generator)
+        else:
+            offset = torch.full((2, n_rays), 0.5)
+        u = (pix % w).float() + offset[0]
+        v = (pix // w).float() + offset[1]
+        origins, directions = self.cameras.rays(cam, u, v)
+        target = self.colors[idx]
+        bg = self.background
+        if random_background and self.alpha is not None:
+            bg = torch.rand(n_rays, 3, generator=generator)
+            a = self.alpha[idx]
+            target = target + (1.0 - a) * (bg - self.background)
+        return origins, directions, target, bg
