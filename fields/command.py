@@ -172,7 +172,8 @@ def write_run_config(out: Path, kind: str, input_name: str, options: RunOptions,
 def write_metrics(out: Path, steps: int, seconds: float, wall_seconds: float,
                   metrics: dict[str, Any]) -> Path:
     """Writes ``metrics.json`` with the common keys first: ``steps`` (optimisation steps),
-    ``seconds`` (training time), ``wall_seconds`` (the whole command), then the kind's."""
+    ``seconds`` (training time), ``wall_seconds`` (the fit with its evaluations and
+    checkpoints), then the kind's."""
     rest = {k: v for k, v in metrics.items() if k not in ("steps", "seconds", "wall_seconds")}
     return write_json(out / "metrics.json", {"steps": steps, "seconds": seconds,
                                              "wall_seconds": wall_seconds, **rest})

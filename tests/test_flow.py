@@ -265,7 +265,7 @@ def test_config_errors():
         FlowConfig(method="sift")
     with pytest.raises(ValueError, match="width"):
         FlowConfig(width=0)
-    with pytest.raises(ValueError, match="unknown FlowConfig"):
+    with pytest.raises(ValueError, match="FlowConfig: unknown key"):
         FlowConfig.from_dict({"widht": 3})
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         fit_flow(np.zeros((4, 2)), np.zeros((4, 3)))

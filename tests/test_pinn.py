@@ -256,7 +256,7 @@ def test_problem_validation_names_the_problem():
                    progress=False)
     with pytest.raises(ValueError, match=r"Strategy.weighting = 'softadapt': expected"):
         pinn.Strategy(weighting="softadapt")
-    with pytest.raises(ValueError, match="unknown field"):
+    with pytest.raises(ValueError, match="Strategy: unknown key"):
         pinn.Strategy.from_dict({"adam": 3})
 
 
@@ -577,7 +577,7 @@ def test_cli_solve_writes_outputs(tmp_path):
     assert "deprecated" not in r.output
     _solve(["nope"], 2).output.index("unknown problem 'nope'")
     assert "not valid JSON" in _solve(["heat", "--config", "{bad"], 2).output
-    assert "unknown field" in _solve(["heat", "--config", '{"adam": 1}'], 2).output
+    assert "Strategy: unknown key 'adam'" in _solve(["heat", "--config", '{"adam": 1}'], 2).output
     assert "expected a JSON object" in _solve(["heat", "--config", '["x"]'], 2).output
     assert "give problem NAMES or --all" in _solve([], 2).output
     assert "--steps must be >= 1" in _solve(["heat", "--steps", "0"], 2).output

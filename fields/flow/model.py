@@ -37,7 +37,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,13 +114,10 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FlowConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown FlowConfig field(s) {unknown}; expected some of {sorted(known)}"
-            )
-        return cls(**values)
+        """A FlowConfig from a dict of its fields; ValueError naming unknown keys."""
+        from fields.config import dataclass_from_dict
+
+        return dataclass_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

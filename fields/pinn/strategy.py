@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -143,12 +143,9 @@ class Strategy:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Strategy:
         """A Strategy from a dict of its fields; ValueError naming unknown fields."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Strategy: unknown field(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
-        return cls(**d)
+        from fields.config import dataclass_from_dict
+
+        return dataclass_from_dict(cls, d)
 
     def describe(self) -> str:
         """A short summary, e.g. ``Adam 1000, L-BFGS 3000, hard BC, float64``."""
