@@ -317,7 +317,10 @@ _register_kinds()
 
 
 def main() -> None:
-    """The `fields` script."""
+    """The `fields` script (SIGTERM is handled like Ctrl-C)."""
+    from fields.command import terminate_on_sigterm
+
+    terminate_on_sigterm()
     app()
 
 

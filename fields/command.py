@@ -8,21 +8,29 @@ Every fitting command takes the same options with the same meaning (`RunOptions`
 - ``--seed N``: every random generator (default `DEFAULT_SEED`, the same for every kind);
 - ``--config JSON|FILE``: overrides of the kind's config dataclass, inline JSON or a path to a
   ``.json`` file (kind-specific flags stay as shorthands for common fields);
-- ``--resume CHECKPOINT``: continue a run from its checkpoint;
-- ``--threads N``: torch threads (0: leave as is).
+- ``--resume CHECKPOINT``: continue a run from its checkpoint (in the checkpoint's folder
+  unless ``--output`` says otherwise);
+- ``--threads N``: torch threads (0: leave as is);
+- ``--overwrite``: replace the run already in the output folder (its files are removed
+  first); without it a folder that holds a run is refused;
+- ``--checkpoint-every S``: seconds between checkpoints (the first comes after 30 s or the
+  first evaluation, whichever is first).
 
 Every run folder holds ``config.json`` (the full resolved config, `write_run_config`),
 ``metrics.json`` (`write_metrics`: ``steps``, ``seconds``, ``wall_seconds`` and the kind's
 metrics), ``checkpoint.pt`` and pictures. Old spellings of these options keep working as
 hidden aliases that print one deprecation line (`alias`).
 
-Errors are printed as plain text (never rich markup) by `error`, without a traceback.
+Errors are printed as plain text (never rich markup) by `error`, without a traceback:
+bad input exits 2, a run that diverged or could not write its files exits 1, Ctrl-C 130 and
+SIGTERM 143 (both after writing a checkpoint).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +61,18 @@ ConfigOpt = Annotated[str | None, typer.Option(
 ResumeOpt = Annotated[str | None, typer.Option(
     "--resume", help="a checkpoint.pt to continue from")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch threads (0: leave as is)")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="replace the run already in the output folder (its files are removed "
+                        "first)")]
+CheckpointEveryOpt = Annotated[float, typer.Option(
+    "--checkpoint-every", help="seconds between checkpoints (the first after 30 s or the "
+                               "first evaluation; 0: only at the end and on Ctrl-C / SIGTERM)")]
+DEFAULT_CHECKPOINT_EVERY = 120.0
+# the files that make a folder a run's (see `prepare_run_folder`)
+RUN_FILES = ("config.json", "checkpoint.pt", "metrics.json")
+# how a kind's checkpoint is called in messages
+KIND_NAMES = {"nerf": "a NeRF", "sdf": "an SDF", "inr": "an INR", "flow": "a scene-flow",
+              "pinn": "a PINN"}
 
 
 def hidden(flag: str) -> Any:
@@ -128,19 +148,43 @@ class RunOptions:
     config: str | None = None
     resume: str | None = None
     threads: int = 0
+    overwrite: bool = False
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
 
-    def check(self) -> None:
-        """ValueError when a budget is impossible, or the checkpoint to resume is missing."""
+    def check(self, kind: str | None = None, command: str | None = None) -> None:
+        """ValueError when a budget is impossible, the checkpoint to resume is missing or of
+        another kind than `kind` (`command` names the command in the message), or
+        ``--output`` already holds a run that neither ``--resume`` nor ``--overwrite``
+        allows."""
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
         if not (self.max_seconds > 0 and math.isfinite(self.max_seconds)):
             raise ValueError(f"--max-seconds must be a positive number, got {self.max_seconds}")
-        if self.resume is not None and not Path(self.resume).is_file():
-            raise ValueError(f"--resume {self.resume}: no such checkpoint")
+        if not (self.checkpoint_every >= 0 and math.isfinite(self.checkpoint_every)):
+            raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got "
+                             f"{self.checkpoint_every}")
+        if self.resume is not None:
+            if not Path(self.resume).is_file():
+                raise ValueError(f"--resume {self.resume}: no such checkpoint")
+            if kind is not None:
+                check_checkpoint_kind(self.resume, kind, command or f"fit {kind}")
+        if self.output:
+            prepare_run_folder(Path(self.output), self.resume, self.overwrite, clear=False)
 
     def folder(self, input_name: str, kind: str) -> Path:
-        """The run's folder: ``--output``, else ``outputs/<input>/<kind>/<timestamp>``."""
-        return run_folder(self.output, input_name, kind)
+        """The run's folder, checked and ready (`prepare_run_folder`): ``--output``, else the
+        folder of the checkpoint to ``--resume``, else ``outputs/<input>/<kind>/<timestamp>``."""
+        output = self.output or (str(Path(self.resume).parent) if self.resume else None)
+        out = run_folder(output, input_name, kind)
+        prepare_run_folder(out, self.resume, self.overwrite)
+        return out
+
+    def train_config(self, **kw: Any) -> Any:
+        """The `fields.train.TrainConfig` of these options (`kw`: the kind's other fields)."""
+        from fields.train import TrainConfig
+
+        return TrainConfig(steps=self.steps, max_seconds=self.max_seconds, seed=self.seed,
+                           checkpoint_every=self.checkpoint_every, **kw)
 
     def budget(self) -> dict[str, Any]:
         """The budget part of config.json."""
@@ -162,6 +206,64 @@ def run_folder(output: str | None, input_name: str, kind: str) -> Path:
     return folder
 
 
+def check_checkpoint_kind(path: str | Path, kind: str, command: str) -> None:
+    """ValueError when the checkpoint at `path` is not of `kind`: "this is an INR checkpoint,
+    fields fit nerf needs a NeRF one"."""
+    from fields.checkpoint import read_checkpoint
+
+    found = read_checkpoint(path).get("kind")
+    if found != kind:
+        what = KIND_NAMES.get(str(found), f"a {found!r}") if found else "an unnamed"
+        raise ValueError(f"--resume {path}: this is {what} checkpoint (field 'kind' is "
+                         f"{found!r}); fields {command} continues {KIND_NAMES.get(kind, kind)} "
+                         f"one")
+
+
+def _ours(folder: Path) -> bool:
+    """Whether `folder`'s config.json was written by a fields run (`write_run_config`)."""
+    try:
+        d = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "kind" in d and "input" in d
+
+
+def prepare_run_folder(out: Path, resume: str | None = None, overwrite: bool = False,
+                       clear: bool = True) -> None:
+    """Refuses to mix a new run into a folder that holds one (any of `RUN_FILES`): allowed are
+    a new or empty folder, a folder with other files, the folder of the checkpoint being
+    resumed (the run goes on there), and, with `overwrite`, a fields run's folder, whose files
+    are removed first (when `clear`). ValueError saying which flag to use otherwise."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--output {out}: is a file, expected a folder")
+    present = [f for f in RUN_FILES if (out / f).exists()]
+    if not present:
+        return
+    same = resume is not None and Path(resume).resolve().parent == out.resolve()
+    if same and overwrite:
+        raise ValueError(f"--overwrite would remove the checkpoint that --resume {resume} "
+                         f"continues; give one of them")
+    if same:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} already holds a run ({', '.join(present)}): continue it with "
+                         f"--resume {out / 'checkpoint.pt'}, or replace it with --overwrite")
+    if not _ours(out):
+        raise ValueError(f"{out}: holds {', '.join(present)} but no config.json of a fields "
+                         f"run; --overwrite clears only fields runs: choose another --output")
+    if resume is not None and out.resolve() in Path(resume).resolve().parents:
+        raise ValueError(f"--overwrite would remove the checkpoint that --resume {resume} "
+                         f"continues; give one of them")
+    if clear:
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 def write_run_config(out: Path, kind: str, input_name: str, options: RunOptions,
                      config: dict[str, Any], **extra: Any) -> Path:
     """Writes ``config.json``: the kind, the input, the budget and the full resolved config."""
@@ -179,18 +281,51 @@ def write_metrics(out: Path, steps: int, seconds: float, wall_seconds: float,
                                              "wall_seconds": wall_seconds, **rest})
 
 
+def run_notes(state: Any) -> dict[str, Any]:
+    """What a `fields.train.TrainState` adds to metrics.json: ``rollbacks`` (the divergence
+    guard's) and ``warnings``, when there are any."""
+    notes: dict[str, Any] = {}
+    if getattr(state, "rollbacks", None):
+        notes["rollbacks"] = state.rollbacks
+    if getattr(state, "warnings", None):
+        notes["warnings"] = state.warnings
+    return notes
+
+
 @contextmanager
 def guarded(out: Path | None = None) -> Iterator[None]:
-    """Runs a command's work: Ctrl-C says where the checkpoint is (exit 130); bad input
-    (ValueError, TypeError, OSError) exits 2 with one plain line."""
+    """Runs a command's work: Ctrl-C (exit 130) and SIGTERM (exit 143) say where the
+    checkpoint is; a run that diverged or could not write a file exits 1, bad input
+    (ValueError, TypeError, OSError) 2, each with one plain line."""
+    from fields.io import WriteError
+    from fields.train import Diverged, Terminated
+
     try:
         yield
-    except KeyboardInterrupt:
-        where = f": checkpoint written to {out / 'checkpoint.pt'}" if out is not None else ""
-        console.print(f"[yellow]interrupted[/yellow]{escape(where)}", highlight=False)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        ckpt = out / "checkpoint.pt" if out is not None else None
+        where = (f": checkpoint written to {ckpt}" if ckpt is not None and ckpt.is_file()
+                 else "")
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        console.print(f"[yellow]{what}[/yellow]{escape(where)}", highlight=False)
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    except (Diverged, WriteError) as e:
+        raise error(e, code=1) from e
     except (ValueError, TypeError, OSError) as e:
         raise error(e) from e
+
+
+def terminate_on_sigterm() -> None:
+    """Makes SIGTERM raise `fields.train.Terminated` (a KeyboardInterrupt) in the main thread,
+    so that `kill` is handled like Ctrl-C (the training loop instead stops after the step)."""
+    import signal
+
+    from fields.train import Terminated
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def load_posed_images(data: str | None, downscale: int = 1, scene_resolution: int = 128) -> Any:

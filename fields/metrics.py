@@ -22,8 +22,9 @@ def ssim(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
-) -> float:
-    """Mean structural similarity of two (H, W, C) images in [0, 1].
+) -> float | None:
+    """Mean structural similarity of two (H, W, C) images in [0, 1]; None when the images are
+    smaller than the window (`ssim_note` says so).
 
     The standard definition (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 1),
     per channel over the 'valid' region (no padding), averaged over pixels and channels: the
@@ -33,6 +34,8 @@ def ssim(
             f"ssim: expected two (H, W, C) images of one shape, got {tuple(prediction.shape)} "
             f"and {tuple(target.shape)}"
         )
+    if ssim_note(prediction.shape[0], prediction.shape[1], window) is not None:
+        return None
     x = prediction.clamp(0, 1).permute(2, 0, 1)[:, None].double()  # (C, 1, H, W)
     y = target.permute(2, 0, 1)[:, None].double()
     g = _gaussian_window(window, sigma)
@@ -49,6 +52,22 @@ def ssim(
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
     return float((num / den).mean())
+
+
+def ssim_note(height: int, width: int, window: int = 11) -> str | None:
+    """Why SSIM is not measured on (height, width) images (smaller than its window), or
+    None."""
+    if min(height, width) < window:
+        return (f"SSIM not measured: the images are {width} x {height} px, smaller than its "
+                f"{window} px window")
+    return None
+
+
+def mean_or_none(values: list[float | None]) -> float | None:
+    """The mean of `values`, or None when any is None (a metric that was not measured)."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None) / len(values)
 
 
 def scene_flow_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:

@@ -10,10 +10,13 @@ import torch
 import typer
 
 from fields.command import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
+    CheckpointEveryOpt,
     ConfigOpt,
     MaxSecondsOpt,
     OutputOpt,
+    OverwriteOpt,
     ResumeOpt,
     RunOptions,
     SeedOpt,
@@ -26,6 +29,7 @@ from fields.command import (
     hidden,
     parse_config,
     report,
+    run_notes,
     say,
     set_threads,
     write_metrics,
@@ -146,6 +150,8 @@ def fit_flow_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     gt: Annotated[
         str | None, typer.Option(help="ground-truth flow of the source points (N x 3 .npy)")
     ] = None,
@@ -175,7 +181,8 @@ def fit_flow_cmd(
     from fields.flow import DEFAULTS, METHODS, FlowConfig
 
     steps = alias(steps, max_iters, "--max-iters", "--steps")
-    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads)
+    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
+                      checkpoint_every)
     set_threads(threads)
     if method not in METHODS:
         raise typer.BadParameter(f"expected one of {', '.join(METHODS)}", param_hint="--method")
@@ -189,7 +196,7 @@ def fit_flow_cmd(
         raise error("--resume continues the checkpoint of one pair: not with --sequence")
     wall = time.perf_counter()
     with guarded():
-        opts.check()
+        opts.check("flow")
         overrides = parse_config(config, "FlowConfig")
         overrides.setdefault("seed", seed)
         overrides.setdefault("max_iters", steps)
@@ -208,7 +215,7 @@ def _fit_flow_pair(source: str | None, target: str | None, gt: str | None, pair_
 
     from fields.data.pointclouds import read_points
     from fields.flow import FlowTask, write_flow_outputs
-    from fields.train import TrainConfig, train
+    from fields.train import train
 
     builtin = None
     with guarded():
@@ -235,13 +242,12 @@ def _fit_flow_pair(source: str | None, target: str | None, gt: str | None, pair_
         f"{cfg.depth}x{cfg.width}; budget {opts.steps} steps / {opts.max_seconds:g} s; "
         f"output {out}")
     with guarded(out):
-        state = train(task, TrainConfig(steps=opts.steps, max_seconds=opts.max_seconds,
-                                        eval_every=0.0, seed=opts.seed),
+        state = train(task, opts.train_config(eval_every=0.0),
                       checkpoint=out / "checkpoint.pt", resume=opts.resume,
-                      checkpoint_extra=task.checkpoint_extra(ground_truth=truth))
+                      checkpoint_extra=task.checkpoint_extra(ground_truth=truth), log=say)
         fit = task.result(steps=state.step, train_seconds=state.seconds)
         metrics = write_flow_outputs(out, fit, src, tgt, gt_flow, time.perf_counter() - wall,
-                                     title=name)
+                                     title=name, extra=run_notes(state))
     quality = (
         f"EPE3D {metrics['epe3d']:.4f} m, Acc-strict {metrics['acc_strict']:.3f}, Acc-relax "
         f"{metrics['acc_relax']:.3f}, outliers {metrics['outliers']:.3f}, angle "
@@ -280,9 +286,10 @@ def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: An
 
     from fields.data.pointclouds import write_points
     from fields.flow import accumulate, fit_sequence, integrate, read_sequence
-    from fields.io import save_npy_atomic
+    from fields.io import WriteError, save_npy_atomic
     from fields.metrics import scene_flow_metrics
     from fields.plots import write_flow_figure, write_trajectory_figure
+    from fields.train import Diverged, Terminated
 
     gt_flows = gt_traj = None
     with guarded():
@@ -336,12 +343,15 @@ def _fit_flow_sequence(sequence: str, n_frames: int, trajectories: bool, cfg: An
         try:
             fits = fit_sequence(clouds, cfg, on_pair=on_pair, on_iter=on_iter,
                                 steps=opts.steps, max_seconds=opts.max_seconds,
+                                checkpoint_every=opts.checkpoint_every,
                                 checkpoint_dir=out / "flows",
                                 pair_extra=pair_extra)
-        except KeyboardInterrupt:
-            say(f"interrupted: the finished pairs and the current pair's checkpoint are in "
-                f"{out}/flows")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            say(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}: the finished "
+                f"pairs and the current pair's checkpoint are in {out}/flows")
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+        except (Diverged, WriteError) as e:
+            raise error(e, code=1) from e
         except (ValueError, RuntimeError, OSError) as e:
             raise error(e) from e
     metrics: dict[str, Any] = {"name": name, "frames": len(clouds), "method": cfg.method,

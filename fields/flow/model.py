@@ -729,6 +729,7 @@ def fit_flow(
     checkpoint: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     checkpoint_extra: dict[str, Any] | None = None,
+    checkpoint_every: float = 120.0,
     gt: np.ndarray | torch.Tensor | None = None,
 ) -> FlowFit:
     """Fits the flow from `source` (N, 3) to `target` (M, 3) by `config.method`: a `FlowTask`
@@ -749,10 +750,11 @@ def fit_flow(
     t0 = time.perf_counter()
     task = FlowTask(source, target, cfg, gt=gt, on_record=on_iter, log_every=log_every)
     budget = TrainConfig(steps=task.max_steps if steps is None else steps,
-                         max_seconds=max_seconds, eval_every=0.0, seed=cfg.seed)
+                         max_seconds=max_seconds, eval_every=0.0, seed=cfg.seed,
+                         checkpoint_every=checkpoint_every)
     state = train(task, budget, checkpoint=checkpoint, resume=resume,
                   checkpoint_extra=task.checkpoint_extra(**(checkpoint_extra or {})),
-                  show_progress=False)
+                  show_progress=False, log=None)
     return task.result(seconds=time.perf_counter() - t0, steps=state.step,
                        train_seconds=state.seconds)
 
@@ -854,6 +856,7 @@ def write_flow_outputs(
     gt: torch.Tensor | None,
     wall_seconds: float,
     title: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes flow.npy (N, 3) float32, flow.png and metrics.json (`fields.command.
     write_metrics`: ``steps``, ``seconds`` (training), ``wall_seconds``, then the scene-flow
@@ -888,6 +891,7 @@ def write_flow_outputs(
     save_npy_atomic(out / "flow.npy", flow.numpy().astype(np.float32))
     write_flow_figure(out / "flow.png", source.numpy(), target.numpy(), flow.numpy(),
                       None if gt is None else gt.numpy(), title=title)
+    metrics.update(extra or {})
     write_metrics(out, fit.steps, fit.train_seconds, wall_seconds, metrics)
     return metrics
 
@@ -916,6 +920,7 @@ def fit_sequence(
     on_iter: Callable[[int, dict[str, float]], None] | None = None,
     steps: int | None = None,
     max_seconds: float = math.inf,
+    checkpoint_every: float = 120.0,
     checkpoint_dir: str | os.PathLike | None = None,
     pair_extra: Callable[[int], dict[str, Any]] | None = None,
 ) -> list[FlowFit]:
@@ -932,6 +937,7 @@ def fit_sequence(
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"checkpoint_{k:03d}.pt"
         fit = fit_flow(frames[k], frames[k + 1], config, on_iter=cb, steps=steps,
                        max_seconds=max_seconds, checkpoint=ckpt,
+                       checkpoint_every=checkpoint_every,
                        checkpoint_extra=pair_extra(k) if pair_extra is not None else None)
         fits.append(fit)
         if on_pair is not None:

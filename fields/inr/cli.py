@@ -19,10 +19,13 @@ import torch
 import typer
 
 from fields.command import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
+    CheckpointEveryOpt,
     ConfigOpt,
     MaxSecondsOpt,
     OutputOpt,
+    OverwriteOpt,
     ResumeOpt,
     RunOptions,
     SeedOpt,
@@ -34,6 +37,7 @@ from fields.command import (
     guarded,
     hidden,
     parse_config,
+    run_notes,
     say,
     set_threads,
     write_metrics,
@@ -83,6 +87,8 @@ def fit_image_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: ModelOpt = None,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -110,7 +116,7 @@ def fit_image_cmd(
     reconstruction.png, error.png, metrics.json (psnr, ssim, steps, seconds, params) and
     checkpoint.pt (`fields render` renders it at any resolution, `fields eval` measures it)."""
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
-                    threads)
+                    threads, overwrite, checkpoint_every)
     _fit("image", dict(file=image, builtin=builtin, size=size), opts,
          _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every,
          noise=noise, keep=keep, downsample=downsample)
@@ -126,6 +132,8 @@ def fit_audio_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: ModelOpt = None,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -142,7 +150,7 @@ def fit_audio_cmd(
     waveform.png, metrics.json (psnr on amplitudes mapped to [0, 1], snr_db) and
     checkpoint.pt."""
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
-                    threads)
+                    threads, overwrite, checkpoint_every)
     _fit("audio", dict(file=audio), opts,
          _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every)
 
@@ -157,6 +165,8 @@ def fit_volume_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: ModelOpt = None,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -173,7 +183,7 @@ def fit_volume_cmd(
     value range), slices.png (middle slices, reconstruction and error), metrics.json and
     checkpoint.pt."""
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
-                    threads)
+                    threads, overwrite, checkpoint_every)
     _fit("volume", dict(file=volume), opts,
          _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every)
 
@@ -187,6 +197,8 @@ def fit_video_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: ModelOpt = None,
     batch: BatchOpt = None,
     lr: LrOpt = None,
@@ -203,7 +215,7 @@ def fit_video_cmd(
     """Fit an INR to a video ((x, y, t) -> colour); writes config.json, frames of the
     reconstruction (first, middle, last) with error maps, metrics.json and checkpoint.pt."""
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
-                    threads)
+                    threads, overwrite, checkpoint_every)
     _fit("video", dict(file=video, max_frames=max_frames), opts,
          _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every)
 
@@ -213,13 +225,15 @@ def fit_video_cmd(
 
 def _options(output: str | None, out: str | None, max_seconds: float, seconds: float | None,
              steps: int, max_steps: int | None, seed: int, config: str | None,
-             resume: str | None, threads: int) -> RunOptions:
+             resume: str | None, threads: int, overwrite: bool = False,
+             checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY) -> RunOptions:
     """The shared options, with the old spellings (--out, --seconds, --max-steps) folded in."""
     return RunOptions(
         output=alias(output, out, "--out", "--output"),
         max_seconds=alias(max_seconds, seconds, "--seconds", "--max-seconds"),
         steps=alias(steps, max_steps, "--max-steps", "--steps"),
-        seed=seed, config=config, resume=resume, threads=threads)
+        seed=seed, config=config, resume=resume, threads=threads, overwrite=overwrite,
+        checkpoint_every=checkpoint_every)
 
 
 def _shorthands(model: str | None, batch: int | None, lr: float | None, teaching: float | None,
@@ -254,12 +268,10 @@ def _fit(kind: str, source: dict[str, Any], opts: RunOptions, flags: dict[str, A
     """A fit command's work: config, signal, task, config.json; training; outputs, metrics."""
     from fields.inr import run
     from fields.nn.modules import count_parameters
-    from fields.train import TrainConfig
-
     wall = time.perf_counter()
     set_threads(opts.threads)
     with guarded():
-        opts.check()
+        opts.check("inr", f"fit {kind}")
         cfg = inr_config("siren" if kind == "audio" else "hash", opts.config, flags)
         signal = run.load_signal(run.signal_source(kind, **source), where=f"fields fit {kind}")
         obs = run.observe(signal, noise, keep, downsample, opts.seed)
@@ -273,22 +285,24 @@ def _fit(kind: str, source: dict[str, Any], opts: RunOptions, flags: dict[str, A
         f"{task.config.model}; budget {opts.steps} steps / {opts.max_seconds:g} s"
         f"{'; resuming ' + opts.resume if opts.resume else ''}; output {out}")
     with guarded(out):
-        train_cfg = TrainConfig(steps=opts.steps, max_seconds=opts.max_seconds,
-                                eval_every=eval_every, seed=opts.seed)
-        state, _ = run.fit(task, signal, obs, train_cfg, out, opts.resume)
+        train_cfg = opts.train_config(eval_every=eval_every)
+        state, _ = run.fit(task, signal, obs, train_cfg, out, opts.resume, log=say)
         recon = run.reconstruct(task.field, signal)
         metrics = {"source": source.get("file") or signal.source.get("builtin"),
                    "model": task.config.model, **signal.sizes(), **run.measure(recon, signal),
                    **run.observation_metrics(recon, signal, obs),
                    "params": count_parameters(task.field), "threads": torch.get_num_threads(),
-                   "history": state.history}
+                   "history": state.history,
+                   **run_notes(state)}
         written = run.write_signal_outputs(out, signal, recon)
         write_metrics(out, state.step, state.seconds, time.perf_counter() - wall, metrics)
     quality = ", ".join(f"{k.upper() if k != 'snr_db' else 'SNR'} {metrics[k]:.4g}"
-                        for k in ("psnr", "ssim", "snr_db") if k in metrics)
+                        for k in ("psnr", "ssim", "snr_db") if metrics.get(k) is not None)
     say(f"{quality} after {state.step} steps, {state.seconds:.1f} s "
         f"({metrics['params']} parameters). Wrote {out}: config.json, {', '.join(written)}, "
         "metrics.json, checkpoint.pt")
+    for note in metrics.get("notes", []):
+        say(f"note: {note}")
 
 
 # -- fields eval, fields render, fields bench inr --

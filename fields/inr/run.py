@@ -229,13 +229,14 @@ def make_task(signal: Signal, obs: Observation, config: INRConfig, seed: int) ->
 def fit(task: SignalTask, signal: Signal, obs: Observation, train_config: TrainConfig,
         out: Path, resume: str | None = None,
         on_eval: Callable[[TrainState, dict[str, Any]], None] | None = None,
-        show_progress: bool = True) -> tuple[TrainState, dict[str, float]]:
+        show_progress: bool = True,
+        log: Callable[[str], None] | None = None) -> tuple[TrainState, dict[str, float]]:
     """Trains `task` with `fields.train.train`, checkpointing to ``out/checkpoint.pt`` (an
     INR checkpoint `fields render` and `fields eval` read, with the optimiser for
     ``--resume``); returns the state and the final evaluation on the observed samples."""
     state = train(task, train_config, checkpoint=out / "checkpoint.pt", resume=resume,
                   checkpoint_extra=inr_checkpoint_extra(task.field, signal.describe(obs.shape)),
-                  on_eval=on_eval, show_progress=show_progress)
+                  on_eval=on_eval, show_progress=show_progress, log=log)
     return state, final_evaluation(task, state)
 
 
@@ -249,15 +250,18 @@ def reconstruct(field: CoordinateField, signal: Signal) -> torch.Tensor:
     return render_signal(field, signal.shape).clamp(0, 1)
 
 
-def measure(recon: torch.Tensor, signal: Signal) -> dict[str, float]:
+def measure(recon: torch.Tensor, signal: Signal) -> dict[str, Any]:
     """Quality of `recon` (*signal.shape, C) in [0, 1] against the signal: PSNR (audio: on
     amplitudes mapped to [0, 1], and the SNR in dB; images: and SSIM, `fields.metrics.ssim`)."""
-    from fields.metrics import ssim
+    from fields.metrics import ssim, ssim_note
 
     target = signal.grid
-    metrics = {"psnr": psnr(recon, target)}
+    metrics: dict[str, Any] = {"psnr": psnr(recon, target)}
     if signal.kind == "image":
         metrics["ssim"] = ssim(recon, target)
+        note = ssim_note(target.shape[0], target.shape[1])
+        if note is not None:
+            metrics["notes"] = [note]
     if signal.kind == "audio":
         a, b = target * 2.0 - 1.0, recon * 2.0 - 1.0
         noise_power = (b - a).square().mean().item()

@@ -6,12 +6,16 @@ from typing import Annotated
 
 import torch
 import typer
+from rich.markup import escape
 
 from fields.command import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
+    CheckpointEveryOpt,
     ConfigOpt,
     MaxSecondsOpt,
     OutputOpt,
+    OverwriteOpt,
     ResumeOpt,
     RunOptions,
     SeedOpt,
@@ -24,6 +28,7 @@ from fields.command import (
     hidden,
     load_posed_images,
     parse_config,
+    run_notes,
     say,
     set_threads,
     write_run_config,
@@ -46,6 +51,8 @@ def fit_nerf_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: Annotated[str, typer.Option(help="ngp (hash grid) or vanilla (frequency)")] = "ngp",
     eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 60.0,
     downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
@@ -62,32 +69,30 @@ def fit_nerf_cmd(
     shows the field live at http://127.0.0.1:7007 (training pauses while the camera moves)
     and keeps serving it after training until Ctrl-C."""
     from fields.nerf import MODELS, NerfConfig, NerfTask
-    from fields.train import TrainConfig, seed_everything
+    from fields.train import seed_everything
 
     mesh_resolution = alias(mesh_resolution, mesh, "--mesh", "--mesh-resolution")
-    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads)
+    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
+                      checkpoint_every)
     set_threads(threads)
     if model not in MODELS:
         raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--model")
     with guarded():
-        opts.check()
+        opts.check("nerf")
         overrides = parse_config(config, "NerfConfig")
         scene, name = load_posed_images(data, downscale, scene_resolution)
         cfg = NerfConfig.from_dict({**MODELS[model]().to_dict(), **overrides})
         out = opts.folder(name, "nerf")
-        train_cfg = TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
-                                seed=seed)
+        train_cfg = opts.train_config(eval_every=eval_every)
         seed_everything(seed)
         task = NerfTask(scene, cfg, seed=seed)
         write_run_config(out, "nerf", name, opts, task.config.to_dict(), data=data,
                          model=model, downscale=downscale, scene_resolution=scene_resolution,
                          eval_every=eval_every)
     split = scene.eval_split()
-    console.print(
-        f"fitting {name}: {len(scene.train)} training views {scene.train.cameras.width}x"
+    say(f"fitting {name}: {len(scene.train)} training views {scene.train.cameras.width}x"
         f"{scene.train.cameras.height}, {len(split)} held-out; model {model}; budget "
-        f"{steps} steps / {max_seconds:g} s; output {out}"
-    )
+        f"{steps} steps / {max_seconds:g} s; output {out}")
 
     def on_eval(state, rec) -> None:
         console.log(f"step {rec['step']}, {rec['seconds']:.0f} s: held-out PSNR "
@@ -132,23 +137,40 @@ def _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name,
 
     split = scene.eval_split()
     wall = time.perf_counter()
-    try:
+    with guarded(out):
         state = train(trained, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
                       checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval,
-                      on_step=on_step)
-    except KeyboardInterrupt:
-        say(f"interrupted: checkpoint written to {out}/checkpoint.pt")
-        raise typer.Exit(130) from None
-    except (ValueError, OSError) as e:
-        raise error(e) from e
-    console.print("evaluating on every held-out view...")
-    task.module.eval()
-    with torch.no_grad():
-        final = task.evaluate(final=True)
+                      on_step=on_step, log=say)
+        console.print("evaluating on every held-out view...")
+        task.module.eval()
+        with torch.no_grad():
+            final = task.evaluate(final=True)
+        metrics = _metrics(task, state, final, name, time.perf_counter() - wall)
+        write_outputs(task, out, metrics, video_frames=video_frames,
+                      mesh_resolution=mesh_resolution or None)
+    ssim = f"SSIM {metrics['ssim']:.4f}" if metrics["ssim"] is not None else "no SSIM"
+    say(f"PSNR {metrics['psnr']:.2f} dB, {ssim} over {len(split)} held-out views after "
+        f"{state.step} steps, {state.seconds:.0f} s of training "
+        f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/")
+    for note in metrics.get("notes", []):
+        say(f"note: {note}")
+    if live is not None:
+        try:
+            live.training_done(f"done: {state.step} steps, held-out PSNR "
+                               f"{metrics['psnr']:.2f} dB")
+            console.print(f"viewer still at [bold]{escape(live.url)}[/bold] (Ctrl-C to stop)",
+                          highlight=False)
+            live.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+def _metrics(task, state, final, name, wall_seconds) -> dict:
+    """metrics.json of a NeRF fit."""
     metrics = {
         "steps": state.step,
         "seconds": state.seconds,
-        "wall_seconds": time.perf_counter() - wall,
+        "wall_seconds": wall_seconds,
         "scene": name,
         "psnr": final["psnr"],
         "ssim": final["ssim"],
@@ -159,19 +181,8 @@ def _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name,
         "threads": torch.get_num_threads(),
         "history": state.history,
     }
-    write_outputs(task, out, metrics, video_frames=video_frames,
-                  mesh_resolution=mesh_resolution or None)
-    console.print(
-        f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(split)} held-out "
-        f"views after {state.step} steps, {state.seconds:.0f} s of training "
-        f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/"
-    )
-    if live is not None:
-        try:
-            live.training_done(f"done: {state.step} steps, held-out PSNR "
-                               f"{metrics['psnr']:.2f} dB")
-            console.print(f"viewer still at [bold]{live.url}[/bold] (Ctrl-C to stop)",
-                          highlight=False)
-            live.wait()
-        except KeyboardInterrupt:
-            pass
+    metrics.update(run_notes(state))
+    notes = [str(n) for n in final.get("notes", [])]
+    if notes:
+        metrics["notes"] = notes
+    return metrics

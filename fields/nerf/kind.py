@@ -65,7 +65,7 @@ def evaluate(checkpoint: str, data: str | None) -> dict[str, Any]:
     its run's config.json), or of `data`."""
     from fields.checkpoint import run_config
     from fields.command import load_posed_images
-    from fields.metrics import psnr, ssim
+    from fields.metrics import mean_or_none, psnr, ssim, ssim_note
     from fields.nerf.model import LoadedNerf, render_camera
 
     nerf = LoadedNerf(checkpoint)
@@ -81,8 +81,10 @@ def evaluate(checkpoint: str, data: str | None) -> dict[str, Any]:
                                 scene.background)
             psnrs.append(psnr(out["rgb"], split.images[i]))
             ssims.append(ssim(out["rgb"], split.images[i]))
+    note = ssim_note(split.cameras.height, split.cameras.width)
     return {"scene": name, "views": len(split), "psnr": sum(psnrs) / len(psnrs),
-            "ssim": sum(ssims) / len(ssims), "psnr_per_view": psnrs}
+            "ssim": mean_or_none(ssims), "psnr_per_view": psnrs,
+            **({"notes": [note]} if note else {})}
 
 
 def load(checkpoint: str) -> Any:

@@ -402,7 +402,7 @@ class NerfTask:
     def evaluate(self, final: bool) -> dict[str, float]:
         """Mean per-view PSNR (and SSIM when final) over held-out views: every view of the
         evaluation split when final, else the first `eval_views` of "val" (or of it)."""
-        from fields.metrics import psnr, ssim
+        from fields.metrics import mean_or_none, psnr, ssim, ssim_note
 
         if final:
             split = self.data.eval_split()
@@ -421,8 +421,11 @@ class NerfTask:
                 self.last_eval_images.append({**out, "gt": gt})
         scores = {"psnr": sum(psnrs) / len(psnrs)}
         if final:
-            scores["ssim"] = sum(ssims) / len(ssims)
+            scores["ssim"] = mean_or_none(ssims)  # type: ignore[assignment]
             scores["psnr_per_view"] = psnrs  # type: ignore[assignment]
+            note = ssim_note(split.cameras.height, split.cameras.width)
+            if note is not None:
+                scores["notes"] = [note]  # type: ignore[assignment]
         return scores
 
     # -- state besides the module and optimiser, for resume --

@@ -14,18 +14,23 @@ from rich.console import Console
 from rich.table import Table
 
 from fields.command import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
+    CheckpointEveryOpt,
     ConfigOpt,
     OutputOpt,
+    OverwriteOpt,
     ResumeOpt,
     SeedOpt,
     ThreadsOpt,
     alias,
+    check_checkpoint_kind,
     console,
     error,
     guarded,
     hidden,
     parse_config,
+    prepare_run_folder,
     run_folder,
     say,
     set_threads,
@@ -55,6 +60,8 @@ def solve_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     adam_steps: Annotated[int | None, typer.Option(
         help="Adam steps of the first stage (shorthand for --config "
              "'{\"adam_steps\": N}')")] = None,
@@ -87,6 +94,9 @@ def solve_cmd(
             raise ValueError(f"--steps must be >= 1, got {steps}")
         if max_seconds is not None and not (0 < max_seconds < float("inf")):
             raise ValueError(f"--max-seconds must be a positive number, got {max_seconds}")
+        if not (checkpoint_every >= 0 and checkpoint_every < float("inf")):
+            raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got "
+                             f"{checkpoint_every}")
         over: dict[str, Any] = parse_config(config, "Strategy")
         over["seed"] = seed
         for key, value in (("max_seconds", max_seconds), ("total_steps", steps),
@@ -100,6 +110,9 @@ def solve_cmd(
                 raise ValueError("--resume continues one run: give one problem")
             if not Path(resume).is_file():
                 raise ValueError(f"--resume {resume}: no such checkpoint")
+            check_checkpoint_kind(resume, "pinn", "solve")
+            if output is None:  # the run goes on in its folder
+                output = str(Path(resume).parent)
     stamp = time.strftime("%Y-%m-%d_%H%M%S")
     rows = []
     for n in names:
@@ -111,13 +124,15 @@ def solve_cmd(
                 out = run_folder(None, label, "pinn").with_name(stamp)
             else:
                 out = Path(output) / label if many else Path(output)
+            prepare_run_folder(out, resume, overwrite)
         if not json_:
             say(f"{label}: {case.problem.domain}, output -> {out}")
         with guarded(out):
             try:
-                m = run_case(case, out, overrides=over, resume=resume, wall_start=wall)
+                m = run_case(case, out, overrides=over, resume=resume, wall_start=wall,
+                             checkpoint_every=checkpoint_every)
             except FloatingPointError as e:
-                raise error(e) from e
+                raise error(e, code=1) from e
         m["output"] = str(out)
         rows.append(m)
         if not json_:

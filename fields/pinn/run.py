@@ -188,14 +188,15 @@ def resolve_strategy(case: Case, overrides: dict[str, Any] | None) -> Strategy:
 
 def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any] | None = None,
              progress: bool = True, pictures: bool = True, resume: str | Path | None = None,
-             wall_start: float | None = None) -> dict[str, Any]:
+             wall_start: float | None = None,
+             checkpoint_every: float = 120.0) -> dict[str, Any]:
     """Solves `case` (strategy fields replaced by `overrides`; `resume`: continue from a
     checkpoint of the same problem) and writes the run folder `output` (None: nothing
     written): ``config.json`` first (the resolved strategy, network, problem), the
     checkpoint during training, then ``metrics.json`` (``steps``, ``seconds`` of training,
     ``wall_seconds`` since `wall_start` (default: this call), ``rel_l2``, ``target``,
     ``met_target``, ...), ``history.json``, ``solution.npz`` and the pictures. Returns the
-    metrics."""
+    metrics. `checkpoint_every`: seconds between checkpoints (`fields.train.TrainConfig`)."""
     import time
 
     from fields.command import RunOptions, write_metrics, write_run_config
@@ -209,13 +210,14 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         options = RunOptions(str(out), strategy.max_seconds, planned_steps(problem, strategy),
-                             strategy.seed, None, None if resume is None else str(resume))
+                             strategy.seed, None, None if resume is None else str(resume),
+                             checkpoint_every=checkpoint_every)
         write_run_config(out, "pinn", problem.name, options, strategy.to_dict(),
                          problem=problem.name, script=case.source,
                          network=_network_config(case.network), target=case.target)
     sol = solve(problem, case.network, strategy, progress=progress,
                 checkpoint=None if out is None else out / "checkpoint.pt", resume=resume,
-                checkpoint_extra={"script": case.source})
+                checkpoint_extra={"script": case.source}, checkpoint_every=checkpoint_every)
     metrics: dict[str, Any] = {
         "steps": sol.steps,
         "seconds": round(sol.seconds, 2),
@@ -238,6 +240,12 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
         metrics.update(case.extra_metrics(sol))
     losses = [h["loss"] for h in sol.history if "loss" in h]
     metrics["final_loss"] = losses[-1] if losses else None
+    rollbacks = [h for h in sol.history if h.get("phase") == "rollback"]
+    if rollbacks:
+        metrics["rollbacks"] = rollbacks
+    warnings = [h["warning"] for h in sol.history if h.get("phase") == "warning"]
+    if warnings:
+        metrics["warnings"] = warnings
     metrics["strategy_config"] = strategy.to_dict()
     metrics = _finite(metrics)
     if out is None:

@@ -161,6 +161,15 @@ class _Progress:
                     print(f"{self.name}: {description} step {done}  {info}", flush=True,
                           file=sys.stderr)
 
+    def say(self, text: str) -> None:
+        """A plain line above the bar (on stderr)."""
+        if self.bar is not None:
+            from rich.markup import escape
+
+            self.bar.console.print(escape(text), highlight=False, soft_wrap=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
@@ -243,18 +252,25 @@ def _resume_payload(path: str | Path, problem: Problem, s: Strategy) -> dict[str
 
 
 def _train(task: PinnTask, seconds: float, bar: _Progress, checkpoint: str | Path | None,
-           resume: str | Path | None, extra: dict[str, Any]) -> float:
+           resume: str | Path | None, extra: dict[str, Any],
+           checkpoint_every: float = 120.0) -> float:
     """Runs `task` on the training loop for at most `seconds` of training, then `finish`es it
     and writes the final checkpoint; returns the training seconds (resumed ones included)."""
     from fields.train import TrainConfig, save_training_checkpoint, train
 
     config = TrainConfig(steps=max(task.steps, 1), max_seconds=max(seconds, 1e-9), eval_every=0,
-                         checkpoint_every=120.0 if checkpoint is not None else 0.0,
+                         checkpoint_every=checkpoint_every if checkpoint is not None else 0.0,
                          seed=task.s.seed)
     if task.done and resume is None:
         return 0.0
     state = train(task, config, checkpoint=checkpoint, resume=resume, checkpoint_extra=extra,
-                  on_step=lambda st: bar.update(1, task.label, ""), show_progress=False)
+                  on_step=lambda st: bar.update(1, task.label, ""), show_progress=False,
+                  log=bar.say)
+    seen = {(r["step"], r["back_to_step"]) for r in task.history if r.get("phase") == "rollback"}
+    task.history.extend({"phase": "rollback", **r} for r in state.rollbacks
+                        if (r["step"], r["back_to_step"]) not in seen)
+    task.history.extend({"phase": "warning", "step": state.step, "warning": w}
+                        for w in state.warnings)
     task.finish()
     if checkpoint is not None:
         save_training_checkpoint(checkpoint, task, state, {
@@ -268,14 +284,15 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
           progress: bool = True,
           callback: Callable[[dict[str, float]], None] | None = None,
           checkpoint: str | Path | None = None, resume: str | Path | None = None,
-          checkpoint_extra: dict[str, Any] | None = None) -> Solution:
+          checkpoint_extra: dict[str, Any] | None = None,
+          checkpoint_every: float = 120.0) -> Solution:
     """Trains a PINN for `problem`; `steps` (if given) overrides the L-BFGS step count
     (`strategy.total_steps` caps all of them). `callback` sees every history record.
 
-    `checkpoint`: a file to checkpoint the run to (every 120 s of wall time, at the end, on
-    Ctrl-C), with `checkpoint_extra` (e.g. how to rebuild the problem); `resume`: such a
-    checkpoint to continue (same problem and strategy but for the budgets; not with time
-    windows)."""
+    `checkpoint`: a file to checkpoint the run to (after 30 s, then every `checkpoint_every`
+    s of wall time, at the end, on Ctrl-C or SIGTERM), with `checkpoint_extra` (e.g. how to
+    rebuild the problem); `resume`: such a checkpoint to continue (same problem and strategy
+    but for the budgets; not with time windows)."""
     s = strategy or Strategy()
     if steps is not None:
         s = Strategy.from_dict({**s.to_dict(), "lbfgs_steps": int(steps)})
@@ -312,7 +329,8 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
     try:
         if windows > 1:
             model, step, seconds = _solve_windows(problem, spec, s, dtype, history, bar, clock,
-                                                  on_record, checkpoint, extra)
+                                                  on_record, checkpoint, extra,
+                                                  checkpoint_every)
         else:
             if payload is not None:
                 model = rebuild(problem, spec, s, _saved_structure(payload, resume))
@@ -324,7 +342,8 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
             if payload is not None:
                 bar.update(int(payload["task"].get("global_step", 0)), task.label, "")
                 task.prepare(payload["task"])
-            seconds = _train(task, s.max_seconds, bar, checkpoint, resume, extra)
+            seconds = _train(task, s.max_seconds, bar, checkpoint, resume, extra,
+                             checkpoint_every)
             step = task.global_step
     finally:
         bar.close()
@@ -380,8 +399,8 @@ def _solve_windows(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
                    dtype: torch.dtype, history: list[dict[str, Any]], bar: _Progress,
                    clock: Callable[[], float],
                    on_record: Callable[[dict[str, Any]], None],
-                   checkpoint: str | Path | None, extra: dict[str, Any]
-                   ) -> tuple[Windowed, int, float]:
+                   checkpoint: str | Path | None, extra: dict[str, Any],
+                   checkpoint_every: float = 120.0) -> tuple[Windowed, int, float]:
     """Time marching: one network per time window, each starting from the previous one's
     values at its initial time (Krishnapriyan et al. 2021's sequence-to-sequence training;
     Wight & Zhao 2020's time-adaptive PINNs); the training loop runs once per window, each
@@ -412,7 +431,7 @@ def _solve_windows(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
         task = PinnTask(sub, model, spec, sk, dtype, module=whole, total=share, step0=step,
                         rel=_rel_l2_fn(problem, whole, dtype, t_max=edges[k + 1]),
                         history=history, clock=clock, on_record=on_record)
-        spent += _train(task, sk.max_seconds, bar, checkpoint, None, extra)
+        spent += _train(task, sk.max_seconds, bar, checkpoint, None, extra, checkpoint_every)
         step = task.global_step
         for p in model.parameters():
             p.requires_grad_(False)

@@ -157,6 +157,9 @@ class PinnTask:
         self.k = 0  # steps done in it
         self.entered = False  # whether the current phase has begun
         self.done = False
+        # changes whenever the loss changes meaning (points, weights, stages): the training
+        # loop's divergence guard then forgets the loss's running level
+        self.objective_version = 0
         # L-BFGS bookkeeping: iterations in this evaluation chunk, since the last resampling,
         # the best (objective, parameters) and the objective at the last chunk's end
         self.chunk = 0
@@ -204,6 +207,7 @@ class PinnTask:
             self.stages += 1
             scale, f = add_stage(self.terms, self.field, self.problem, self.base, self.dtype,
                                  s.seed + self.stages)
+            self.objective_version += 1
             self.history.append({"step": self.global_step, "phase": "stage",
                                  "stage": self.stages, "scale": scale, "frequency": f,
                                  "seconds": self.clock()})
@@ -272,7 +276,9 @@ class PinnTask:
         s, terms, k = self.s, self.terms, self.k
         if s.resample and k > 0 and k % s.resample_every == 0:
             resample(terms, self.global_step)
+            self.objective_version += 1
         if s.weighting != "fixed" and k % s.weight_every == 0:
+            self.objective_version += 1
             if s.weighting == "gradnorm":
                 update_gradnorm(terms, self.params)
             else:
@@ -287,10 +293,8 @@ class PinnTask:
         self.global_step += 1
         self.k += 1
         value = float(loss.detach())
-        if k % s.eval_every == 0 or self.k == self.phase.steps:
-            if not math.isfinite(value):
-                raise FloatingPointError(f"Problem {self.problem.name!r}: the loss became "
-                                         f"{value} at Adam step {k}; lower the learning rate")
+        if (k % s.eval_every == 0 or self.k == self.phase.steps) and math.isfinite(value):
+            # a non-finite loss is the training loop's divergence guard's to handle
             self._record("Adam", terms.plain(losses))
         if self.k >= self.phase.steps:
             self._end_phase()
@@ -303,11 +307,13 @@ class PinnTask:
             if s.resample and self.since >= s.resample_every:
                 # new points: the curvature pairs belong to the old loss, so start afresh
                 resample(terms, self.global_step)
+                self.objective_version += 1
                 self.optimizer = make_lbfgs(self.params, s)
                 self.objective = Objective(self.params, self._closure)
                 self.best = (math.inf, None)
                 self.since = 0
             if terms.causal_eps > 0:  # new causal weights for this chunk, then fixed
+                self.objective_version += 1
                 terms.causal_frozen = False
                 terms.term_losses()
                 terms.causal_frozen = True

@@ -11,10 +11,13 @@ import typer
 from rich.console import Console
 
 from fields.command import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
+    CheckpointEveryOpt,
     ConfigOpt,
     MaxSecondsOpt,
     OutputOpt,
+    OverwriteOpt,
     ResumeOpt,
     RunOptions,
     SeedOpt,
@@ -54,6 +57,8 @@ def fit_sdf_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: Annotated[str, typer.Option(help="hash (hash grid + MLP) or siren")] = "hash",
     eval_every: Annotated[float, typer.Option(
         help="seconds between quick surface evaluations (0: none)")] = 60.0,
@@ -67,7 +72,8 @@ def fit_sdf_cmd(
     from fields.sdf.field import SDFConfig
     from fields.sdf.run import builtin_target, fit_sdf, mesh_target, points_target
 
-    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads)
+    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
+                      checkpoint_every)
     set_threads(threads)
     if mesh and points:
         raise error("give --mesh or --points, not both")
@@ -76,7 +82,7 @@ def fit_sdf_cmd(
     if resolution < 8:
         raise error("--resolution must be >= 8")
     with guarded():
-        opts.check()
+        opts.check("sdf")
         cfg = SDFConfig.from_dict({**SDFConfig(model=model).to_dict(),
                                    **parse_config(config, "SDFConfig")})
         with console.status("preparing the supervision (surface, signed distances)..."):
@@ -96,7 +102,8 @@ def fit_sdf_cmd(
         f"{max_seconds:g} s; output {out}")
     with guarded(out):
         metrics = fit_sdf(target, cfg, out, steps, max_seconds, eval_every, seed, resolution,
-                          on_eval=_log_surface, resume=resume)
+                          on_eval=_log_surface, resume=resume,
+                          checkpoint_every=checkpoint_every, log=say)
     scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
               f"{metrics['f_score']:.4f}, normal consistency "
               f"{metrics['normal_consistency']:.4f}; " if metrics.get("chamfer_l1") is not None
@@ -117,6 +124,8 @@ def fit_neus_cmd(
     config: ConfigOpt = None,
     resume: ResumeOpt = None,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     eval_every: Annotated[float, typer.Option(
         help="seconds between quick surface evaluations (0: none)")] = 120.0,
     resolution: Annotated[int, typer.Option(help="marching-cubes grid for mesh.ply")] = 385,
@@ -131,12 +140,13 @@ def fit_neus_cmd(
     from fields.sdf.neus import NeusConfig
     from fields.sdf.run import fit_neus, tabletop_truth
 
-    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads)
+    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
+                      checkpoint_every)
     set_threads(threads)
     if resolution < 8:
         raise error("--resolution must be >= 8")
     with guarded():
-        opts.check()
+        opts.check("sdf", "fit neus")
         cfg = NeusConfig.from_dict(parse_config(config, "NeusConfig"))
         scene, name = load_posed_images(data, downscale, scene_resolution)
         truth = tabletop_truth() if data is None else None
@@ -149,7 +159,8 @@ def fit_neus_cmd(
         f"budget {steps} steps / {max_seconds:g} s; output {out}")
     with guarded(out):
         metrics = fit_neus(scene, cfg, out, steps, max_seconds, eval_every, seed, resolution,
-                           truth=truth, on_eval=_log_surface, resume=resume)
+                           truth=truth, on_eval=_log_surface, resume=resume,
+                           checkpoint_every=checkpoint_every, log=say)
     scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
               f"{metrics['f_score']:.4f}; " if metrics.get("chamfer_l1") is not None else "")
     say(f"{scores}held-out view PSNR {metrics['psnr_view0']:.2f} dB; {metrics['steps']} steps, "

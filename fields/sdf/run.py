@@ -192,9 +192,11 @@ def _common_first(metrics: dict[str, Any]) -> dict[str, Any]:
 def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_seconds: float,
             eval_every: float, seed: int, resolution: int,
             on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
-            show_progress: bool = True, resume: str | None = None) -> dict[str, Any]:
+            show_progress: bool = True, resume: str | None = None,
+            checkpoint_every: float = 120.0,
+            log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Trains (continuing from the checkpoint `resume` when given), writes checkpoint.pt and
-    the outputs; returns the metrics."""
+    the outputs; returns the metrics. `checkpoint_every` and `log` as `fields.train.train`."""
     from fields.train import seed_everything
 
     wall = time.perf_counter()
@@ -208,26 +210,29 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
     extra = {"kind": "sdf", "sdf": {"aabb": target.aabb.tolist(), "config": config.to_dict(),
                                     "source": target.name}}
     run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
-                 resume)
+                 resume, checkpoint_every, log)
     metrics = {**run, "source": target.name, "model": config.model}
     return write_sdf_outputs(out, task.field, target, metrics, resolution, wall_start=wall)
 
 
 def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds: float,
            eval_every: float, seed: int, on_eval: Any, show_progress: bool,
-           resume: str | None = None) -> dict[str, Any]:
+           resume: str | None = None, checkpoint_every: float = 120.0,
+           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """`fields.train.train` with checkpoint.pt in `out`; the run's steps, seconds and
     history. Leaves the field in eval mode."""
+    from fields.command import run_notes
     from fields.train import TrainConfig, train
 
     wall = time.perf_counter()
     state = train(task, TrainConfig(steps=steps, max_seconds=max_seconds, eval_every=eval_every,
-                                    seed=seed),
+                                    seed=seed, checkpoint_every=checkpoint_every),
                   checkpoint=out / "checkpoint.pt", resume=resume, checkpoint_extra=extra,
-                  on_eval=on_eval, show_progress=show_progress)
+                  on_eval=on_eval, show_progress=show_progress, log=log)
     task.field.eval()
     return {"steps": state.step, "seconds": state.seconds,
-            "train_wall_seconds": time.perf_counter() - wall, "history": state.history}
+            "train_wall_seconds": time.perf_counter() - wall, "history": state.history,
+            **run_notes(state)}
 
 
 # -- surfaces from images (NeuS) --
@@ -246,7 +251,9 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
              eval_every: float, seed: int, resolution: int,
              truth: tuple[np.ndarray, np.ndarray] | None = None,
              on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
-             show_progress: bool = True, resume: str | None = None) -> dict[str, Any]:
+             show_progress: bool = True, resume: str | None = None,
+             checkpoint_every: float = 120.0,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Trains NeuS on posed images (continuing from the checkpoint `resume` when given);
     writes checkpoint.pt, mesh.ply (coloured by the radiance head), metrics.json (with
     `truth`, a mesh, the surface metrics) and renders/compare.png (held-out image | render |
@@ -270,7 +277,7 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     extra = {"kind": "sdf", "sdf": {"aabb": data.aabb.tolist(), "config": config.to_dict(),
                                     "source": data.name, "neus": True}}
     run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
-                 resume)
+                 resume, checkpoint_every, log)
     metrics: dict[str, Any] = {**run, "scene": data.name,
                                "sharpness": task.field.sharpness().item()}
     from fields.sdf.neus import vertex_colours
