@@ -242,9 +242,9 @@ class _Guard:
         return None
 
     def stalled(self) -> str | None:
-        """A warning when, after 200 steps or more, the loss of the last 20 steps is not below
+        """A warning when, after 100 steps or more, the loss of the last 20 steps is not below
         that of the first 20 (a learning rate so high that nothing is learnt), else None."""
-        if self.count < 200 or len(self.losses) < 20:
+        if self.count < 100 or len(self.losses) < 20:
             return None
         first = sum(self.first) / len(self.first)
         last = sum(list(self.losses)[-20:]) / 20
@@ -414,14 +414,15 @@ def train(
         """Rolls back, or raises `Diverged` when the retries are spent."""
         assert guard is not None
         if len(state.rollbacks) >= config.max_retries or guard.snapshot is None:
-            at = state.step
+            at, rollbacks = state.step, list(state.rollbacks)
             if guard.snapshot is not None:
                 _restore(task, state, copy.deepcopy(guard.snapshot), "the last good state")
+                state.rollbacks = rollbacks
                 write_checkpoint()
             where = (f"; the last good state (step {state.step}) is in {checkpoint}"
                      if checkpoint is not None and guard.snapshot is not None else "")
             raise Diverged(
-                f"training diverged: {why} at step {at}, after {len(state.rollbacks)} "
+                f"training diverged: {why} at step {at}, after {len(rollbacks)} "
                 f"roll-back(s) to the last good state, each with the learning rate times "
                 f"{config.lr_backoff:g}{where}. Lower the learning rate (--config "
                 f"'{{\"lr\": ...}}').")

@@ -297,7 +297,8 @@ def test_fit_image_with_a_huge_learning_rate_exits_1_with_finite_files(tmp_path,
     assert all(torch.isfinite(t).all() for t in payload["state_dict"].values()
                if t.is_floating_point())
     for f in out.glob("*.json"):
-        json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f}: {c}"))
+        name = f.name
+        json.loads(f.read_text(), parse_constant=lambda c, n=name: pytest.fail(f"{n}: {c}"))
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path, tiny_png):
@@ -394,3 +395,37 @@ def test_videos_of_tiny_or_odd_frames_are_written(tmp_path, hw):
     assert len(frames) == 3 and min(frames[0].shape[:2]) >= min(hw)
     with pytest.raises(ValueError, match="no frames"):
         write_video(tmp_path / "e.mp4", [])
+
+
+def test_a_nerf_whose_learning_rate_is_infinite_stops_with_its_last_good_state(
+        tmp_path, tiny_scene_dir):
+    from conftest import tiny_config
+
+    from fields.data import load_scene
+    from fields.nerf import NerfTask
+
+    cfg = tiny_config()
+    cfg.lr = float("inf")
+    task = NerfTask(load_scene(tiny_scene_dir), cfg, seed=0)
+    # its hash grid turns NaN while the loss stays finite (the occupancy grid then skips
+    # every NaN cell): the parameter check catches it
+    with pytest.raises(Diverged, match=r"'field\.encoding\.params' became non-finite"):
+        train(task, TrainConfig(steps=50, max_seconds=60, eval_every=0, checkpoint_every=0,
+                                snapshot_every=0.0),
+              checkpoint=tmp_path / "c.pt", checkpoint_extra=task.checkpoint_extra(),
+              **quiet())
+    payload = read_checkpoint(tmp_path / "c.pt")
+    assert all(torch.isfinite(t).all() for t in payload["state_dict"].values()
+               if t.is_floating_point())
+
+
+def test_a_full_disk_is_refused_before_training(tmp_path, tiny_png, monkeypatch):
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    r = invoke("fit", "image", tiny_png, "--output", tmp_path / "run", "--steps", "5")
+    assert r.exit_code == 1, r.output
+    assert "No space left on device: the run needs about" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "run" / "metrics.json").exists()

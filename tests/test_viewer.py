@@ -448,12 +448,14 @@ def test_fields_view_page_is_served(tiny_nerf):
 def test_fit_nerf_with_the_viewer(tiny_scene_dir, tmp_path):
     import json
 
+    from conftest import tiny_config
+
     from fields.viewer.server import _free_port
 
     port = _free_port("127.0.0.1")
     code, out = run_cli(["fit", "nerf", "--data", str(tiny_scene_dir), "--output",
                          str(tmp_path / "run"), "--steps", "30", "--video-frames", "0",
-                         "--config", json.dumps({"grid_resolution": 32, "render_steps": 128}),
+                         "--config", json.dumps(tiny_config().to_dict()),
                          "--viewer", "--viewer-port", str(port)], "viewer still at")
     assert code == 0, out
     assert (tmp_path / "run" / "checkpoint.pt").exists()

@@ -20,6 +20,7 @@ a field to load another one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -68,7 +69,8 @@ class ClientSession:
         self.preview_pixels: float | None = None  # steered to reach the target FPS
         self._last_preview_at = 0.0
         self._idle = 0.0  # seconds spent waiting for a camera since the last preview
-        self._stats = client.gui.add_markdown("*waiting for the first frame*")
+        with self.sending():
+            self._stats = client.gui.add_markdown("*waiting for the first frame*")
         self._stats_at = 0.0
         self.thread = threading.Thread(target=self._loop, name=f"viewer-client-{self.id}",
                                        daemon=True)
@@ -112,6 +114,14 @@ class ClientSession:
             self.closed = True
             self.cond.notify_all()
 
+    def sending(self) -> contextlib.AbstractContextManager[Any]:
+        """The context of every write to the client (frames, the stats line, notifications,
+        its camera). The client may have just left: viser closes a connection before it
+        reports the departure, and may report an arrival (from its thread pool) after the
+        client left. Such a write is a harmless no-op, and must not make viser warn about
+        writing to a closed connection."""
+        return _dead_writes_allowed(self.client)
+
     # -- state --
     def moving(self) -> bool:
         return time.perf_counter() - self.last_move < self.viewer.settle_seconds
@@ -130,6 +140,12 @@ class ClientSession:
 
     # -- the render loop --
     def _loop(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.viewer._ended(self)
+
+    def _run(self) -> None:
         while True:
             with self.cond:
                 if self.closed:
@@ -172,7 +188,8 @@ class ClientSession:
         viewer = self.viewer
         view = viewer.view
         if view is not None and not view.renders_image:
-            self._stats.content = "drawn by the browser"
+            with self.sending():
+                self._stats.content = "drawn by the browser"
             return True
         if view is None or cam.width < 1 or cam.height < 1:
             return True
@@ -205,8 +222,9 @@ class ClientSession:
         image = (np.clip(picture, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if self.closed or view is not viewer.view:  # the field changed meanwhile
             return False
-        self.client.scene.set_background_image(image, format="jpeg",
-                                               jpeg_quality=90 if full else 75)
+        with self.sending():
+            self.client.scene.set_background_image(image, format="jpeg",
+                                                   jpeg_quality=90 if full else 75)
         now = time.perf_counter()
         seconds = now - t0
         viewer.update_speed(w * h, seconds)
@@ -217,10 +235,11 @@ class ClientSession:
         self.last_frame = frame
         if now - self._stats_at > 0.5 or full:
             self._stats_at = now
-            self._stats.content = (
-                f"{self.fps():.1f} FPS · {w}×{h}{' (full)' if full else ''} · "
-                f"{viewer.rays_per_second / 1e3:.0f}k rays/s"
-            )
+            with self.sending():
+                self._stats.content = (
+                    f"{self.fps():.1f} FPS · {w}×{h}{' (full)' if full else ''} · "
+                    f"{viewer.rays_per_second / 1e3:.0f}k rays/s"
+                )
         return True
 
     def _steer_preview(self, pixels: int, seconds: float, now: float) -> None:
@@ -239,7 +258,8 @@ class ClientSession:
 
     def _report(self, message: str) -> None:
         self.errors.append(message)
-        self._stats.content = f"**{message}**"
+        with self.sending():
+            self._stats.content = f"**{message}**"
 
 
 class Viewer:
@@ -290,6 +310,11 @@ class Viewer:
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
         self._gone: set[int] = set()
+        # sessions whose client left and whose render loop may still be finishing a frame:
+        # `close` waits for them too (a daemon thread still inside torch when the
+        # interpreter exits aborts the process: "terminate called without an active
+        # exception", exit code -6 instead of 0 after Ctrl-C)
+        self._leaving: list[ClientSession] = []
         self._closed = False
         self._field_controls: list[Any] = []
         self._training: dict[str, Any] | None = None
@@ -397,11 +422,12 @@ class Viewer:
             if not view.renders_image:
                 self.server.scene.set_background_image(None)
         for s in self._session_list():
-            s.client.camera.position = cam["position"]
-            s.client.camera.look_at = cam["look_at"]
-            s.client.camera.up_direction = cam["up"]
-            if "fov" in cam:
-                s.client.camera.fov = float(cam["fov"])
+            with s.sending():
+                s.client.camera.position = cam["position"]
+                s.client.camera.look_at = cam["look_at"]
+                s.client.camera.up_direction = cam["up"]
+                if "fov" in cam:
+                    s.client.camera.fov = float(cam["fov"])
         self.invalidate()
 
     def set_error(self, message: str) -> None:
@@ -413,7 +439,9 @@ class Viewer:
             self.server.scene.set_background_image(None)
             self._title.content = f"**Could not load the checkpoint**\n\n`{message}`"
         for s in self._session_list():
-            s.client.add_notification("Could not load the checkpoint", message, color="red")
+            with s.sending():
+                s.client.add_notification("Could not load the checkpoint", message,
+                                          color="red")
 
     def load(self, path: str) -> bool:
         """Loads a checkpoint and shows it; on failure shows the error. True on success."""
@@ -439,17 +467,27 @@ class Viewer:
                 self._gone.discard(session.id)
                 return
             self.sessions[session.id] = session
-        session.thread.start()
+            session.thread.start()  # under the lock: `close` joins only started threads
         if self.error is not None:
-            client.add_notification("Could not load the checkpoint", self.error, color="red")
+            with session.sending():
+                client.add_notification("Could not load the checkpoint", self.error,
+                                        color="red")
 
     def _on_disconnect(self, client: Any) -> None:
         with self._sessions_lock:
             session = self.sessions.pop(int(client.client_id), None)
             if session is None:  # viser's pool ran the disconnect before the connect
                 self._gone.add(int(client.client_id))
+            elif session.thread.is_alive():
+                self._leaving.append(session)  # until its render loop ends (`_ended`)
         if session is not None:
             session.close()
+
+    def _ended(self, session: ClientSession) -> None:
+        """Called by a session's render loop as it ends."""
+        with self._sessions_lock:
+            if session in self._leaving:
+                self._leaving.remove(session)
 
     def _session_list(self) -> list[ClientSession]:
         with self._sessions_lock:
@@ -518,8 +556,9 @@ class Viewer:
             if self._closed:
                 return
             self._closed = True
-            sessions = list(self.sessions.values())
+            sessions = list(self.sessions.values()) + self._leaving
             self.sessions.clear()
+            self._leaving = []
         for s in sessions:
             s.close()
         for s in sessions:
@@ -535,6 +574,16 @@ class Viewer:
             pass
         finally:
             self.close()
+
+
+def _dead_writes_allowed(client: Any) -> contextlib.AbstractContextManager[Any]:
+    """A context in which writes to `client` after its connection closed pass silently:
+    viser's `sanctioned_dead_writes` on the client's message buffer (viser uses it for its
+    own clean-up writes), or nothing where a client has no such buffer (a stand-in)."""
+    try:
+        return client._websock_connection.get_message_buffer().sanctioned_dead_writes()
+    except AttributeError:
+        return contextlib.nullcontext()
 
 
 def _check_address(host: str) -> None:
