@@ -179,8 +179,7 @@ def bench_encoding_cmd(
             as_json,
         )
     except ValueError as e:  # a bad grid description: say which, without a traceback
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        raise error(e) from e
 
 
 @bench_app.command("march")

@@ -14,6 +14,7 @@ import torch
 
 from fields.data.pointclouds import read_ply, write_ply
 from fields.io import atomic_write
+from fields.render.cameras import plain_numbers
 
 
 def sample_grid(
@@ -193,8 +194,12 @@ def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
 
 def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and triangle faces (F, 3) int64 of a mesh file (obj, ply, stl,
-    glb, off; scenes are flattened into one mesh); ValueError naming the file when it is not
-    a triangle mesh."""
+    glb, off; scenes are flattened into one mesh).
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file for one that
+    is not a readable triangle mesh: no vertices or no triangles, a vertex that is not
+    finite (``vertex 12 is not finite (nan, 0, 1)``), face indices outside the vertices, or
+    no area at all."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such mesh file")
@@ -203,23 +208,62 @@ def load_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         v = np.asarray(verts, dtype=np.float64)
         f = np.zeros((0, 3), np.int64) if tris is None else tris
     else:
-        import trimesh
+        v, f = _load_trimesh(p)
+    return check_mesh(p, v, f)
 
-        try:
+
+def _load_trimesh(p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices, faces) as trimesh reads them, unchecked; ValueError naming the file when
+    trimesh cannot read it."""
+    import trimesh
+
+    try:
+        with np.errstate(all="ignore"):
             mesh = trimesh.load(p, force="mesh", process=False)
             if hasattr(mesh, "merge_vertices"):  # STL stores every triangle's own corners
-                mesh.merge_vertices()
-        except Exception as e:
-            raise ValueError(f"{p}: not a readable mesh ({type(e).__name__}: {e})") from e
+                verts = np.asarray(mesh.vertices)
+                if len(verts) and np.isfinite(verts).all():  # merging compares coordinates
+                    mesh.merge_vertices()
         v = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
-        f = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
-    if len(v) == 0 or len(f) == 0 or f.ndim != 2 or f.shape[1] != 3:
-        raise ValueError(f"{p}: no triangles in the mesh (vertices {v.shape}, faces {f.shape})")
-    if f.min() < 0 or f.max() >= len(v):
-        raise ValueError(f"{p}: face indices outside [0, {len(v)})")
-    area = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+        f = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))))
+    except Exception as e:  # trimesh raises many types for files it cannot parse
+        raise ValueError(f"{p}: not a readable mesh ({type(e).__name__}: {e})") from e
+    return v, f
+
+
+def check_mesh(path: Path, v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (V, 3) float64 and faces (F, 3) int64, checked; ValueError naming `path` and
+    what is wrong (see `load_mesh`)."""
+    v = np.asarray(v, dtype=np.float64)
+    f = np.asarray(f)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or f.size == 0 or f.ndim != 2 \
+            or f.shape[1] != 3:
+        raise ValueError(f"{path}: no triangles in the mesh (vertices of shape {v.shape}, "
+                         f"faces of shape {f.shape}; expected a triangle mesh: (V, 3) vertices "
+                         "and (F, 3) faces, V, F >= 1)")
+    if f.dtype.kind not in "iu":
+        raise ValueError(f"{path}: face indices of type {f.dtype} (expected integers)")
+    f = f.astype(np.int64)
+    finite = np.isfinite(v).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"{path}: vertex {i} is not finite ({plain_numbers(v[i], ', ', 9)}); "
+                         f"{int((~finite).sum())} of {len(v)} vertices are not (expected finite "
+                         "coordinates)")
+    out = (f < 0) | (f >= len(v))
+    if out.any():
+        i = int(np.argmax(out.any(axis=1)))
+        raise ValueError(f"{path}: face {i} has vertex indices {' '.join(map(str, f[i]))}, "
+                         f"outside the {len(v)} vertices (expected indices in [0, {len(v)}))")
+    with np.errstate(all="ignore"):
+        area = np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]),
+                              axis=1)
+    if not np.isfinite(area).all():
+        raise ValueError(f"{path}: vertex coordinates so large that triangle areas overflow "
+                         "(expected coordinates below ~1e150)")
     if not area.sum() > 0:
-        raise ValueError(f"{p}: the mesh has no area")
+        raise ValueError(f"{path}: the mesh has no area (all {len(f)} triangles are "
+                         "degenerate; expected a surface)")
     return v, f
 
 

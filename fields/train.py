@@ -7,7 +7,8 @@ evaluation on held-out data, periodic and final checkpoints, `resume`, and the r
 nets:
 
 - **Divergence guard.** A non-finite loss, a loss far above its running level
-  (`TrainConfig.explode_factor` times the median of the last 100 steps), or a non-finite
+  (`TrainConfig.explode_factor` times the median of the last 100 steps, and above the first
+  step's loss: noise at the end of a fit is not divergence), or a non-finite
   parameter (checked whenever a good state is kept) rolls the model, the optimiser and the
   task back to the last good state (kept in memory every `snapshot_every` training seconds and
   at each checkpoint), halves the learning rate (every optimiser step runs at the rate the
@@ -207,7 +208,8 @@ class _Guard:
     """The divergence guard's memory: the last good state and the loss's running level.
 
     A state is kept as good only when its parameters are finite and its loss is within
-    `KEEP_FACTOR` of the lowest recent one (a run on its way to diverging is not kept)."""
+    `KEEP_FACTOR` of the lowest recent one or below the objective's first loss (a run on its
+    way to diverging is not kept)."""
 
     KEEP_FACTOR = 10.0
 
@@ -231,8 +233,11 @@ class _Guard:
         if not math.isfinite(loss):
             return f"the loss became {loss}"
         if len(self.losses) >= 5:
+            # far above its running level, and above where this objective started (a jump
+            # from 1e-16 to 1e-12 at the end of a fit is noise, not divergence)
             level = sorted(self.losses)[len(self.losses) // 2]
-            if level > 0 and loss > self.config.explode_factor * level:
+            if level > 0 and loss > self.config.explode_factor * level and (
+                    loss > self.first[0]):
                 return (f"the loss jumped to {loss:.4g}, {loss / level:.3g} times its running "
                         f"level {level:.4g}")
         self.losses.append(loss)
@@ -262,8 +267,8 @@ class _Guard:
         bad = _finite_state(task.module)
         if bad is not None:
             return f"parameter {bad!r} became non-finite"
-        if self.losses and (
-                self.losses[-1] > self.KEEP_FACTOR * min(self.losses)):
+        if self.losses and self.losses[-1] > max(self.KEEP_FACTOR * min(self.losses),
+                                                 self.first[0]):
             return None
         self.snapshot = copy.deepcopy({
             "state_dict": task.module.state_dict(),

@@ -665,3 +665,81 @@ def test_mesh_module_reads_and_writes_ply_through_the_one_codec(tmp_path):
     v, f = mesh.load_mesh(tmp_path / "tet.ply")
     np.testing.assert_array_equal(v, verts)
     np.testing.assert_array_equal(f, faces)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 21: messages with values show them as plain text; meshes that never crash
+
+
+def test_non_finite_point_message_shows_the_row_values_as_plain_text(tmp_path):
+    """A5: a NaN point printed "(first at row 10: )": the values were in brackets, which a
+    markup renderer took for a tag. They are plain numbers now, and survive rich markup."""
+    from rich.console import Console
+
+    pts = _cloud(12)
+    pts[10] = [np.nan, 1.0, 2.0]
+    path = tmp_path / "flow.npy"
+    np.save(path, pts)
+    with pytest.raises(PointCloudError) as info:
+        read_points(path)
+    msg = str(info.value)
+    assert "1 of 12 points" in msg and "(first at row 10: nan 1 2)" in msg, msg
+    assert "[" not in msg, msg
+    console = Console(record=True, width=400)
+    console.print(msg)  # as markup: nothing of the values may vanish
+    assert "row 10: nan 1 2" in console.export_text()
+
+
+def _tet_obj(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
+    path.write_text("".join(f"v {x} {y} {z}\n" for x, y, z in verts)
+                    + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
+
+
+def test_mesh_with_nan_vertices_names_the_vertex(tmp_path):
+    """A6: a mesh with NaN vertices was reported as "has no area"."""
+    from fields.data.pointclouds import write_ply
+    from fields.mesh import load_mesh
+
+    verts, faces = _tetrahedron()
+    verts = verts.astype(np.float64)
+    verts[2] = [np.nan, 0.0, 1.0]
+    _tet_obj(tmp_path / "nan.obj", verts, faces)
+    with pytest.raises(ValueError, match=r"nan\.obj: vertex 2 is not finite \(nan, 0, 1\)"):
+        load_mesh(tmp_path / "nan.obj")
+    # the PLY codec refuses to write NaN, so write a valid one and poke a NaN into its body
+    good = verts.copy()
+    good[2] = [0.0, 0.0, 1.0]
+    write_ply(tmp_path / "nan.ply", good, faces)
+    data = bytearray((tmp_path / "nan.ply").read_bytes())
+    body = data.index(b"end_header\n") + len(b"end_header\n")
+    data[body + 24 : body + 28] = struct.pack("<f", np.nan)  # vertex 2, x
+    (tmp_path / "nan.ply").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"nan\.ply: vertex 2 is not finite \(nan, 0, 1\)"):
+        load_mesh(tmp_path / "nan.ply")
+
+
+def test_mesh_bad_indices_and_empty_meshes_are_clear_errors(tmp_path):
+    from fields.mesh import load_mesh
+
+    (tmp_path / "far.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n")
+    with pytest.raises(ValueError, match=r"far\.obj"):
+        load_mesh(tmp_path / "far.obj")
+    (tmp_path / "empty.obj").write_text("# nothing\n")
+    with pytest.raises(ValueError, match=r"empty\.obj: no triangles in the mesh"):
+        load_mesh(tmp_path / "empty.obj")
+    (tmp_path / "points.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    with pytest.raises(ValueError, match=r"points\.obj: no triangles in the mesh"):
+        load_mesh(tmp_path / "points.obj")
+    (tmp_path / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    with pytest.raises(ValueError, match=r"flat\.obj: the mesh has no area \(all 1 triangles "
+                       "are degenerate"):
+        load_mesh(tmp_path / "flat.obj")
+    (tmp_path / "empty.ply").write_text("ply\nformat ascii 1.0\nelement vertex 0\nproperty float"
+                                        " x\nproperty float y\nproperty float z\nelement face 0\n"
+                                        "property list uchar int vertex_indices\nend_header\n")
+    with pytest.raises(ValueError, match=r"empty\.ply: no triangles in the mesh \(vertices "
+                       r"of shape \(0, 3\)"):
+        load_mesh(tmp_path / "empty.ply")
+    (tmp_path / "big.obj").write_text("v 1e200 0 0\nv 0 1e200 0\nv 0 0 1e200\nf 1 2 3\n")
+    with pytest.raises(ValueError, match=r"big\.obj: vertex coordinates so large"):
+        load_mesh(tmp_path / "big.obj")

@@ -527,18 +527,62 @@ def test_colmap_projection_matches_colmap_pinhole_and_opencv(tmp_path):
     assert scene.unbounded
 
 
-def test_colmap_model_locations_downscale_and_camera_box(tmp_path):
+def test_colmap_model_locations_and_downscale(tmp_path):
     _colmap_scene(tmp_path, sub=(), points=False, n=4)
-    scene = read_colmap(tmp_path, downscale=2, hold_every=2)
+    with pytest.warns(UserWarning, match="estimated from the cameras"):
+        scene = read_colmap(tmp_path, downscale=2, hold_every=2)
     assert scene.splits["test"].names == ["frame_01.png", "frame_03.png"]
     cams = scene.train.cameras
     assert (cams.width, cams.height) == (W // 2, H // 2)
     torch.testing.assert_close(cams.fx, torch.tensor([7.5, 7.5]) / 2)  # frame_02, frame_04
     torch.testing.assert_close(cams.cy, torch.tensor([2.75, 2.75]) / 2)
     torch.testing.assert_close(scene.splits["test"].cameras.fx, torch.tensor([7.0, 7.0]) / 2)
-    all_c = torch.cat((cams.c2w, scene.splits["test"].cameras.c2w))[:, :, 3]
-    torch.testing.assert_close(scene.aabb[0], all_c.min(0).values, atol=1e-6, rtol=0)
-    torch.testing.assert_close(scene.aabb[1], all_c.max(0).values, atol=1e-6, rtol=0)
+
+
+def _iou(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    inter = np.clip(np.minimum(a[1], b[1]) - np.maximum(a[0], b[0]), 0, None).prod()
+    return inter / ((a[1] - a[0]).prod() + (b[1] - b[0]).prod() - inter)
+
+
+def test_colmap_without_points_estimates_the_bounds_from_the_cameras(tmp_path):
+    """Issue 21 A8: without points3D.txt the box was the cameras' own extent (a ring around
+    the object: mostly empty space, training crawled). Cameras looking inward now give the
+    sphere around the point nearest their optical axes, close to the box of the points."""
+    _colmap_scene(tmp_path / "pts", points=True)
+    _colmap_scene(tmp_path / "none", points=False)
+    with_points = read_colmap(tmp_path / "pts")
+    assert with_points.meta["notes"] == []
+    with pytest.warns(UserWarning, match=r"sparse.0: scene bounds estimated from the cameras "
+                      r"\(no points3D\.txt\)"):
+        estimated = read_colmap(tmp_path / "none")
+    assert "optical axis" in estimated.meta["notes"][0]
+    cams = torch.cat([s.cameras.c2w for s in estimated.splits.values()])[:, :, 3]
+    camera_box = torch.stack((cams.min(0).values, cams.max(0).values))
+    assert _iou(estimated.aabb, with_points.aabb) > 0.6
+    assert _iou(estimated.aabb, with_points.aabb) > 2 * _iou(camera_box, with_points.aabb)
+    # the object's centre (the cameras' target) is the box's centre
+    target = (TARGET - np.asarray(estimated.meta["centre"])) * estimated.meta["scale"]
+    np.testing.assert_allclose(estimated.aabb.mean(0).numpy(), target, atol=1e-4)
+
+
+def test_bounds_from_cameras_forward_facing_falls_back_to_the_camera_box():
+    from fields.data.colmap import bounds_from_cameras
+
+    centres = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0.2]])
+    axes = np.tile([0.0, 0.0, 1.0], (4, 1))  # parallel axes: forward-facing
+    box, note = bounds_from_cameras(centres, axes, np.full(4, 0.4))
+    assert "forward-facing" in note
+    np.testing.assert_allclose(box[:, :2], [[0, 0], [1, 1]])
+    # looking outward from a ring (a panorama): no common centre in front of them either
+    a = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    ring = np.stack((np.cos(a), np.sin(a), np.zeros(8)), 1)
+    box, note = bounds_from_cameras(3 * ring, ring, np.full(8, 0.4))
+    assert "forward-facing" in note
+    # inward: the centre, radius = distance x sin(half fov)
+    box, note = bounds_from_cameras(3 * ring + 1.0, -ring, np.full(8, 0.4))
+    np.testing.assert_allclose(box, [[1 - 3 * np.sin(0.4)] * 3, [1 + 3 * np.sin(0.4)] * 3],
+                               atol=1e-9)
 
 
 def test_colmap_errors(tmp_path):
@@ -560,7 +604,8 @@ def test_colmap_errors(tmp_path):
     lines = images_txt.read_text().split("\n")
     lines[2] = "1 0.5 0.5 x 0.5 1 2 3 1 frame_04.png"
     images_txt.write_text("\n".join(lines))
-    with pytest.raises(ValueError, match=r"images\.txt:3: .*expected numeric QW"):
+    with pytest.raises(ValueError, match=r"images\.txt:3: QY is 'x' \(expected a number; "
+                       "IMAGE_ID QW QX QY QZ"):
         read_colmap(tmp_path)
     _colmap_scene(tmp_path)
     (tmp_path / "images" / "frame_02.png").unlink()
@@ -699,3 +744,240 @@ def test_neus_reader_errors_name_the_file_and_field(tmp_path):
     (tmp_path / "s" / "cameras_sphere.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match=r"cameras_sphere\.npz: not a readable"):
         load_scene(tmp_path / "s")
+
+
+# -- issue 21: readers that never crash (each case crashed or was accepted before) --
+
+
+def test_zero_or_non_rotation_poses_are_refused_naming_file_frame_and_field(tmp_path):
+    """A1: an all-zero camera matrix was accepted and made NaN rays."""
+    _blender_scene(tmp_path / "b", n=3)
+    jp = tmp_path / "b" / "transforms_train.json"
+    _edit_json(jp, lambda d: d["frames"][1].update(transform_matrix=np.zeros((4, 4)).tolist()))
+    with pytest.raises(ValueError, match=r"transforms_train\.json: frames\[1\]\.transform_matrix: "
+                       r"the rotation part .* is singular"):
+        read_blender(tmp_path / "b")
+    shear = np.eye(4)
+    shear[0, 1] = 0.5
+    _edit_json(jp, lambda d: d["frames"][2].update(transform_matrix=shear.tolist()))
+    _edit_json(jp, lambda d: d["frames"][1].update(transform_matrix=np.eye(4).tolist()))
+    with pytest.raises(ValueError, match=r"frames\[2\]\.transform_matrix: .* is not a rotation"):
+        read_blender(tmp_path / "b")
+
+    _, poses, _ = _ngp_scene(tmp_path / "n", n=3)
+    jp = tmp_path / "n" / "transforms.json"
+    _edit_json(jp, lambda d: d["frames"][0].update(transform_matrix=np.zeros((4, 4)).tolist()))
+    with pytest.raises(ValueError, match=r"transforms\.json: frames\[0\]\.transform_matrix"):
+        read_ngp(tmp_path / "n")
+    # a uniformly scaled rotation (some exporters write one) is normalised, not refused
+    scaled = poses[0].copy()
+    scaled[:3, :3] *= 2.0
+    _edit_json(jp, lambda d: d["frames"][0].update(transform_matrix=scaled.tolist()))
+    cams = read_ngp(tmp_path / "n").train.cameras
+    rot = cams.c2w[0, :, :3].double()
+    torch.testing.assert_close(rot.T @ rot, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(cams.c2w[0, :, :3], torch.from_numpy(poses[0, :3, :3]).float())
+    _, ray_d = cams.rays(torch.zeros(2, dtype=torch.long), torch.ones(2), torch.ones(2))
+    assert torch.isfinite(ray_d).all()
+
+    (tmp_path / "l").mkdir()
+    _llff_scene(tmp_path / "l", n=3)
+    arr = np.load(tmp_path / "l" / "poses_bounds.npy")
+    arr[2, [0, 1, 2, 5, 6, 7, 10, 11, 12]] = 0.0
+    np.save(tmp_path / "l" / "poses_bounds.npy", arr)
+    with pytest.raises(ValueError, match=r"poses_bounds\.npy: row 2: rotation .* singular"):
+        read_llff(tmp_path / "l")
+
+
+def test_principal_point_and_distortion_out_of_range_are_refused(tmp_path):
+    """A2: a principal point far off the image and huge distortion were accepted."""
+    _ngp_scene(tmp_path, n=2)
+    jp = tmp_path / "transforms.json"
+    good = jp.read_text()
+    _edit_json(jp, lambda d: d.update(cx=1000.0))
+    with pytest.raises(ValueError, match=r"transforms\.json: frames\[0\]: principal point 'cx' is "
+                       r"1000 pixels, outside \[-0\.5 W, 1\.5 W\] = \[-4, 12\]"):
+        read_ngp(tmp_path)
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d["frames"][1].update(cy=-40.0))
+    with pytest.raises(ValueError, match=r"frames\[1\]: principal point 'cy'"):
+        read_ngp(tmp_path)
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d.update(k1=-1000.0))
+    with pytest.raises(ValueError, match=r"frames\[0\]: radial distortion 'k1' = -1000.*not "
+                       r"monotonic.*1 \+ 3 k1 r\^2 \+ 5 k2 r\^4 must stay > 0"):
+        read_ngp(tmp_path)
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d.update(k1=1e6))
+    with pytest.raises(ValueError, match=r"frames\[0\]: radial distortion 'k1' = 1e\+06, 'k2' = "
+                       r"-0\.02 scales radii by .* must stay within \[1/10, 10\]"):
+        read_ngp(tmp_path)
+    jp.write_text(good)
+    _edit_json(jp, lambda d: d.update(p1=50.0))
+    with pytest.raises(ValueError, match=r"frames\[0\]: distortion .* folds the image"):
+        read_ngp(tmp_path)
+    _colmap_scene(tmp_path / "c", cameras=["1 PINHOLE 8 6 7 7 4 3",
+                                           "2 OPENCV 8 6 7 7 4 3 -60 0 0 0"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:3 \(camera 2 of frame_0\d\.png\): "
+                       "radial distortion"):
+        read_colmap(tmp_path / "c")
+    _colmap_scene(tmp_path / "c", cameras=["1 PINHOLE 8 6 7 7 4 300", "2 PINHOLE 8 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:2 .*principal point cy is 300"):
+        read_colmap(tmp_path / "c")
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda d: d.update(offset="abc"),
+     r"transforms\.json: 'offset' is \"abc\" \(strings, not numbers; expected 3 finite numbers"),
+    (lambda d: d.update(offset=[1, 2]), r"'offset' is \[1, 2\] \(expected 3 finite numbers"),
+    (lambda d: d.update(scale="0.5"),
+     r"transforms\.json: 'scale' is \"0\.5\" of type string \(expected a number"),
+    (lambda d: d.update(aabb_scale=None), r"'aabb_scale' is null of type null"),
+    (lambda d: d.update(fl_x=True), r"frames\[0\]: 'fl_x' is true of type boolean"),
+    (lambda d: d.update(w="8"), r"frames\[0\]: 'w' is \"8\" of type string"),
+    (lambda d: d["frames"][1].update(k1=[0.1]), r"frames\[1\]: 'k1' is \[0\.1\] of type array"),
+    (lambda d: d.update(scale=10**400), r"'scale' is 1000.* \(expected a finite number"),
+    (lambda d: d["frames"][0].update(transform_matrix=[[1, 0, 0, 0]] * 3 + [["0", 0, 0, 1]]),
+     r"frames\[0\]\.transform_matrix is .* \(strings, not numbers; expected a 4x4"),
+    (lambda d: d["frames"][0].update(transform_matrix=[[1, 0, 0], [0, 1]]),
+     r"frames\[0\]\.transform_matrix is .* \(not a rectangular array of numbers"),
+])
+def test_ngp_wrong_types_name_file_field_and_expected_type(tmp_path, edit, match):
+    """A3: `"offset": "abc"` gave numpy's "could not convert string to float" alone."""
+    _ngp_scene(tmp_path, n=2)
+    _edit_json(tmp_path / "transforms.json", edit)
+    with pytest.raises(ValueError, match=match):
+        read_ngp(tmp_path)
+
+
+def test_blender_wrong_types_name_file_and_field(tmp_path):
+    _blender_scene(tmp_path, n=2)
+    jp = tmp_path / "transforms_train.json"
+    _edit_json(jp, lambda d: d.update(camera_angle_x="0.9"))
+    with pytest.raises(ValueError, match=r"transforms_train\.json: 'camera_angle_x' is \"0\.9\" "
+                       r"of type string \(expected a number"):
+        read_blender(tmp_path)
+    jp.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"transforms_train\.json: not valid json"):
+        read_blender(tmp_path)
+
+
+def test_llff_text_file_is_not_a_npy_array(tmp_path):
+    """A4: a text file named poses_bounds.npy gave numpy's message about pickles."""
+    _llff_scene(tmp_path, n=3)
+    npy = tmp_path / "poses_bounds.npy"
+    npy.write_text("1 2 3\n4 5 6\n")
+    with pytest.raises(ValueError, match=r"poses_bounds\.npy: not a \.npy array \(.*expected "
+                       r"\(N, 17\): an N x 17 float array"):
+        read_llff(tmp_path)
+    np.savez(npy.with_suffix(".npz"), a=np.zeros(3))
+    npy.write_bytes(npy.with_suffix(".npz").read_bytes())
+    with pytest.raises(ValueError, match=r"poses_bounds\.npy: not a \.npy array \(an \.npz"):
+        read_llff(tmp_path)
+    np.save(npy, np.array([["a"] * 17] * 3))
+    with pytest.raises(ValueError, match=r"poses_bounds\.npy: array of type <U1"):
+        read_llff(tmp_path)
+    arr = np.ones((3, 17))
+    arr[1, 16] = np.nan
+    np.save(npy, arr)
+    with pytest.raises(ValueError, match=r"poses_bounds\.npy: row 1 has non-finite values "
+                       r"\(1 1 .* nan;"):
+        read_llff(tmp_path)
+
+
+def test_downscale_below_one_pixel_is_an_error_naming_the_source(tmp_path):
+    """A7: --downscale 1000 made 1-pixel images out of anything; tiny but >= 1 px is fine."""
+    _blender_scene(tmp_path / "b", n=2)
+    with pytest.raises(ValueError, match=r"transforms_train\.json: --downscale 1000 would shrink "
+                       r"the 8x6 images below one pixel \(expected --downscale <= 6"):
+        read_blender(tmp_path / "b", downscale=1000)
+    assert read_blender(tmp_path / "b", downscale=6).train.images.shape == (2, 1, 1, 3)
+    _ngp_scene(tmp_path / "n", n=2)
+    with pytest.raises(ValueError, match=r"transforms\.json: --downscale 7"):
+        read_ngp(tmp_path / "n", downscale=7)
+    (tmp_path / "l").mkdir()
+    _llff_scene(tmp_path / "l", n=2)
+    with pytest.raises(ValueError, match=r"images: --downscale 1000"):
+        read_llff(tmp_path / "l", downscale=1000)
+    _colmap_scene(tmp_path / "c", n=2)
+    with pytest.raises(ValueError, match=r"images\.txt: --downscale 1000"):
+        read_colmap(tmp_path / "c", downscale=1000)
+    with pytest.raises(ValueError, match=r"--downscale must be an integer >= 1, got 'x'"):
+        read_colmap(tmp_path / "c", downscale="x")
+
+
+def test_neus_downscale_and_bad_matrices_name_file_and_field(tmp_path):
+    write_neus_scene(tmp_path / "s", _scene_for_writing(n=2))
+    with pytest.raises(ValueError, match=r"image: --downscale 100 would shrink the 8x6 images "
+                       r"below one pixel \(expected --downscale <= 6"):
+        load_scene(tmp_path / "s", downscale=100)
+    assert load_scene(tmp_path / "s", downscale=6).train.images.shape == (2, 1, 1, 3)
+    npz_path = tmp_path / "s" / "cameras_sphere.npz"
+    npz = dict(np.load(npz_path))
+    npz["world_mat_1"] = np.zeros((4, 4))
+    np.savez(npz_path, **npz)
+    with pytest.raises(ValueError, match=r"cameras_sphere\.npz: world_mat_1 @ scale_mat_1 is "
+                       "singular"):
+        load_scene(tmp_path / "s")
+    npz["world_mat_1"] = np.full((4, 4), "a")
+    np.savez(npz_path, **npz)
+    with pytest.raises(ValueError, match=r"cameras_sphere\.npz: field 'world_mat_1' has type"):
+        load_scene(tmp_path / "s")
+    np.save(npz_path.with_suffix(".npy"), np.eye(4))
+    npz_path.write_bytes(npz_path.with_suffix(".npy").read_bytes())
+    with pytest.raises(ValueError, match=r"cameras_sphere\.npz: not an \.npz archive"):
+        load_scene(tmp_path / "s")
+
+
+def test_colmap_wrong_types_name_file_line_and_field(tmp_path):
+    """A3 for COLMAP: each bad token is named by its field, with the line's layout."""
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 8 6 abc 7 4 3", "2 PINHOLE 8 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:2: fx is 'abc' \(expected a number; "
+                       "PINHOLE parameters fx fy cx cy"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 8 6.5 7 7 4 3", "2 PINHOLE 8 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:2: HEIGHT is '6\.5' \(expected an "
+                       "integer; CAMERA_ID MODEL WIDTH HEIGHT"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path, cameras=["1 SIMPLE_RADIAL 8 6 -7 4 3 0", "2 PINHOLE 8 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:2: f is -7 \(expected a focal length"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path, cameras=["1 PINHOLE 8 6 7 inf 4 3", "2 PINHOLE 8 6 7 7 4 3"])
+    with pytest.raises(ValueError, match=r"cameras\.txt:2: fy is inf \(expected a finite"):
+        read_colmap(tmp_path)
+    _colmap_scene(tmp_path)
+    points = tmp_path / "sparse" / "0" / "points3D.txt"
+    points.write_text("1 0.5 nan 2 10 20 30 0.5\n")
+    with pytest.raises(ValueError, match=r"points3D\.txt:1: Y is nan \(expected a finite number"):
+        read_colmap(tmp_path)
+
+
+@pytest.mark.parametrize(("w", "h", "f", "dist"), [
+    (1920, 1080, 1000, (-0.25, 0.07, 0.0, 0.0)),  # action camera, barrel
+    (1920, 1080, 800, (-0.3, 0.09, 0.001, -0.001)),  # wider, with tangential terms
+    (4000, 3000, 2800, (0.1, -0.2, 0.0, 0.0)),  # phone, mild pincushion
+    (640, 480, 300, (0.5, 0.0, 0.0, 0.0)),
+])
+def test_camera_checks_accept_real_lenses(w, h, f, dist):
+    """The distortion rules refuse what is no lens, not strong real ones."""
+    from fields.render.cameras import check_cameras
+
+    cams = Cameras(look_at(torch.tensor([[4.0, 0, 1]]), torch.zeros(3)), f, f, 0.5 * w + 3,
+                   0.5 * h - 2, w, h, torch.tensor(dist))
+    check_cameras(cams, ["cameras.txt:2"])
+
+
+def test_checked_rotations_orthonormalise_rounded_matrices():
+    from fields.render.cameras import checked_rotations
+
+    c2w = look_at(torch.tensor([[4.0, 1, 1], [0, 3, 2]]), torch.zeros(3)).double().numpy()
+    rounded = np.round(c2w, 3)  # as a json written with 3 decimals holds them
+    out = checked_rotations(rounded, ["a", "b"])
+    np.testing.assert_allclose(out[:, :, :3] @ out[:, :, :3].transpose(0, 2, 1),
+                               np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(out, c2w, atol=2e-3)
+    np.testing.assert_array_equal(out[:, :, 3], rounded[:, :, 3])
+    mirrored = c2w.copy()
+    mirrored[:, :, 0] *= -1  # a left-handed camera frame: kept
+    assert np.linalg.det(checked_rotations(mirrored, ["a", "b"])[:, :, :3]) == \
+        pytest.approx([-1, -1])

@@ -429,3 +429,17 @@ def test_a_full_disk_is_refused_before_training(tmp_path, tiny_png, monkeypatch)
     assert "No space left on device: the run needs about" in r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("kind, overrides, field", [
+    ("nerf", {"lr": -1.0}, "lr"), ("nerf", {"render_steps": 0}, "render_steps"),
+    ("sdf", {"batch_near": 0}, "batch_near"), ("neus", {"lr": 0.0}, "lr"),
+])
+def test_configs_refuse_rates_and_sizes_that_are_not_positive(kind, overrides, field):
+    from fields.nerf import NerfConfig
+    from fields.sdf.field import SDFConfig
+    from fields.sdf.neus import NeusConfig
+
+    cls = {"nerf": NerfConfig, "sdf": SDFConfig, "neus": NeusConfig}[kind]
+    with pytest.raises(ValueError, match=f"field '{field}' must be > 0"):
+        cls.from_dict(overrides)

@@ -32,7 +32,7 @@ import torch
 from fields.data.dataset import SceneData, Split
 from fields.data.images import read_image, write_image
 from fields.io import write_text_atomic
-from fields.render.cameras import Cameras
+from fields.render.cameras import Cameras, check_cameras, checked_rotations
 
 #: NeRF-synthetic's standard scene box.
 BLENDER_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
@@ -44,10 +44,28 @@ SPLITS = ("train", "val", "test")
 
 
 def check_downscale(downscale: int) -> int:
-    """Validates an integer downscale factor >= 1."""
-    if isinstance(downscale, bool) or int(downscale) != downscale or downscale < 1:
-        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+    """Validates an integer downscale factor (``--downscale``) >= 1."""
+    ok = not isinstance(downscale, bool)
+    try:
+        ok = ok and int(downscale) == downscale and downscale >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"--downscale must be an integer >= 1, got {downscale!r}")
     return int(downscale)
+
+
+def downscaled_size(size: tuple[int, int], downscale: int, where: object) -> tuple[int, int]:
+    """``(H // d, W // d)`` of images of `size` (H, W); ValueError naming `where` (the folder
+    or file of the images) and ``--downscale`` when that is below one pixel."""
+    d = check_downscale(downscale)
+    h, w = size[0] // d, size[1] // d
+    if h < 1 or w < 1:
+        raise ValueError(
+            f"{where}: --downscale {d} would shrink the {size[1]}x{size[0]} images below one "
+            f"pixel (expected --downscale <= {min(size)}, the smaller image side)"
+        )
+    return h, w
 
 
 def area_downsample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -78,6 +96,7 @@ def load_images(
     """
     if not paths:
         raise ValueError(f"{source}: no images" if source else "no images")
+    check_downscale(downscale)
     bg = torch.as_tensor(background, dtype=torch.float32).reshape(3)
     rgbs, alphas, size = [], [], None
     for p in paths:
@@ -101,8 +120,7 @@ def load_images(
     alpha = None
     if any(a is not None for a in alphas):
         alpha = torch.stack([torch.ones(*size, 1) if a is None else a for a in alphas])
-    d = check_downscale(downscale)
-    small = (max(size[0] // d, 1), max(size[1] // d, 1))
+    small = downscaled_size(size, downscale, source if source else paths[0])
     images = area_downsample(images, small)
     if alpha is not None:
         alpha = area_downsample(alpha, small)
@@ -144,16 +162,52 @@ def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(path.read_bytes())
+    except RecursionError:
+        raise ValueError(f"{path}: not valid json (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, over-long integers
         raise ValueError(f"{path}: not valid json ({e})") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a json object at the top level")
     return data
 
 
+def numeric_array(value: Any, where: str, expected: str) -> np.ndarray:
+    """`value` (nested JSON lists of numbers) as a float64 array; ValueError naming `where`
+    and `expected` for anything else (strings, booleans, null, ragged lists, numbers too
+    large for a float)."""
+    def bad(detail: str) -> ValueError:
+        return ValueError(f"{where} is {json_snippet(value)} ({detail}; expected {expected})")
+
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise bad("not a rectangular array of numbers") from None
+    if raw.dtype.kind == "O":  # None, objects, or integers beyond 64 bits among numbers
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in raw.flat):
+            raise bad("not all numbers")
+        try:
+            return raw.astype(np.float64)
+        except OverflowError:
+            raise bad("a number too large for a float") from None
+    if raw.dtype.kind not in "iuf":
+        what = {"b": "booleans", "U": "strings", "S": "strings"}.get(raw.dtype.kind, "values")
+        raise bad(f"{what}, not numbers")
+    return raw.astype(np.float64)
+
+
+def json_snippet(value: Any, limit: int = 80) -> str:
+    """A JSON value as short text for an error message (at most `limit` characters)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def frame_matrix(frame: Any, i: int, source: Path) -> np.ndarray:
-    """The (3, 4) camera-to-world matrix of ``frames[i]`` of a transforms json, checked."""
+    """The (3, 4) camera-to-world matrix of ``frames[i]`` of a transforms json, checked to be
+    finite (its rotation part is checked by `fields.render.cameras.checked_rotations`)."""
     if not isinstance(frame, dict):
         raise ValueError(f"{source}: frames[{i}] is not an object (expected {{file_path, "
                          "transform_matrix}})")
@@ -162,20 +216,16 @@ def frame_matrix(frame: Any, i: int, source: Path) -> np.ndarray:
             f"{source}: frames[{i}] has no 'transform_matrix' "
             "(expected a 4x4 camera-to-world matrix)"
         )
-    try:
-        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"{source}: frames[{i}].transform_matrix is not a numeric matrix "
-            f"(expected a 4x4 camera-to-world matrix): {e}"
-        ) from e
+    m = numeric_array(frame["transform_matrix"], f"{source}: frames[{i}].transform_matrix",
+                      "a 4x4 camera-to-world matrix of numbers")
     if m.shape not in ((4, 4), (3, 4)):
         raise ValueError(
             f"{source}: frames[{i}].transform_matrix has shape {m.shape} "
             "(expected a 4x4 camera-to-world matrix)"
         )
     if not np.isfinite(m).all():
-        raise ValueError(f"{source}: frames[{i}].transform_matrix has non-finite values")
+        raise ValueError(f"{source}: frames[{i}].transform_matrix has non-finite values "
+                         "(expected a finite 4x4 camera-to-world matrix)")
     return m[:3, :4]
 
 
@@ -189,8 +239,11 @@ def frame_file(frame: dict[str, Any], i: int, source: Path, suffixes: Sequence[s
     base = source.parent / fp
     tried = [Path(str(base) + s) for s in suffixes]
     for p in tried:
-        if p.is_file():
-            return p
+        try:
+            if p.is_file():
+                return p
+        except (OSError, ValueError):  # a name too long, or with a NUL, is no file either
+            continue
     raise FileNotFoundError(
         f"{source}: frames[{i}].file_path {fp!r}: no image file (tried "
         + ", ".join(str(p) for p in tried) + ")"
@@ -201,27 +254,47 @@ def json_aabb(data: dict[str, Any], source: Path, default: Any) -> torch.Tensor:
     """The optional ``aabb`` key ([[min x, y, z], [max x, y, z]]) of a json, checked."""
     if "aabb" not in data:
         return torch.tensor(default, dtype=torch.float32)
-    try:
-        box = np.asarray(data["aabb"], dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: 'aabb' is not numeric (expected [[min], [max]]): {e}") from e
+    expected = "two corners, min x y z then max x y z, finite, with max > min"
+    box = numeric_array(data["aabb"], f"{source}: 'aabb'", expected)
     if box.shape != (2, 3) or not np.isfinite(box).all() or (box[1] <= box[0]).any():
-        raise ValueError(
-            f"{source}: 'aabb' is {data['aabb']!r} (expected [[min x, y, z], [max x, y, z]] "
-            "with max > min)"
-        )
+        raise ValueError(f"{source}: 'aabb' is {json_snippet(data['aabb'])} "
+                         f"(expected {expected})")
     return torch.from_numpy(box).float()
 
 
 def number(data: dict[str, Any], key: str, source: str, expected: str) -> float:
-    """``data[key]`` as a finite float, with an error naming `source` and the key."""
+    """``data[key]`` as a finite float, with an error naming `source`, the key and the
+    expected type: JSON numbers only (a string such as ``"0.5"``, a boolean or null is
+    refused, as is a number too large for a float)."""
+    v = data[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{source}: {key!r} is {json_snippet(v)} of type {_json_type(v)} "
+                         f"(expected a number: {expected})")
     try:
-        v = float(data[key])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {key!r} is {data[key]!r} (expected {expected})") from e
-    if not math.isfinite(v):
-        raise ValueError(f"{source}: {key!r} is {v} (expected {expected})")
-    return v
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError(f"{source}: {key!r} is {json_snippet(v)} (expected a finite number: "
+                         f"{expected})")
+    return f
+
+
+def _json_type(v: Any) -> str:
+    """The JSON name of a value's type."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,15 +327,15 @@ def _read_split(
         mats.append(frame_matrix(fr, i, json_path))
         files.append(frame_file(fr, i, json_path, (".png", "", ".jpg")))
         names.append(fr["file_path"])
+    labels = [f"{json_path}: frames[{i}]" for i in range(len(frames))]
+    c2w = checked_rotations(np.stack(mats), [f"{lb}.transform_matrix" for lb in labels])
     images, alpha, (h0, w0) = load_images(files, downscale, background, json_path)
     h, w = images.shape[1:3]
     fx = 0.5 * w0 / math.tan(0.5 * angle_x)
     fy = fx if angle_y is None else 0.5 * h0 / math.tan(0.5 * angle_y)
     sx, sy = w / w0, h / h0
-    cams = Cameras(
-        torch.from_numpy(np.stack(mats)).float(),
-        fx * sx, fy * sy, 0.5 * w, 0.5 * h, w, h,
-    )
+    cams = Cameras(torch.from_numpy(c2w).float(), fx * sx, fy * sy, 0.5 * w, 0.5 * h, w, h)
+    check_cameras(cams, labels, {"fx": "'camera_angle_x'", "fy": "'camera_angle_y'"})
     return Split(images, cams, names, alpha), data
 
 

@@ -24,6 +24,7 @@ largest camera distance from it, so cameras lie within the unit sphere and at le
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,16 @@ import torch
 
 from fields.data.blender import check_downscale, hold_out_splits, load_images
 from fields.data.dataset import SceneData
-from fields.render.cameras import Cameras, opencv_to_opengl
+from fields.render.cameras import Cameras, check_cameras, opencv_to_opengl, plain_numbers
 
+#: model name -> its parameters' names
+PARAMETER_NAMES = {
+    "SIMPLE_PINHOLE": ["f", "cx", "cy"],
+    "PINHOLE": ["fx", "fy", "cx", "cy"],
+    "SIMPLE_RADIAL": ["f", "cx", "cy", "k"],
+    "RADIAL": ["f", "cx", "cy", "k1", "k2"],
+    "OPENCV": ["fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2"],
+}
 #: model name -> (number of params, function params -> (fx, fy, cx, cy, k1, k2, p1, p2))
 CAMERA_MODELS = {
     "SIMPLE_PINHOLE": (3, lambda p: (p[0], p[0], p[1], p[2], 0, 0, 0, 0)),
@@ -55,13 +64,30 @@ def _lines(path: Path) -> list[tuple[int, str]]:
             if not ln.lstrip().startswith("#")]
 
 
-def _floats(tokens: list[str], where: str, what: str) -> list[float]:
-    try:
-        vals = [float(t) for t in tokens]
-    except ValueError as e:
-        raise ValueError(f"{where}: {e} (expected {what})") from e
-    if not all(np.isfinite(vals)):
-        raise ValueError(f"{where}: non-finite value (expected {what})")
+def _floats(tokens: list[str], where: str, names: list[str], what: str) -> list[float]:
+    """The tokens as finite floats; ValueError naming `where`, the field (`names`, one per
+    token) and `what` was expected."""
+    vals = []
+    for tok, name in zip(tokens, names, strict=True):
+        try:
+            v = float(tok)
+        except ValueError:
+            raise ValueError(f"{where}: {name} is {tok!r} (expected a number; {what})") from None
+        if not np.isfinite(v):
+            raise ValueError(f"{where}: {name} is {tok} (expected a finite number; {what})")
+        vals.append(v)
+    return vals
+
+
+def _ints(tokens: list[str], where: str, names: list[str], what: str) -> list[int]:
+    """The tokens as integers; ValueError naming `where`, the field and `what`."""
+    vals = []
+    for tok, name in zip(tokens, names, strict=True):
+        try:
+            vals.append(int(tok))
+        except ValueError:
+            raise ValueError(f"{where}: {name} is {tok!r} (expected an integer; {what})") \
+                from None
     return vals
 
 
@@ -82,22 +108,28 @@ def read_cameras_txt(path: Path) -> dict[int, dict]:
                 f"{where}: camera model {model!r} is not supported (expected one of "
                 f"{', '.join(CAMERA_MODELS)}; undistort the images with COLMAP first)"
             )
-        try:
-            cid, w, h = int(tok[0]), int(tok[2]), int(tok[3])
-        except ValueError as e:
-            raise ValueError(f"{where}: {e} (expected integer CAMERA_ID, WIDTH, HEIGHT)") from e
+        cid, w, h = _ints([tok[0], tok[2], tok[3]], where, ["CAMERA_ID", "WIDTH", "HEIGHT"],
+                          "CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]")
         n, convert = CAMERA_MODELS[model]
         if len(tok) - 4 != n:
-            raise ValueError(f"{where}: {model} has {len(tok) - 4} parameters (expected {n})")
-        params = convert(_floats(tok[4:], where, f"{n} numeric {model} parameters"))
-        if w < 1 or h < 1 or params[0] <= 0 or params[1] <= 0:
-            raise ValueError(f"{where}: size {w}x{h}, focal {params[0]:g} (expected > 0)")
+            raise ValueError(f"{where}: {model} has {len(tok) - 4} parameters (expected {n}: "
+                             f"{' '.join(PARAMETER_NAMES[model])})")
+        names = PARAMETER_NAMES[model]
+        params = convert(_floats(tok[4:], where, names,
+                                 f"{model} parameters {' '.join(names)}"))
+        if w < 1 or h < 1:
+            raise ValueError(f"{where}: WIDTH x HEIGHT is {w}x{h} (expected an image size > 0)")
+        for k in (0, 1):
+            if params[k] <= 0:  # fx, fy; f for the models with one focal length
+                raise ValueError(f"{where}: {names[k] if params[0] != params[1] else names[0]} "
+                                 f"is {params[k]:g} (expected a focal length > 0 pixels)")
         cams[cid] = {"size": (w, h), "params": tuple(float(v) for v in params), "line": no}
     return cams
 
 
 def qvec_to_rotation(q: np.ndarray) -> np.ndarray:
     """(3, 3) rotation of a quaternion (w, x, y, z) (normalised first)."""
+    q = q / np.abs(q).max()  # no overflow in the norm of huge values
     w, x, y, z = q / np.linalg.norm(q)
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
@@ -123,14 +155,13 @@ def read_images_txt(path: Path) -> list[dict]:
             raise ValueError(
                 f"{where}: {line!r} (expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME)"
             )
-        vals = _floats(tok[1:8], where, "numeric QW QX QY QZ TX TY TZ")
+        vals = _floats(tok[1:8], where, ["QW", "QX", "QY", "QZ", "TX", "TY", "TZ"],
+                       "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME")
         q = np.array(vals[:4])
-        if np.linalg.norm(q) < 1e-8:
+        if np.abs(q).max() < 1e-8:
             raise ValueError(f"{where}: zero quaternion (expected QW QX QY QZ of a rotation)")
-        try:
-            cam = int(tok[8])
-        except ValueError as e:
-            raise ValueError(f"{where}: {e} (expected an integer CAMERA_ID)") from e
+        cam, = _ints(tok[8:9], where, ["CAMERA_ID"],
+                     "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME")
         images.append({"name": " ".join(tok[9:]), "camera": cam, "R": qvec_to_rotation(q),
                        "t": np.array(vals[4:]), "line": no})
         # the points line: skip it unless it is missing (then the next line is an image's)
@@ -151,7 +182,8 @@ def read_points_txt(path: Path) -> np.ndarray:
         if len(tok) < 4:
             raise ValueError(f"{path}:{no}: {line!r} (expected POINT3D_ID X Y Z R G B ERROR "
                              "TRACK[])")
-        pts.append(_floats(tok[1:4], f"{path}:{no}", "numeric X Y Z"))
+        pts.append(_floats(tok[1:4], f"{path}:{no}", ["X", "Y", "Z"],
+                           "POINT3D_ID X Y Z R G B ERROR TRACK[]"))
     return np.asarray(pts, dtype=np.float64).reshape(-1, 3)
 
 
@@ -182,6 +214,47 @@ def _box(pts: np.ndarray) -> np.ndarray:
     return np.stack((centre - half, centre + half))
 
 
+def bounds_from_cameras(
+    centres: np.ndarray, axes: np.ndarray, half_fov: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """A box for the content of a scene without 3D points, from its cameras alone.
+
+    Cameras that look inward at an object (their optical axes nearly meet): the centre is the
+    point closest, in least squares, to every optical axis, and the half-size the median over
+    cameras of ``distance to the centre * sin(half field of view)`` (the sphere that fills
+    each camera's narrower field of view). Otherwise (forward-facing or outward-looking
+    captures: axes nearly parallel, or the point behind most cameras) the box of the camera
+    centres (`_box`).
+
+    Args:
+        centres: (N, 3) camera centres.
+        axes: (N, 3) unit viewing directions (optical axes, pointing into the scene).
+        half_fov: (N,) half of each camera's narrower field of view, radians.
+    Returns:
+        the (2, 3) box and a note saying how it was estimated.
+    """
+    n = len(centres)
+    if n >= 2:
+        proj = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3)
+        a = proj.sum(0)
+        b = np.einsum("nij,nj->i", proj, centres)
+        spread = np.linalg.eigvalsh(a / n)[0]  # ~ the mean sin^2 between the axes
+        if spread > 0.02:
+            p = np.linalg.solve(a, b)
+            depth = np.einsum("ni,ni->n", p - centres, axes)
+            if (depth > 0).mean() >= 0.75:
+                dist = np.linalg.norm(p - centres, axis=1)
+                r = float(np.median(dist * np.sin(half_fov)))
+                if np.isfinite(r) and r > 0 and np.isfinite(p).all():
+                    return np.stack((p - r, p + r)), (
+                        "scene bounds estimated from the cameras (no points3D.txt): the "
+                        "point nearest every optical axis, and the radius that fills the "
+                        "cameras' view from their distance")
+    return _box(centres), ("scene bounds estimated from the cameras (no points3D.txt): the "
+                           "cameras do not look at a common centre (forward-facing?), so the "
+                           "box of the camera centres")
+
+
 def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) -> SceneData:
     """Reads a COLMAP scene folder (text model; see the module docstring for conventions).
 
@@ -195,8 +268,9 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
     Returns:
         SceneData: images (N, H, W, 3), cameras with the model's intrinsics and distortion,
         poses normalised (module docstring); unbounded; aabb the 2nd-98th percentile box of
-        the normalised ``points3D.txt`` points, or without points the box of the camera
-        centres; near 0, far 1e10. meta has "centre" (3,) and "scale" of the normalisation.
+        the normalised ``points3D.txt`` points, or without points one estimated from the
+        cameras (`bounds_from_cameras`; a warning and ``meta["notes"]`` say so); near 0,
+        far 1e10. meta has "centre" (3,) and "scale" of the normalisation.
     Raises:
         ValueError naming the file and line for malformed or unsupported input, or images of
         different sizes; FileNotFoundError for missing files.
@@ -241,9 +315,16 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
 
     rot = np.stack([e["R"] for e in entries])
     t = np.stack([e["t"] for e in entries])
-    centres = -np.einsum("nji,nj->ni", rot, t)  # -R^T t
-    centre = centres.mean(0)
-    radius = np.linalg.norm(centres - centre, axis=1).max()
+    with np.errstate(over="ignore", invalid="ignore"):
+        centres = -np.einsum("nji,nj->ni", rot, t)  # -R^T t
+        centre = centres.mean(0)
+        radius = np.linalg.norm(centres - centre, axis=1).max()
+    if not (np.isfinite(centres).all() and np.isfinite(radius)):
+        i = int(np.argmin(np.isfinite(centres).all(axis=1)))
+        e = entries[i]
+        raise ValueError(f"{images_txt}:{e['line']}: TX TY TZ {plain_numbers(e['t'])} put the "
+                         "camera out of floating-point range (expected finite camera "
+                         "positions)")
     scale = 1.0 / radius if radius > 1e-9 else 1.0
     c2w = np.concatenate((rot.transpose(0, 2, 1), ((centres - centre) * scale)[:, :, None]),
                          axis=2)
@@ -254,14 +335,25 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
         c2w, params[:, 0] * sx, params[:, 1] * sy, params[:, 2] * sx, params[:, 3] * sy, w, h,
         torch.from_numpy(params[:, 4:]).float(),
     )
+    check_cameras(cams, [f"{cams_txt}:{cameras[e['camera']]['line']} (camera "
+                         f"{e['camera']} of {e['name']})" for e in entries])
 
     points_txt = model / "points3D.txt"
     pts = read_points_txt(points_txt) if points_txt.is_file() else np.zeros((0, 3))
+    notes = []
     if len(pts):
-        pts = (pts - centre) * scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            pts = (pts - centre) * scale
+        pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts):
         aabb = _box(np.percentile(pts, [2.0, 98.0], axis=0))
     else:
-        aabb = _box((centres - centre) * scale)
+        fx, fy = params[:, 0], params[:, 1]
+        half_fov = np.minimum(np.arctan(0.5 * cw / fx), np.arctan(0.5 * ch / fy))
+        box, note = bounds_from_cameras((centres - centre) * scale, rot[:, 2, :], half_fov)
+        aabb = box
+        notes.append(note)
+        warnings.warn(f"{model}: {note}", stacklevel=2)
 
     names = [e["name"] for e in entries]
     splits = hold_out_splits(images, cams, names, hold_every)
@@ -269,5 +361,6 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
         name=root.resolve().name, splits=splits, aabb=torch.from_numpy(aabb).float(),
         unbounded=True, near=0.0, far=1e10,
         meta={"format": "colmap", "path": str(root), "model": str(model), "downscale": d,
-              "centre": centre.tolist(), "scale": scale, "images": str(folder)},
+              "centre": centre.tolist(), "scale": scale, "images": str(folder),
+              "notes": notes},
     )

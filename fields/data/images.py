@@ -92,9 +92,20 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise ValueError(
             f"{p}: expected an image of shape (H, W) or (H, W, 1|3|4), got {arr.shape}"
         )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{p}: the image is {arr.shape[1]}x{arr.shape[0]} pixels (expected at "
+                         "least 1x1)")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: pixels of type {arr.dtype} (expected integer or float values)")
     if np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32) / np.iinfo(arr.dtype).max
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).clamp(0.0, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        raise ValueError(f"{p}: pixel (row {bad[0]}, column {bad[1]}) is {out[tuple(bad)]} "
+                         "(expected finite values)")
+    return torch.from_numpy(out).clamp(0.0, 1.0)
 
 
 def write_image(path: str | os.PathLike, image: torch.Tensor) -> Path:

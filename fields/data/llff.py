@@ -28,7 +28,7 @@ import torch
 
 from fields.data.blender import check_downscale, hold_out_splits, load_images
 from fields.data.dataset import SceneData
-from fields.render.cameras import Cameras
+from fields.render.cameras import Cameras, check_cameras, checked_rotations, plain_numbers
 
 BD_FACTOR = 0.75
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -59,6 +59,30 @@ def average_pose(c2w: np.ndarray) -> np.ndarray:
     return m
 
 
+def _read_poses_bounds(npy: Path) -> np.ndarray:
+    """The (N, 17) float64 array of ``poses_bounds.npy``, checked to be one, finite."""
+    expected = ("expected (N, 17): an N x 17 float array, each row a row-major 3x5 pose "
+                "[R | t | hwf] then the near and far bounds of one image")
+    try:
+        arr = np.load(npy, allow_pickle=False)
+    except Exception as e:  # pickled or text data, a truncated header or body: many types
+        raise ValueError(f"{npy}: not a .npy array ({type(e).__name__}: {e}; {expected})") \
+            from e
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise ValueError(f"{npy}: not a .npy array (an .npz archive; {expected})")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{npy}: array of type {arr.dtype} ({expected})")
+    if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
+        raise ValueError(f"{npy}: array has shape {arr.shape} ({expected})")
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"{npy}: row {i} has non-finite values ({plain_numbers(arr[i])}; "
+                         "expected finite numbers)")
+    return arr
+
+
 def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) -> SceneData:
     """Reads an LLFF scene folder (see the module docstring for the pose conventions).
 
@@ -82,25 +106,24 @@ def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) 
     if not npy.is_file():
         raise FileNotFoundError(f"{npy}: no such file; not an LLFF scene folder")
     d = check_downscale(downscale)
-    try:
-        arr = np.load(npy, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{npy}: not a readable .npy array ({e})") from e
-    if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
-        raise ValueError(
-            f"{npy}: array has shape {arr.shape} (expected (N, 17): a row-major 3x5 pose "
-            "[R | t | hwf] then the near and far bounds, one row per image)"
-        )
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{npy}: has non-finite values")
+    arr = _read_poses_bounds(npy)
     poses = arr[:, :15].reshape(-1, 3, 5)
     bounds = arr[:, 15:17]
-    if (bounds[:, 0] <= 0).any() or (bounds[:, 1] < bounds[:, 0]).any():
-        raise ValueError(f"{npy}: columns 15, 16 (near, far bounds) must satisfy 0 < near <= far")
+    bad = (bounds[:, 0] <= 0) | (bounds[:, 1] < bounds[:, 0])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{npy}: row {i}: near, far bounds (columns 15, 16) are "
+                         f"{bounds[i, 0]:g} {bounds[i, 1]:g} (expected 0 < near <= far)")
     hwf = poses[:, :, 4]
-    if (hwf <= 0).any():
-        raise ValueError(f"{npy}: column 4 of the 3x5 poses (height, width, focal) must be > 0")
+    bad = (hwf <= 0).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{npy}: row {i}: height, width, focal (columns 4, 9, 14) are "
+                         f"{hwf[i, 0]:g} {hwf[i, 1]:g} {hwf[i, 2]:g} (expected > 0)")
+    rot = checked_rotations(
+        np.concatenate((poses[:, :, :3], np.zeros((len(poses), 3, 1))), axis=2),
+        [f"{npy}: row {i}: rotation (columns 0-2, 5-7, 10-12)" for i in range(len(poses))],
+    )[:, :, :3]
 
     folder = root / f"images_{d}"
     pre_shrunk = d > 1 and folder.is_dir()
@@ -118,7 +141,6 @@ def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) 
     h, w = images.shape[1:3]
     focal = hwf[:, 2] * w / hwf[:, 1]  # hwf's size is the original images'
 
-    rot = poses[:, :, :3]
     c2w = np.concatenate((rot[:, :, 1:2], -rot[:, :, 0:1], rot[:, :, 2:3], poses[:, :, 3:4]),
                          axis=2)
     s = 1.0 / (bounds.min() * BD_FACTOR)
@@ -141,6 +163,8 @@ def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) 
 
     cams = Cameras(torch.from_numpy(c2w).float(), torch.from_numpy(focal).float(),
                    torch.from_numpy(focal).float(), 0.5 * w, 0.5 * h, w, h)
+    check_cameras(cams, [f"{npy}: row {i}" for i in range(len(cams))],
+                  {"fx": "focal (column 14)", "fy": "focal (column 14)"})
     names = [f.name for f in files]
     splits = hold_out_splits(images, cams, names, hold_every)
     return SceneData(

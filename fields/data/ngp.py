@@ -39,12 +39,14 @@ from fields.data.blender import (
     frame_file,
     frame_matrix,
     hold_out_splits,
+    json_snippet,
     load_images,
     number,
+    numeric_array,
     read_json,
 )
 from fields.data.dataset import SceneData
-from fields.render.cameras import Cameras
+from fields.render.cameras import Cameras, check_cameras, checked_rotations
 
 NGP_SCALE = 0.33
 NGP_OFFSET = (0.5, 0.5, 0.5)
@@ -61,6 +63,9 @@ def _intrinsics(
         return None if keys.get(k) is None else number(keys, k, where, expected)
 
     jw, jh = get("w", "the image width in pixels"), get("h", "the image height in pixels")
+    for k, v in (("w", jw), ("h", jh)):
+        if v is not None and v <= 0:
+            raise ValueError(f"{where}: {k!r} is {v:g} (expected an image size in pixels > 0)")
     # intrinsics are given for a w x h image: scale them to the file's size
     if jw is not None and jh is not None and (jw, jh) != (w, h):
         if abs(jh * w / jw - h) > 1 and abs(jw * h / jh - w) > 1:  # beyond rounding
@@ -79,10 +84,13 @@ def _intrinsics(
                 f"{where}: no 'fl_x' or 'camera_angle_x' (expected the focal length in pixels "
                 "or the horizontal field of view in radians)"
             )
+        _check_angle(ax, "camera_angle_x", where)
         fx = 0.5 * jw / math.tan(0.5 * ax)
     fy = get("fl_y", "the focal length in pixels")
     if fy is None:
         ay = get("camera_angle_y", "the vertical field of view in radians")
+        if ay is not None:
+            _check_angle(ay, "camera_angle_y", where)
         fy = fx if ay is None else 0.5 * jh / math.tan(0.5 * ay)
     cx = get("cx", "the principal point in pixels")
     cy = get("cy", "the principal point in pixels")
@@ -93,9 +101,16 @@ def _intrinsics(
             raise ValueError(f"{where}: {k!r} is non-zero (only OpenCV k1 k2 p1 p2 distortion "
                              "is supported)")
     dist = [get(k, "a distortion coefficient") or 0.0 for k in ("k1", "k2", "p1", "p2")]
-    if fx <= 0 or fy <= 0:
-        raise ValueError(f"{where}: focal length {fx:g}, {fy:g} (expected > 0)")
+    for k, v in (("fl_x", fx), ("fl_y", fy)):
+        if v <= 0:
+            raise ValueError(f"{where}: {k!r} is {v:g} (expected a focal length > 0 pixels)")
     return fx * sx, fy * sy, cx * sx, cy * sy, dist
+
+
+def _check_angle(angle: float, key: str, where: str) -> None:
+    if not 0 < angle < math.pi:
+        raise ValueError(f"{where}: {key!r} is {angle:g} (expected a field of view in radians, "
+                         "in (0, pi))")
 
 
 def read_ngp(
@@ -130,9 +145,13 @@ def read_ngp(
     scale = number(data, "scale", str(json_path), "a number") if "scale" in data else NGP_SCALE
     if scale <= 0:
         raise ValueError(f"{json_path}: 'scale' is {scale} (expected > 0)")
-    offset = np.asarray(data.get("offset", NGP_OFFSET), dtype=np.float64)
-    if offset.shape != (3,) or not np.isfinite(offset).all():
-        raise ValueError(f"{json_path}: 'offset' is {data['offset']!r} (expected [x, y, z])")
+    offset = np.asarray(NGP_OFFSET, dtype=np.float64)
+    if "offset" in data:
+        offset = numeric_array(data["offset"], f"{json_path}: 'offset'",
+                               "3 finite numbers x, y, z")
+        if offset.shape != (3,) or not np.isfinite(offset).all():
+            raise ValueError(f"{json_path}: 'offset' is {json_snippet(data['offset'])} "
+                             "(expected 3 finite numbers x, y, z)")
     aabb_scale = 1.0
     if "aabb_scale" in data:
         aabb_scale = number(data, "aabb_scale", str(json_path), "a positive number")
@@ -141,8 +160,12 @@ def read_ngp(
     top = {k: data[k] for k in _INTRINSICS if k in data}
 
     mats, files, names, keys = [], [], [], []
+    all_mats = [frame_matrix(fr, i, json_path) for i, fr in enumerate(frames)]
+    all_mats = list(checked_rotations(
+        np.stack(all_mats), [f"{json_path}: frames[{i}].transform_matrix"
+                             for i in range(len(frames))]))
     for i, fr in enumerate(frames):
-        m = frame_matrix(fr, i, json_path)
+        m = all_mats[i]
         try:
             f = frame_file(fr, i, json_path, ("", ".png", ".jpg"))
         except FileNotFoundError as e:
@@ -167,6 +190,9 @@ def read_ngp(
         torch.tensor([v[4] for v in intr], dtype=torch.float32),
     )
 
+    check_cameras(cams, [f"{json_path}: frames[{i}]" for i, _ in keys],
+                  {"fx": "'fl_x'", "fy": "'fl_y'", "cx": "'cx'", "cy": "'cy'", "k1": "'k1'",
+                   "k2": "'k2'", "p1": "'p1'", "p2": "'p2'"})
     splits = hold_out_splits(images, cams, names, HOLD_EVERY, alpha)
     half = 0.5 * aabb_scale
     return SceneData(

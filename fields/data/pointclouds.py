@@ -43,6 +43,7 @@ from typing import Literal, overload
 import numpy as np
 
 from fields.io import atomic_write
+from fields.render.cameras import plain_numbers
 
 __all__ = [
     "READ_SUFFIXES",
@@ -177,7 +178,7 @@ def read_ply(
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     xyz, fields, faces = _read_ply_mesh(p, with_faces=True)
-    xyz = _check_xyz(p, xyz, allow_empty=faces is not None)
+    xyz = _check_xyz(p, xyz, allow_empty=faces is not None, mesh=faces is not None)
     return (xyz, faces, fields) if with_fields else (xyz, faces)
 
 
@@ -214,7 +215,12 @@ def write_ply(
 # shared checks and text parsing
 
 
-def _check_xyz(path: Path, xyz: np.ndarray, allow_empty: bool = False) -> np.ndarray:
+def _check_xyz(
+    path: Path, xyz: np.ndarray, allow_empty: bool = False, mesh: bool = False
+) -> np.ndarray:
+    """(N, 3) float32 xyz, checked: at least one point (unless `allow_empty`) and finite.
+    Errors show the offending values as plain text, ``row 10: nan 1 2`` (for a `mesh`:
+    ``vertex 10 is not finite (nan, 1, 2)``)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported below
         xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     if len(xyz) == 0 and not allow_empty:
@@ -222,9 +228,16 @@ def _check_xyz(path: Path, xyz: np.ndarray, allow_empty: bool = False) -> np.nda
     bad = ~np.isfinite(xyz).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))
+        if mesh:
+            raise PointCloudError(
+                f"{path}: vertex {first} is not finite ({plain_numbers(xyz[first], ', ', 9)}); "
+                f"{int(bad.sum())} of {len(xyz)} vertices have non-finite x, y or z; expected "
+                "finite coordinates"
+            )
         raise PointCloudError(
             f"{path}: {int(bad.sum())} of {len(xyz)} points have non-finite x, y or z "
-            f"(first at row {first}: {xyz[first].tolist()}); expected finite coordinates"
+            f"(first at row {first}: {plain_numbers(xyz[first], ' ', 9)}); expected finite "
+            "coordinates"
         )
     return xyz
 

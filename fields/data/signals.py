@@ -79,17 +79,24 @@ def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     arr = np.asarray(data)
     if arr.ndim == 1:
         arr = arr[:, None]
-    if arr.ndim != 2 or arr.shape[0] == 0:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{p}: expected (samples,) or (samples, channels) audio, "
                          f"got shape {arr.shape}")
+    if int(rate) <= 0:
+        raise ValueError(f"{p}: sample rate {rate} in the header (expected > 0 Hz)")
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{p}: samples of type {arr.dtype} (expected integer or float PCM)")
     if arr.dtype == np.uint8:
         out = (arr.astype(np.float32) - 128.0) / 128.0
     elif np.issubdtype(arr.dtype, np.integer):
         out = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
     else:
-        out = arr.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(np.float32)
     if not np.isfinite(out).all():
-        raise ValueError(f"{p}: the audio has non-finite samples")
+        i = int(np.argmax(~np.isfinite(out).all(axis=1)))
+        raise ValueError(f"{p}: sample {i} is not finite ({' '.join(map(str, out[i]))}; "
+                         "expected finite float samples)")
     return torch.from_numpy(np.clip(out, -1.0, 1.0)), int(rate)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fields.config import dataclass_from_dict
+from fields.config import dataclass_from_dict, require_positive
 from fields.data.dataset import SceneData, Split
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
@@ -138,8 +138,11 @@ class NerfConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NerfConfig:
         """The config with the keys of `d` (the others default); ValueError naming unknown
-        keys."""
-        return dataclass_from_dict(cls, d)
+        keys, values of the wrong type and sizes or rates that are not positive."""
+        cfg = dataclass_from_dict(cls, d)
+        require_positive("NerfConfig", cfg, ("lr", "grid_resolution", "render_steps",
+                                             "target_samples", "initial_rays", "max_rays"))
+        return cfg
 
     def resolved(self, data: SceneData) -> NerfConfig:
         """This config with what depends on the data filled in (the hash grid's size)."""

@@ -16,8 +16,11 @@ this map with fixed-point iterations.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -207,3 +210,207 @@ def look_at(
     true_up = torch.linalg.cross(back, right, dim=-1)
     rot = torch.stack((right, true_up, back), dim=-1)  # columns: camera axes in world
     return torch.cat((rot, eye[:, :, None]), dim=-1)
+
+
+# -- validation of cameras read from files --
+
+#: how far a pose's rotation part may be from orthonormal (max |R^T R - I| after removing a
+#: uniform scale) before a reader refuses it; within it, the rotation is re-orthonormalised.
+ROTATION_TOLERANCE = 1e-2
+#: the most a lens's radial distortion may scale a radius (or its inverse, the least) inside
+#: the image before a reader refuses the coefficients as not those of a real lens
+MAX_RADIAL_FACTOR = 10.0
+
+
+def plain_numbers(values: object, sep: str = " ", digits: int = 6) -> str:
+    """Numbers as plain text for error messages, ``nan 1 2.5`` (`digits` significant digits,
+    joined by `sep`): no brackets, which a renderer reading ``[...]`` as markup would drop."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    return sep.join(f"{v:.{digits}g}" for v in flat)
+
+
+def _rows(m: np.ndarray) -> str:
+    """A matrix as plain text, rows separated by commas: ``1 0 0, 0 1 0, 0 0 1``."""
+    return ", ".join(plain_numbers(r) for r in np.asarray(m))
+
+
+def checked_rotations(c2w: object, labels: Sequence[str]) -> np.ndarray:
+    """(N, 3, 4) float64 camera-to-world matrices whose rotation parts are exact rotations.
+
+    Args:
+        c2w: (N, 3, 4) or (N, 4, 4) matrices (numpy or torch).
+        labels: N strings naming each matrix in errors, e.g.
+            ``"scene/transforms.json: frames[3].transform_matrix"``.
+    Returns:
+        the matrices with each rotation part ``R`` replaced by the nearest rotation (polar
+        decomposition) after removing a uniform scale ``|det R|^(1/3)`` (some formats store
+        scaled rotations; rays only need the directions), translations unchanged.
+    Raises:
+        ValueError naming the label when a matrix has non-finite values, a singular rotation
+        part (e.g. all zeros), or one that is not a (uniformly scaled) rotation within
+        `ROTATION_TOLERANCE`. Reflections (det -1) are kept, as some data sets use a
+        left-handed world."""
+    m = np.array(c2w, dtype=np.float64)[:, :3, :4]
+    if len(labels) != len(m):
+        raise AssertionError("checked_rotations: one label per matrix")
+    finite = np.isfinite(m).all(axis=(1, 2))
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"{labels[i]}: has non-finite values ({plain_numbers(m[i])}); expected a "
+                         "finite camera-to-world matrix")
+    rot = m[:, :, :3]
+    with np.errstate(all="ignore"):
+        det = np.linalg.det(rot)
+        scale = np.cbrt(np.abs(det))
+        singular = ~(scale > 1e-12)
+        if singular.any():
+            i = int(np.argmax(singular))
+            raise ValueError(f"{labels[i]}: the rotation part (first 3 columns) is singular "
+                             f"(det {det[i]:.3g}; rows {_rows(rot[i])}); expected a rotation")
+        unit = rot / scale[:, None, None]
+        err = np.abs(np.einsum("nji,njk->nik", unit, unit) - np.eye(3)).max(axis=(1, 2))
+    bad = ~(err <= ROTATION_TOLERANCE)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{labels[i]}: the rotation part (first 3 columns; rows {_rows(rot[i])}) is not a "
+            f"rotation (its columns are {err[i]:.3g} from orthonormal, after dividing by "
+            f"|det|^(1/3) = {scale[i]:.3g}; expected orthonormal columns within "
+            f"{ROTATION_TOLERANCE:g})"
+        )
+    u, _, vt = np.linalg.svd(unit)
+    out = m.copy()
+    out[:, :, :3] = u @ vt
+    return out
+
+
+def check_cameras(
+    cameras: Cameras,
+    labels: Sequence[str],
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Checks the poses, intrinsics and distortion of cameras read from a file.
+
+    Rules (each error names the camera's label, the field and the rule):
+
+    * the camera-to-world matrices are finite in float32 (rotations are checked where the
+      reader reads them, `checked_rotations`; a position can still leave float32's range
+      after a format's scaling);
+    * fx, fy, cx, cy and the distortion coefficients are finite, fx and fy > 0;
+    * the principal point lies in [-0.5 W, 1.5 W] x [-0.5 H, 1.5 H] (an image's own centre
+      is at (W / 2, H / 2); further out is a unit mix-up, not a lens);
+    * the radial distortion ``r (1 + k1 r^2 + k2 r^4)`` increases with r up to the normalised
+      radius R of the image corner farthest from the principal point: its derivative
+      ``1 + 3 k1 r^2 + 5 k2 r^4`` stays > 0 for r in [0, R]; otherwise two image radii come
+      from the same ray and rays cannot be made by inverting the model;
+    * the radial factor ``1 + k1 r^2 + k2 r^4`` stays within [1 / `MAX_RADIAL_FACTOR`,
+      `MAX_RADIAL_FACTOR`] for r in [0, R] (huge coefficients are no lens);
+    * with tangential terms, the distortion map (`distort`) keeps a positive Jacobian
+      determinant at the image's corners and edge midpoints (it does not fold the image).
+
+    Args:
+        cameras: the cameras, intrinsics in pixels of their ``width`` x ``height`` images.
+        labels: one string per camera naming it in errors (``"cameras.txt:3"``).
+        names: the format's names of the fields ``fx fy cx cy k1 k2 p1 p2`` (default: those).
+    Raises:
+        ValueError ``"<label>: <field> ... (expected ...)"``."""
+    nm = {k: k for k in ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2")}
+    nm.update(names or {})
+    n = len(cameras)
+    if len(labels) != n:
+        raise AssertionError("check_cameras: one label per camera")
+    w, h = cameras.width, cameras.height
+    finite = torch.isfinite(cameras.c2w).all(dim=2).all(dim=1).numpy()
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"{labels[i]}: the camera's pose is out of range after the format's "
+                         f"scaling ({plain_numbers(cameras.c2w[i].double().numpy())}; expected "
+                         "positions within float32's range, about 3e38)")
+    vals = {k: getattr(cameras, k).double().numpy() for k in ("fx", "fy", "cx", "cy")}
+    dist = cameras.distortion.double().numpy().reshape(n, 4)
+    for j, k in enumerate(("k1", "k2", "p1", "p2")):
+        vals[k] = dist[:, j]
+    for k, v in vals.items():
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{labels[i]}: {nm[k]} is {v[i]} (expected a finite number, within "
+                             "float32's range of about 3e38)")
+    for k in ("fx", "fy"):
+        bad = vals[k] <= 0
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{labels[i]}: {nm[k]} is {vals[k][i]:g} (expected a focal length "
+                             "> 0 pixels)")
+    for k, size, axis in (("cx", w, "W"), ("cy", h, "H")):
+        v = vals[k]
+        bad = (v < -0.5 * size) | (v > 1.5 * size)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"{labels[i]}: principal point {nm[k]} is {v[i]:g} pixels, outside "
+                f"[-0.5 {axis}, 1.5 {axis}] = [{-0.5 * size:g}, {1.5 * size:g}] for an image "
+                f"{w}x{h} (expected near the image centre {0.5 * size:g}; are the intrinsics "
+                "for another image size?)"
+            )
+    if not dist.any():
+        return
+    # normalised coordinates of the image's corners and edge midpoints
+    us = np.array([0.0, 0.5, 1.0, 0.0, 1.0, 0.0, 0.5, 1.0]) * w
+    vs = np.array([0.0, 0.0, 0.0, 0.5, 0.5, 1.0, 1.0, 1.0]) * h
+    x = (us[None] - vals["cx"][:, None]) / vals["fx"][:, None]  # (N, 8)
+    y = (vs[None] - vals["cy"][:, None]) / vals["fy"][:, None]
+    r2_max = (x * x + y * y).max(axis=1)  # the farthest corner's r^2
+    k1, k2, p1, p2 = (vals[k] for k in ("k1", "k2", "p1", "p2"))
+    # g(s) = 1 + 3 k1 s + 5 k2 s^2 with s = r^2 in [0, r2_max]: its minimum is at an end or
+    # at the parabola's vertex s = -3 k1 / (10 k2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.where(k2 != 0, -3 * k1 / (10 * k2), 0.0)
+    s = np.stack((r2_max, np.clip(vertex, 0.0, r2_max)), axis=1)
+    g = (1 + 3 * k1[:, None] * s + 5 * k2[:, None] * s * s).min(axis=1)
+    bad = ~(g > 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{labels[i]}: radial distortion {nm['k1']} = {k1[i]:g}, {nm['k2']} = {k2[i]:g} is "
+            "not monotonic over the image: r (1 + k1 r^2 + k2 r^4) must increase with r up to "
+            f"the image corner's normalised radius {math.sqrt(r2_max[i]):.4g} (its derivative "
+            "1 + 3 k1 r^2 + 5 k2 r^4 must stay > 0), else two image points see the same ray "
+            "(expected the coefficients of a real lens for this image)"
+        )
+    # the radial factor 1 + k1 s + k2 s^2 over s in [0, r2_max]: extremes at the ends and vertex
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.where(k2 != 0, -k1 / (2 * k2), 0.0)
+    s = np.stack((np.zeros_like(r2_max), r2_max, np.clip(vertex, 0.0, r2_max)), axis=1)
+    factor = 1 + k1[:, None] * s + k2[:, None] * s * s
+    bad = ~((factor >= 1 / MAX_RADIAL_FACTOR) & (factor <= MAX_RADIAL_FACTOR)).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        lo, hi = factor[i].min(), factor[i].max()
+        raise ValueError(
+            f"{labels[i]}: radial distortion {nm['k1']} = {k1[i]:g}, {nm['k2']} = {k2[i]:g} "
+            f"scales radii by {lo:.3g} to {hi:.3g} over the image: the factor "
+            "1 + k1 r^2 + k2 r^4 must stay within "
+            f"[1/{MAX_RADIAL_FACTOR:g}, {MAX_RADIAL_FACTOR:g}] for r up to the image corner's "
+            f"normalised radius {math.sqrt(r2_max[i]):.4g} (expected the coefficients of a "
+            "real lens for this image; are they for normalised coordinates?)"
+        )
+    # the whole map's Jacobian determinant at the sample points
+    r2 = x * x + y * y
+    rad = 1 + k1[:, None] * r2 + k2[:, None] * r2 * r2
+    drad = 2 * k1[:, None] + 4 * k2[:, None] * r2  # d rad / d(r^2) * 2
+    a, b = p1[:, None], p2[:, None]
+    dxx = rad + x * x * drad + 2 * a * y + 6 * b * x
+    dxy = x * y * drad + 2 * a * x + 2 * b * y
+    dyx = x * y * drad + 2 * a * x + 2 * b * y
+    dyy = rad + y * y * drad + 6 * a * y + 2 * b * x
+    det = dxx * dyy - dxy * dyx
+    bad = ~(det > 0).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{labels[i]}: distortion {nm['k1']} {nm['k2']} {nm['p1']} {nm['p2']} = "
+            f"{plain_numbers(dist[i])} folds the image over itself (the distortion map's Jacobian "
+            "determinant is <= 0 at an image corner or edge; expected the coefficients of a "
+            "real lens for this image)"
+        )

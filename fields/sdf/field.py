@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fields.config import dataclass_from_dict
+from fields.config import dataclass_from_dict, require_positive
 from fields.nn import FusedMLP
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
@@ -63,6 +63,8 @@ class SDFConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SDFConfig:
         cfg = dataclass_from_dict(cls, d)
+        require_positive("SDFConfig", cfg, ("lr", "finest_resolution", "log2_hashmap_size",
+                                            "n_levels", "batch_near", "batch_uniform"))
         if cfg.model not in MODELS:
             raise ValueError(f"SDFConfig: model {cfg.model!r} not in {MODELS}")
         if cfg.gradient not in ("auto", "autograd", "finite"):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fields.config import dataclass_from_dict
+from fields.config import dataclass_from_dict, require_positive
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 from fields.render.occupancy import OccupancyGrid
@@ -64,8 +64,13 @@ class NeusConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NeusConfig:
         """The config with the keys of `d` (the others default); ValueError naming unknown
-        keys."""
-        return dataclass_from_dict(cls, d)
+        keys, values of the wrong type and sizes or rates that are not positive."""
+        cfg = dataclass_from_dict(cls, d)
+        require_positive("NeusConfig", cfg, (
+            "lr", "finest_resolution", "log2_hashmap_size", "n_levels", "render_steps",
+            "grid_resolution", "occupancy_every", "target_samples", "initial_rays",
+            "max_rays"))
+        return cfg
 
 
 class NeusField(nn.Module):

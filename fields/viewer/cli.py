@@ -6,6 +6,7 @@ from typing import Annotated
 
 import torch
 import typer
+from rich.markup import escape
 
 from fields.command import console, error
 
@@ -40,7 +41,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             view = load_view(checkpoint)
         except Exception as e:  # shown in the page; the server still starts
             problem = str(e) or type(e).__name__
-            console.print(f"[red]error:[/red] {problem}")
+            console.print(f"[red]error:[/red] {escape(problem)}", highlight=False,
+                          soft_wrap=True)
         try:
             viewer = Viewer(view, host=host, port=port, max_resolution=max_resolution,
                             target_fps=fps, error=problem, source=checkpoint)
