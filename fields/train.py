@@ -142,11 +142,15 @@ class TrainState:
     last: dict[str, float] = field(default_factory=dict)  # the last step's scalars
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     lr_scale: float = 1.0
+    # the loss where the current objective started (the divergence guard's ceiling: noise far
+    # below it is not divergence); kept in checkpoints, so that a resumed run has it too
+    loss_ceiling: float | None = None
     warnings: list[str] = field(default_factory=list)  # for metrics.json
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "history": self.history,
-                "rollbacks": self.rollbacks, "lr_scale": self.lr_scale}
+                "rollbacks": self.rollbacks, "lr_scale": self.lr_scale,
+                "loss_ceiling": self.loss_ceiling}
 
 
 def save_training_checkpoint(
@@ -188,6 +192,8 @@ def _restore(task: Task, state: TrainState, payload: Mapping[str, Any],
     state.history = list(ts.get("history", []))
     state.rollbacks = list(ts.get("rollbacks", []))
     state.lr_scale = float(ts.get("lr_scale", 1.0))
+    ceiling = ts.get("loss_ceiling")
+    state.loss_ceiling = float(ceiling) if ceiling is not None else None
     rng = payload.get("rng", {})
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
@@ -223,21 +229,28 @@ class _Guard:
         self.first: list[float] = []  # the first 20 losses of this objective
         self.count = 0  # steps of this objective
 
-    def problem(self, task: Task, loss: float) -> str | None:
+    def problem(self, task: Task, state: TrainState, loss: float) -> str | None:
         """Why this step's loss is divergence, or None."""
         version = getattr(task, "objective_version", None)
         if version != self.version:
+            # a new objective: a new running level and ceiling (but a resumed run's first
+            # step keeps the ceiling its checkpoint had)
+            resumed = self.version is None and state.loss_ceiling is not None
             self.version = version
             self.losses.clear()
             self.first, self.count = [], 0
+            if not resumed:
+                state.loss_ceiling = None
         if not math.isfinite(loss):
             return f"the loss became {loss}"
+        if state.loss_ceiling is None:
+            state.loss_ceiling = loss
         if len(self.losses) >= 5:
             # far above its running level, and above where this objective started (a jump
             # from 1e-16 to 1e-12 at the end of a fit is noise, not divergence)
             level = sorted(self.losses)[len(self.losses) // 2]
             if level > 0 and loss > self.config.explode_factor * level and (
-                    loss > self.first[0]):
+                    loss > state.loss_ceiling):
                 return (f"the loss jumped to {loss:.4g}, {loss / level:.3g} times its running "
                         f"level {level:.4g}")
         self.losses.append(loss)
@@ -267,8 +280,8 @@ class _Guard:
         bad = _finite_state(task.module)
         if bad is not None:
             return f"parameter {bad!r} became non-finite"
-        if self.losses and self.losses[-1] > max(self.KEEP_FACTOR * min(self.losses),
-                                                 self.first[0]):
+        ceiling = state.loss_ceiling if state.loss_ceiling is not None else math.inf
+        if self.losses and self.losses[-1] > max(self.KEEP_FACTOR * min(self.losses), ceiling):
             return None
         self.snapshot = copy.deepcopy({
             "state_dict": task.module.state_dict(),
@@ -463,7 +476,7 @@ def train(
                     state.step += 1
                     state.last = {**scalars, "step_seconds": dt}
                     if guard is not None:
-                        why = guard.problem(task, float(scalars.get("loss", 0.0)))
+                        why = guard.problem(task, state, float(scalars.get("loss", 0.0)))
                         if why is not None:
                             diverged(why)
                             continue

@@ -443,3 +443,19 @@ def test_configs_refuse_rates_and_sizes_that_are_not_positive(kind, overrides, f
     cls = {"nerf": NerfConfig, "sdf": SDFConfig, "neus": NeusConfig}[kind]
     with pytest.raises(ValueError, match=f"field '{field}' must be > 0"):
         cls.from_dict(overrides)
+
+
+def test_noise_far_below_the_starting_loss_is_not_divergence_even_after_resume(tmp_path):
+    class Noisy(LineTask):
+        def train_step(self, step, progress):
+            super().train_step(step, progress)
+            if step == 0:
+                return {"loss": 1.0}
+            return {"loss": 1e-6 if step % 40 == 39 else 1e-12}  # 1e6 x its level, < 1
+
+    cfg = TrainConfig(steps=100, max_seconds=60, eval_every=0, checkpoint_every=0)
+    state = train(Noisy(), cfg, checkpoint=tmp_path / "c.pt", **quiet())
+    assert state.rollbacks == [] and state.loss_ceiling == 1.0
+    cfg.steps = 200
+    state = train(Noisy(), cfg, resume=tmp_path / "c.pt", **quiet())
+    assert state.rollbacks == [] and state.step == 200
