@@ -210,6 +210,9 @@ def _finite_state(module: nn.Module) -> str | None:
     return None
 
 
+_UNSET = object()
+
+
 class _Guard:
     """The divergence guard's memory: the last good state and the loss's running level.
 
@@ -222,11 +225,12 @@ class _Guard:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.losses: deque[float] = deque(maxlen=100)
-        self.version: object = None
+        self.version: object = _UNSET  # the objective's version; unset before the first step
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_at = -math.inf  # training seconds of the last snapshot
         self.snapshot_losses: list[float] = []  # the running level when it was kept
         self.first: list[float] = []  # the first 20 losses of this objective
+        self.from_start = False  # whether they are the run's first (not a resumed run's)
         self.count = 0  # steps of this objective
 
     def problem(self, task: Task, state: TrainState, loss: float) -> str | None:
@@ -235,10 +239,11 @@ class _Guard:
         if version != self.version:
             # a new objective: a new running level and ceiling (but a resumed run's first
             # step keeps the ceiling its checkpoint had)
-            resumed = self.version is None and state.loss_ceiling is not None
+            resumed = self.version is _UNSET and state.loss_ceiling is not None
             self.version = version
             self.losses.clear()
             self.first, self.count = [], 0
+            self.from_start = state.step <= 1  # this objective began with the run
             if not resumed:
                 state.loss_ceiling = None
         if not math.isfinite(loss):
@@ -261,8 +266,9 @@ class _Guard:
 
     def stalled(self) -> str | None:
         """A warning when, after 100 steps or more, the loss of the last 20 steps is not below
-        that of the first 20 (a learning rate so high that nothing is learnt), else None."""
-        if self.count < 100 or len(self.losses) < 20:
+        that of the first 20 (a learning rate so high that nothing is learnt), else None. Only
+        for an objective that began with the run (a resumed, converged run need not fall)."""
+        if self.count < 100 or len(self.losses) < 20 or not self.from_start:
             return None
         first = sum(self.first) / len(self.first)
         last = sum(list(self.losses)[-20:]) / 20

@@ -459,3 +459,11 @@ def test_noise_far_below_the_starting_loss_is_not_divergence_even_after_resume(t
     cfg.steps = 200
     state = train(Noisy(), cfg, resume=tmp_path / "c.pt", **quiet())
     assert state.rollbacks == [] and state.step == 200
+
+
+def test_a_resumed_converged_run_gets_no_stall_warning(tmp_path):
+    cfg = TrainConfig(steps=300, max_seconds=60, eval_every=0, checkpoint_every=0)
+    train(LineTask(), cfg, checkpoint=tmp_path / "c.pt", **quiet())
+    cfg.steps = 600  # converged: its loss no longer falls
+    state = train(LineTask(), cfg, resume=tmp_path / "c.pt", **quiet())
+    assert state.step == 600 and state.warnings == []
