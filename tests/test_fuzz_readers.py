@@ -138,12 +138,13 @@ def valid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     audio; every reader is run once on them (so the first example pays no import)."""
     helpers = _scene_helpers()
     root = tmp_path_factory.mktemp("valid")
-    for name in ("blender", "ngp", "llff", "colmap", "neus", "files"):
+    for name in ("blender", "ngp", "llff", "colmap", "colmap_bin", "neus", "files"):
         (root / name).mkdir()
     helpers._blender_scene(root / "blender", n=2)
     helpers._ngp_scene(root / "ngp", n=2)
     helpers._llff_scene(root / "llff", n=2)
     helpers._colmap_scene(root / "colmap", n=2)
+    helpers._binary_scene(root / "colmap_bin", n=2)
     shutil.rmtree(root / "neus")
     helpers.write_neus_scene(root / "neus", helpers._scene_for_writing(n=2))
     _write_point_clouds(root / "files")
@@ -366,6 +367,8 @@ TARGETS = [
            (mutate_text, mutate_text, mutate_bytes)),
     Target("colmap points", "colmap", "sparse/0/points3D.txt", _scene(read_colmap),
            (mutate_text, mutate_bytes)),
+    *[Target(f"colmap {f}", "colmap_bin", f"sparse/0/{f}", _scene(read_colmap))
+      for f in ("cameras.bin", "images.bin", "points3D.bin")],
     Target("neus npz", "neus", "cameras_sphere.npz", _scene(read_neus),
            (mutate_npz, mutate_npz, mutate_bytes)),
     *[Target(f"points {f}", "files", f, _sane_points, (mutate_bytes,), per_file=True)

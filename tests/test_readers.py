@@ -5,6 +5,10 @@ projection puts them), malformed-input errors, format detection, the Blender rou
 import json
 import math
 import re
+import shutil
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -554,7 +558,7 @@ def test_colmap_without_points_estimates_the_bounds_from_the_cameras(tmp_path):
     with_points = read_colmap(tmp_path / "pts")
     assert with_points.meta["notes"] == []
     with pytest.warns(UserWarning, match=r"sparse.0: scene bounds estimated from the cameras "
-                      r"\(no points3D\.txt\)"):
+                      r"\(no points3D\.txt or \.bin\)"):
         estimated = read_colmap(tmp_path / "none")
     assert "optical axis" in estimated.meta["notes"][0]
     cams = torch.cat([s.cameras.c2w for s in estimated.splits.values()])[:, :, 3]
@@ -614,10 +618,146 @@ def test_colmap_errors(tmp_path):
         read_colmap(tmp_path)
 
 
-def test_colmap_binary_model_is_named(tmp_path):
-    (tmp_path / "sparse" / "0").mkdir(parents=True)
-    (tmp_path / "sparse" / "0" / "cameras.bin").write_bytes(b"\0")
-    with pytest.raises(ValueError, match=re.escape("cameras.bin: binary COLMAP model")):
+_MODEL_IDS = {"SIMPLE_PINHOLE": 0, "PINHOLE": 1, "SIMPLE_RADIAL": 2, "RADIAL": 3, "OPENCV": 4,
+              "OPENCV_FISHEYE": 5}
+
+
+def _text_to_binary(model: Path, out: Path, track=(1, 0)) -> None:
+    """Writes COLMAP's binary model (cameras.bin, images.bin, points3D.bin) of a text model,
+    byte for byte as COLMAP lays it out (little-endian; see `_colmap_scene`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cams = [ln.split() for ln in (model / "cameras.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    b = struct.pack("<Q", len(cams))
+    for c in cams:
+        b += struct.pack("<iiQQ", int(c[0]), _MODEL_IDS[c[1]], int(c[2]), int(c[3]))
+        b += struct.pack(f"<{len(c) - 4}d", *map(float, c[4:]))
+    (out / "cameras.bin").write_bytes(b)
+    lines = [ln for ln in (model / "images.txt").read_text().split("\n")
+             if not ln.startswith("#")]
+    entries = [ln.split() for ln in lines[0::2] if ln.strip()]
+    b = struct.pack("<Q", len(entries))
+    for k, e in enumerate(entries):
+        b += struct.pack("<i7di", int(e[0]), *map(float, e[1:8]), int(e[8]))
+        b += " ".join(e[9:]).encode() + b"\0"
+        pts = np.array(lines[2 * k + 1].split(), dtype=np.float64).reshape(-1, 3)
+        b += struct.pack("<Q", len(pts))
+        for x, y, pid in pts:
+            b += struct.pack("<ddq", x, y, int(pid))
+    (out / "images.bin").write_bytes(b)
+    if (model / "points3D.txt").is_file():
+        pts = [ln.split() for ln in (model / "points3D.txt").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
+        b = struct.pack("<Q", len(pts))
+        for p in pts:
+            b += struct.pack("<Q3d3BdQ", int(p[0]), *map(float, p[1:4]), *map(int, p[4:7]),
+                             float(p[7]), 1)
+            b += struct.pack("<ii", *track)
+        (out / "points3D.bin").write_bytes(b)
+
+
+def _binary_scene(root: Path, **kw):
+    out = _colmap_scene(root, **kw)
+    text = root / "sparse" / "0"
+    _text_to_binary(text, root / "bin")
+    for f in text.iterdir():
+        f.unlink()
+    for f in (root / "bin").iterdir():
+        f.rename(text / f.name)
+    (root / "bin").rmdir()
+    return out
+
+
+def _same_scene(a: SceneData, b: SceneData) -> None:
+    assert a.splits.keys() == b.splits.keys()
+    for k in a.splits:
+        sa, sb = a.splits[k], b.splits[k]
+        assert sa.names == sb.names
+        torch.testing.assert_close(sa.images, sb.images)
+        for f, v in sa.cameras.to_dict().items():
+            torch.testing.assert_close(v, sb.cameras.to_dict()[f]) if torch.is_tensor(v) \
+                else (v == sb.cameras.to_dict()[f]) or pytest.fail(f)
+    torch.testing.assert_close(a.aabb, b.aabb)
+    assert a.meta["scale"] == b.meta["scale"] and a.meta["centre"] == b.meta["centre"]
+
+
+def test_colmap_binary_model_reads_as_its_text_model(tmp_path):
+    _colmap_scene(tmp_path / "text")
+    _binary_scene(tmp_path / "bin")
+    assert sorted(p.name for p in (tmp_path / "bin" / "sparse" / "0").iterdir()) == [
+        "cameras.bin", "images.bin", "points3D.bin"]
+    _same_scene(read_colmap(tmp_path / "text"), read_colmap(tmp_path / "bin"))
+    assert format_of(tmp_path / "bin") == "colmap"
+
+
+def test_colmap_binary_as_pycolmap_writes_it(tmp_path):
+    """COLMAP's own writer (pycolmap, in a process of its own: it must not share one with
+    PIL) turns the text model into a binary one (with rigs.bin and frames.bin beside it, as
+    COLMAP 3.12+ writes them); ours reads the same scene from both."""
+    pytest.importorskip("pycolmap")
+    _colmap_scene(tmp_path / "text")
+    model = tmp_path / "text" / "sparse" / "0"
+    # tracks of the fixture's points name 2D points that do not exist: COLMAP checks them
+    pts = model / "points3D.txt"
+    pts.write_text("\n".join(" ".join(ln.split()[:8]) for ln in pts.read_text().splitlines()))
+    out = tmp_path / "bin" / "sparse" / "0"
+    out.mkdir(parents=True)
+    shutil.copytree(tmp_path / "text" / "images", tmp_path / "bin" / "images")
+    code = ("import pycolmap, sys; r = pycolmap.Reconstruction(); r.read_text(sys.argv[1]); "
+            "r.write_binary(sys.argv[2])")
+    subprocess.run([sys.executable, "-c", code, str(model), str(out)], check=True)
+    assert {"cameras.bin", "images.bin", "points3D.bin"} <= {p.name for p in out.iterdir()}
+    _same_scene(read_colmap(tmp_path / "text"), read_colmap(tmp_path / "bin"))
+
+
+def _edit_bin(path: Path, offset: int, data: bytes | None = None, cut: int | None = None):
+    b = bytearray(path.read_bytes())
+    if data is not None:
+        b[offset:offset + len(data)] = data
+    if cut is not None:
+        b = b[:cut]
+    path.write_bytes(bytes(b))
+
+
+def test_colmap_binary_errors_name_file_entry_and_field(tmp_path):
+    model = tmp_path / "sparse" / "0"
+    cases = [
+        ("cameras.bin", 4 + 8, struct.pack("<i", 5),  # camera 0's model id: OPENCV_FISHEYE
+         r"cameras\.bin: camera 0 \(CAMERA_ID 1\): camera model OPENCV_FISHEYE is not supported"),
+        ("cameras.bin", 4 + 8, struct.pack("<i", 99),
+         r"cameras\.bin: camera 0 \(CAMERA_ID 1\): MODEL is 99 \(expected a COLMAP camera model"),
+        ("cameras.bin", 8 + 24, struct.pack("<d", -3.0),
+         r"camera 0 \(CAMERA_ID 1\): fx is -3 \(expected a focal length > 0"),
+        ("cameras.bin", 8 + 24 + 8, struct.pack("<d", math.nan),
+         r"camera 0 \(CAMERA_ID 1\): fy is nan \(expected a finite number\)"),
+        ("cameras.bin", 0, struct.pack("<Q", 1 << 40),
+         r"cameras\.bin: the number of cameras is 1099511627776, but the \d+ bytes left hold"),
+        ("images.bin", 8 + 4, struct.pack("<d", math.inf),
+         r"images\.bin: image 0 \(IMAGE_ID 1, frame_04\.png\): QW is inf"),
+        ("images.bin", 8 + 4, struct.pack("<4d", 0, 0, 0, 0),
+         r"image 0 \(IMAGE_ID 1, frame_04\.png\): zero quaternion"),
+        ("images.bin", 8 + 4 + 56, struct.pack("<i", 9),
+         r"images\.bin: image 0 \(IMAGE_ID 1, frame_04\.png\): CAMERA_ID 9 is not in "
+         r".*cameras\.bin"),
+    ]
+    for name, offset, data, message in cases:
+        _binary_scene(tmp_path)
+        _edit_bin(model / name, offset, data)
+        with pytest.raises(ValueError, match=message):
+            read_colmap(tmp_path)
+    for name, what in (("cameras.bin", "camera 1"), ("images.bin", "image 3"),
+                       ("points3D.bin", "point 199")):
+        _binary_scene(tmp_path)
+        _edit_bin(model / name, 0, cut=(model / name).stat().st_size - 3)
+        with pytest.raises(ValueError, match=rf"{re.escape(name)}: truncated: .*{what}"):
+            read_colmap(tmp_path)
+    _binary_scene(tmp_path)
+    (model / "images.bin").write_bytes((model / "images.bin").read_bytes() + b"\0\0")
+    with pytest.raises(ValueError, match=r"images\.bin: 2 bytes after the last entry"):
+        read_colmap(tmp_path)
+    _binary_scene(tmp_path)
+    (model / "images.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"cameras\.bin: no images\.bin beside it"):
         read_colmap(tmp_path)
 
 

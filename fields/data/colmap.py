@@ -1,9 +1,8 @@
-"""COLMAP text models: ``cameras.txt``, ``images.txt`` and (optional) ``points3D.txt``.
+"""COLMAP models, text (``cameras.txt``, ``images.txt``, optional ``points3D.txt``) or binary
+(``cameras.bin``, ``images.bin``, optional ``points3D.bin``: COLMAP's default output).
 
-The model is looked for in ``<path>/sparse/0``, ``<path>/sparse``, then ``<path>``; images in
-``<path>/images`` (or ``<path>/images_<downscale>`` when it exists). Binary models
-(``cameras.bin``) are not read: convert them with
-``colmap model_converter --input_path sparse/0 --output_path sparse/0 --output_type TXT``.
+The model is looked for in ``<path>/sparse/0``, ``<path>/sparse``, then ``<path>``, text
+first; images in ``<path>/images`` (or ``<path>/images_<downscale>`` when it exists).
 
 Camera models and their parameters (OpenCV radial-tangential distortion k1 k2 p1 p2):
 
@@ -24,6 +23,7 @@ largest camera distance from it, so cameras lie within the unit sphere and at le
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -93,7 +93,7 @@ def _ints(tokens: list[str], where: str, names: list[str], what: str) -> list[in
 
 def read_cameras_txt(path: Path) -> dict[int, dict]:
     """Parses ``cameras.txt``: {camera id: {"size": (W, H), "params": (fx, fy, cx, cy, k1, k2,
-    p1, p2), "line": line number}}."""
+    p1, p2), "where": "file:line" for messages}}."""
     cams = {}
     for no, line in _lines(path):
         tok = line.split()
@@ -123,7 +123,7 @@ def read_cameras_txt(path: Path) -> dict[int, dict]:
             if params[k] <= 0:  # fx, fy; f for the models with one focal length
                 raise ValueError(f"{where}: {names[k] if params[0] != params[1] else names[0]} "
                                  f"is {params[k]:g} (expected a focal length > 0 pixels)")
-        cams[cid] = {"size": (w, h), "params": tuple(float(v) for v in params), "line": no}
+        cams[cid] = {"size": (w, h), "params": tuple(float(v) for v in params), "where": where}
     return cams
 
 
@@ -140,7 +140,7 @@ def qvec_to_rotation(q: np.ndarray) -> np.ndarray:
 
 def read_images_txt(path: Path) -> list[dict]:
     """Parses ``images.txt`` (two lines per image, the second, the 2D points, possibly empty):
-    [{"name", "camera", "R" (3, 3), "t" (3,), "line"}], world-to-camera in OpenCV's frame."""
+    [{"name", "camera", "R" (3, 3), "t" (3,), "where"}], world-to-camera in OpenCV's frame."""
     images = []
     lines = _lines(path)
     i = 0
@@ -163,7 +163,7 @@ def read_images_txt(path: Path) -> list[dict]:
         cam, = _ints(tok[8:9], where, ["CAMERA_ID"],
                      "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME")
         images.append({"name": " ".join(tok[9:]), "camera": cam, "R": qvec_to_rotation(q),
-                       "t": np.array(vals[4:]), "line": no})
+                       "t": np.array(vals[4:]), "where": where})
         # the points line: skip it unless it is missing (then the next line is an image's)
         if i < len(lines):
             nxt = lines[i][1].split()
@@ -187,21 +187,162 @@ def read_points_txt(path: Path) -> np.ndarray:
     return np.asarray(pts, dtype=np.float64).reshape(-1, 3)
 
 
-def _model_dir(root: Path) -> Path:
+#: COLMAP's camera model ids (``colmap/sensor/models.h``) -> (name, number of parameters)
+MODEL_IDS = {
+    0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
+    4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
+    11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
+}
+
+
+class _Binary:
+    """A little-endian binary file read front to back; every read names the file, the entry and
+    the field when the bytes run out."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        self.path = path
+        self.data = path.read_bytes()
+        self.pos = 0
+
+    def take(self, fmt: str, what: str) -> tuple:
+        size = struct.calcsize("<" + fmt)
+        if self.pos + size > len(self.data):
+            raise ValueError(f"{self.path}: truncated: {what} needs bytes {self.pos}-"
+                             f"{self.pos + size - 1}, the file has {len(self.data)}")
+        out = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += size
+        return out
+
+    def skip(self, count: int, item: int, what: str) -> None:
+        """Skips `count` records of `item` bytes (checked against the file's length)."""
+        end = self.pos + count * item
+        if count < 0 or end > len(self.data):
+            raise ValueError(f"{self.path}: truncated: {what} ({count} records of {item} bytes) "
+                             f"need bytes {self.pos}-{end - 1}, the file has {len(self.data)}")
+        self.pos = end
+
+    def name(self, what: str) -> str:
+        end = self.data.find(b"\0", self.pos)
+        if end < 0:
+            raise ValueError(f"{self.path}: truncated: {what} has no terminating NUL byte")
+        raw = self.data[self.pos:end]
+        self.pos = end + 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{self.path}: {what} is not UTF-8 text ({raw[:40]!r})") from None
+
+    def count(self, what: str, record: int) -> int:
+        """A uint64 count of records of at least `record` bytes each, checked for plausibility
+        (a corrupt count would otherwise ask for terabytes)."""
+        (n,) = self.take("Q", what)
+        left = len(self.data) - self.pos
+        if n * record > left:
+            raise ValueError(f"{self.path}: {what} is {n}, but the {left} bytes left hold at most "
+                             f"{left // record} (truncated or not a COLMAP model)")
+        return n
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise ValueError(f"{self.path}: {len(self.data) - self.pos} bytes after the last "
+                             "entry (expected the file to end: not a COLMAP model of this "
+                             "version?)")
+
+
+def read_cameras_bin(path: Path) -> dict[int, dict]:
+    """Parses ``cameras.bin`` (uint64 count; per camera int32 id, int32 model id, uint64
+    width, height, float64 parameters): the same dictionary as `read_cameras_txt`."""
+    f = _Binary(path)
+    cams = {}
+    for k in range(f.count("the number of cameras", 24)):
+        cid, model_id, w, h = f.take("iiQQ", f"camera {k}: CAMERA_ID MODEL WIDTH HEIGHT")
+        where = f"{path}: camera {k} (CAMERA_ID {cid})"
+        if model_id not in MODEL_IDS:
+            raise ValueError(f"{where}: MODEL is {model_id} (expected a COLMAP camera model id, "
+                             f"0-{max(MODEL_IDS)})")
+        model, n = MODEL_IDS[model_id]
+        params = f.take(f"{n}d", f"{where}: {model}'s {n} parameters")
+        if model not in CAMERA_MODELS:
+            raise ValueError(
+                f"{where}: camera model {model} is not supported (expected one of "
+                f"{', '.join(CAMERA_MODELS)}; undistort the images with COLMAP first)")
+        names = PARAMETER_NAMES[model]
+        for name, v in zip(names, params, strict=True):
+            if not np.isfinite(v):
+                raise ValueError(f"{where}: {name} is {v} (expected a finite number)")
+        if w < 1 or h < 1 or w > 1 << 20 or h > 1 << 20:
+            raise ValueError(f"{where}: WIDTH x HEIGHT is {w}x{h} (expected an image size > 0)")
+        params = CAMERA_MODELS[model][1](list(params))
+        for i in (0, 1):
+            if params[i] <= 0:
+                label = names[i] if names[1] == "fy" else names[0]
+                raise ValueError(f"{where}: {label} is {params[i]:g} (expected a focal length "
+                                 "> 0 pixels)")
+        cams[cid] = {"size": (int(w), int(h)), "params": tuple(float(v) for v in params),
+                     "where": where}
+    f.end()
+    return cams
+
+
+def read_images_bin(path: Path) -> list[dict]:
+    """Parses ``images.bin`` (uint64 count; per image int32 id, float64 qw qx qy qz tx ty tz,
+    int32 camera id, a NUL-terminated name, uint64 number of 2D points and their x, y, point
+    id (24 bytes each), skipped): the same list as `read_images_txt`."""
+    f = _Binary(path)
+    images = []
+    for k in range(f.count("the number of images", 64)):
+        head = f.take("i7di", f"image {k}: IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID")
+        iid, vals, cam = head[0], np.array(head[1:8]), head[8]
+        name = f.name(f"image {k} (IMAGE_ID {iid}): NAME")
+        where = f"{path}: image {k} (IMAGE_ID {iid}, {name})"
+        (npts,) = f.take("Q", f"{where}: the number of 2D points")
+        f.skip(npts, 24, f"{where}: its 2D points")
+        for label, v in zip(("QW", "QX", "QY", "QZ", "TX", "TY", "TZ"), vals, strict=True):
+            if not np.isfinite(v):
+                raise ValueError(f"{where}: {label} is {v} (expected a finite number)")
+        q = vals[:4]
+        if np.abs(q).max() < 1e-8:
+            raise ValueError(f"{where}: zero quaternion (expected QW QX QY QZ of a rotation)")
+        if not name:
+            raise ValueError(f"{where}: empty NAME (expected the image's file name)")
+        images.append({"name": name, "camera": cam, "R": qvec_to_rotation(q), "t": vals[4:],
+                       "where": where})
+    f.end()
+    return images
+
+
+def read_points_bin(path: Path) -> np.ndarray:
+    """(P, 3) positions of ``points3D.bin`` (uint64 count; per point uint64 id, float64 x y z,
+    uint8 r g b, float64 error, uint64 track length and its (int32, int32) elements)."""
+    f = _Binary(path)
+    n = f.count("the number of points", 51)
+    pts = np.empty((n, 3))
+    for k in range(n):  # a file read once, not a hot path: tracks vary in length
+        rec = f.take("Q3d3BdQ", f"point {k}: POINT3D_ID X Y Z R G B ERROR TRACK_LENGTH")
+        pts[k] = rec[1:4]
+        f.skip(rec[-1], 8, f"point {k} (POINT3D_ID {rec[0]}): its track")
+    f.end()
+    return pts
+
+
+def _model_dir(root: Path) -> tuple[Path, str]:
+    """The model's folder and its kind, "txt" or "bin" (text first where both are)."""
     candidates = (root / "sparse" / "0", root / "sparse", root)
     for c in candidates:
-        if (c / "cameras.txt").is_file() and (c / "images.txt").is_file():
-            return c
+        for kind in ("txt", "bin"):
+            if (c / f"cameras.{kind}").is_file() and (c / f"images.{kind}").is_file():
+                return c, kind
     for c in candidates:
-        if (c / "cameras.bin").is_file():
-            raise ValueError(
-                f"{c / 'cameras.bin'}: binary COLMAP model (expected cameras.txt and images.txt; "
-                f"convert with: colmap model_converter --input_path {c} --output_path {c} "
-                "--output_type TXT)"
-            )
+        for kind in ("txt", "bin"):
+            if (c / f"cameras.{kind}").is_file():
+                raise FileNotFoundError(f"{c / f'cameras.{kind}'}: no images.{kind} beside it "
+                                        "(a COLMAP model needs both)")
     raise FileNotFoundError(
-        f"{root}: no COLMAP text model (expected cameras.txt and images.txt in "
-        + ", ".join(str(c) for c in candidates) + ")"
+        f"{root}: no COLMAP model (expected cameras.txt and images.txt, or cameras.bin and "
+        "images.bin, in " + ", ".join(str(c) for c in candidates) + ")"
     )
 
 
@@ -247,16 +388,17 @@ def bounds_from_cameras(
                 r = float(np.median(dist * np.sin(half_fov)))
                 if np.isfinite(r) and r > 0 and np.isfinite(p).all():
                     return np.stack((p - r, p + r)), (
-                        "scene bounds estimated from the cameras (no points3D.txt): the "
+                        "scene bounds estimated from the cameras (no points3D.txt or .bin): the "
                         "point nearest every optical axis, and the radius that fills the "
                         "cameras' view from their distance")
-    return _box(centres), ("scene bounds estimated from the cameras (no points3D.txt): the "
+    return _box(centres), ("scene bounds estimated from the cameras (no points3D.txt or .bin): the "
                            "cameras do not look at a common centre (forward-facing?), so the "
                            "box of the camera centres")
 
 
 def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) -> SceneData:
-    """Reads a COLMAP scene folder (text model; see the module docstring for conventions).
+    """Reads a COLMAP scene folder (text or binary model; see the module docstring for
+    conventions).
 
     Args:
         path: the scene folder (model in ``sparse/0``, ``sparse`` or the folder itself; images
@@ -268,7 +410,7 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
     Returns:
         SceneData: images (N, H, W, 3), cameras with the model's intrinsics and distortion,
         poses normalised (module docstring); unbounded; aabb the 2nd-98th percentile box of
-        the normalised ``points3D.txt`` points, or without points one estimated from the
+        the normalised ``points3D`` points, or without points one estimated from the
         cameras (`bounds_from_cameras`; a warning and ``meta["notes"]`` say so); near 0,
         far 1e10. meta has "centre" (3,) and "scale" of the normalisation.
     Raises:
@@ -277,15 +419,19 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
     """
     root = Path(path)
     d = check_downscale(downscale)
-    model = _model_dir(root)
-    cams_txt, images_txt = model / "cameras.txt", model / "images.txt"
-    cameras = read_cameras_txt(cams_txt)
-    entries = sorted(read_images_txt(images_txt), key=lambda e: e["name"])
+    model, kind = _model_dir(root)
+    cams_txt, images_txt = model / f"cameras.{kind}", model / f"images.{kind}"
+    if kind == "txt":
+        cameras = read_cameras_txt(cams_txt)
+        entries = sorted(read_images_txt(images_txt), key=lambda e: e["name"])
+    else:
+        cameras = read_cameras_bin(cams_txt)
+        entries = sorted(read_images_bin(images_txt), key=lambda e: e["name"])
     if not entries:
         raise ValueError(f"{images_txt}: no images")
     for e in entries:
         if e["camera"] not in cameras:
-            raise ValueError(f"{images_txt}:{e['line']}: CAMERA_ID {e['camera']} is not in "
+            raise ValueError(f"{e['where']}: CAMERA_ID {e['camera']} is not in "
                              f"{cams_txt}")
     sizes = {cameras[e["camera"]]["size"] for e in entries}
     if len(sizes) > 1:
@@ -301,7 +447,7 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
     for e in entries:
         f = folder / e["name"]
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: no such image (listed in {images_txt}:{e['line']})")
+            raise FileNotFoundError(f"{f}: no such image (listed in {e['where']})")
         files.append(f)
     images, _, (h0, w0) = load_images(files, 1 if pre_shrunk else d, source=images_txt)
     f0 = d if pre_shrunk else 1
@@ -322,7 +468,7 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
     if not (np.isfinite(centres).all() and np.isfinite(radius)):
         i = int(np.argmin(np.isfinite(centres).all(axis=1)))
         e = entries[i]
-        raise ValueError(f"{images_txt}:{e['line']}: TX TY TZ {plain_numbers(e['t'])} put the "
+        raise ValueError(f"{e['where']}: TX TY TZ {plain_numbers(e['t'])} put the "
                          "camera out of floating-point range (expected finite camera "
                          "positions)")
     scale = 1.0 / radius if radius > 1e-9 else 1.0
@@ -335,11 +481,14 @@ def read_colmap(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8
         c2w, params[:, 0] * sx, params[:, 1] * sy, params[:, 2] * sx, params[:, 3] * sy, w, h,
         torch.from_numpy(params[:, 4:]).float(),
     )
-    check_cameras(cams, [f"{cams_txt}:{cameras[e['camera']]['line']} (camera "
+    check_cameras(cams, [f"{cameras[e['camera']]['where']} (camera "
                          f"{e['camera']} of {e['name']})" for e in entries])
 
-    points_txt = model / "points3D.txt"
-    pts = read_points_txt(points_txt) if points_txt.is_file() else np.zeros((0, 3))
+    points_file = model / f"points3D.{kind}"
+    if not points_file.is_file():
+        pts = np.zeros((0, 3))
+    else:
+        pts = read_points_txt(points_file) if kind == "txt" else read_points_bin(points_file)
     notes = []
     if len(pts):
         with np.errstate(over="ignore", invalid="ignore"):
