@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -215,7 +215,8 @@ def bench_march_cmd(
         raise error(e) from e
 
 
-export_app = typer.Typer(help="Export a fitted field (meshes).", no_args_is_help=True)
+export_app = typer.Typer(help="Export a fitted field: meshes, point clouds, cameras.",
+                         no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
 
@@ -247,6 +248,23 @@ def render_cmd(
         kind.render(RenderRequest(checkpoint, output, path, frames, fps, scale))
 
 
+NormalisedOpt = Annotated[bool, typer.Option(
+    "--normalised", help="keep the scene's normalised coordinates (default: the capture's own, "
+                         "when the data had a capture transform)")]
+
+
+def _export(request: Any) -> None:
+    from fields.kinds import checkpoint_kind
+
+    with guarded():
+        kind = checkpoint_kind(request.checkpoint)
+        if kind.export is None or request.what not in kind.exports:
+            has = f" (it exports: {', '.join(kind.exports)})" if kind.export else ""
+            raise ValueError(f"{request.checkpoint}: a {kind.name} checkpoint has no "
+                             f"{request.what} to export{has}")
+        kind.export(request)
+
+
 @export_app.command("mesh")
 def export_mesh_cmd(
     checkpoint: Annotated[str, typer.Argument(help="a checkpoint.pt written by fields fit")],
@@ -255,20 +273,46 @@ def export_mesh_cmd(
                          "picks the format: .ply, .obj, .glb, .stl or .off")] = None,
     resolution: Annotated[int, typer.Option(help="grid vertices per axis")] = 256,
     threshold: Annotated[float, typer.Option(help="density iso-level (radiance fields)")] = 10.0,
+    normalised: NormalisedOpt = False,
     out: Annotated[str | None, hidden("--out")] = None,
 ) -> None:
     """Extract a mesh by marching cubes: a radiance field's density iso-surface (coloured),
     or a signed distance field's zero level set (in chunks: any resolution)."""
-    from fields.kinds import ExportRequest, checkpoint_kind
+    from fields.kinds import ExportRequest
 
     output = alias(output, out, "--out", "--output")
     if resolution < 2:
         raise error("--resolution must be >= 2")
-    with guarded():
-        kind = checkpoint_kind(checkpoint)
-        if kind.export is None:
-            raise ValueError(f"{checkpoint}: a {kind.name} checkpoint has no surface to export")
-        kind.export(ExportRequest(checkpoint, output, resolution, threshold))
+    _export(ExportRequest(checkpoint, output, resolution, threshold, "mesh", normalised))
+
+
+@export_app.command("pointcloud")
+def export_pointcloud_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="a radiance field's checkpoint.pt")],
+    output: Annotated[str | None, typer.Option(
+        "--output", help="point file (default: pointcloud.ply next to the checkpoint): .ply "
+                         "(with colours), .npy, .pcd")] = None,
+    normalised: NormalisedOpt = False,
+) -> None:
+    """The surface points seen by the training cameras (each view's expected depth where it is
+    opaque), coloured."""
+    from fields.kinds import ExportRequest
+
+    _export(ExportRequest(checkpoint, output, what="pointcloud", normalised=normalised))
+
+
+@export_app.command("cameras")
+def export_cameras_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="a radiance field's checkpoint.pt")],
+    output: Annotated[str | None, typer.Option(
+        "--output", help="cameras.json (names, OpenGL camera-to-world matrices, intrinsics) "
+                         "or .ply (camera centres, viewing directions as normals)")] = None,
+    normalised: NormalisedOpt = False,
+) -> None:
+    """The training cameras of a checkpoint."""
+    from fields.kinds import ExportRequest
+
+    _export(ExportRequest(checkpoint, output, what="cameras", normalised=normalised))
 
 
 @app.command("eval")
@@ -303,13 +347,15 @@ def eval_cmd(
 
 
 def _register_kinds() -> None:
-    """Every kind adds its commands (`fit ...`, `solve`); then `fields view`."""
+    """Every kind adds its commands (`fit ...`, `solve`); then `fields view`, `fields process`."""
+    from fields.capture import cli as cli_capture
     from fields.kinds import all_kinds
     from fields.viewer import cli as cli_view
 
     for kind in all_kinds():
         kind.register_cli(app, fit_app, bench_app)
     cli_view.register(app, bench_app)
+    cli_capture.register(app, bench_app)
 
 
 _register_kinds()

@@ -52,20 +52,25 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What `fields export mesh` asks of a kind.
+    """What `fields export mesh|pointcloud|cameras` asks of a kind.
 
     Attributes:
         checkpoint: the checkpoint file.
-        output: the mesh file (its suffix picks the format), or None for ``mesh.ply`` beside
+        output: the file (its suffix picks the format), or None for ``<what>.ply`` beside
             the checkpoint.
-        resolution: marching-cubes grid vertices per axis.
+        resolution: marching-cubes grid vertices per axis (meshes).
         threshold: density iso-level, for kinds with a density (radiance fields).
+        what: "mesh", "pointcloud" or "cameras" (one of the kind's `Kind.exports`).
+        normalised: keep the scene's normalised coordinates instead of mapping the result back
+            into the capture's own (when the data had a capture transform).
     """
 
     checkpoint: str
     output: str | None = None
     resolution: int = 256
     threshold: float = 10.0
+    what: str = "mesh"
+    normalised: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,9 @@ class Kind:
             eval mode, or the kind's own object: `LoadedNerf`, a PINN `Solution`).
         render: ``render(RenderRequest) -> Path`` written, or None when the kind has no
             rendering.
-        export: ``export(ExportRequest) -> Path`` written, or None when the kind has no mesh.
+        export: ``export(ExportRequest) -> Path`` written, or None when the kind has nothing
+            to export.
+        exports: what `export` can write (``ExportRequest.what``).
     """
 
     name: str
@@ -97,6 +104,7 @@ class Kind:
     load: Callable[[str], Any]
     render: Callable[[RenderRequest], Path] | None = None
     export: Callable[[ExportRequest], Path] | None = None
+    exports: tuple[str, ...] = ("mesh",)
 
 
 def kind_names() -> list[str]:

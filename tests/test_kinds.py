@@ -3,12 +3,13 @@
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from fields import command
-from fields.checkpoint import save_checkpoint
+from fields.checkpoint import read_checkpoint, save_checkpoint
 from fields.cli import app
 from fields.kinds import (
     KIND_MODULES,
@@ -166,6 +167,10 @@ def test_fit_sdf_common_files_resume_and_eval(tmp_path):
     # a missing resume checkpoint is refused before anything runs
     res = runner.invoke(app, ["fit", "sdf", "--resume", str(tmp_path / "nope.pt")])
     assert res.exit_code == 2 and "nope.pt: no such checkpoint" in res.output
+    # an SDF has a mesh to export, no cameras: said, with what it has
+    res = runner.invoke(app, ["export", "cameras", str(out / "checkpoint.pt")])
+    assert res.exit_code == 2 and "a sdf checkpoint has no cameras to export (it exports: " \
+        "mesh)" in res.output
 
 
 def test_eval_nerf_with_data_and_old_spellings(tiny_nerf, tiny_scene_dir, tmp_path):
@@ -190,6 +195,61 @@ def test_eval_nerf_with_data_and_old_spellings(tiny_nerf, tiny_scene_dir, tmp_pa
                               "--output", str(tmp_path / "m.obj")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m.obj").read_text().lstrip().startswith(("v ", "#", "o ", "mtllib"))
+
+
+def _with_transform(src, dst, transform):
+    payload = read_checkpoint(src)
+    payload["nerf"] = {**payload["nerf"], "transform": transform}
+    torch.save(payload, dst)
+
+
+def test_nerf_exports_cameras_points_and_meshes_in_the_capture_coordinates(
+        tiny_nerf, tiny_scene_dir, tmp_path):
+    """Issue 22: exports of a field fitted to a processed capture go back into the capture's
+    own coordinates (the transform kept in the checkpoint); --normalised keeps the scene's."""
+    from fields.data import load_scene
+    from fields.data.pointclouds import read_points
+    from fields.mesh import load_mesh
+
+    runner = CliRunner()
+    truth = load_scene(tiny_scene_dir).train.cameras.c2w.double().numpy()
+    res = runner.invoke(app, ["export", "cameras", str(tiny_nerf), "--output",
+                              str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    cams = json.loads((tmp_path / "c.json").read_text())
+    assert cams["coordinates"] == "scene" and len(cams["cameras"]) == len(truth)
+    np.testing.assert_allclose([c["c2w"] for c in cams["cameras"]], truth, atol=1e-6)
+    # a capture transform: x_scene = s R (x_capture - c)
+    a = 0.7
+    r = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+    t = {"rotation": r.tolist(), "centre": [3.0, -2.0, 1.0], "scale": 0.25}
+    cap = tmp_path / "capture.pt"
+    _with_transform(tiny_nerf, cap, t)
+    res = runner.invoke(app, ["export", "cameras", str(cap), "--output", str(tmp_path / "k.json")])
+    assert res.exit_code == 0, res.output
+    back = np.asarray([c["c2w"] for c in json.loads((tmp_path / "k.json").read_text())["cameras"]])
+    np.testing.assert_allclose(0.25 * (back[:, :, 3] - [3.0, -2.0, 1.0]) @ r.T, truth[:, :, 3],
+                               atol=1e-5)
+    np.testing.assert_allclose(r @ back[:, :, :3], truth[:, :, :3], atol=1e-6)
+    res = runner.invoke(app, ["export", "cameras", str(cap), "--output", str(tmp_path / "k.ply")])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(read_points(tmp_path / "k.ply"), back[:, :, 3], atol=1e-4)
+    # meshes: the default is the normalised mesh mapped back
+    for name, extra in (("m.ply", []), ("n.ply", ["--normalised"])):
+        res = runner.invoke(app, ["export", "mesh", str(cap), "--resolution", "24",
+                                  "--threshold", "1", "--output", str(tmp_path / name), *extra])
+        assert res.exit_code == 0, res.output
+    m, n = load_mesh(tmp_path / "m.ply")[0], load_mesh(tmp_path / "n.ply")[0]
+    np.testing.assert_allclose(0.25 * (m - [3.0, -2.0, 1.0]) @ r.T, n, atol=1e-4)
+    # points: each training view's opaque pixels at their depth, coloured, inside the box
+    res = runner.invoke(app, ["export", "pointcloud", str(tiny_nerf), "--output",
+                              str(tmp_path / "p.ply")])
+    assert res.exit_code == 0, res.output
+    pts, fields = read_points(tmp_path / "p.ply", with_fields=True)
+    assert (len(pts) > 100 and "colors" in fields) or {"red", "green", "blue"} <= set(fields)
+    assert (np.abs(pts) <= 1.0 + 1e-3).all()
+    res = runner.invoke(app, ["export", "bogus", str(tiny_nerf)])
+    assert res.exit_code != 0
 
 
 def test_readme_layout_names_paths_that_exist():

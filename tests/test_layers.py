@@ -36,6 +36,7 @@ LOWER = (
     "fields.mesh",
     "fields.metrics",
     "fields.viewer",
+    "fields.capture",
 )
 
 

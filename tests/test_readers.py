@@ -256,6 +256,72 @@ def _ngp_scene(root: Path, n=10, **top):
     return imgs, poses, data
 
 
+def _nerfstudio_scene(root: Path, n=10, model="OPENCV", frame_model=None):
+    """A nerfstudio transforms.json: poses in the capture's own units and place (x3.7, moved),
+    `camera_model`, `applied_transform`, no `aabb_scale`."""
+    _imgs, poses, data = _ngp_scene(root, n=n)
+    for fr, p in zip(data["frames"], poses, strict=True):
+        q = p.copy()
+        q[:3, 3] = 3.7 * p[:3, 3] + [10.0, -5.0, 2.0]
+        fr["transform_matrix"] = q.tolist()
+    if frame_model:
+        data["frames"][3]["camera_model"] = frame_model
+    del data["aabb_scale"]
+    data |= {"camera_model": model, "applied_transform": np.eye(4)[:3].tolist()}
+    (root / "transforms.json").write_text(json.dumps(data))
+    return data
+
+
+def test_nerfstudio_poses_are_oriented_centred_and_scaled_into_the_box(tmp_path):
+    """Issue 22: a nerfstudio file was read as instant-ngp's (the scene outside the box, 8.7
+    dB). Now its poses go through the capture transform: the cameras' focus (the ring's
+    centre, moved to (10, -5, 2) by x3.7) at the origin, the region they see filling the box;
+    a world point projects to the same pixel before and after."""
+    data = _nerfstudio_scene(tmp_path)
+    scene = read_ngp(tmp_path)
+    assert scene.meta["format"] == "nerfstudio" and scene.unbounded
+    torch.testing.assert_close(scene.aabb, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    t = scene.meta["transform"]
+    focus = np.array([10.0, -5.0, 2.0])  # the ring looks at its centre (the origin x3.7, moved)
+    np.testing.assert_allclose(t["centre"], focus, atol=1e-3)
+    r, s = np.asarray(t["rotation"]), t["scale"]
+    cams = torch.cat([sp.cameras.c2w for sp in scene.splits.values()])
+    names = [n for sp in scene.splits.values() for n in sp.names]
+    by_name = {fr["file_path"]: np.asarray(fr["transform_matrix"]) for fr in data["frames"]}
+    rng = _rng(5)
+    world = focus + rng.uniform(-1, 1, size=(6, 3))
+    for k, name in enumerate(names):
+        c2w = by_name[name]
+        # pinhole projection in the file's frame (OpenGL: looks down -z)
+        pc = (world - c2w[:3, 3]) @ c2w[:3, :3]
+        u_file = 9.0 * pc[:, 0] / -pc[:, 2]
+        ours = (world - t["centre"]) @ r.T * s
+        pc2 = (ours - cams[k, :, 3].double().numpy()) @ cams[k, :, :3].double().numpy()
+        np.testing.assert_allclose(9.0 * pc2[:, 0] / -pc2[:, 2], u_file, atol=1e-3)
+    # the cameras are outside the box, each seeing the unit sphere's width
+    radii = cams[:, :, 3].norm(dim=-1)
+    assert (radii > 1.5).all()
+
+
+def test_nerfstudio_fisheye_and_equirectangular_are_named_not_misread(tmp_path):
+    for model in ("OPENCV_FISHEYE", "EQUIRECTANGULAR"):
+        _nerfstudio_scene(tmp_path, model=model)
+        with pytest.raises(ValueError, match=rf"transforms\.json: 'camera_model' is "
+                                             rf"\"{model}\": not supported"):
+            read_ngp(tmp_path)
+    _nerfstudio_scene(tmp_path, frame_model="OPENCV_FISHEYE")
+    with pytest.raises(ValueError, match=r"transforms\.json: frames\[3\]\.camera_model is "
+                                         r"\"OPENCV_FISHEYE\""):
+        read_ngp(tmp_path)
+    # our own processed scenes (fields_transform) and instant-ngp files are read as they are
+    data = _nerfstudio_scene(tmp_path)
+    data["fields_transform"] = {"rotation": np.eye(3).tolist(), "centre": [0, 0, 0],
+                                "scale": 1.0}
+    data["aabb_scale"] = 2
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    assert read_ngp(tmp_path).meta["format"] == "ngp"
+
+
 def test_ngp_intrinsics_distortion_scale_and_holdout(tmp_path):
     imgs, poses, _ = _ngp_scene(tmp_path, n=10, scale=0.5)
     scene = read_ngp(tmp_path)
@@ -788,6 +854,15 @@ def test_format_detection_and_load_scene(tmp_path):
         load_scene(empty)
     with pytest.raises(FileNotFoundError):
         format_of(tmp_path / "missing")
+    # what a new user has: photos, or a video (issue 22): the message names the next command
+    _write_png(tmp_path / "photos" / "IMG_1.JPG", _images(1, channels=3)[0])
+    with pytest.raises(ValueError, match=r"photos: photos without cameras .* fields process "
+                                         r"images .*photos --output SCENE"):
+        load_scene(tmp_path / "photos")
+    (tmp_path / "clip.MP4").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"clip\.MP4: a video, not a scene: .* fields process "
+                                         r"video"):
+        load_scene(tmp_path / "clip.MP4")
 
 
 # -- NeuS / IDR (cameras_sphere.npz) --

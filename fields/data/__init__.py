@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 FORMATS = ("blender", "ngp", "llff", "colmap", "neus")
 _LOOKED_FOR = (
     "transforms_train.json (Blender), transforms.json (instant-ngp), poses_bounds.npy (LLFF), "
-    "sparse/ or cameras.txt + images.txt (COLMAP), cameras_sphere.npz (NeuS / IDR)"
+    "sparse/ or cameras.txt + images.txt / .bin (COLMAP), cameras_sphere.npz (NeuS / IDR)"
 )
+_PHOTOS = (".jpg", ".jpeg", ".png")
+_VIDEOS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
 def format_of(path: str | os.PathLike) -> str:
@@ -30,6 +32,9 @@ def format_of(path: str | os.PathLike) -> str:
     if p.is_file():
         if p.suffix == ".json" and not p.name.startswith("transforms_"):
             return "ngp"
+        if p.suffix.lower() in _VIDEOS:
+            raise ValueError(f"{p}: a video, not a scene: turn it into one (cameras by structure "
+                             f"from motion) with: fields process video {p} --output SCENE")
         raise ValueError(f"{p}: not a scene folder (expected a folder holding {_LOOKED_FOR})")
     if (p / "transforms_train.json").is_file():
         return "blender"
@@ -41,6 +46,9 @@ def format_of(path: str | os.PathLike) -> str:
         return "colmap"
     if (p / "cameras_sphere.npz").is_file():
         return "neus"
+    if any(f.suffix.lower() in _PHOTOS for f in p.iterdir() if f.is_file()):
+        raise ValueError(f"{p}: photos without cameras (looked for {_LOOKED_FOR}): find the "
+                         f"cameras with: fields process images {p} --output SCENE")
     raise ValueError(f"{p}: unknown scene format (looked for {_LOOKED_FOR})")
 
 

@@ -22,6 +22,7 @@ largest camera distance from it, so cameras lie within the unit sphere and at le
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import warnings
@@ -355,6 +356,69 @@ def _box(pts: np.ndarray) -> np.ndarray:
     return np.stack((centre - half, centre + half))
 
 
+def focus_of_cameras(centres: np.ndarray, axes: np.ndarray) -> np.ndarray | None:
+    """The point (3,) closest, in least squares, to every optical axis of cameras that look
+    inward at it (centres (N, 3), unit axes (N, 3) pointing into the scene); None when they do
+    not (axes nearly parallel, as in a forward-facing capture, or the point behind more than a
+    quarter of the cameras, as in a panorama)."""
+    n = len(centres)
+    if n < 2:
+        return None
+    proj = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3)
+    a = proj.sum(0)
+    b = np.einsum("nij,nj->i", proj, centres)
+    spread = np.linalg.eigvalsh(a / n)[0]  # ~ the mean sin^2 between the axes
+    if not spread > 0.02:
+        return None
+    p = np.linalg.solve(a, b)
+    depth = np.einsum("ni,ni->n", p - centres, axes)
+    if (depth > 0).mean() < 0.75 or not np.isfinite(p).all():
+        return None
+    return p
+
+
+def _rotation_to_z(u: np.ndarray) -> np.ndarray:
+    """The rotation (3, 3) taking the unit vector u to +z (the shortest arc)."""
+    z = np.array([0.0, 0.0, 1.0])
+    v, c = np.cross(u, z), float(u @ z)
+    if c < -1 + 1e-9:
+        return np.diag([1.0, -1.0, -1.0])
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def capture_transform(c2w_cv: np.ndarray, points: np.ndarray, half_fov: float
+                      ) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """The scene transform ``x = scale * R (x - centre)`` of a capture.
+
+    R turns the cameras' mean up vector to +z. An object capture (`focus_of_cameras` finds a
+    point): that point is the centre, and the scale makes the region the cameras see from
+    there fill [-1, 1]^3. Otherwise (forward-facing): the median of the points and their
+    90th-percentile distance (without points, the camera centres).
+
+    Args:
+        c2w_cv: (N, 3, 4) OpenCV camera-to-world matrices (y down, z forward).
+        points: (P, 3) scene points (may be empty).
+        half_fov: half the narrower field of view, radians.
+    Returns:
+        (R (3, 3), centre (3,), scale, how the centre was found).
+    """
+    centres, axes = c2w_cv[:, :, 3], c2w_cv[:, :, 2]
+    up = -c2w_cv[:, :, 1].mean(0)  # OpenCV's y points down the image
+    r = _rotation_to_z(up / max(np.linalg.norm(up), 1e-12))
+    focus = focus_of_cameras(centres, axes)
+    if focus is not None:
+        radius = float(np.median(np.linalg.norm(centres - focus, axis=1)) * math.sin(half_fov))
+        return r, focus, 1.0 / max(radius, 1e-9), "object: the point nearest the optical axes"
+    if len(points):
+        centre = np.median(points, axis=0)
+        radius = float(np.percentile(np.linalg.norm(points - centre, axis=1), 90))
+    else:
+        centre = centres.mean(0)
+        radius = float(np.linalg.norm(centres - centre, axis=1).max())
+    return r, centre, 1.0 / max(radius, 1e-9), "forward-facing: the median of the points"
+
+
 def bounds_from_cameras(
     centres: np.ndarray, axes: np.ndarray, half_fov: np.ndarray
 ) -> tuple[np.ndarray, str]:
@@ -374,23 +438,15 @@ def bounds_from_cameras(
     Returns:
         the (2, 3) box and a note saying how it was estimated.
     """
-    n = len(centres)
-    if n >= 2:
-        proj = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3)
-        a = proj.sum(0)
-        b = np.einsum("nij,nj->i", proj, centres)
-        spread = np.linalg.eigvalsh(a / n)[0]  # ~ the mean sin^2 between the axes
-        if spread > 0.02:
-            p = np.linalg.solve(a, b)
-            depth = np.einsum("ni,ni->n", p - centres, axes)
-            if (depth > 0).mean() >= 0.75:
-                dist = np.linalg.norm(p - centres, axis=1)
-                r = float(np.median(dist * np.sin(half_fov)))
-                if np.isfinite(r) and r > 0 and np.isfinite(p).all():
-                    return np.stack((p - r, p + r)), (
-                        "scene bounds estimated from the cameras (no points3D.txt or .bin): the "
-                        "point nearest every optical axis, and the radius that fills the "
-                        "cameras' view from their distance")
+    p = focus_of_cameras(centres, axes)
+    if p is not None:
+        dist = np.linalg.norm(p - centres, axis=1)
+        r = float(np.median(dist * np.sin(half_fov)))
+        if np.isfinite(r) and r > 0:
+            return np.stack((p - r, p + r)), (
+                "scene bounds estimated from the cameras (no points3D.txt or .bin): the "
+                "point nearest every optical axis, and the radius that fills the "
+                "cameras' view from their distance")
     return _box(centres), ("scene bounds estimated from the cameras (no points3D.txt or .bin): the "
                            "cameras do not look at a common centre (forward-facing?), so the "
                            "box of the camera centres")

@@ -20,6 +20,15 @@ axes and put that centre at the origin::
 
 so instant-ngp's unit cube [0, 1]^3 becomes [-0.5, 0.5]^3; rotations are unchanged. The scene
 is unbounded when ``aabb_scale > 1``.
+
+nerfstudio's files (``camera_model`` or ``applied_transform``, and no ``aabb_scale``) keep
+poses in the capture's own units and place: nerfstudio's data parser orients and scales them
+on loading, and so does this reader (`fields.data.colmap.capture_transform`: up to +z, the
+cameras' focus at the origin, the region they see filling the box [-1, 1]^3, unbounded; the
+transform in ``meta["transform"]``). Their ``camera_model`` must be a pinhole or OpenCV one
+(``OPENCV_FISHEYE`` and ``EQUIRECTANGULAR`` are refused, naming the field, rather than read
+with the wrong lens). Files written by ``fields process`` (``fields_transform``) are already
+in the box and read as instant-ngp's.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from fields.data.blender import (
     read_json,
 )
 from fields.data.dataset import SceneData
-from fields.render.cameras import Cameras, check_cameras, checked_rotations
+from fields.render.cameras import Cameras, check_cameras, check_transform, checked_rotations
 
 NGP_SCALE = 0.33
 NGP_OFFSET = (0.5, 0.5, 0.5)
@@ -113,6 +122,49 @@ def _check_angle(angle: float, key: str, where: str) -> None:
                          "in (0, pi))")
 
 
+#: nerfstudio camera models whose parameters are OpenCV's radial-tangential ones (or none)
+NERFSTUDIO_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
+
+
+def _is_nerfstudio(data: dict[str, Any]) -> bool:
+    """A nerfstudio ``transforms.json`` (``camera_model`` or ``applied_transform``, no
+    ``aabb_scale``), not one of ours (`fields process` writes ``fields_transform``)."""
+    return (("camera_model" in data or "applied_transform" in data)
+            and "aabb_scale" not in data and "fields_transform" not in data)
+
+
+def _check_camera_model(data: dict[str, Any], json_path: Path) -> None:
+    model = data.get("camera_model", "OPENCV")
+    if model not in NERFSTUDIO_MODELS:
+        raise ValueError(
+            f"{json_path}: 'camera_model' is {json_snippet(model)}: not supported (expected one "
+            f"of {', '.join(NERFSTUDIO_MODELS)}; a fisheye or equirectangular capture's "
+            "k1..k4 are not radial-tangential coefficients: undistort it to pinhole images "
+            "first, e.g. fields process images --camera-model fisheye)")
+    for i, fr in enumerate(data.get("frames") or []):
+        if isinstance(fr, dict) and fr.get("camera_model", model) not in NERFSTUDIO_MODELS:
+            raise ValueError(f"{json_path}: frames[{i}].camera_model is "
+                             f"{json_snippet(fr['camera_model'])}: not supported (expected "
+                             f"one of {', '.join(NERFSTUDIO_MODELS)})")
+
+
+def _nerfstudio_transform(c2w: np.ndarray, half_fov: float
+                          ) -> tuple[np.ndarray, dict[str, Any]]:
+    """nerfstudio's poses are in the capture's own units and place (its data parser orients
+    and scales them when it loads them): the same here, by `capture_transform` (up to +z,
+    the cameras' focus at the origin, the region they see filling [-1, 1]^3)."""
+    from fields.data.colmap import capture_transform
+
+    cv = c2w[:, :3, :4].copy()
+    cv[:, :, 1:3] *= -1  # OpenGL -> OpenCV camera axes
+    r, centre, scale, how = capture_transform(cv, np.zeros((0, 3)), half_fov)
+    out = c2w.copy()
+    out[:, :3, :3] = r @ c2w[:, :3, :3]
+    out[:, :3, 3] = scale * (c2w[:, :3, 3] - centre) @ r.T
+    return out, {"rotation": r.tolist(), "centre": centre.tolist(), "scale": scale,
+                 "meaning": "x_scene = scale * rotation @ (x_file - centre)", "centre_from": how}
+
+
 def read_ngp(
     path: str | os.PathLike,
     downscale: int = 1,
@@ -158,6 +210,12 @@ def read_ngp(
         if aabb_scale <= 0:
             raise ValueError(f"{json_path}: 'aabb_scale' is {aabb_scale} (expected > 0)")
     top = {k: data[k] for k in _INTRINSICS if k in data}
+    nerfstudio = _is_nerfstudio(data)
+    ours = (check_transform(data["fields_transform"], f"{json_path}: 'fields_transform'")
+            if "fields_transform" in data else None)
+    if nerfstudio:
+        _check_camera_model(data, json_path)
+        aabb_scale = 2.0
 
     mats, files, names, keys = [], [], [], []
     all_mats = [frame_matrix(fr, i, json_path) for i, fr in enumerate(frames)]
@@ -184,7 +242,13 @@ def read_ngp(
     fx, fy, cx, cy = (torch.tensor([v[j] for v in intr], dtype=torch.float64) for j in range(4))
     sx, sy = w / w0, h / h0
     c2w = np.stack(mats)
-    c2w[:, :, 3] = c2w[:, :, 3] * scale + (offset - 0.5)
+    transform = None
+    if nerfstudio:
+        half_fov = float(np.median(np.minimum(np.arctan(0.5 * w0 / fx.numpy()),
+                                              np.arctan(0.5 * h0 / fy.numpy()))))
+        c2w, transform = _nerfstudio_transform(c2w, half_fov)
+    else:
+        c2w[:, :, 3] = c2w[:, :, 3] * scale + (offset - 0.5)
     cams = Cameras(
         torch.from_numpy(c2w).float(), fx * sx, fy * sy, cx * sx, cy * sy, w, h,
         torch.tensor([v[4] for v in intr], dtype=torch.float32),
@@ -199,6 +263,8 @@ def read_ngp(
         name=(json_path.parent.resolve().name), splits=splits,
         aabb=torch.tensor([[-half] * 3, [half] * 3]), background=bg,
         unbounded=aabb_scale > 1, near=0.0, far=1e10,
-        meta={"format": "ngp", "path": str(json_path), "downscale": d, "scale": scale,
-              "offset": offset.tolist(), "aabb_scale": aabb_scale},
+        meta={"format": "nerfstudio" if nerfstudio else "ngp", "path": str(json_path),
+              "downscale": d, "scale": scale, "offset": offset.tolist(),
+              "aabb_scale": aabb_scale,
+              **({"transform": transform or ours} if (transform or ours) else {})},
     )

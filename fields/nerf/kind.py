@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fields.kinds import ExportRequest, Kind, RenderRequest
@@ -40,23 +41,136 @@ def render(request: RenderRequest) -> Path:
     return target
 
 
+def _back(request: ExportRequest, info: dict[str, Any]) -> dict[str, Any] | None:
+    """The capture transform to undo, or None (none stored, or --normalised)."""
+    return None if request.normalised else info.get("transform")
+
+
 def export(request: ExportRequest) -> Path:
-    """The density iso-surface by marching cubes, coloured by the field seen from the
-    training views."""
-    from fields.command import console, say
-    from fields.mesh import save_mesh
-    from fields.nerf.model import LoadedNerf, extract_nerf_mesh, views_from_info
+    """``mesh``: the density iso-surface by marching cubes, coloured by the field seen from
+    the training views; ``pointcloud``: each training view's expected depth where it is
+    opaque, coloured; ``cameras``: the training cameras. In the capture's own coordinates
+    when the data had a capture transform (unless `ExportRequest.normalised`)."""
+    from fields.nerf.model import LoadedNerf
 
     nerf = LoadedNerf(request.checkpoint)
+    if request.what == "cameras":
+        return _export_cameras(request, nerf.info)
+    if request.what == "pointcloud":
+        return _export_pointcloud(request, nerf)
+    return _export_mesh(request, nerf)
+
+
+def _export_mesh(request: ExportRequest, nerf: Any) -> Path:
+    from fields.command import console, say
+    from fields.mesh import save_mesh
+    from fields.nerf.model import extract_nerf_mesh, views_from_info
+    from fields.render.cameras import to_capture
+
     with console.status(f"sampling the density on a {request.resolution}^3 grid..."):
         verts, faces, colours = extract_nerf_mesh(
             nerf.model, nerf.model.aabb, request.resolution, request.threshold, grid=nerf.grid,
             settings=nerf.settings, views=views_from_info(nerf.info),
         )
+    if len(faces) == 0:
+        raise ValueError(f"{request.checkpoint}: no surface: the density never reaches the "
+                         f"threshold {request.threshold:g} inside the scene's box at "
+                         f"{request.resolution}^3 (try a lower --threshold, e.g. "
+                         f"{request.threshold / 4:g}, or train longer); nothing written")
+    transform = _back(request, nerf.info)
+    if transform is not None:
+        verts = to_capture(verts, transform).astype(np.float32)
     target = Path(request.output) if request.output else \
         Path(request.checkpoint).with_name("mesh.ply")
     save_mesh(target, verts, faces, colours)
-    say(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces")
+    say(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces"
+        f"{' (capture coordinates)' if transform is not None else ''}")
+    return target
+
+
+def _camera_table(info: dict[str, Any]) -> dict[str, Any]:
+    cams = info.get("cameras") or info.get("views")
+    if not cams:
+        raise ValueError("the checkpoint stores no cameras (written before cameras were kept: "
+                         "fit it again)")
+    return cams
+
+
+def _export_cameras(request: ExportRequest, info: dict[str, Any]) -> Path:
+    from fields.command import say
+    from fields.data.pointclouds import write_points
+    from fields.io import write_json
+    from fields.render.cameras import cameras_to_capture
+
+    cams = _camera_table(info)
+    c2w = np.asarray(cams["c2w"], np.float64)
+    transform = _back(request, info)
+    if transform is not None:
+        c2w = cameras_to_capture(c2w, transform)
+    target = Path(request.output) if request.output else \
+        Path(request.checkpoint).with_name("cameras.json")
+    names = cams.get("names") or [f"view_{i}" for i in range(len(c2w))]
+    if target.suffix.lower() == ".json":
+        write_json(target, {
+            "convention": "OpenGL camera-to-world (x right, y up, looking down -z)",
+            "coordinates": "capture" if transform is not None else "scene",
+            "width": cams["width"], "height": cams["height"],
+            "cameras": [{"name": n, "c2w": c2w[i].tolist(), "fx": cams["fx"][i],
+                         "fy": cams["fy"][i], "cx": cams["cx"][i], "cy": cams["cy"][i]}
+                        for i, n in enumerate(names)]})
+    elif target.suffix.lower() in (".ply", ".npy", ".pcd"):
+        write_points(target, c2w[:, :, 3].astype(np.float32),
+                     {"normals": (-c2w[:, :, 2]).astype(np.float32)} if target.suffix.lower()
+                     != ".npy" else None)
+    else:
+        raise ValueError(f"{target}: unknown camera file suffix {target.suffix!r}; use .json "
+                         "or .ply (.npy, .pcd: the centres)")
+    say(f"wrote {target}: {len(c2w)} cameras"
+        f"{' (capture coordinates)' if transform is not None else ''}")
+    return target
+
+
+def _export_pointcloud(request: ExportRequest, nerf: Any) -> Path:
+    from rich.progress import Progress
+
+    from fields.command import console, say
+    from fields.data.pointclouds import write_points
+    from fields.nerf.model import render_camera, views_from_info
+    from fields.render.cameras import to_capture
+
+    views = views_from_info(nerf.info)
+    if views is None:
+        raise ValueError(f"{request.checkpoint}: the checkpoint stores no cameras")
+    background = torch.tensor(nerf.info["background"], dtype=torch.float32)
+    pts, cols = [], []
+    with Progress(console=console) as progress:
+        task = progress.add_task("rendering depth", total=len(views))
+        for i in range(len(views)):  # a view's rays at once
+            out = render_camera(nerf.model, nerf.grid, views, i, nerf.settings, background)
+            o, d = views.pixel_rays(i)
+            opaque = out["opacity"].reshape(-1) > 0.95
+            depth = out["depth"].reshape(-1, 1) / out["opacity"].reshape(-1, 1).clamp_min(1e-6)
+            pts.append((o + d * depth)[opaque])
+            cols.append(out["rgb"].reshape(-1, 3)[opaque])
+            progress.update(task, completed=i + 1)
+    xyz = torch.cat(pts).numpy().astype(np.float64)
+    rgb = (torch.cat(cols).clamp(0, 1) * 255 + 0.5).byte().numpy()
+    if len(xyz) == 0:
+        raise ValueError(f"{request.checkpoint}: no opaque pixel in any training view (opacity "
+                         "> 0.95): the field is empty; train longer; nothing written")
+    lo, hi = np.asarray(nerf.info["aabb"])
+    if nerf.info.get("unbounded"):  # the background, far away, would swamp the object
+        keep = np.all((xyz >= 2 * lo) & (xyz <= 2 * hi), axis=1)
+        xyz, rgb = xyz[keep], rgb[keep]
+    transform = _back(request, nerf.info)
+    if transform is not None:
+        xyz = to_capture(xyz, transform)
+    target = Path(request.output) if request.output else \
+        Path(request.checkpoint).with_name("pointcloud.ply")
+    write_points(target, xyz.astype(np.float32),
+                 {"colors": rgb} if target.suffix.lower() != ".npy" else None)
+    say(f"wrote {target}: {len(xyz)} points"
+        f"{' (capture coordinates)' if transform is not None else ''}")
     return target
 
 
@@ -110,4 +224,5 @@ KIND = Kind(
     load=load,
     render=render,
     export=export,
+    exports=("mesh", "pointcloud", "cameras"),
 )

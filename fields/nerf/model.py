@@ -473,6 +473,9 @@ def scene_info(data: SceneData, config: NerfConfig) -> dict[str, Any]:
         },
         "orbit": {"centre": centre.tolist(), "radius": radius, "up": up.tolist()},
         "views": _views(cams),
+        # every training camera (exports), and the capture's transform when the data has one
+        "cameras": {**_views(cams, max_views=len(cams)), "names": list(data.train.names)},
+        "transform": data.meta.get("transform"),
     }
 
 

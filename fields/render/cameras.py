@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,6 +190,43 @@ def undistort(
         x = (xd - dx) / radial
         y = (yd - dy) / radial
     return x, y
+
+
+def check_transform(value: object, where: str) -> dict[str, Any]:
+    """A scene transform ``{"rotation": 3x3, "centre": 3, "scale": > 0}`` (``x_scene = scale *
+    rotation @ (x_capture - centre)``) as plain lists, checked; ValueError naming `where`."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected an object with rotation, centre and scale")
+    try:
+        r = np.asarray(value["rotation"], dtype=np.float64)
+        c = np.asarray(value["centre"], dtype=np.float64)
+        s = float(value["scale"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{where}: expected rotation (3x3), centre (3) and scale numbers "
+                         f"({type(e).__name__}: {e})") from None
+    if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-4):
+        raise ValueError(f"{where}.rotation: expected a 3x3 rotation matrix")
+    if c.shape != (3,) or not np.isfinite(c).all():
+        raise ValueError(f"{where}.centre: expected 3 finite numbers")
+    if not (np.isfinite(s) and s > 0):
+        raise ValueError(f"{where}.scale is {s}: expected a finite number > 0")
+    return {**value, "rotation": r.tolist(), "centre": c.tolist(), "scale": s}
+
+
+def to_capture(points: np.ndarray, transform: dict[str, Any]) -> np.ndarray:
+    """Scene points (N, 3) back in the capture's own coordinates (inverse of `transform`)."""
+    r, c = np.asarray(transform["rotation"]), np.asarray(transform["centre"])
+    return np.asarray(points, np.float64) @ r / transform["scale"] + c
+
+
+def cameras_to_capture(c2w: np.ndarray, transform: dict[str, Any]) -> np.ndarray:
+    """Camera-to-world matrices (N, 3, 4) of the scene in the capture's own coordinates (the
+    rotation undone on the axes, the centres mapped by `to_capture`)."""
+    r = np.asarray(transform["rotation"])
+    out = np.array(c2w, np.float64)[:, :3, :4].copy()
+    out[:, :, :3] = r.T @ out[:, :, :3]
+    out[:, :, 3] = to_capture(out[:, :, 3], transform)
+    return out
 
 
 def look_at(

@@ -141,10 +141,33 @@ def tabletop_albedo(p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def solid_noise(p: torch.Tensor, frequency: float, seed: int = 0) -> torch.Tensor:
+    """Value noise in [0, 1) at points p (P, 3): random values on the integer lattice of
+    ``p * frequency``, blended with smoothstep weights (a solid texture: the same colour from
+    every view, as paint on a surface)."""
+    q = p * frequency
+    base = torch.floor(q)
+    f = q - base
+    w = f * f * (3 - 2 * f)
+    i = base.long()
+    out = torch.zeros(p.shape[0], dtype=p.dtype)
+    for corner in range(8):  # the cube's 8 corners, each over every point at once
+        o = torch.tensor([(corner >> k) & 1 for k in range(3)])
+        c = i + o
+        h = (c[:, 0] * 73856093) ^ (c[:, 1] * 19349663) ^ (c[:, 2] * 83492791) ^ (seed * 2654435761)
+        h = (h ^ (h >> 13)) * 1274126177 & 0xFFFFFFFF
+        h = (h ^ (h >> 16)) & 0xFFFFFF
+        weight = torch.where(o.bool(), w, 1 - w).prod(-1)
+        out = out + weight * (h.to(p.dtype) / float(1 << 24))
+    return out
+
+
 def shade(
-    origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor
+    origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor, texture: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour (R, 3) and coverage (R,) of rays through the tabletop scene."""
+    """Colour (R, 3) and coverage (R,) of rays through the tabletop scene; `texture` in [0, 1]
+    mixes three octaves of `solid_noise` into the albedo (features for structure from
+    motion)."""
     from fields.render.sphere_trace import sdf_normals, sphere_trace
 
     def distance(p: torch.Tensor) -> torch.Tensor:
@@ -158,6 +181,9 @@ def shade(
         _, obj = tabletop_sdf(p)
         n = sdf_normals(distance, p, 1e-4)
         albedo = tabletop_albedo(p, obj)
+        if texture > 0:
+            n3 = sum(solid_noise(p, f, k) / 2**k for k, f in enumerate((9.0, 23.0, 61.0)))
+            albedo = albedo * ((1 - texture) + texture * (n3 / 1.75 * 1.6))[:, None]
         lambert = (n @ LIGHT).clamp_min(0)
         sky = 0.5 + 0.5 * n[:, 2]  # hemisphere ambient: lit from above
         c = albedo * (0.22 + 0.18 * sky[:, None] + 0.62 * lambert[:, None])

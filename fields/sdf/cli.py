@@ -226,6 +226,10 @@ def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,
         verts, faces = extract_surface(
             field, field.aabb, resolution,
             progress=lambda i, n: progress.update(task, completed=i, total=n))
+    if len(faces) == 0:
+        raise ValueError(f"{checkpoint}: no surface: the field has no zero crossing on the "
+                         f"{resolution}^3 grid of its box (a field that never changes sign: "
+                         "train longer, or check the fit's metrics.json); nothing written")
     colours = None
     if hasattr(field, "color_network") and len(verts):  # NeuS: its radiance head
         from fields.sdf.neus import vertex_colours
