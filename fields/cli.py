@@ -231,11 +231,15 @@ def render_cmd(
     frames: Annotated[int, typer.Option(help="number of frames")] = 60,
     fps: Annotated[int, typer.Option(help="frames per second")] = 24,
     scale: Annotated[float, typer.Option(help="resolution relative to the data's")] = 1.0,
+    camera_path: Annotated[str | None, typer.Option(
+        "--camera-path", help="a camera-path .json in nerfstudio's format (its size, fps and "
+                              "keyframes replace --path, --frames, --fps, --scale; radiance "
+                              "fields)")] = None,
     out: Annotated[str | None, hidden("--out")] = None,
 ) -> None:
     """Render a fitted field, whatever its kind: a radiance or distance field as a video along
-    a camera path; an INR (image, audio, volume, video) sampled at `--scale` times its
-    resolution (it is continuous)."""
+    a camera path (or a nerfstudio camera-path file); an INR (image, audio, volume, video)
+    sampled at `--scale` times its resolution (it is continuous)."""
     from fields.kinds import RenderRequest, checkpoint_kind
 
     output = alias(output, out, "--out", "--output")
@@ -245,7 +249,10 @@ def render_cmd(
         kind = checkpoint_kind(checkpoint)
         if kind.render is None:
             raise ValueError(f"{checkpoint}: a {kind.name} checkpoint has nothing to render")
-        kind.render(RenderRequest(checkpoint, output, path, frames, fps, scale))
+        if camera_path is not None and kind.name != "nerf":
+            raise ValueError(f"--camera-path: only radiance-field (nerf) checkpoints render "
+                             f"camera-path files; {checkpoint} is a {kind.name} checkpoint")
+        kind.render(RenderRequest(checkpoint, output, path, frames, fps, scale, camera_path))
 
 
 NormalisedOpt = Annotated[bool, typer.Option(

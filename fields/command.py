@@ -328,6 +328,54 @@ def terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr")
+
+
+def scene_image_size(data: str) -> tuple[int, int] | None:
+    """(width, height) of the first image of a scene folder (read from its header; downscaled
+    copies in ``images_<n>/`` folders are skipped), or None when there is none."""
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(data)
+    if root.is_file():
+        root = root.parent
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.suffix.lower() == ".exr":
+            continue
+        rel = path.relative_to(root).parts[:-1]
+        if any(re.fullmatch(r"images_\d+", part) or part in ("masks", "depths", "renders")
+               for part in rel):
+            continue
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except OSError:
+            continue
+    return None
+
+
+def auto_downscale(data: str | None, downscale: int | None, max_size: int) -> int:
+    """`downscale` when given; else the smallest integer factor that brings the scene's
+    longest image side to at most `max_size` (0: no limit), 1 for the built-in scene."""
+    if max_size < 0:
+        raise ValueError(f"--max-size must be >= 0, got {max_size}")
+    if downscale is not None:
+        return downscale
+    if data is None or max_size == 0:
+        return 1
+    size = scene_image_size(data)
+    if size is None:
+        return 1
+    d = -(-max(size) // max_size)
+    if d > 1:
+        say(f"images are {size[0]}x{size[1]}: downscaled {d}x so that the longest side is at "
+            f"most {max_size} px (--max-size; --downscale 1 keeps them as they are)")
+    return d
+
+
 def load_posed_images(data: str | None, downscale: int = 1, scene_resolution: int = 128) -> Any:
     """`(SceneData, name)`: posed images from a folder in any supported format, or the
     built-in procedural scene (rendered once with a progress bar, then cached)."""

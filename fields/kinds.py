@@ -40,6 +40,7 @@ class RenderRequest:
         frames: frames of a video.
         fps: frames per second of a video.
         scale: resolution relative to the data's.
+        camera_path: a nerfstudio camera-path .json (replaces path, frames, fps and scale).
     """
 
     checkpoint: str
@@ -48,6 +49,7 @@ class RenderRequest:
     frames: int = 60
     fps: int = 24
     scale: float = 1.0
+    camera_path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,22 @@ def test_fit_sdf_common_files_resume_and_eval(tmp_path):
     with torch.no_grad():
         d = field(torch.tensor([[0.0, 0.0, 0.0], [0.95, 0.95, 0.95]]))
     assert d.shape == (2,) and d[0] < 0 < d[1]
+    # a capture transform in the checkpoint (NeuS on a processed capture): the mesh goes back
+    # into the capture's coordinates; --normalised keeps the scene's
+    from fields.mesh import load_mesh
+
+    payload = read_checkpoint(out / "checkpoint.pt")
+    payload["sdf"] = {**payload["sdf"], "transform": {
+        "rotation": [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+        "centre": [1.0, 2.0, 3.0], "scale": 0.5}}
+    torch.save(payload, tmp_path / "cap.pt")
+    for name, extra in (("m.ply", []), ("n.ply", ["--normalised"])):
+        res = runner.invoke(app, ["export", "mesh", str(tmp_path / "cap.pt"), "--resolution",
+                                  "24", "--output", str(tmp_path / name), *extra])
+        assert res.exit_code == 0, res.output
+    m, n = load_mesh(tmp_path / "m.ply")[0], load_mesh(tmp_path / "n.ply")[0]
+    r = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(0.5 * (m - [1.0, 2.0, 3.0]) @ r.T, n, atol=1e-4)
     # a missing resume checkpoint is refused before anything runs
     res = runner.invoke(app, ["fit", "sdf", "--resume", str(tmp_path / "nope.pt")])
     assert res.exit_code == 2 and "nope.pt: no such checkpoint" in res.output

@@ -303,15 +303,41 @@ def test_nerfstudio_poses_are_oriented_centred_and_scaled_into_the_box(tmp_path)
     assert (radii > 1.5).all()
 
 
-def test_nerfstudio_fisheye_and_equirectangular_are_named_not_misread(tmp_path):
-    for model in ("OPENCV_FISHEYE", "EQUIRECTANGULAR"):
-        _nerfstudio_scene(tmp_path, model=model)
-        with pytest.raises(ValueError, match=rf"transforms\.json: 'camera_model' is "
-                                             rf"\"{model}\": not supported"):
-            read_ngp(tmp_path)
+def test_nerfstudio_fisheye_and_equirectangular_cameras_are_read_as_such(tmp_path):
+    """Issue 22: OPENCV_FISHEYE's k1..k4 used to be read as radial-tangential coefficients.
+    Now a fisheye file gives fisheye cameras with k1 k2 k3 k4, an equirectangular one
+    panoramas (nerfstudio's default intrinsics), and a pixel's ray is the same as the file's
+    model gives."""
+    data = _nerfstudio_scene(tmp_path, model="OPENCV_FISHEYE")
+    for k, v in (("k1", 0.05), ("k2", -0.01), ("k3", 0.002), ("k4", -0.001), ("p1", 0),
+                 ("p2", 0)):
+        data[k] = v
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    scene = read_ngp(tmp_path)
+    cams = scene.train.cameras
+    assert cams.model == "fisheye"
+    torch.testing.assert_close(cams.distortion[0], torch.tensor([0.05, -0.01, 0.002, -0.001]))
+    # p1 / p2 mean nothing to a fisheye
+    data["p1"] = 0.01
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"'p1' is non-zero \(expected only k1 k2 k3 k4"):
+        read_ngp(tmp_path)
+    # equirectangular: fx = w / 2, fy = h, centred, when not given
+    data = _nerfstudio_scene(tmp_path, model="EQUIRECTANGULAR")
+    for k in ("fl_x", "fl_y", "cx", "cy", "k1", "k2", "p1", "p2"):
+        data.pop(k, None)
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    cams = read_ngp(tmp_path).train.cameras
+    assert cams.model == "equirectangular"
+    assert (float(cams.fx[0]), float(cams.fy[0]), float(cams.cx[0]), float(cams.cy[0])) == \
+        (W / 2, H, W / 2, H / 2)
+    # one camera model per scene; unknown ones are named
     _nerfstudio_scene(tmp_path, frame_model="OPENCV_FISHEYE")
     with pytest.raises(ValueError, match=r"transforms\.json: frames\[3\]\.camera_model is "
-                                         r"\"OPENCV_FISHEYE\""):
+                                         r"\"OPENCV_FISHEYE\": expected the file's camera model"):
+        read_ngp(tmp_path)
+    _nerfstudio_scene(tmp_path, model="ORTHOPHOTO")
+    with pytest.raises(ValueError, match=r"'camera_model' is \"ORTHOPHOTO\": not supported"):
         read_ngp(tmp_path)
     # our own processed scenes (fields_transform) and instant-ngp files are read as they are
     data = _nerfstudio_scene(tmp_path)
@@ -320,6 +346,41 @@ def test_nerfstudio_fisheye_and_equirectangular_are_named_not_misread(tmp_path):
     data["aabb_scale"] = 2
     (tmp_path / "transforms.json").write_text(json.dumps(data))
     assert read_ngp(tmp_path).meta["format"] == "ngp"
+
+
+def test_nerfstudio_masks_keep_pixels_out_of_training(tmp_path):
+    from fields.render.rays import RayBatcher
+
+    data = _nerfstudio_scene(tmp_path)
+    (tmp_path / "masks").mkdir()
+    m = np.full((H, W), 255, np.uint8)
+    m[:, : W // 2] = 0  # the left half is ignored
+    iio.imwrite(tmp_path / "masks" / "m.png", m)
+    for fr in data["frames"][1:]:
+        fr["mask_path"] = "masks/m.png"  # frame 0 (held out) has none
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    scene = read_ngp(tmp_path)
+    train = scene.train
+    assert train.mask is not None and train.mask.shape == (len(train), H, W, 1)
+    assert not train.mask[:, :, : W // 2].any() and train.mask[:, :, W // 2:].all()
+    assert scene.splits["test"].mask[0].all()  # frame 0: no mask, every pixel
+    rays = RayBatcher(train, scene.background)
+    rays.sample(500, torch.Generator().manual_seed(0), False)
+    assert ((rays.last_index % (H * W)) % W >= W // 2).all()
+    # malformed masks name the frame and the field
+    data["frames"][2]["mask_path"] = "masks/nope.png"
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"frames\[2\]\.mask_path 'masks/nope.png': no such"):
+        read_ngp(tmp_path)
+    iio.imwrite(tmp_path / "masks" / "small.png", m[:2])
+    data["frames"][2]["mask_path"] = "masks/small.png"
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"frames\[2\]\.mask_path.*expected the same size"):
+        read_ngp(tmp_path)
+    data["frames"][2]["mask_path"] = 7
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"frames\[2\]\.mask_path is 7"):
+        read_ngp(tmp_path)
 
 
 def test_ngp_intrinsics_distortion_scale_and_holdout(tmp_path):

@@ -113,6 +113,61 @@ def test_rays_through_projected_points_with_distortion():
     torch.testing.assert_close(d.norm(dim=-1), torch.ones(50))
 
 
+def test_fisheye_camera_projects_by_the_equidistant_model_and_rays_round_trip():
+    c2w = torch.cat((torch.eye(3), torch.zeros(3, 1)), 1)[None]  # looks down -z, +y up
+    k = torch.tensor([[0.05, -0.01, 0.002, -0.0005]])
+    cam = Cameras(c2w, 80.0, 82.0, 100.0, 90.0, 200, 180, k, model="fisheye")
+    # a point 60 degrees off the axis, to the right: radius theta_d(60 deg) in normalised units
+    theta = math.radians(60.0)
+    t2 = theta**2
+    theta_d = theta * (1 + 0.05 * t2 - 0.01 * t2**2 + 0.002 * t2**3 - 0.0005 * t2**4)
+    p = torch.tensor([[math.sin(theta), 0.0, -math.cos(theta)]]) * 3.0
+    uv, depth = cam.project(p, 0)
+    torch.testing.assert_close(uv, torch.tensor([[100.0 + 80.0 * theta_d, 90.0]]), atol=1e-3,
+                               rtol=0)
+    assert depth.item() == pytest.approx(1.5, rel=1e-5)
+    # above the axis: smaller v (+y up); beyond 90 degrees the camera still sees it
+    uv_up, _ = cam.project(torch.tensor([[0.0, 1.0, -1.0]]), 0)
+    assert uv_up[0, 1] < 90.0 and abs(uv_up[0, 0] - 100.0) < 1e-3
+    # rays through the projections of points (up to 100 degrees off the axis) hit them
+    g = torch.Generator().manual_seed(0)
+    ang = torch.rand(60, generator=g) * math.radians(100.0)
+    az = torch.rand(60, generator=g) * 2 * math.pi
+    dirs = torch.stack((torch.sin(ang) * torch.cos(az), torch.sin(ang) * torch.sin(az),
+                        -torch.cos(ang)), -1)
+    pts = dirs * (1.0 + torch.rand(60, 1, generator=g) * 3)
+    uv, _ = cam.project(pts, 0)
+    o, d = cam.rays(torch.zeros(60, dtype=torch.long), uv[:, 0], uv[:, 1])
+    dist = (pts - o).norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(o + d * dist, pts, atol=1e-4, rtol=0)
+    torch.testing.assert_close(d.norm(dim=-1), torch.ones(60))
+
+
+def test_equirectangular_camera_sees_every_direction_and_rays_round_trip():
+    c2w = look_at(torch.tensor([[0.0, -2.0, 0.0]]), torch.zeros(3),
+                  up=torch.tensor([0.0, 0.0, 1.0]))
+    w, h = 64, 32
+    cam = Cameras(c2w, w / 2, float(h), w / 2, h / 2, w, h, model="equirectangular")
+    idx = torch.zeros(3, dtype=torch.long)
+    # the centre pixel looks ahead (the look-at point), the top row up, the bottom row down
+    _, d = cam.rays(idx, torch.tensor([w / 2, w / 2, w / 2]), torch.tensor([h / 2, 0.0, h]))
+    torch.testing.assert_close(d, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
+                                                [0.0, 0.0, -1.0]]), atol=1e-5, rtol=0)
+    # a quarter of the width to the right: the camera's right (+x here); the left edge: behind
+    _, d = cam.rays(idx[:2], torch.tensor([0.75 * w, 0.0]), torch.tensor([h / 2, h / 2]))
+    torch.testing.assert_close(d, torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),
+                               atol=1e-5, rtol=0)
+    g = torch.Generator().manual_seed(1)
+    pts = torch.randn(80, 3, generator=g) * 2
+    uv, dist = cam.project(pts, 0)
+    assert (uv[:, 0] >= 0).all() and (uv[:, 0] <= w).all()
+    assert (uv[:, 1] >= 0).all() and (uv[:, 1] <= h).all()
+    o, d = cam.rays(torch.zeros(80, dtype=torch.long), uv[:, 0], uv[:, 1])
+    torch.testing.assert_close(o + d * dist[:, None], pts, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="model"):
+        Cameras(c2w, 1.0, 1.0, 1.0, 1.0, 4, 4, model="orthographic")
+
+
 def test_undistort_inverts_distort():
     x, y = torch.rand(2, 100) - 0.5
     k = torch.tensor([0.1, -0.05, 0.01, 0.005]).expand(100, 4)

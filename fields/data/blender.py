@@ -143,6 +143,7 @@ def hold_out_splits(
     names: Sequence[str],
     every: int | None,
     alpha: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, Split]:
     """{"train": Split, "test": Split} by `hold_out` (no "test" when nothing is held out)."""
     train, test = hold_out(len(names), every)
@@ -153,6 +154,7 @@ def hold_out_splits(
             splits[name] = Split(
                 images[ix], cameras[ix], [names[i] for i in idx],
                 None if alpha is None else alpha[ix],
+                None if mask is None else mask[ix],
             )
     return splits
 

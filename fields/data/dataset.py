@@ -26,12 +26,15 @@ class Split:
         names: N image names (file paths as the data set wrote them).
         alpha: (N, H, W, 1) float32 in [0, 1] when the images had an alpha channel, else None
             (lets a trainer composite on random backgrounds).
+        mask: (N, H, W, 1) bool, the pixels to train on (nerfstudio's per-frame `mask_path`:
+            moving people, the capture rig), or None for all of them.
     """
 
     images: torch.Tensor
     cameras: Cameras
     names: list[str]
     alpha: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -47,6 +50,9 @@ class Split:
                 f"Split: images are {w}x{h} but the cameras are "
                 f"{self.cameras.width}x{self.cameras.height}"
             )
+        if self.mask is not None and tuple(self.mask.shape) != (n, h, w, 1):
+            raise ValueError(f"Split: mask must be ({n}, {h}, {w}, 1), got "
+                             f"{tuple(self.mask.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -65,11 +65,16 @@ _INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_a
 
 
 def _intrinsics(
-    keys: dict[str, Any], where: str, w: int, h: int
+    keys: dict[str, Any], where: str, w: int, h: int, model: str = "perspective"
 ) -> tuple[float, float, float, float, list[float]]:
-    """fx, fy, cx, cy (pixels at the file's size w x h) and [k1, k2, p1, p2] of one frame."""
+    """fx, fy, cx, cy (pixels at the file's size w x h) and [k1, k2, p1, p2] of one frame
+    ([k1, k2, k3, k4] for a fisheye; an equirectangular frame's intrinsics default to
+    nerfstudio's fx = w / 2, fy = h, centred)."""
     def get(k: str, expected: str) -> float | None:
         return None if keys.get(k) is None else number(keys, k, where, expected)
+
+    if model == "equirectangular":
+        keys = {"fl_x": w / 2, "fl_y": h, "cx": w / 2, "cy": h / 2, "w": w, "h": h, **keys}
 
     jw, jh = get("w", "the image width in pixels"), get("h", "the image height in pixels")
     for k, v in (("w", jw), ("h", jh)):
@@ -105,11 +110,15 @@ def _intrinsics(
     cy = get("cy", "the principal point in pixels")
     cx = 0.5 * jw if cx is None else cx
     cy = 0.5 * jh if cy is None else cy
-    for k in ("k3", "k4"):
+    names = ("k1", "k2", "k3", "k4") if model == "fisheye" else ("k1", "k2", "p1", "p2")
+    for k in sorted({"k1", "k2", "k3", "k4", "p1", "p2"} - set(names)):
         if get(k, "a distortion coefficient"):
-            raise ValueError(f"{where}: {k!r} is non-zero (only OpenCV k1 k2 p1 p2 distortion "
-                             "is supported)")
-    dist = [get(k, "a distortion coefficient") or 0.0 for k in ("k1", "k2", "p1", "p2")]
+            raise ValueError(f"{where}: {k!r} is non-zero (expected only "
+                             f"{' '.join(names)} for a {model} camera)")
+    dist = [get(k, "a distortion coefficient") or 0.0 for k in names]
+    if model == "equirectangular" and any(dist):
+        raise ValueError(f"{where}: distortion coefficients given for an equirectangular "
+                         "camera (expected none)")
     for k, v in (("fl_x", fx), ("fl_y", fy)):
         if v <= 0:
             raise ValueError(f"{where}: {k!r} is {v:g} (expected a focal length > 0 pixels)")
@@ -122,8 +131,11 @@ def _check_angle(angle: float, key: str, where: str) -> None:
                          "in (0, pi))")
 
 
-#: nerfstudio camera models whose parameters are OpenCV's radial-tangential ones (or none)
-NERFSTUDIO_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
+#: nerfstudio camera models, and the `Cameras.model` each one is read as
+NERFSTUDIO_MODELS = {"PINHOLE": "perspective", "SIMPLE_PINHOLE": "perspective",
+                     "SIMPLE_RADIAL": "perspective", "RADIAL": "perspective",
+                     "OPENCV": "perspective", "OPENCV_FISHEYE": "fisheye",
+                     "EQUIRECTANGULAR": "equirectangular"}
 
 
 def _is_nerfstudio(data: dict[str, Any]) -> bool:
@@ -133,19 +145,23 @@ def _is_nerfstudio(data: dict[str, Any]) -> bool:
             and "aabb_scale" not in data and "fields_transform" not in data)
 
 
-def _check_camera_model(data: dict[str, Any], json_path: Path) -> None:
+def _check_camera_model(data: dict[str, Any], json_path: Path) -> str:
+    """The `Cameras.model` of a nerfstudio file's ``camera_model`` (every frame's the same)."""
     model = data.get("camera_model", "OPENCV")
-    if model not in NERFSTUDIO_MODELS:
+    if not isinstance(model, str) or model not in NERFSTUDIO_MODELS:
         raise ValueError(
             f"{json_path}: 'camera_model' is {json_snippet(model)}: not supported (expected one "
-            f"of {', '.join(NERFSTUDIO_MODELS)}; a fisheye or equirectangular capture's "
-            "k1..k4 are not radial-tangential coefficients: undistort it to pinhole images "
-            "first, e.g. fields process images --camera-model fisheye)")
+            f"of {', '.join(NERFSTUDIO_MODELS)})")
+    ours = NERFSTUDIO_MODELS[model]
     for i, fr in enumerate(data.get("frames") or []):
-        if isinstance(fr, dict) and fr.get("camera_model", model) not in NERFSTUDIO_MODELS:
+        if not isinstance(fr, dict) or "camera_model" not in fr:
+            continue
+        other = fr["camera_model"]
+        if not isinstance(other, str) or NERFSTUDIO_MODELS.get(other) != ours:
             raise ValueError(f"{json_path}: frames[{i}].camera_model is "
-                             f"{json_snippet(fr['camera_model'])}: not supported (expected "
-                             f"one of {', '.join(NERFSTUDIO_MODELS)})")
+                             f"{json_snippet(other)}: expected the file's camera model, "
+                             f"{model} (one camera model per scene)")
+    return ours
 
 
 def _nerfstudio_transform(c2w: np.ndarray, half_fov: float
@@ -163,6 +179,45 @@ def _nerfstudio_transform(c2w: np.ndarray, half_fov: float
     out[:, :3, 3] = scale * (c2w[:, :3, 3] - centre) @ r.T
     return out, {"rotation": r.tolist(), "centre": centre.tolist(), "scale": scale,
                  "meaning": "x_scene = scale * rotation @ (x_file - centre)", "centre_from": how}
+
+
+def _read_masks(frames: list[Any], kept: list[int], json_path: Path, size: tuple[int, int],
+                small: tuple[int, int]) -> torch.Tensor | None:
+    """The frames' nerfstudio masks (``mask_path``, relative to the json; white: train on
+    it, black: ignore it), area-downsampled like the images and kept where at least half
+    white: (N, h, w, 1) bool, all True for frames without one; None when no frame has one."""
+    from fields.data.blender import area_downsample
+    from fields.data.images import read_image
+
+    if not any(isinstance(frames[i], dict) and "mask_path" in frames[i] for i in kept):
+        return None
+    out = []
+    for i in kept:
+        mp = frames[i].get("mask_path")
+        if mp is None:
+            out.append(torch.ones(*small, 1, dtype=torch.bool))
+            continue
+        where = f"{json_path}: frames[{i}].mask_path"
+        if not isinstance(mp, str) or not mp:
+            raise ValueError(f"{where} is {json_snippet(mp)} (expected an image path relative "
+                             "to the json file)")
+        path = json_path.parent / mp
+        if not path.is_file():
+            raise ValueError(f"{where} {mp!r}: no such file ({path})")
+        try:
+            m = read_image(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{where} {mp!r}: not a readable image: {e}") from e
+        if tuple(m.shape[:2]) != size:
+            raise ValueError(f"{where} {mp!r}: the mask is {m.shape[1]}x{m.shape[0]} but the "
+                             f"image is {size[1]}x{size[0]} (expected the same size)")
+        m = m[..., :1] if m.shape[-1] < 3 else m[..., :3].mean(-1, keepdim=True)
+        out.append(area_downsample(m[None], small)[0] >= 0.5)
+    mask = torch.stack(out)
+    if not mask.any():
+        raise ValueError(f"{json_path}: the masks ('mask_path') leave no pixel to train on "
+                         "(white marks the pixels to keep)")
+    return mask
 
 
 def read_ngp(
@@ -211,10 +266,11 @@ def read_ngp(
             raise ValueError(f"{json_path}: 'aabb_scale' is {aabb_scale} (expected > 0)")
     top = {k: data[k] for k in _INTRINSICS if k in data}
     nerfstudio = _is_nerfstudio(data)
+    model = "perspective"
     ours = (check_transform(data["fields_transform"], f"{json_path}: 'fields_transform'")
             if "fields_transform" in data else None)
     if nerfstudio:
-        _check_camera_model(data, json_path)
+        model = _check_camera_model(data, json_path)
         aabb_scale = 2.0
 
     mats, files, names, keys = [], [], [], []
@@ -238,7 +294,8 @@ def read_ngp(
 
     images, alpha, (h0, w0) = load_images(files, d, bg, json_path)
     h, w = images.shape[1:3]
-    intr = [_intrinsics(k, f"{json_path}: frames[{i}]", w0, h0) for i, k in keys]
+    mask = _read_masks(frames, [i for i, _ in keys], json_path, (h0, w0), (h, w))
+    intr = [_intrinsics(k, f"{json_path}: frames[{i}]", w0, h0, model) for i, k in keys]
     fx, fy, cx, cy = (torch.tensor([v[j] for v in intr], dtype=torch.float64) for j in range(4))
     sx, sy = w / w0, h / h0
     c2w = np.stack(mats)
@@ -246,18 +303,23 @@ def read_ngp(
     if nerfstudio:
         half_fov = float(np.median(np.minimum(np.arctan(0.5 * w0 / fx.numpy()),
                                               np.arctan(0.5 * h0 / fy.numpy()))))
-        c2w, transform = _nerfstudio_transform(c2w, half_fov)
+        if model == "fisheye":  # the image radius is the angle itself (plus distortion)
+            half_fov = float(np.median(np.minimum(0.5 * w0 / fx.numpy(),
+                                                  0.5 * h0 / fy.numpy())))
+        elif model == "equirectangular":  # every direction: a moderate focus region
+            half_fov = math.radians(35.0)
+        c2w, transform = _nerfstudio_transform(c2w, min(half_fov, math.radians(80.0)))
     else:
         c2w[:, :, 3] = c2w[:, :, 3] * scale + (offset - 0.5)
     cams = Cameras(
         torch.from_numpy(c2w).float(), fx * sx, fy * sy, cx * sx, cy * sy, w, h,
-        torch.tensor([v[4] for v in intr], dtype=torch.float32),
+        torch.tensor([v[4] for v in intr], dtype=torch.float32), model,
     )
 
     check_cameras(cams, [f"{json_path}: frames[{i}]" for i, _ in keys],
                   {"fx": "'fl_x'", "fy": "'fl_y'", "cx": "'cx'", "cy": "'cy'", "k1": "'k1'",
                    "k2": "'k2'", "p1": "'p1'", "p2": "'p2'"})
-    splits = hold_out_splits(images, cams, names, HOLD_EVERY, alpha)
+    splits = hold_out_splits(images, cams, names, HOLD_EVERY, alpha, mask)
     half = 0.5 * aabb_scale
     return SceneData(
         name=(json_path.parent.resolve().name), splits=splits,

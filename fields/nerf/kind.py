@@ -30,14 +30,21 @@ def render(request: RenderRequest) -> Path:
     if target.suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"{target}: unknown video extension; use .mp4 or .gif")
     nerf = LoadedNerf(request.checkpoint)
+    cameras, fps = None, float(request.fps)
+    if request.camera_path is not None:
+        from fields.render.paths import read_camera_path
+
+        cameras, fps = read_camera_path(request.camera_path)
+    n = request.frames if cameras is None else len(cameras)
     with Progress(console=console) as progress:
-        task = progress.add_task("rendering", total=request.frames)
+        task = progress.add_task("rendering", total=n)
         video = render_path(
             nerf.model, nerf.grid, nerf.settings, nerf.info, request.path, request.frames,
             scale=request.scale, progress=lambda i, n: progress.update(task, completed=i),
+            cameras=cameras,
         )
-    write_video(target, video, fps=request.fps)
-    say(f"wrote {target} ({request.frames} frames, {video[0].shape[1]}x{video[0].shape[0]})")
+    write_video(target, video, fps=fps)
+    say(f"wrote {target} ({n} frames, {video[0].shape[1]}x{video[0].shape[0]}, {fps:g} fps)")
     return target
 
 
@@ -188,10 +195,11 @@ def evaluate(checkpoint: str, data: str | None) -> dict[str, Any]:
     scene, name = load_posed_images(source, int(run.get("downscale", 1)),
                                     int(run.get("scene_resolution", 128)))
     split = scene.eval_split()
+    cameras = nerf.aligned(split.cameras)  # into the refined poses' frame, if refined
     psnrs, ssims = [], []
     with torch.no_grad():
         for i in range(len(split)):
-            out = render_camera(nerf.model, nerf.grid, split.cameras, i, nerf.settings,
+            out = render_camera(nerf.model, nerf.grid, cameras, i, nerf.settings,
                                 scene.background)
             psnrs.append(psnr(out["rgb"], split.images[i]))
             ssims.append(ssim(out["rgb"], split.images[i]))

@@ -26,6 +26,14 @@ from torch import nn
 
 from fields.config import dataclass_from_dict, require_positive
 from fields.data.dataset import SceneData, Split
+from fields.nerf.poses import (
+    ColourCorrection,
+    PoseRefinement,
+    apply_similarity,
+    coarse_to_fine_alpha,
+    fit_colour,
+    similarity_between,
+)
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 from fields.render.occupancy import OccupancyGrid, contract
@@ -94,6 +102,16 @@ class NerfConfig:
     colours when the images have alpha; rays through random points of their pixels
     (`pixel_jitter`, off by default: rays through pixel centres fit anti-aliased images
     better when evaluated the same way); occupancy-grid updates every `occupancy_every` steps.
+
+    Real captures (`fields.nerf.poses`): `refine_poses` (off by default: structure from
+    motion's poses are better than a short refinement leaves them) optimises an SE(3)
+    correction per training camera (Adam; the rate rises linearly over the first
+    `pose_warmup` of the budget, while the field takes shape, to `pose_lr`, and decays
+    exponentially to `pose_lr_final` at the end) while the position encoding's levels are
+    revealed coarse to fine (from `coarse_to_fine_levels` levels at the first fraction of the
+    budget in `coarse_to_fine` to all at the second); `appearance` (None: on for captures,
+    `is_capture`) gives each training image an affine colour transform (exposure, white
+    balance) learnt at `appearance_lr`.
     """
 
     encoding: dict[str, Any] | None = None
@@ -131,6 +149,14 @@ class NerfConfig:
     occupancy_every: int = 16
     occupancy_warmup: int = 256
     occupancy_threshold: float = 0.01
+    refine_poses: bool = False
+    pose_lr: float = 5e-3
+    pose_lr_final: float = 5e-5
+    pose_warmup: float = 0.15
+    coarse_to_fine: tuple[float, float] = (0.1, 0.5)
+    coarse_to_fine_levels: float = 2.0
+    appearance: bool | None = None
+    appearance_lr: float = 1e-3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,14 +167,35 @@ class NerfConfig:
         keys, values of the wrong type and sizes or rates that are not positive."""
         cfg = dataclass_from_dict(cls, d)
         require_positive("NerfConfig", cfg, ("lr", "grid_resolution", "render_steps",
-                                             "target_samples", "initial_rays", "max_rays"))
+                                             "target_samples", "initial_rays", "max_rays",
+                                             "pose_lr", "pose_lr_final", "appearance_lr"))
+        c2f = tuple(float(v) for v in cfg.coarse_to_fine)
+        if len(c2f) != 2 or not 0.0 <= c2f[0] < c2f[1] <= 1.0:
+            raise ValueError("NerfConfig: coarse_to_fine must be two fractions of the budget "
+                             f"0 <= start < end <= 1, got {list(cfg.coarse_to_fine)}")
+        cfg.coarse_to_fine = c2f  # type: ignore[assignment]
+        if cfg.coarse_to_fine_levels < 0:
+            raise ValueError("NerfConfig: coarse_to_fine_levels must be >= 0, got "
+                             f"{cfg.coarse_to_fine_levels}")
         return cfg
 
     def resolved(self, data: SceneData) -> NerfConfig:
-        """This config with what depends on the data filled in (the hash grid's size)."""
-        if self.encoding is not None:
-            return self
-        return replace(self, encoding=hash_grid_config(auto_finest_resolution(data)))
+        """This config with what depends on the data filled in: the hash grid's size, and
+        appearance on for captures (`is_capture`) unless set."""
+        capture = is_capture(data)
+        return replace(
+            self,
+            encoding=self.encoding if self.encoding is not None
+            else hash_grid_config(auto_finest_resolution(data)),
+            appearance=capture if self.appearance is None else self.appearance,
+        )
+
+
+def is_capture(data: SceneData) -> bool:
+    """Whether the scene's cameras and colours come from a real capture (structure from
+    motion: COLMAP, LLFF, nerfstudio, `fields process`) rather than a renderer."""
+    return data.meta.get("format") in ("colmap", "llff", "nerfstudio") or \
+        data.meta.get("transform") is not None
 
 
 def vanilla_config() -> NerfConfig:
@@ -335,13 +382,28 @@ class NerfTask:
         self.grid = OccupancyGrid(
             data.aabb.reshape(6), config.grid_resolution, self.contraction
         )
-        self.module = nn.ModuleDict({"field": self.model, "grid": self.grid})
+        parts: dict[str, nn.Module] = {"field": self.model, "grid": self.grid}
+        self.poses: PoseRefinement | None = None
+        self.colour: ColourCorrection | None = None
+        if config.refine_poses:
+            self.poses = PoseRefinement(data.train.cameras.c2w, data.aabb.mean(0))
+            parts["poses"] = self.poses
+        if config.appearance:
+            self.colour = ColourCorrection(len(data.train))
+            parts["colour"] = self.colour
+        self.module = nn.ModuleDict(parts)
         self.settings = RenderSettings.for_scene(
             data.aabb, data.unbounded, config, data.near, data.far
         )
+        groups = _param_groups(self.model, config.weight_decay)
+        if self.poses is not None:
+            groups.append({"params": list(self.poses.parameters()), "weight_decay": 0.0,
+                           "name": "poses"})
+        if self.colour is not None:
+            groups.append({"params": list(self.colour.parameters()), "weight_decay": 0.0,
+                           "name": "colour"})
         self.optimizer = torch.optim.Adam(
-            _param_groups(self.model, config.weight_decay),
-            lr=config.lr, betas=(0.9, 0.99), eps=1e-15, fused=True,
+            groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15, fused=True,
         )
         self.rays = RayBatcher(data.train, data.background)
         self.n_rays = config.initial_rays
@@ -370,13 +432,27 @@ class NerfTask:
                 warmup_steps=c.occupancy_warmup,
             )
         lr = self.learning_rate(step, progress)
+        rates = {"poses": c.pose_lr * (c.pose_lr_final / c.pose_lr) ** min(progress, 1.0)
+                 * min(1.0, progress / c.pose_warmup if c.pose_warmup > 0 else 1.0),
+                 "colour": lr / c.lr * c.appearance_lr}
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = rates.get(group.get("name", ""), lr)
         o, d, target, bg = self.rays.sample(
             self.n_rays, self.generator, c.random_background, c.pixel_jitter
         )
+        image = self.rays.last_index // (self.rays.hw[0] * self.rays.hw[1])
+        if self.poses is not None:
+            self.model.encoding.set_progress(coarse_to_fine_alpha(
+                progress, self.model.encoding.n_levels, *c.coarse_to_fine,
+                c.coarse_to_fine_levels))
+            o, d = self.poses(image, o, d)
         out = render_rays(self.model, self.grid, o, d, self.settings, bg)
-        mse = (out["rgb"] - target).square().mean()
+        rgb = out["rgb"]
+        if self.colour is not None:  # on the premultiplied foreground, not the background
+            fg = rgb - (1.0 - out["opacity"]) * bg
+            rgb = self.colour(image, fg) + (1.0 - out["opacity"]) * bg \
+                - (1.0 - out["opacity"]) * self.colour.offset[image]
+        mse = (rgb - target).square().mean()
         self.optimizer.zero_grad(set_to_none=True)
         if out["n_samples"] > 0:
             mse.backward()
@@ -398,9 +474,26 @@ class NerfTask:
         }
 
     # -- evaluation --
+    def refined_cameras(self) -> torch.Tensor:
+        """The training cameras (N, 3, 4) as refined so far (the given ones without
+        refinement)."""
+        if self.poses is None:
+            return self.data.train.cameras.c2w
+        with torch.no_grad():
+            return self.poses.corrected()
+
+    def aligned(self, cameras: Any) -> Any:
+        """Held-out `cameras` moved into the frame of the refined training poses (the
+        similarity from the given training centres to the refined ones); unchanged without
+        pose refinement."""
+        if self.poses is None:
+            return cameras
+        return align_cameras(cameras, self.data.train.cameras.c2w, self.refined_cameras())
+
     def render(self, split: Split, index: int, background: torch.Tensor | None = None):
         bg = self.data.background if background is None else background
-        return render_camera(self.model, self.grid, split.cameras, index, self.settings, bg)
+        cams = split.cameras if split is self.data.train else self.aligned(split.cameras)
+        return render_camera(self.model, self.grid, cams, index, self.settings, bg)
 
     def evaluate(self, final: bool) -> dict[str, float]:
         """Mean per-view PSNR (and SSIM when final) over held-out views: every view of the
@@ -413,16 +506,22 @@ class NerfTask:
         else:
             split = self.data.splits.get("val", self.data.eval_split())
             views = range(min(self.eval_views, len(split)))
-        psnrs, ssims = [], []
+        psnrs, ssims, corrected = [], [], []
         self.last_eval_images = []
         for i in views:
             out = self.render(split, i)
             gt = split.images[i]
-            psnrs.append(psnr(out["rgb"], gt))
+            keep = split.mask[i, ..., 0] if split.mask is not None else \
+                torch.ones(gt.shape[:2], dtype=torch.bool)  # only the pixels the masks keep
+            psnrs.append(psnr(out["rgb"][keep], gt[keep]))
+            if self.colour is not None:  # a held-out image's exposure is unknown to the fit
+                corrected.append(psnr(fit_colour(out["rgb"][keep], gt[keep]), gt[keep]))
             if final:
                 ssims.append(ssim(out["rgb"], gt))
                 self.last_eval_images.append({**out, "gt": gt})
         scores = {"psnr": sum(psnrs) / len(psnrs)}
+        if corrected:
+            scores["psnr_colour_corrected"] = sum(corrected) / len(corrected)
         if final:
             scores["ssim"] = mean_or_none(ssims)  # type: ignore[assignment]
             scores["psnr_per_view"] = psnrs  # type: ignore[assignment]
@@ -446,6 +545,17 @@ class NerfTask:
     # -- what a checkpoint needs to rebuild the renderer --
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"kind": "nerf", "nerf": scene_info(self.data, self.config)}
+
+
+def align_cameras(cameras: Any, given: torch.Tensor, refined: torch.Tensor) -> Any:
+    """`cameras` moved by the similarity that maps the `given` training cameras' centres
+    (N, 3, 4) onto the `refined` ones (`fields.nerf.poses.similarity_between`)."""
+    from fields.render.cameras import Cameras
+
+    s, r, t = similarity_between(given.numpy(), refined.detach().numpy())
+    c2w = torch.from_numpy(apply_similarity(cameras.c2w.numpy(), s, r, t)).float()
+    return Cameras(c2w, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width,
+                   cameras.height, cameras.distortion, cameras.model)
 
 
 def scene_info(data: SceneData, config: NerfConfig) -> dict[str, Any]:
@@ -481,13 +591,17 @@ def scene_info(data: SceneData, config: NerfConfig) -> dict[str, Any]:
 
 def _views(cams: Any, max_views: int = 64) -> dict[str, Any]:
     """Up to `max_views` training cameras (evenly picked), for visibility tests in meshing."""
-    idx = torch.linspace(0, len(cams) - 1, min(max_views, len(cams))).round().long().unique()
-    sub = cams[idx]
+    sub = cams[_view_indices(len(cams), max_views)]
     return {
         "c2w": sub.c2w.tolist(), "fx": sub.fx.tolist(), "fy": sub.fy.tolist(),
         "cx": sub.cx.tolist(), "cy": sub.cy.tolist(), "width": sub.width,
-        "height": sub.height, "distortion": sub.distortion.tolist(),
+        "height": sub.height, "distortion": sub.distortion.tolist(), "model": sub.model,
     }
+
+
+def _view_indices(n: int, max_views: int = 64) -> torch.Tensor:
+    """Which of n training cameras `scene_info` keeps as "views" (evenly picked)."""
+    return torch.linspace(0, n - 1, min(max_views, n)).round().long().unique()
 
 
 def views_from_info(info: dict[str, Any]) -> Any:
@@ -500,7 +614,7 @@ def views_from_info(info: dict[str, Any]) -> Any:
     return Cameras(
         torch.tensor(v["c2w"]), torch.tensor(v["fx"]), torch.tensor(v["fy"]),
         torch.tensor(v["cx"]), torch.tensor(v["cy"]), v["width"], v["height"],
-        torch.tensor(v["distortion"]),
+        torch.tensor(v["distortion"]), v.get("model", "perspective"),
     )
 
 
@@ -521,17 +635,40 @@ class LoadedNerf:
         contraction = "mipnerf360" if info["unbounded"] else "none"
         self.model = RadianceField(aabb, contraction, self.config)
         self.grid = OccupancyGrid(aabb.reshape(6), self.config.grid_resolution, contraction)
-        module = nn.ModuleDict({"field": self.model, "grid": self.grid})
+        parts: dict[str, nn.Module] = {"field": self.model, "grid": self.grid}
+        self.poses: PoseRefinement | None = None
+        cams = info.get("cameras")
+        if self.config.refine_poses and cams:
+            self.poses = PoseRefinement(torch.tensor(cams["c2w"]), aabb.mean(0))
+            parts["poses"] = self.poses
+        if self.config.appearance and cams:
+            parts["colour"] = ColourCorrection(len(cams["c2w"]))
+        module = nn.ModuleDict(parts)
         try:
             module.load_state_dict(payload["state_dict"])
         except RuntimeError as e:
             raise ValueError(f"{path}: field 'state_dict' does not match the model: {e}") from e
         module.eval()
+        if self.poses is not None:  # exports and meshing see the refined cameras
+            with torch.no_grad():
+                refined = self.poses.corrected()
+            self.info = info = {**info, "given_c2w": cams["c2w"],
+                                "cameras": {**cams, "c2w": refined.tolist()}}
+            idx = _view_indices(len(refined))
+            info["views"] = {**info["views"], "c2w": refined[idx].tolist()}
         self.settings = RenderSettings.for_scene(
             aabb, info["unbounded"], self.config, info["near"], info["far"]
         )
         self.background = torch.tensor(info["background"])
         self.payload = payload
+
+    def aligned(self, cameras: Any) -> Any:
+        """Cameras of the given frame (held-out views) moved into the refined poses' frame
+        (unchanged when the poses were not refined)."""
+        if self.poses is None:
+            return cameras
+        return align_cameras(cameras, torch.tensor(self.info["given_c2w"]),
+                             torch.tensor(self.info["cameras"]["c2w"]))
 
 
 def depth_image(depth: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
@@ -557,22 +694,27 @@ def render_path(
     background: torch.Tensor | None = None,
     scale: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
+    cameras: Any = None,
 ) -> list[torch.Tensor]:
     """Frames (H, W, 3) along an orbit or spiral around the scene (see `fields.render.paths`)
-    with the evaluation cameras' intrinsics (times `scale`)."""
+    with the evaluation cameras' intrinsics (times `scale`), or through `cameras` (then
+    `path`, `n_frames` and `scale` are unused)."""
     from fields.render.cameras import Cameras
     from fields.render.paths import PATHS, orbit_path
 
-    if path not in PATHS:
-        raise ValueError(f"unknown camera path {path!r}; expected one of {sorted(PATHS)}")
-    o = info["orbit"]
-    c2w = orbit_path(torch.tensor(o["centre"]), o["radius"], torch.tensor(o["up"]),
-                     n_frames, spiral_deg=PATHS[path])
-    cam = info["camera"]
-    cams = Cameras(
-        c2w, cam["fx"] * scale, cam["fy"] * scale, cam["cx"] * scale, cam["cy"] * scale,
-        round(cam["width"] * scale), round(cam["height"] * scale),
-    )
+    if cameras is not None:
+        cams, n_frames = cameras, len(cameras)
+    else:
+        if path not in PATHS:
+            raise ValueError(f"unknown camera path {path!r}; expected one of {sorted(PATHS)}")
+        o = info["orbit"]
+        c2w = orbit_path(torch.tensor(o["centre"]), o["radius"], torch.tensor(o["up"]),
+                         n_frames, spiral_deg=PATHS[path])
+        cam = info["camera"]
+        cams = Cameras(
+            c2w, cam["fx"] * scale, cam["fy"] * scale, cam["cx"] * scale, cam["cy"] * scale,
+            round(cam["width"] * scale), round(cam["height"] * scale),
+        )
     bg = torch.tensor(info["background"]) if background is None else background
     frames = []
     for i in range(n_frames):  # one frame at a time; rays inside a frame are batched
@@ -610,7 +752,7 @@ def carve_hidden_space(
     small = Cameras(
         cameras.c2w, cameras.fx * scale, cameras.fy * scale, cameras.cx * scale,
         cameras.cy * scale, max(1, round(cameras.width * scale)),
-        max(1, round(cameras.height * scale)), cameras.distortion,
+        max(1, round(cameras.height * scale)), cameras.distortion, cameras.model,
     )
     maps = []
     for i in range(len(small)):  # a loop over cameras; pixels are batched

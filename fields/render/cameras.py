@@ -42,7 +42,14 @@ class Cameras:
         c2w: (N, 3, 4) float32 camera-to-world matrices, OpenGL convention.
         fx, fy, cx, cy: (N,) float32 intrinsics in pixels.
         width, height: image size in pixels.
-        distortion: (N, 4) float32 OpenCV ``(k1, k2, p1, p2)``; zeros for a pinhole.
+        distortion: (N, 4) float32 OpenCV ``(k1, k2, p1, p2)``; zeros for a pinhole; for
+            ``fisheye``, OpenCV's fisheye ``(k1, k2, k3, k4)``.
+        model: ``perspective`` (pinhole, with the radial-tangential distortion),
+            ``fisheye`` (OpenCV's equidistant model: a ray at angle θ from the axis is imaged
+            at radius ``θ (1 + k1 θ² + k2 θ⁴ + k3 θ⁶ + k4 θ⁸)`` in normalised coordinates) or
+            ``equirectangular`` (a 360° panorama, nerfstudio's convention: longitude
+            ``-π (u - cx) / fx``, ``fx = W / 2``; latitude from the top row looking up to the
+            bottom row looking down, ``fy = H``).
     """
 
     c2w: torch.Tensor
@@ -53,6 +60,7 @@ class Cameras:
     width: int
     height: int
     distortion: torch.Tensor | None = None
+    model: str = "perspective"
 
     def __post_init__(self) -> None:
         if self.c2w.dim() != 3 or self.c2w.shape[1:] not in ((3, 4), (4, 4)):
@@ -70,6 +78,8 @@ class Cameras:
 
         self.fx, self.fy = vec(self.fx, "fx"), vec(self.fy, "fy")
         self.cx, self.cy = vec(self.cx, "cx"), vec(self.cy, "cy")
+        if self.model not in CAMERA_MODELS:
+            raise ValueError(f"Cameras: model {self.model!r} not in {CAMERA_MODELS}")
         self.width, self.height = int(self.width), int(self.height)
         if self.width < 1 or self.height < 1:
             raise ValueError(f"Cameras: bad image size {self.width}x{self.height}")
@@ -100,6 +110,7 @@ class Cameras:
             self.width,
             self.height,
             self.distortion[idx],
+            self.model,
         )
 
     @property
@@ -116,6 +127,7 @@ class Cameras:
             "width": self.width,
             "height": self.height,
             "distortion": self.distortion,
+            "model": self.model,
         }
 
     def rays(
@@ -131,10 +143,22 @@ class Cameras:
         """
         x = (u - self.cx[camera]) / self.fx[camera]
         y = (v - self.cy[camera]) / self.fy[camera]  # OpenCV frame: y down
-        if self.has_distortion:
-            x, y = undistort(x, y, self.distortion[camera])
-        # OpenGL camera frame: +y up, looking down -z
-        d_cam = torch.stack((x, -y, -torch.ones_like(x)), dim=-1)
+        if self.model == "equirectangular":
+            theta = -math.pi * x
+            phi = math.pi * (0.5 + y)  # 0 at the top row (up), pi at the bottom (down)
+            d_cam = torch.stack((-torch.sin(theta) * torch.sin(phi), torch.cos(phi),
+                                 -torch.cos(theta) * torch.sin(phi)), dim=-1)
+        elif self.model == "fisheye":
+            theta_d = torch.sqrt(x * x + y * y)
+            theta = fisheye_angle(theta_d, self.distortion[camera])
+            ratio = torch.where(theta_d > 1e-9, torch.sin(theta) / theta_d.clamp_min(1e-9),
+                                torch.ones_like(theta_d))
+            d_cam = torch.stack((x * ratio, -y * ratio, -torch.cos(theta)), dim=-1)
+        else:
+            if self.has_distortion:
+                x, y = undistort(x, y, self.distortion[camera])
+            # OpenGL camera frame: +y up, looking down -z
+            d_cam = torch.stack((x, -y, -torch.ones_like(x)), dim=-1)
         rot = self.c2w[camera, :, :3]
         d = torch.einsum("rij,rj->ri", rot, d_cam)
         d = d / d.norm(dim=-1, keepdim=True)
@@ -157,13 +181,46 @@ class Cameras:
         rot = self.c2w[camera, :, :3]
         p_cam = (points - self.c2w[camera, :, 3]) @ rot  # world -> camera (rot orthonormal)
         depth = -p_cam[:, 2]
-        x = p_cam[:, 0] / depth
-        y = -p_cam[:, 1] / depth
-        if self.has_distortion:
-            x, y = distort(x, y, self.distortion[camera].expand(x.shape[0], 4))
+        if self.model == "equirectangular":  # depth: the distance; every direction is seen
+            depth = p_cam.norm(dim=-1)
+            d = p_cam / depth.clamp_min(1e-12)[:, None]
+            phi = torch.acos(d[:, 1].clamp(-1.0, 1.0))
+            theta = torch.atan2(-d[:, 0], -d[:, 2])
+            x, y = -theta / math.pi, phi / math.pi - 0.5
+        elif self.model == "fisheye":  # depth: positive within 90 degrees of the axis
+            r = torch.sqrt(p_cam[:, 0] ** 2 + p_cam[:, 1] ** 2)
+            theta = torch.atan2(r, -p_cam[:, 2])
+            k1, k2, k3, k4 = self.distortion[camera].unbind(-1)
+            t2 = theta * theta
+            theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+            scale = torch.where(r > 1e-12, theta_d / r.clamp_min(1e-12), torch.zeros_like(r))
+            x, y = p_cam[:, 0] * scale, -p_cam[:, 1] * scale
+        else:
+            x = p_cam[:, 0] / depth
+            y = -p_cam[:, 1] / depth
+            if self.has_distortion:
+                x, y = distort(x, y, self.distortion[camera].expand(x.shape[0], 4))
         u = self.fx[camera] * x + self.cx[camera]
         v = self.fy[camera] * y + self.cy[camera]
         return torch.stack((u, v), dim=-1), depth
+
+
+CAMERA_MODELS = ("perspective", "fisheye", "equirectangular")
+
+
+def fisheye_angle(theta_d: torch.Tensor, k: torch.Tensor, iterations: int = 20
+                  ) -> torch.Tensor:
+    """The angle θ from the axis whose fisheye image radius ``θ (1 + k1 θ² + ... + k4 θ⁸)``
+    is `theta_d` (R,), k (R, 4): Newton's method from θ = θ_d (as OpenCV's
+    fisheye::undistortPoints), over the whole batch at once."""
+    k1, k2, k3, k4 = k.unbind(-1)
+    theta = theta_d.clone()
+    for _ in range(iterations):  # iterations of the whole batch, not a loop over rays
+        t2 = theta * theta
+        f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d
+        df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+        theta = (theta - f / df.clamp_min(1e-6)).clamp(0.0, math.pi)
+    return theta
 
 
 def distort(x: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -391,7 +448,7 @@ def check_cameras(
                 f"{w}x{h} (expected near the image centre {0.5 * size:g}; are the intrinsics "
                 "for another image size?)"
             )
-    if not dist.any():
+    if not dist.any() or cameras.model != "perspective":  # the rest: radial-tangential only
         return
     # normalised coordinates of the image's corners and edge midpoints
     us = np.array([0.0, 0.5, 1.0, 0.0, 1.0, 0.0, 0.5, 1.0]) * w

@@ -34,6 +34,11 @@ class RayBatcher:
         self.alpha = None if split.alpha is None else split.alpha.reshape(-1, 1).contiguous()
         self.background = background
         self.n = n * h * w
+        # the pixels to train on (Split.mask), or None for all of them
+        self.valid = None if split.mask is None else \
+            torch.nonzero(split.mask.reshape(-1)).reshape(-1)
+        if self.valid is not None and self.valid.numel() == 0:
+            raise ValueError("RayBatcher: the masks leave no pixel to train on")
 
     def sample(
         self, n_rays: int, generator: torch.Generator, random_background: bool,
@@ -42,8 +47,13 @@ class RayBatcher:
         """`n_rays` = R random training pixels: origins (R, 3), unit directions (R, 3),
         target colours (R, 3) and the background, (R, 3) random colours with
         `random_background` (when the images have alpha), else the (3,) data set's. Which
-        pixels (R,) is kept as `last_index` (for per-pixel targets such as masks)."""
-        idx = torch.randint(0, self.n, (n_rays,), generator=generator)
+        pixels (R,) is kept as `last_index` (for per-pixel targets such as masks). With the
+        split's `mask`, only its pixels are drawn."""
+        if self.valid is None:
+            idx = torch.randint(0, self.n, (n_rays,), generator=generator)
+        else:
+            idx = self.valid[torch.randint(0, self.valid.numel(), (n_rays,),
+                                           generator=generator)]
         self.last_index = idx  # which pixels (for per-pixel targets such as masks)
         h, w = self.hw
         cam = idx // (h * w)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -213,14 +214,18 @@ def evaluate_checkpoint(checkpoint: str, data: str | None) -> dict[str, Any]:
 
 
 def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,
-                    console: Console) -> Path:
-    """`fields export mesh` for an SDF checkpoint: the zero level set, in chunks."""
+                    console: Console, normalised: bool = False) -> Path:
+    """`fields export mesh` for an SDF checkpoint: the zero level set, in chunks; in the
+    capture's coordinates when the fit's data had a capture transform (NeuS on a processed
+    capture or a nerfstudio file) and not `normalised`."""
     from rich.progress import Progress
 
     from fields.mesh import extract_surface, save_mesh
+    from fields.render.cameras import to_capture
     from fields.sdf.field import load_sdf
 
-    field, _ = load_sdf(checkpoint)
+    field, payload = load_sdf(checkpoint)
+    transform = None if normalised else payload["sdf"].get("transform")
     with Progress(console=console) as progress:
         task = progress.add_task(f"marching cubes, {resolution}^3", total=None)
         verts, faces = extract_surface(
@@ -235,10 +240,13 @@ def export_sdf_mesh(checkpoint: str, resolution: int, out: str | None,
         from fields.sdf.neus import vertex_colours
 
         colours = vertex_colours(field, torch.from_numpy(verts))
+    if transform is not None:
+        verts = to_capture(verts, transform).astype(np.float32)
     target = Path(out) if out else Path(checkpoint).with_name("mesh.ply")
     save_mesh(target, verts, faces, colours)
     console.print(f"wrote {target}: {len(verts)} vertices, {len(faces)} faces"
-                  f"{', coloured' if colours is not None else ''}")
+                  f"{', coloured' if colours is not None else ''}"
+                  f"{' (capture coordinates)' if transform is not None else ''}")
     return target
 
 

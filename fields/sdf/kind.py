@@ -26,11 +26,13 @@ def render(request: RenderRequest) -> Path:
 
 
 def export(request: ExportRequest) -> Path:
-    """The zero level set by marching cubes, in chunks (any resolution)."""
+    """The zero level set by marching cubes, in chunks (any resolution); a NeuS fit of a
+    capture maps it back into the capture's coordinates (unless `ExportRequest.normalised`)."""
     from fields.command import console
     from fields.sdf.cli import export_sdf_mesh
 
-    return export_sdf_mesh(request.checkpoint, request.resolution, request.output, console)
+    return export_sdf_mesh(request.checkpoint, request.resolution, request.output, console,
+                           normalised=request.normalised)
 
 
 def evaluate(checkpoint: str, data: str | None) -> dict[str, Any]:

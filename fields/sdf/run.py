@@ -275,7 +275,8 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
 
     task = NeusTask(data, config, seed=seed, evaluate_fn=evaluate)
     extra = {"kind": "sdf", "sdf": {"aabb": data.aabb.tolist(), "config": config.to_dict(),
-                                    "source": data.name, "neus": True}}
+                                    "source": data.name, "neus": True,
+                                    "transform": data.meta.get("transform")}}
     run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
                  resume, checkpoint_every, log)
     metrics: dict[str, Any] = {**run, "scene": data.name,
