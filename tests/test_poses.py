@@ -290,3 +290,25 @@ def test_render_camera_path(tiny_nerf, tmp_path):
     bad = tmp_path / "nope.json"
     r = CliRunner().invoke(app, ["render", str(tiny_nerf), "--camera-path", str(bad)])
     assert r.exit_code == 2 and "no such camera-path file" in r.output
+
+
+def test_periodic_evaluation_renders_a_fixed_subset_of_pixels(scene_dir):
+    """Issue 28's "no waiting": held-out views larger than `eval_pixels` are evaluated during
+    training on that many fixed pixels; the final evaluation renders every pixel."""
+    scene = load_scene(scene_dir)
+    seed_everything(0)
+    task = NerfTask(scene, small_config(), seed=0, eval_pixels=48 * 48)
+    train(task, TrainConfig(steps=40, max_seconds=600, eval_every=0, checkpoint_every=0),
+          show_progress=False, log=None)
+    with torch.no_grad():
+        full = task.evaluate(final=False)["psnr"]
+        task.eval_pixels = 48 * 48 - 1  # every pixel but one, through the sampled path
+        almost = task.evaluate(final=False)["psnr"]
+        task.eval_pixels = 300
+        few = task.evaluate(final=False)["psnr"]
+        again = task.evaluate(final=False)["psnr"]
+        final = task.evaluate(final=True)["psnr"]
+    assert almost == pytest.approx(full, abs=0.02)
+    assert few == again and math.isfinite(few) and abs(few - full) < 3.0
+    assert len(task.last_eval_images) == len(scene.eval_split())  # final: whole images
+    assert math.isfinite(final)

@@ -372,7 +372,8 @@ class NerfTask:
     adaptive ray batch, evaluation on held-out views."""
 
     def __init__(
-        self, data: SceneData, config: NerfConfig, seed: int = 0, eval_views: int = 4
+        self, data: SceneData, config: NerfConfig, seed: int = 0, eval_views: int = 4,
+        eval_pixels: int = 2**14,
     ) -> None:
         self.data = data
         config = config.resolved(data)
@@ -409,6 +410,7 @@ class NerfTask:
         self.n_rays = config.initial_rays
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_views = eval_views
+        self.eval_pixels = eval_pixels
         self.last_eval_images: list[dict[str, torch.Tensor]] = []
         self.rays_trained = 0
         self.samples_trained = 0
@@ -497,7 +499,9 @@ class NerfTask:
 
     def evaluate(self, final: bool) -> dict[str, float]:
         """Mean per-view PSNR (and SSIM when final) over held-out views: every view of the
-        evaluation split when final, else the first `eval_views` of "val" (or of it)."""
+        evaluation split when final, else the first `eval_views` of "val" (or of it), each on
+        `eval_pixels` of its pixels (the same ones every time; all of them for views that
+        small, or with 0), so that evaluating during training costs little on large images."""
         from fields.metrics import mean_or_none, psnr, ssim, ssim_note
 
         if final:
@@ -508,11 +512,16 @@ class NerfTask:
             views = range(min(self.eval_views, len(split)))
         psnrs, ssims, corrected = [], [], []
         self.last_eval_images = []
+        h, w = split.cameras.height, split.cameras.width
+        sampled = not final and 0 < self.eval_pixels < h * w
         for i in views:
-            out = self.render(split, i)
             gt = split.images[i]
             keep = split.mask[i, ..., 0] if split.mask is not None else \
                 torch.ones(gt.shape[:2], dtype=torch.bool)  # only the pixels the masks keep
+            if sampled:
+                out, gt, keep = self._sampled_view(split, i, gt, keep)
+            else:
+                out = self.render(split, i)
             psnrs.append(psnr(out["rgb"][keep], gt[keep]))
             if self.colour is not None:  # a held-out image's exposure is unknown to the fit
                 corrected.append(psnr(fit_colour(out["rgb"][keep], gt[keep]), gt[keep]))
@@ -529,6 +538,21 @@ class NerfTask:
             if note is not None:
                 scores["notes"] = [note]  # type: ignore[assignment]
         return scores
+
+    def _sampled_view(self, split: Split, i: int, gt: torch.Tensor, keep: torch.Tensor
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """`eval_pixels` fixed pixels of held-out view i, rendered: ({"rgb": (P, 3)}, their
+        colours (P, 3), their mask (P,))."""
+        h, w = split.cameras.height, split.cameras.width
+        idx = torch.randperm(h * w, generator=torch.Generator().manual_seed(i))
+        idx = idx[: self.eval_pixels]
+        cams = split.cameras if split is self.data.train else self.aligned(split.cameras)
+        o, d = cams.rays(torch.full_like(idx, i), (idx % w).float() + 0.5,
+                         (idx // w).float() + 0.5)
+        rgb = torch.cat([render_rays(self.model, self.grid, oo, dd, self.settings,
+                                     self.data.background)["rgb"]
+                         for oo, dd in zip(o.split(2**14), d.split(2**14), strict=True)])
+        return {"rgb": rgb}, gt.reshape(-1, 3)[idx], keep.reshape(-1)[idx]
 
     # -- state besides the module and optimiser, for resume --
     def state_dict(self) -> dict[str, Any]:
