@@ -86,7 +86,7 @@ def held_out_psnr(task: NerfTask, split: Split, true_train: torch.Tensor, test_s
         def render(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
             return render_rays(task.model, task.grid, o, d, task.settings, bg)["rgb"]
 
-        c = refine_view(render, rays, one.c2w[0], centre, steps=test_steps, generator=g)
+        c = refine_view(render, rays, one.c2w[0], centre, steps=test_steps)
         fixed = Cameras(c[None], one.fx, one.fy, one.cx, one.cy, one.width, one.height,
                         one.distortion, one.model)
         with torch.no_grad():

@@ -185,17 +185,16 @@ def apply_similarity(c2w: np.ndarray, s: float, r: np.ndarray, t: np.ndarray) ->
 
 def refine_view(
     render: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    rays: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    rays: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     c2w: torch.Tensor,
     centre: torch.Tensor,
     steps: int = 100,
     n_rays: int = 2048,
     lr: float = 1e-3,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Test-time pose alignment of one held-out camera `c2w` (3, 4) with the field frozen:
     `steps` Adam steps on its SE(3) correction (learning rate decaying to lr / 10) against
-    its own image. `rays(n)` draws n random pixels of the image: (camera-frame-free) origins
+    its own image. `rays(n)` draws n random pixels of the image: world origins
     (n, 3), unit directions (n, 3) made with `c2w`, target colours (n, 3); `render(o, d)` gives
     colours (n, 3). Returns the corrected (3, 4)."""
     refine = PoseRefinement(c2w[None], centre)
