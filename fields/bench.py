@@ -46,9 +46,91 @@ class BenchRow:
     speedup: float
     gflops: float
     ms: float
+    peak_fraction: float | None = None  # of the measured FMA peak (CPU rows)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PeakRow:
+    """One figure of `fields bench peak`: the fp32 FMA peak of one instruction set on a
+    number of threads (best of the repeats)."""
+
+    isa: str
+    threads: int
+    gflops: float
+    gflops_per_thread: float
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_peak(
+    isas: Iterable[str] | None = None,
+    threads: Iterable[int] | None = None,
+    seconds: float = 0.5,
+    repeats: int = 3,
+    on_row: Callable[[PeakRow], None] | None = None,
+) -> list[PeakRow]:
+    """The machine's own fp32 FMA peak (csrc/kernels/peak_cpu.cpp: 12 independent FMA chains
+    on the widest vectors of each instruction set, no memory traffic), for each instruction
+    set the CPU runs (default: all of them) on 1 thread and on torch's thread count (default),
+    each the best of `repeats` runs of about `seconds`."""
+    if not _ext.available():
+        raise ValueError(f"bench_peak: {_ext.unavailable_reason()}")
+    ext = _ext.extension()
+    have = list(ext.peak_cpu_isas())
+    names = list(isas) if isas is not None else have
+    for name in names:
+        if name not in have:
+            raise ValueError(f"bench_peak: this CPU does not run {name!r}; it runs {have}")
+    counts = sorted(set(threads if threads is not None else (1, torch.get_num_threads())))
+    if not counts or min(counts) < 1:
+        raise ValueError(f"bench_peak: threads must be >= 1, got {counts}")
+    if not seconds > 0 or repeats < 1:
+        raise ValueError(f"bench_peak: seconds must be > 0 and repeats >= 1, got {seconds}, "
+                         f"{repeats}")
+    rows = []
+    for name in names:
+        # calibrate on one thread: iterations for about `seconds`
+        iters = 1 << 16
+        while True:
+            t, _ = ext.peak_cpu_run(name, iters, 1)
+            if t > 0.05:
+                break
+            iters *= 4
+        iters = max(1, int(iters * seconds / t))
+        for n in counts:
+            best = min((ext.peak_cpu_run(name, iters, n) for _ in range(repeats)),
+                       key=lambda r: r[0])
+            g = best[1] / best[0] / 1e9
+            row = PeakRow(isa=name, threads=n, gflops=g, gflops_per_thread=g / n,
+                          seconds=best[0])
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+_peaks: dict[tuple[str, int], float] = {}
+
+
+def peak_gflops(isa: str, threads: int) -> float:
+    """The measured FMA peak (GFLOP/s) of `isa` ("avx512", "avx2", "generic") on `threads`
+    threads, measured once per process (about a second)."""
+    key = (isa, threads)
+    if key not in _peaks:
+        _peaks[key] = bench_peak([isa], [threads], seconds=0.3, repeats=3)[0].gflops
+    return _peaks[key]
+
+
+def kernel_isa_peak_name(isa: str) -> str:
+    """The `bench_peak` instruction set of what `_ext.cpu_isa()` names ("avx512+fma" ->
+    "avx512", "avx2+fma" -> "avx2", else "generic")."""
+    return "avx512" if isa.startswith("avx512") else "avx2" if isa.startswith("avx2") \
+        else "generic"
 
 
 def mlp_flops(n_in: int, n_out: int, width: int, depth: int, batch: int, mode: str) -> float:
@@ -212,6 +294,9 @@ def bench_mlp(
     names = list(backends) if backends is not None else available_backends(dev)
     depths = [depth] if isinstance(depth, int) else list(depth)
     rows: list[BenchRow] = []
+    peak = None
+    if dev.type == "cpu" and _ext.available():
+        peak = peak_gflops(kernel_isa_peak_name(_ext.cpu_isa()), torch.get_num_threads())
     for width, depth, batch in itertools.product(widths, depths, batches):
         torch.manual_seed(0)
         base = eager_baseline(n_in, n_out, width, depth).to(dev, dtype)
@@ -235,6 +320,7 @@ def bench_mlp(
                     speedup=secs["torch"] / s,
                     gflops=flops / s / 1e9,
                     ms=s * 1e3,
+                    peak_fraction=flops / s / 1e9 / peak if peak else None,
                 )
                 rows.append(row)
                 if on_row is not None:

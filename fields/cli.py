@@ -89,19 +89,54 @@ def bench_mlp_cmd(
             f"{row.ms:.2f}",
             f"{row.samples_per_s:.3g}",
             f"{row.gflops:.1f}",
+            "" if row.peak_fraction is None else f"{100 * row.peak_fraction:.0f}%",
             f"{row.speedup:.2f}x",
         ]
 
+    peak = ""
+    if device == "cpu" and _ext.available():
+        peak = f", peak: {_ext.cpu_isa()} FMA loop as in `fields bench peak`"
     report(
-        f"fields bench mlp ({device_name(device)}, {torch.get_num_threads()} threads)",
+        f"fields bench mlp ({device_name(device)}, {torch.get_num_threads()} threads{peak})",
         ["backend", "width", "depth", "batch", "mode", "ms", "samples/s", "GFLOP/s",
-         "vs torch"],
+         "of peak", "vs torch"],
         cells,
         lambda on_row: bench_mlp(
             widths, depth, batches, modes, device=device, min_time=min_time, on_row=on_row
         ),
         as_json,
     )
+
+
+@bench_app.command("peak")
+def bench_peak_cmd(
+    isas: Annotated[list[str] | None, typer.Option(
+        "--isa", help="instruction sets: avx512, avx2, generic (default: all this CPU runs)"),
+    ] = None,
+    threads: Annotated[list[int] | None, typer.Option(
+        help="thread counts (default: 1 and torch's thread count)")] = None,
+    seconds: Annotated[float, typer.Option(help="seconds per run (best of --repeats)")] = 0.5,
+    repeats: Annotated[int, typer.Option(help="runs per figure")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """The machine's fp32 FMA peak per instruction set: 12 independent FMA chains on the
+    widest vectors, no memory traffic. `fields bench mlp` gives its figures as a fraction of
+    this peak (the kernels' instruction set, torch's thread count)."""
+    from fields.bench import PeakRow, bench_peak
+
+    def cells(row: PeakRow) -> list[str]:
+        return [row.isa, str(row.threads), f"{row.gflops:.1f}", f"{row.gflops_per_thread:.1f}"]
+
+    try:
+        report(
+            f"fields bench peak (fp32 FMA; the MLP kernels use {_ext.cpu_isa() or 'none'})",
+            ["isa", "threads", "GFLOP/s", "per thread"],
+            cells,
+            lambda on_row: bench_peak(isas, threads, seconds, repeats, on_row=on_row),
+            as_json,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
 
 
 @bench_app.command("encoding")

@@ -211,3 +211,9 @@ def _jsonable(obj: Any) -> Any:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Writes `obj` as strict JSON (no NaN or Infinity: None), atomically."""
     return write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def cache_root() -> Path:
+    """Where fields keeps what it can make again (generated scenes, decoded downscaled
+    images): $FIELDS_CACHE, else ~/.cache/fields."""
+    return Path(os.environ.get("FIELDS_CACHE") or Path.home() / ".cache" / "fields")

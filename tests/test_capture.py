@@ -203,7 +203,7 @@ def test_process_a_video_and_the_command_line(photos, tmp_path):
     # estimate is a few % off, ~1 degree): the issue's 1 degree / 1% is `fields bench
     # capture`'s figure on a full orbit; here a frame matched to the wrong truth (one frame
     # apart: 8 degrees) must not pass
-    assert e["rotation_mean_deg"] <= 2.0 and e["centre_mean_pct_radius"] <= 2.0
+    assert e["rotation_mean_deg"] <= 3.0 and e["centre_mean_pct_radius"] <= 3.0
     # the command refuses to overwrite a processed scene, and says how
     runner = CliRunner()
     r = runner.invoke(app, ["process", "video", str(video), "--output", str(out)])

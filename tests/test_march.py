@@ -106,6 +106,33 @@ def test_kernel_matches_reference(contraction, cone_angle, max_step):
 
 
 @needs_ext
+@pytest.mark.parametrize("frac", [0.02, 0.2])
+def test_rays_on_and_along_cell_faces_match_the_reference(frac):
+    """Rays that start on cell faces, run along them (zero and tiny direction components) or
+    graze them give the reference's samples exactly."""
+    res, n = 32, 600
+    g = torch.Generator().manual_seed(5)
+    lo, hi = torch.tensor(AABB[:3]), torch.tensor(AABB[3:])
+    cell = (hi - lo) / res
+    # origins on cell faces (integer multiples of the cell size), inside and outside the box
+    k = torch.randint(-8, res + 8, (n, 3), generator=g).float()
+    o = lo + k * cell
+    d = torch.randn(n, 3, generator=g)
+    d[: n // 4, 0] = 0.0  # along x faces
+    d[n // 4 : n // 2, 1] = 1e-6 * torch.sign(d[n // 4 : n // 2, 1])  # grazing y faces
+    d[n // 2 : n // 2 + 50] = torch.tensor([1.0, 0.0, 0.0])  # axis-aligned, on faces
+    d = torch.nn.functional.normalize(d, dim=-1)
+    t_min, t_max = ray_aabb(o, d, AABB)
+    t_min = t_min.clamp(min=0.0)
+    occ = _occupancy(res, frac, seed=7)
+    args = (o, d, t_min, t_max, occ, AABB, "none", 0.004, 0.0, 1e10)
+    out = march_rays(*args)
+    ref = march_rays_reference(*args)
+    assert out.t_starts.numel() > 500
+    _assert_same(out, ref)
+
+
+@needs_ext
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_single_cell_hand_checked(backend):
     # Cells of size 1 over [0, 4]^3; only cell (2, 1, 1) = [2, 3] x [1, 2] x [1, 2] occupied.

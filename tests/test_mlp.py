@@ -212,15 +212,20 @@ def test_sine_uses_siren_initialisation():
     assert net.weights[1].abs().max() > 0.8 * bound
 
 
-GENERIC_CHECK = """
+ISA_CHECK = """
+import sys
 import torch
 from fields import _ext
 from fields.nn import FusedMLP, mlp_reference
-assert _ext.cpu_isa() == "generic", _ext.cpu_isa()
+assert _ext.cpu_isa() == sys.argv[1], _ext.cpu_isa()
 torch.manual_seed(0)
-for act in ("ReLU", "LeakyReLU", "Tanh", "Sine"):
-    net = FusedMLP(5, 3, 32, 2, act, "Sigmoid", bias=True, backend="cpu", omega0=2.0)
-    x = torch.randn(130, 5, requires_grad=True)
+# 130 and 138 rows: a short last tile of whole 12-row blocks, and one with a 6-row rest;
+# n_in 5 and 32: weight-gradient blocks of 12, 6 and fewer inputs
+for act, n_in, width, rows in (("ReLU", 5, 32, 130), ("LeakyReLU", 32, 64, 138),
+                               ("Tanh", 5, 32, 138), ("Sine", 32, 32, 130),
+                               ("SiLU", 7, 48, 138), ("ReLU", 31, 64, 200)):
+    net = FusedMLP(n_in, 3, width, 2, act, "Sigmoid", bias=True, backend="cpu", omega0=2.0)
+    x = torch.randn(rows, n_in, requires_grad=True)
     y = net(x)
     y_ref = mlp_reference(x, list(net.weights), list(net.biases), act, "Sigmoid", 2.0)
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
@@ -231,16 +236,25 @@ for act in ("ReLU", "LeakyReLU", "Tanh", "Sine"):
 print("ok")
 """
 
+ISA_NAMES = {"generic": "generic", "avx2": "avx2+fma", "avx512": "avx512+fma"}
+
 
 @needs_ext
-def test_portable_kernels_match_reference():
-    """The non-AVX2 build of the kernels (what an ARM machine runs), forced by FIELDS_CPU_ISA."""
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_each_instruction_set_matches_reference(isa):
+    """Every build of the kernels, forced by FIELDS_CPU_ISA: the portable one (what an ARM
+    machine runs), AVX2 and AVX-512 (where this CPU runs them)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "FIELDS_CPU_ISA": "generic"}
+    from fields import _ext
+
+    if isa not in _ext.extension().peak_cpu_isas():
+        pytest.skip(f"this CPU does not run {isa}")
+    env = {**os.environ, "FIELDS_CPU_ISA": isa}
     out = subprocess.run(
-        [sys.executable, "-c", GENERIC_CHECK], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", ISA_CHECK, ISA_NAMES[isa]], env=env, capture_output=True,
+        text=True, timeout=120,
     )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -1,6 +1,7 @@
 // The fields._C extension module: the only place that names the Python-visible functions.
 #include <torch/extension.h>
 
+#include "cpu_cache.h"
 #include "dt.h"
 #include "grid.h"
 #include "grid_cuda.h"
@@ -8,6 +9,12 @@
 #include "march_cuda.h"
 #include "mlp.h"
 #include "mlp_cuda.h"
+
+namespace fields {
+std::vector<std::string> peak_cpu_isas();
+std::pair<double, double> peak_cpu_run(const std::string& isa, int64_t iterations,
+                                       int64_t threads);
+}  // namespace fields
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fields native kernels (C++; CUDA when built with it)";
@@ -29,6 +36,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("need_params"), py::arg("need_dx"));
   m.def("advise_huge_pages", &fields::advise_huge_pages,
         "Hint the OS to back a (large, untouched) CPU tensor with huge pages", py::arg("t"));
+  m.def("peak_cpu_isas", &fields::peak_cpu_isas,
+        "Instruction sets this CPU runs (avx512, avx2, generic), for the FMA peak");
+  m.def("peak_cpu_run", &fields::peak_cpu_run,
+        "Runs the FMA peak loop on threads at once: (seconds, flops)", py::arg("isa"),
+        py::arg("iterations"), py::arg("threads"));
+  m.def("install_cpu_cache", &fields::install_cpu_cache,
+        "Make the caching allocator torch's CPU allocator (it caches tensors of 1 MiB or "
+        "more), keeping at most limit_bytes of freed blocks", py::arg("limit_bytes"));
+  m.def("cpu_cache_installed", &fields::cpu_cache_installed,
+        "Whether the caching allocator is torch's CPU allocator");
+  m.def("cpu_cache_stats", &fields::cpu_cache_stats,
+        "[cached bytes, hits, misses] of the caching CPU allocator");
+  m.def("cpu_cache_empty", &fields::cpu_cache_empty,
+        "Return every cached CPU block to the system");
   m.def("march_rays_cpu", &fields::march_rays_cpu,
         "Ray marching through an occupancy grid on the CPU (packed samples)",
         py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),

@@ -19,26 +19,40 @@ namespace mlp_cpu {
 FIELDS_MLP_ISA_DECL(generic)
 #if defined(__x86_64__) || defined(_M_X64)
 FIELDS_MLP_ISA_DECL(avx2)
+FIELDS_MLP_ISA_DECL(avx512)
 #endif
 #undef FIELDS_MLP_ISA_DECL
 
 namespace {
-// FIELDS_CPU_ISA=generic forces the portable kernels (to test them on an AVX2 machine).
-bool use_avx2() {
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+// The widest instruction set the CPU runs; FIELDS_CPU_ISA=generic|avx2|avx512 forces one (to
+// test each on one machine). Forcing one the CPU lacks falls back to the widest it has.
+Isa chosen() {
+  static const Isa isa = [] {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool ok = [] {
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     const char* force = std::getenv("FIELDS_CPU_ISA");
-    if (force != nullptr && std::strcmp(force, "generic") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-#else
-  return false;
+    if (force != nullptr && std::strcmp(force, "generic") == 0) return Isa::kGeneric;
+    if (force != nullptr && std::strcmp(force, "avx2") == 0 && avx2) return Isa::kAvx2;
+    if (avx512) return Isa::kAvx512;
+    if (avx2) return Isa::kAvx2;
 #endif
+    return Isa::kGeneric;
+  }();
+  return isa;
 }
 }  // namespace
 
-const char* isa() { return use_avx2() ? "avx2+fma" : "generic"; }
+const char* isa() {
+  switch (chosen()) {
+    case Isa::kAvx512: return "avx512+fma";
+    case Isa::kAvx2: return "avx2+fma";
+    default: return "generic";
+  }
+}
 
 bool needs_preactivation(int act) {
   return act == kSiLU || act == kSine || act == kSquareplus || act == kGaussian || act == kFiner;
@@ -120,7 +134,11 @@ size_t weight_grad_size(const Dims& d) {
 void forward(const Dims& d, const float* packed, const float* x, float* y, int64_t rows,
              int64_t tile_begin, int64_t tile_end, float* workspace, const Saved* saved) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (use_avx2()) {
+  if (chosen() == Isa::kAvx512) {
+    avx512::forward(d, packed, x, y, rows, tile_begin, tile_end, workspace, saved);
+    return;
+  }
+  if (chosen() == Isa::kAvx2) {
     avx2::forward(d, packed, x, y, rows, tile_begin, tile_end, workspace, saved);
     return;
   }
@@ -132,7 +150,12 @@ void backward(const Dims& d, const float* packed_t, const float* x, const float*
               int64_t rows, int64_t tile_begin, int64_t tile_end, const Saved& saved,
               float* workspace, float* wgrad) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (use_avx2()) {
+  if (chosen() == Isa::kAvx512) {
+    avx512::backward(d, packed_t, x, dy, dx, rows, tile_begin, tile_end, saved, workspace,
+                     wgrad);
+    return;
+  }
+  if (chosen() == Isa::kAvx2) {
     avx2::backward(d, packed_t, x, dy, dx, rows, tile_begin, tile_end, saved, workspace, wgrad);
     return;
   }

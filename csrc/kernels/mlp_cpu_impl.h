@@ -18,6 +18,26 @@ static inline v8 vload(const float* p) { return *reinterpret_cast<const v8u*>(p)
 static inline void vstore(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
 static inline v8 vzero() { return v8{0, 0, 0, 0, 0, 0, 0, 0}; }
 
+// The register blocks' vectors: FIELDS_MLP_VEC floats (8: AVX2 / portable, 16: AVX-512), so a
+// block's 16 columns are kVecs of them; FIELDS_MLP_MR rows per block where a tile has them
+// (AVX-512's 32 registers hold 12 rows), else kRowBlock.
+#ifndef FIELDS_MLP_VEC
+#define FIELDS_MLP_VEC 8
+#endif
+#ifndef FIELDS_MLP_MR
+#define FIELDS_MLP_MR 6
+#endif
+constexpr int kVec = FIELDS_MLP_VEC;
+constexpr int kVecs = kColBlock / kVec;
+constexpr int kBigRows = FIELDS_MLP_MR;
+static_assert(kColBlock % kVec == 0, "a column block is whole vectors");
+static_assert(kBigRows % kRowBlock == 0 && kTileRows % kBigRows == 0, "row blocks tile a tile");
+typedef float vec __attribute__((vector_size(FIELDS_MLP_VEC * 4)));
+typedef float vecu __attribute__((vector_size(FIELDS_MLP_VEC * 4), aligned(4), may_alias));
+
+static inline vec vecload(const float* p) { return *reinterpret_cast<const vecu*>(p); }
+static inline void vecstore(float* p, vec v) { *reinterpret_cast<vecu*>(p) = v; }
+
 enum Epilogue : int {
   kStore = 0,      // c = acc (+ bias)
   kStoreReLU,      // c = max(acc + bias, 0)
@@ -32,50 +52,46 @@ static inline void gemm_block(const float* __restrict a, int64_t lda, int K,
                               const float* __restrict panel, const float* __restrict bias,
                               float* __restrict c, int64_t ldc, const float* __restrict aux,
                               int64_t ldaux) {
-  v8 acc0[MR], acc1[MR];
-  v8 b_lo = vzero(), b_hi = vzero();
-  if (bias != nullptr) {
-    b_lo = vload(bias);
-    b_hi = vload(bias + 8);
-  }
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    acc0[i] = b_lo;
-    acc1[i] = b_hi;
-  }
+  vec acc[MR][kVecs];
+  vec b[kVecs];
+#pragma GCC unroll 2
+  for (int j = 0; j < kVecs; ++j) b[j] = bias != nullptr ? vecload(bias + j * kVec) : vec{} + 0.f;
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < kVecs; ++j) acc[i][j] = b[j];
 #pragma GCC unroll 4
   for (int k = 0; k < K; ++k) {
-    const v8 p0 = vload(panel + k * 16);
-    const v8 p1 = vload(panel + k * 16 + 8);
-#pragma GCC unroll 6
+    vec p[kVecs];
+#pragma GCC unroll 2
+    for (int j = 0; j < kVecs; ++j) p[j] = vecload(panel + k * 16 + j * kVec);
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const float s = a[i * lda + k];
-      acc0[i] += s * p0;
-      acc1[i] += s * p1;
+#pragma GCC unroll 2
+      for (int j = 0; j < kVecs; ++j) acc[i][j] += s * p[j];
     }
   }
-  const v8 zero = vzero();
-  const v8 slope = zero + kLeakySlope;
-#pragma GCC unroll 6
+  const vec zero = vec{} + 0.f;
+  const vec slope = zero + kLeakySlope;
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i) {
-    v8 lo = acc0[i], hi = acc1[i];
-    if constexpr (EPI == kStoreReLU) {
-      lo = lo > zero ? lo : zero;
-      hi = hi > zero ? hi : zero;
-    } else if constexpr (EPI == kStoreLeaky) {
-      lo = lo > zero ? lo : lo * slope;
-      hi = hi > zero ? hi : hi * slope;
-    } else if constexpr (EPI == kMaskReLU) {
-      const v8 m0 = vload(aux + i * ldaux), m1 = vload(aux + i * ldaux + 8);
-      lo = m0 > zero ? lo : zero;
-      hi = m1 > zero ? hi : zero;
-    } else if constexpr (EPI == kMaskLeaky) {
-      const v8 m0 = vload(aux + i * ldaux), m1 = vload(aux + i * ldaux + 8);
-      lo = m0 > zero ? lo : lo * slope;
-      hi = m1 > zero ? hi : hi * slope;
+#pragma GCC unroll 2
+    for (int j = 0; j < kVecs; ++j) {
+      vec v = acc[i][j];
+      if constexpr (EPI == kStoreReLU) {
+        v = v > zero ? v : zero;
+      } else if constexpr (EPI == kStoreLeaky) {
+        v = v > zero ? v : v * slope;
+      } else if constexpr (EPI == kMaskReLU) {
+        const vec m = vecload(aux + i * ldaux + j * kVec);
+        v = m > zero ? v : zero;
+      } else if constexpr (EPI == kMaskLeaky) {
+        const vec m = vecload(aux + i * ldaux + j * kVec);
+        v = m > zero ? v : v * slope;
+      }
+      vecstore(c + i * ldc + j * kVec, v);
     }
-    vstore(c + i * ldc, lo);
-    vstore(c + i * ldc + 8, hi);
   }
 }
 
@@ -86,7 +102,15 @@ static void gemm_tile(int rows, const float* a, int64_t lda, int K, const float*
                       int n_pad, const float* bias, float* c, int64_t ldc, const float* aux,
                       int64_t ldaux) {
   const int n_blocks = n_pad / kColBlock;
-  for (int r = 0; r < rows; r += kRowBlock) {
+  int r = 0;
+  for (; r + kBigRows <= rows; r += kBigRows) {
+    for (int nb = 0; nb < n_blocks; ++nb) {
+      gemm_block<kBigRows, EPI>(a + r * lda, lda, K, panels + static_cast<int64_t>(nb) * K * 16,
+                                bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
+                                aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
+    }
+  }
+  for (; r < rows; r += kRowBlock) {
     for (int nb = 0; nb < n_blocks; ++nb) {
       gemm_block<kRowBlock, EPI>(a + r * lda, lda, K, panels + static_cast<int64_t>(nb) * K * 16,
                                  bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
@@ -121,25 +145,28 @@ template <int MR>
 static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda, int k0,
                                const float* __restrict dz, int64_t ldz, int n0,
                                float* __restrict wgrad_t, int64_t ldw) {
-  v8 acc0[MR], acc1[MR];
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = vzero();
+  vec acc[MR][kVecs];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < kVecs; ++j) acc[i][j] = vec{} + 0.f;
 #pragma GCC unroll 2
   for (int r = 0; r < rows; ++r) {
-    const v8 g0 = vload(dz + r * ldz + n0);
-    const v8 g1 = vload(dz + r * ldz + n0 + 8);
-#pragma GCC unroll 6
+    vec g[kVecs];
+#pragma GCC unroll 2
+    for (int j = 0; j < kVecs; ++j) g[j] = vecload(dz + r * ldz + n0 + j * kVec);
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const float s = a[r * lda + k0 + i];
-      acc0[i] += s * g0;
-      acc1[i] += s * g1;
+#pragma GCC unroll 2
+      for (int j = 0; j < kVecs; ++j) acc[i][j] += s * g[j];
     }
   }
-#pragma GCC unroll 6
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i) {
     float* w = wgrad_t + (k0 + i) * ldw + n0;
-    vstore(w, vload(w) + acc0[i]);
-    vstore(w + 8, vload(w + 8) + acc1[i]);
+#pragma GCC unroll 2
+    for (int j = 0; j < kVecs; ++j) vecstore(w + j * kVec, vecload(w + j * kVec) + acc[i][j]);
   }
 }
 
@@ -147,6 +174,10 @@ static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda,
 static void wgrad_tile(int rows, const float* a, int64_t lda, int K, const float* dz,
                        int64_t ldz, int n_pad, float* wgrad_t, float* dbias) {
   int k0 = 0;
+  for (; k0 + kBigRows <= K; k0 += kBigRows) {
+    for (int n0 = 0; n0 < n_pad; n0 += kColBlock)
+      wgrad_block<kBigRows>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad);
+  }
   for (; k0 + kRowBlock <= K; k0 += kRowBlock) {
     for (int n0 = 0; n0 < n_pad; n0 += kColBlock)
       wgrad_block<kRowBlock>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad);
@@ -284,6 +315,12 @@ static void apply_activation(int act, float omega, int rows, int cols, const flo
           d[j] = fast_exp(-u * u);
         }
         break;
+      case kSigmoid:  // NeRF's colour output: std::exp here cost more than the layer's GEMM
+        for (int j = 0; j < cols; ++j) d[j] = 1.f / (1.f + fast_exp(-s[j]));
+        break;
+      case kSiLU:
+        for (int j = 0; j < cols; ++j) d[j] = s[j] / (1.f + fast_exp(-s[j]));
+        break;
       default:
         for (int j = 0; j < cols; ++j) d[j] = act_value(act, s[j], omega);
     }
@@ -310,6 +347,15 @@ static void apply_derivative(int act, float omega, int rows, int cols, float* g,
         for (int j = 0; j < cols; ++j) {
           const float u = omega * vr[j];
           gr[j] *= -2.f * omega * u * fast_exp(-u * u);
+        }
+        break;
+      case kSigmoid:
+        for (int j = 0; j < cols; ++j) gr[j] *= vr[j] * (1.f - vr[j]);
+        break;
+      case kSiLU:
+        for (int j = 0; j < cols; ++j) {
+          const float sg = 1.f / (1.f + fast_exp(-vr[j]));
+          gr[j] *= sg * (1.f + vr[j] * (1.f - sg));
         }
         break;
       default:

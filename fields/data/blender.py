@@ -19,10 +19,12 @@ This module also holds the image-stack helpers the other readers share (`load_im
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ import torch
 
 from fields.data.dataset import SceneData, Split
 from fields.data.images import read_image, write_image
-from fields.io import write_text_atomic
+from fields.io import WriteError, atomic_write, cache_root, write_text_atomic
 from fields.render.cameras import Cameras, check_cameras, checked_rotations
 
 #: NeRF-synthetic's standard scene box.
@@ -77,14 +79,77 @@ def area_downsample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return x.permute(0, 2, 3, 1).contiguous()
 
 
+IMAGE_CACHE_VERSION = 1
+
+
+def _image_cache_path(path: Path, downscale: int, bg: torch.Tensor) -> Path | None:
+    """Where the decoded, downscaled image of `path` is cached (keyed by the file's path,
+    size and modification time, the factor and the background), or None when it is not
+    (no downscale: the cache would only copy the decoded file)."""
+    if downscale <= 1:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = json.dumps([IMAGE_CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns,
+                      downscale, [round(float(v), 6) for v in bg]])
+    return cache_root() / "images" / f"{hashlib.sha1(key.encode()).hexdigest()}.npz"
+
+
+def _load_one(path: Path, downscale: int, bg: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+    """One image: (rgb (h, w, 3) composited on bg and area-downsampled, alpha (h, w, 1) or
+    None, the file's (H, W)), from the cache when it holds it."""
+    cached = _image_cache_path(path, downscale, bg)
+    if cached is not None and cached.is_file():
+        try:
+            with np.load(cached) as z:
+                alpha = torch.from_numpy(z["alpha"]) if "alpha" in z.files else None
+                return torch.from_numpy(z["rgb"]), alpha, (int(z["size"][0]), int(z["size"][1]))
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # unreadable: decode again and rewrite it
+    img = read_image(path)
+    size = (int(img.shape[0]), int(img.shape[1]))
+    c = img.shape[-1]
+    rgb = img[..., :3] if c >= 3 else img[..., :1].expand(*img.shape[:2], 3)
+    alpha = img[..., 3:4] if c == 4 else None
+    if alpha is not None:
+        rgb = rgb * alpha + bg * (1.0 - alpha)
+    if downscale > 1:
+        small = (size[0] // downscale, size[1] // downscale)
+        if min(small) >= 1:
+            rgb = area_downsample(rgb[None], small)[0]
+            if alpha is not None:
+                alpha = area_downsample(alpha[None], small)[0]
+    rgb = rgb.contiguous()
+    if cached is not None and min(rgb.shape[:2]) >= 1:
+        arrays = {"rgb": rgb.numpy(), "size": np.array(size)}
+        if alpha is not None:
+            alpha = alpha.contiguous()
+            arrays["alpha"] = alpha.numpy()
+        try:
+            atomic_write(cached, lambda tmp: np.savez(tmp, **arrays))
+        except WriteError:
+            pass  # a cache that cannot be written is only slower
+    return rgb, alpha, size
+
+
 def load_images(
     paths: Sequence[Path],
     downscale: int = 1,
     background: torch.Tensor | Sequence[float] = (1.0, 1.0, 1.0),
     source: str | os.PathLike | None = None,
+    workers: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
     """Reads images that must all share one size, composites RGBA ones on `background` and
     area-downsamples them by the integer `downscale` (to ``(H // d, W // d)``).
+
+    Images are decoded and downscaled one by one on `workers` threads (default: the CPU
+    count, at most 8), so only the small images are ever held together; with a downscale,
+    each result is cached under `fields.io.cache_root()`/images, keyed by the file's path,
+    size and modification time, the factor and the background, and read from there the
+    next time (a capture's set-up is then file reads).
 
     Returns:
         images (N, h, w, 3) float32 in [0, 1], composited;
@@ -96,34 +161,28 @@ def load_images(
     """
     if not paths:
         raise ValueError(f"{source}: no images" if source else "no images")
-    check_downscale(downscale)
+    d = check_downscale(downscale)
     bg = torch.as_tensor(background, dtype=torch.float32).reshape(3)
-    rgbs, alphas, size = [], [], None
-    for p in paths:
-        img = read_image(p)
-        if size is None:
-            size = tuple(img.shape[:2])
-        elif tuple(img.shape[:2]) != size:
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    paths = [Path(p) for p in paths]
+    if n_workers > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(n_workers) as pool:
+            loaded = list(pool.map(lambda p: _load_one(p, d, bg), paths))
+    else:
+        loaded = [_load_one(p, d, bg) for p in paths]
+    size = loaded[0][2]
+    for p, (_, _, s) in zip(paths, loaded, strict=True):
+        if s != size:
             where = f" (listed in {source})" if source else ""
             raise ValueError(
-                f"{p}{where}: image is {img.shape[1]}x{img.shape[0]} but {paths[0]} is "
+                f"{p}{where}: image is {s[1]}x{s[0]} but {paths[0]} is "
                 f"{size[1]}x{size[0]} (expected all images of a split to share one size)"
             )
-        c = img.shape[-1]
-        rgb = img[..., :3] if c >= 3 else img[..., :1].expand(*img.shape[:2], 3)
-        alpha = img[..., 3:4] if c == 4 else None
-        if alpha is not None:
-            rgb = rgb * alpha + bg * (1.0 - alpha)
-        rgbs.append(rgb)
-        alphas.append(alpha)
-    images = torch.stack(rgbs)
+    small = downscaled_size(size, d, source if source else paths[0])
+    images = torch.stack([rgb for rgb, _, _ in loaded])
     alpha = None
-    if any(a is not None for a in alphas):
-        alpha = torch.stack([torch.ones(*size, 1) if a is None else a for a in alphas])
-    small = downscaled_size(size, downscale, source if source else paths[0])
-    images = area_downsample(images, small)
-    if alpha is not None:
-        alpha = area_downsample(alpha, small)
+    if any(a is not None for _, a, _ in loaded):
+        alpha = torch.stack([torch.ones(*small, 1) if a is None else a for _, a, _ in loaded])
     return images.clamp(0, 1), alpha, size
 
 

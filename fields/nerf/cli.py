@@ -37,9 +37,70 @@ from fields.command import (
 
 
 def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Adds `fields fit nerf` and `fields bench poses`."""
+    """Adds `fields fit nerf`, `fields bench poses` and `fields bench nerf`."""
     fit_app.command("nerf")(fit_nerf_cmd)
     bench_app.command("poses")(bench_poses_cmd)
+    bench_app.command("nerf")(bench_nerf_cmd)
+
+
+def bench_nerf_cmd(
+    data: Annotated[str | None, typer.Option(
+        help="scene folder (default: the built-in procedural scene)")] = None,
+    scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 128,
+    downscale: Annotated[int, typer.Option(help="downscale --data's images by this")] = 1,
+    warmup: Annotated[int, typer.Option(help="steps before measuring (the occupancy grid's "
+                                              "warm-up is 256)")] = 300,
+    steps: Annotated[int, typer.Option(help="steps timed without instruments")] = 64,
+    profiled: Annotated[int, typer.Option(help="steps profiled for the breakdown")] = 32,
+    seed: SeedOpt = DEFAULT_SEED,
+    config: ConfigOpt = None,
+    threads: ThreadsOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """Where a NeRF training step's time goes: steps/s, rays/s and samples/s of plain steps,
+    then the breakdown of profiled steps (ray generation, marching, encoding and MLP forward
+    and backward, compositing, loss, optimiser, grid update, Python + dispatch) in ms and %,
+    and each phase's inclusive time. See fields/nerf/bench_step.py for how time is
+    attributed."""
+    import json
+
+    from rich.table import Table
+
+    from fields.nerf import NerfConfig
+    from fields.nerf.bench_step import bench_nerf_step
+
+    set_threads(threads)
+    with guarded():
+        if min(warmup, steps, profiled) < 1:
+            raise error("--warmup, --steps and --profiled must be >= 1")
+        cfg = NerfConfig.from_dict({**NerfConfig().to_dict(),
+                                    **parse_config(config, "NerfConfig")})
+        scene, name = load_posed_images(data, downscale, scene_resolution)
+        res = f"{scene.train.cameras.width}x{scene.train.cameras.height}"
+        if not as_json:
+            say(f"{name} ({len(scene.train)} views {res}): {warmup} warm-up steps, {steps} "
+                f"timed, {profiled} profiled, {torch.get_num_threads()} threads")
+        r = bench_nerf_step(scene, name, warmup, steps, profiled, seed, cfg)
+    if as_json:
+        print(json.dumps({**r.to_dict(), "resolution": res,
+                          "threads": torch.get_num_threads()}))
+        return
+    say(f"{r.steps_per_s:.2f} steps/s, {r.rays_per_s / 1e3:.1f}k rays/s, "
+        f"{r.samples_per_s / 1e3:.0f}k samples/s ({r.rays_per_step:.0f} rays, "
+        f"{r.samples_per_step / 1e3:.0f}k samples a step)")
+    table = Table(title=f"a profiled step: {r.ms_per_step:.1f} ms (profiler included)")
+    for col in ("where", "ms", "%"):
+        table.add_column(col, justify="left" if col == "where" else "right")
+    for k, v in r.buckets.items():
+        table.add_row(k.replace("kernel:", "kernel: "), f"{v:.2f}",
+                      f"{100 * v / r.ms_per_step:.1f}")
+    console.print(table)
+    phases = Table(title="phases, inclusive (kernels included)")
+    phases.add_column("phase")
+    phases.add_column("ms", justify="right")
+    for k, v in r.phases.items():
+        phases.add_row(k, f"{v:.2f}")
+    console.print(phases)
 
 
 def bench_poses_cmd(

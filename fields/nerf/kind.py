@@ -156,7 +156,7 @@ def _export_pointcloud(request: ExportRequest, nerf: Any) -> Path:
             out = render_camera(nerf.model, nerf.grid, views, i, nerf.settings, background)
             o, d = views.pixel_rays(i)
             opaque = out["opacity"].reshape(-1) > 0.95
-            depth = out["depth"].reshape(-1, 1) / out["opacity"].reshape(-1, 1).clamp_min(1e-6)
+            depth = out["depth"].reshape(-1, 1)  # already divided by the opacity
             pts.append((o + d * depth)[opaque])
             cols.append(out["rgb"].reshape(-1, 3)[opaque])
             progress.update(task, completed=i + 1)

@@ -34,11 +34,12 @@ from fields.nerf.poses import (
     fit_colour,
     similarity_between,
 )
+from fields.nn.backend import scope
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 from fields.render.occupancy import OccupancyGrid, contract
 from fields.render.rays import RayBatcher
-from fields.render.volrend import composite, offsets_from_indices, prune_samples
+from fields.render.volrend import composite, offsets_from_indices, prune_in_rounds
 
 CONTRACTIONS = ("none", "mipnerf360")
 
@@ -256,9 +257,20 @@ class RadianceField(nn.Module):
             3,
         )
 
-    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _features(self, x: torch.Tensor, encoded: torch.Tensor | None = None,
+                  keep: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         g = contract(x, self.aabb.reshape(6), self.contraction)
-        h = self.density_network(self.encoding(g.clamp(0.0, 1.0)))
+        gc = g.clamp(0.0, 1.0)
+        if encoded is not None:
+            e = self.encoding.forward_given(gc, encoded)
+        else:
+            raw = self.encoding.kernel_output(gc) if keep is not None else None
+            if raw is not None:
+                keep.append(raw)
+                e = self.encoding.forward_given(gc, raw)
+            else:
+                e = self.encoding(gc)
+        h = self.density_network(e)
         sigma = trunc_exp(h[:, 0] + self.config.density_bias)
         if self.contraction == "none":
             inside = ((g >= 0) & (g <= 1)).all(dim=-1)
@@ -269,9 +281,22 @@ class RadianceField(nn.Module):
         """Density (P,) at world points x (P, 3)."""
         return self._features(x)[0]
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density (P,) and colour (P, 3) at points x (P, 3) seen along unit directions d."""
-        sigma, feat = self._features(x)
+    def density_and_encoding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Density (P,) at world points x (P, 3) and the position encoding's kernel output
+        there (for `forward(..., encoded=)` on the same points), or None when the encoding
+        cannot hand it back (not a grid on the CPU kernels)."""
+        if not hasattr(self.encoding, "kernel_output"):
+            return self._features(x)[0], None
+        kept: list[torch.Tensor] = []
+        sigma = self._features(x, keep=kept)[0]
+        return sigma, (kept[0] if kept else None)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor, encoded: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (P,) and colour (P, 3) at points x (P, 3) seen along unit directions d;
+        `encoded`: the position encoding's output at x from `density_and_encoding` (saves
+        evaluating it again)."""
+        sigma, feat = self._features(x, encoded)
         rgb = self.color_network(
             torch.cat((self.direction_encoding((d + 1.0) * 0.5), feat), dim=-1)
         )
@@ -313,26 +338,52 @@ def render_rays(
     Returns {"rgb": (R, 3), "opacity": (R, 1), "depth": (R, 1), "n_samples": () int64 samples
     evaluated with gradients, "n_marched": () int64 samples marched}."""
     n_rays = origins.shape[0]
-    ray_indices, t_starts, t_ends, offsets = grid.sample(
-        origins, directions, settings.near, settings.far, settings.step_size,
-        cone_angle=settings.cone_angle,
-    )
+    outer_grad = torch.is_grad_enabled()
+    with scope("phase:marching"):
+        ray_indices, t_starts, t_ends, offsets = grid.sample(
+            origins, directions, settings.near, settings.far, settings.step_size,
+            cone_angle=settings.cone_angle,
+        )
     n_marched = ray_indices.shape[0]
 
     def points(ri: torch.Tensor, ts: torch.Tensor, te: torch.Tensor) -> torch.Tensor:
-        return origins[ri] + directions[ri] * (0.5 * (ts + te))[:, None]
+        return (origins.index_select(0, ri)
+                + directions.index_select(0, ri) * (0.5 * (ts + te))[:, None])
 
+    encoded = None
     if n_marched > 0:
-        with torch.no_grad():
-            sig = model.density(points(ray_indices, t_starts, t_ends))
-            keep = prune_samples(
-                sig, t_starts, t_ends, ray_indices, offsets,
+        with scope("phase:pruning"), torch.no_grad():
+            # the encoding of every evaluated sample is kept (row[i]: its row in the rounds'
+            # outputs), so that the kept ones are not encoded twice (only where gradients
+            # follow: rendering has no second pass)
+            raws: list[torch.Tensor] = []
+            row = torch.empty(n_marched, dtype=torch.long) if outer_grad else None
+
+            def density(i: torch.Tensor) -> torch.Tensor:
+                p = points(*(v.index_select(0, i) for v in (ray_indices, t_starts, t_ends)))
+                if row is None:
+                    return model.density(p)
+                sigma, raw = model.density_and_encoding(p)
+                if raw is not None:
+                    start = sum(r.shape[0] for r in raws)
+                    row[i] = torch.arange(start, start + i.numel())
+                    raws.append(raw)
+                return sigma
+
+            keep = prune_in_rounds(
+                density, t_starts, t_ends, ray_indices, offsets,
                 transmittance_threshold=settings.transmittance_threshold,
             )
-        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-        offsets = offsets_from_indices(ray_indices, n_rays)
-    sigmas, rgbs = model(points(ray_indices, t_starts, t_ends), directions[ray_indices])
-    out = composite(sigmas, rgbs, t_starts, t_ends, ray_indices, offsets, background)
+            if raws and row is not None:
+                encoded = torch.cat(raws).index_select(0, row.index_select(0, keep))
+            ray_indices, t_starts, t_ends = (
+                v.index_select(0, keep) for v in (ray_indices, t_starts, t_ends))
+            offsets = offsets_from_indices(ray_indices, n_rays)
+    with scope("phase:field forward"):
+        sigmas, rgbs = model(points(ray_indices, t_starts, t_ends),
+                             directions.index_select(0, ray_indices), encoded=encoded)
+    with scope("phase:compositing"):
+        out = composite(sigmas, rgbs, t_starts, t_ends, ray_indices, offsets, background)
     out["n_samples"] = torch.tensor(ray_indices.shape[0])
     out["n_marched"] = torch.tensor(n_marched)
     return out
@@ -429,36 +480,41 @@ class NerfTask:
     def train_step(self, step: int, progress: float) -> dict[str, float]:
         c = self.config
         if step % c.occupancy_every == 0:
-            self.grid.update(
-                step, self.occupancy_density, occ_thre=c.occupancy_threshold,
-                warmup_steps=c.occupancy_warmup,
-            )
+            with scope("phase:grid update"):
+                self.grid.update(
+                    step, self.occupancy_density, occ_thre=c.occupancy_threshold,
+                    warmup_steps=c.occupancy_warmup,
+                )
         lr = self.learning_rate(step, progress)
         rates = {"poses": c.pose_lr * (c.pose_lr_final / c.pose_lr) ** min(progress, 1.0)
                  * min(1.0, progress / c.pose_warmup if c.pose_warmup > 0 else 1.0),
                  "colour": lr / c.lr * c.appearance_lr}
         for group in self.optimizer.param_groups:
             group["lr"] = rates.get(group.get("name", ""), lr)
-        o, d, target, bg = self.rays.sample(
-            self.n_rays, self.generator, c.random_background, c.pixel_jitter
-        )
-        image = self.rays.last_index // (self.rays.hw[0] * self.rays.hw[1])
-        if self.poses is not None:
-            self.model.encoding.set_progress(coarse_to_fine_alpha(
-                progress, self.model.encoding.n_levels, *c.coarse_to_fine,
-                c.coarse_to_fine_levels))
-            o, d = self.poses(image, o, d)
+        with scope("phase:ray generation"):
+            o, d, target, bg = self.rays.sample(
+                self.n_rays, self.generator, c.random_background, c.pixel_jitter
+            )
+            image = self.rays.last_index // (self.rays.hw[0] * self.rays.hw[1])
+            if self.poses is not None:
+                self.model.encoding.set_progress(coarse_to_fine_alpha(
+                    progress, self.model.encoding.n_levels, *c.coarse_to_fine,
+                    c.coarse_to_fine_levels))
+                o, d = self.poses(image, o, d)
         out = render_rays(self.model, self.grid, o, d, self.settings, bg)
-        rgb = out["rgb"]
-        if self.colour is not None:  # on the premultiplied foreground, not the background
-            fg = rgb - (1.0 - out["opacity"]) * bg
-            rgb = self.colour(image, fg) + (1.0 - out["opacity"]) * bg \
-                - (1.0 - out["opacity"]) * self.colour.offset[image]
-        mse = (rgb - target).square().mean()
+        with scope("phase:loss"):
+            rgb = out["rgb"]
+            if self.colour is not None:  # on the premultiplied foreground, not the background
+                fg = rgb - (1.0 - out["opacity"]) * bg
+                rgb = self.colour(image, fg) + (1.0 - out["opacity"]) * bg \
+                    - (1.0 - out["opacity"]) * self.colour.offset[image]
+            mse = (rgb - target).square().mean()
         self.optimizer.zero_grad(set_to_none=True)
         if out["n_samples"] > 0:
-            mse.backward()
-            self.optimizer.step()
+            with scope("phase:backward"):
+                mse.backward()
+            with scope("phase:optimiser"):
+                self.optimizer.step()
         n_samples = int(out["n_samples"])
         rays = self.n_rays
         self.rays_trained += rays

@@ -46,6 +46,7 @@ from fields.nn.backend import (
     NO_CUDA_KERNELS,
     check_backend,
     cpu_kernels_reason,
+    scope,
     select_backend,
     stream,
     warn_once,
@@ -95,7 +96,8 @@ class _GridCpu(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, params: torch.Tensor, layout: GridLayout) -> torch.Tensor:
         ctx.layout = layout
         ctx.save_for_backward(x, params)
-        return _ext.extension().grid_cpu_forward(x, params, *layout.kernel_args())
+        with scope("kernel:encoding forward"):
+            return _ext.extension().grid_cpu_forward(x, params, *layout.kernel_args())
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -115,10 +117,28 @@ class _GridCpu(torch.autograd.Function):
             dx = next(grads) if need_x else None
             dp = next(grads) if need_p else None
             return dx, dp, None
-        dp, dx = _ext.extension().grid_cpu_backward(
-            grad_out, x, params, *layout.kernel_args(), bool(need_p), bool(need_x)
-        )
+        with scope("kernel:encoding backward"):
+            dp, dx = _ext.extension().grid_cpu_backward(
+                grad_out, x, params, *layout.kernel_args(), bool(need_p), bool(need_x)
+            )
         return (dx if need_x else None), (dp if need_p else None), None
+
+
+class _GridCpuGiven(torch.autograd.Function):
+    """The C++ kernels' output `y` at `x`, computed earlier without gradients, joined to the
+    graph: the backward is `_GridCpu`'s."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, params: torch.Tensor, y: torch.Tensor,
+                layout: GridLayout) -> torch.Tensor:
+        ctx.layout = layout
+        ctx.save_for_backward(x, params)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        dx, dp, _ = _GridCpu.backward(ctx, grad_out)
+        return dx, dp, None, None
 
 
 def canonical_choice(owner: str, key: str, value: object, choices: tuple[str, ...]) -> str:
@@ -273,10 +293,34 @@ class GridEncoding(InputEncoding):
         if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
             y = _GridCpu.apply(x2, self.params, self.layout)
         else:
-            y = _ext.extension().grid_cpu_forward(
-                x2.contiguous(), self.params.detach(), *self.layout.kernel_args()
-            )
+            with scope("kernel:encoding forward"):
+                y = _ext.extension().grid_cpu_forward(
+                    x2.contiguous(), self.params.detach(), *self.layout.kernel_args()
+                )
         return self._mask(y.reshape(*lead, self.n_output_dims), x)
+
+    def kernel_output(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The C++ kernel's output at `x` (N, D) without the level mask and without gradients,
+        to hand back to `forward_given` for the same `x`; None when this call would not run
+        on the CPU kernels."""
+        if self.select_backend(x) != "cpu":
+            return None
+        with torch.no_grad(), scope("kernel:encoding forward"):
+            return _ext.extension().grid_cpu_forward(
+                x.reshape(-1, self.n_input_dims).contiguous(), self.params.detach(),
+                *self.layout.kernel_args())
+
+    def forward_given(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`forward(x)` from `y = kernel_output(x)` computed earlier (a pass that picked
+        which points to train on): the same values and, when gradients are on, the same
+        backward, without evaluating the grid again. `x` (N, D), `y` (N, n_output_dims)."""
+        x2 = self._check_input(x).reshape(-1, self.n_input_dims)
+        if y.shape != (x2.shape[0], self.n_output_dims):
+            raise ValueError(f"{type(self).__name__}.forward_given: y must be "
+                             f"({x2.shape[0]}, {self.n_output_dims}), got {tuple(y.shape)}")
+        if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
+            y = _GridCpuGiven.apply(x2.contiguous(), self.params, y, self.layout)
+        return self._mask(y.reshape(*x.shape[:-1], self.n_output_dims), x)
 
     def config_values(self) -> dict[str, Any]:
         return {

@@ -41,6 +41,7 @@ from fields.nn.backend import (
     NO_CUDA_KERNELS,
     check_backend,
     cpu_kernels_reason,
+    scope,
     select_backend,
     warn_once,
 )
@@ -61,16 +62,17 @@ def _cpu_forward(
     save: bool,
 ) -> list[torch.Tensor]:
     """The fused CPU forward: [y (N, n_out)] or, with save, [y, activations for backward...]."""
-    return _ext.extension().mlp_cpu_forward(
-        x,
-        weights,
-        biases,
-        spec.width,
-        ACTIVATION_IDS[spec.activation],
-        ACTIVATION_IDS[spec.output_activation],
-        spec.omega0,
-        save,
-    )
+    with scope("kernel:mlp forward"):
+        return _ext.extension().mlp_cpu_forward(
+            x,
+            weights,
+            biases,
+            spec.width,
+            ACTIVATION_IDS[spec.activation],
+            ACTIVATION_IDS[spec.output_activation],
+            spec.omega0,
+            save,
+        )
 
 
 class _CpuMLP(torch.autograd.Function):
@@ -117,18 +119,19 @@ class _CpuMLP(torch.autograd.Function):
             dx = next(grads) if needs[0] else None
             dparams = [next(grads) if need else None for need in needs[3:]]
             return (dx, None, None, *dparams)
-        outs = _ext.extension().mlp_cpu_backward(
-            grad_out.contiguous(),
-            x,
-            list(weights),
-            bool(biases),
-            list(saved),
-            spec.width,
-            ACTIVATION_IDS[spec.activation],
-            ACTIVATION_IDS[spec.output_activation],
-            spec.omega0,
-            bool(needs[0]),
-        )
+        with scope("kernel:mlp backward"):
+            outs = _ext.extension().mlp_cpu_backward(
+                grad_out.contiguous(),
+                x,
+                list(weights),
+                bool(biases),
+                list(saved),
+                spec.width,
+                ACTIVATION_IDS[spec.activation],
+                ACTIVATION_IDS[spec.output_activation],
+                spec.omega0,
+                bool(needs[0]),
+            )
         dx = outs[0] if needs[0] else None
         return (dx, None, None, *outs[1:])
 

@@ -55,6 +55,7 @@ from fields.nn.backend import (
     check_backend,
     cpu_kernels_reason,
     cuda_kernels,
+    scope,
     select_backend,
     stream,
 )
@@ -368,18 +369,19 @@ def march_rays(
         raise ValueError(
             f"march_rays: no kernel runs on {origins.device} (use march_rays_reference)"
         )
-    out = _ext.extension().march_rays_cpu(
-        origins.contiguous(),
-        directions.contiguous(),
-        t_min.contiguous(),
-        t_max.contiguous(),
-        a.occupancy,
-        a.aabb,
-        a.contraction,
-        a.step_size,
-        a.cone_angle,
-        a.max_step,
-    )
+    with scope("kernel:march"):
+        out = _ext.extension().march_rays_cpu(
+            origins.contiguous(),
+            directions.contiguous(),
+            t_min.contiguous(),
+            t_max.contiguous(),
+            a.occupancy,
+            a.aabb,
+            a.contraction,
+            a.step_size,
+            a.cone_angle,
+            a.max_step,
+        )
     return RaySamples(*out)
 
 

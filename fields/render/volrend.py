@@ -14,6 +14,8 @@ with density ``sigmas[i]`` and colour ``rgbs[i]``; then, as in Max (1995) and Ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -125,3 +127,69 @@ def prune_samples(
     if alpha_threshold > 0:
         keep &= alphas > alpha_threshold
     return keep
+
+
+def ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The concatenated integer ranges [starts[k], starts[k] + lengths[k]) (int64)."""
+    total = int(lengths.sum()) if lengths.numel() else 0
+    if total == 0:
+        return torch.zeros(0, dtype=torch.long, device=starts.device)
+    ends = torch.cumsum(lengths, 0)
+    shift = torch.repeat_interleave(starts - (ends - lengths), lengths, output_size=total)
+    return shift + torch.arange(total, device=starts.device)
+
+
+def prune_in_rounds(
+    density: Callable[[torch.Tensor], torch.Tensor],
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    offsets: torch.Tensor,
+    transmittance_threshold: float = 1e-4,
+    first: int = 8,
+) -> torch.Tensor:
+    """The indices (K,) int64, in packed order, of the samples `prune_samples` keeps, with the
+    densities evaluated only where they can matter: `density` gets (P,) int64 indices of
+    packed samples and returns their sigmas (P,), in rounds along the rays (their first
+    `first` samples, then twice as many each round) for the rays whose transmittance is still
+    above the threshold. A ray's later samples are never evaluated once it has terminated,
+    and would not have been kept. Every operation is on the picked samples or the live rays,
+    never on all the marched samples. The transmittance before a sample is summed per ray
+    here and over the packed array by `prune_samples`: the two agree but for float64
+    rounding at an exact tie with the threshold (and a NaN density is read as empty here).
+    """
+    device = ray_indices.device
+    n_rays = offsets.numel() - 1
+    if ray_indices.numel() == 0 or n_rays <= 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    counts = offsets[1:] - offsets[:-1]
+    depth = torch.zeros(n_rays, dtype=torch.float64, device=device)  # optical depth so far
+    n_keep = torch.zeros(n_rays, dtype=torch.long, device=device)
+    rays = torch.nonzero(counts > 0).squeeze(1)  # live rays with samples left
+    lo, size = 0, max(1, int(first))
+    while rays.numel() > 0:
+        lengths = (counts[rays] - lo).clamp(max=size)
+        pick = ranges(offsets[rays] + lo, lengths)
+        ray_of = torch.repeat_interleave(rays, lengths, output_size=pick.numel())
+        sigma = density(pick).reshape(-1).to(torch.float32)
+        # NaN reads as empty (as in the occupancy grid's update); an optical depth of 50
+        # (transmittance 2e-22) ends any ray, and keeps the running sums of the other rays
+        # exact where an infinite density would make them NaN
+        delta = t_ends.index_select(0, pick) - t_starts.index_select(0, pick)
+        sd = (sigma * delta).nan_to_num(nan=0.0).clamp(max=50.0)
+        sd = sd.double()
+        inclusive = torch.cumsum(sd, 0)
+        ends = torch.cumsum(lengths, 0)
+        before_group = torch.cat((inclusive.new_zeros(1), inclusive))[ends - lengths]
+        group = torch.repeat_interleave(before_group - depth[rays], lengths,
+                                        output_size=pick.numel())
+        before = inclusive - sd - group  # optical depth before each picked sample
+        kept = torch.exp(-before.to(torch.float32)) > transmittance_threshold
+        n_keep.index_add_(0, ray_of, kept.long())  # a prefix of each ray: depth only grows
+        depth.index_add_(0, ray_of, sd)
+        lo += size
+        size *= 2
+        alive = (torch.exp(-depth[rays].to(torch.float32)) > transmittance_threshold) & (
+            counts[rays] > lo)
+        rays = rays[alive]
+    return ranges(offsets[:-1], n_keep)

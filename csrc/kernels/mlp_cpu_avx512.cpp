@@ -1,0 +1,33 @@
+// The fused CPU MLP compiled for AVX-512 (F, VL, DQ) + FMA (x86-64 only): 16-float vectors
+// and 12-row register blocks in its 32 registers; chosen at run time by mlp_cpu.cpp.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "mlp_cpu.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define FIELDS_MLP_VEC 16
+#define FIELDS_MLP_MR 12
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx2,fma")
+
+namespace fields {
+namespace mlp_cpu {
+namespace avx512 {
+#include "mlp_cpu_impl.h"
+
+void forward(const Dims& d, const float* packed, const float* x, float* y, int64_t rows,
+             int64_t tile_begin, int64_t tile_end, float* ws, const Saved* saved) {
+  forward_impl(d, packed, x, y, rows, tile_begin, tile_end, ws, saved);
+}
+
+void backward(const Dims& d, const float* packed_t, const float* x, const float* dy, float* dx,
+              int64_t rows, int64_t tile_begin, int64_t tile_end, const Saved& saved, float* ws,
+              float* wgrad) {
+  backward_impl(d, packed_t, x, dy, dx, rows, tile_begin, tile_end, saved, ws, wgrad);
+}
+}  // namespace avx512
+}  // namespace mlp_cpu
+}  // namespace fields
+#endif

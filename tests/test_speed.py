@@ -1,0 +1,152 @@
+"""The CPU speed work (issue 28): the caching CPU allocator, the FMA peak, pruning in rounds
+and the NeRF step breakdown. Speed itself is measured by commands (`fields bench ...`), not
+here: these tests check that what the figures rest on is right."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fields import _ext
+from fields.render.volrend import prune_in_rounds, prune_samples
+
+needs_ext = pytest.mark.skipif(not _ext.available(), reason=_ext.unavailable_reason())
+
+
+@needs_ext
+def test_cpu_cache_reuses_freed_blocks_and_keeps_values():
+    ext = _ext.extension()
+    assert ext.cpu_cache_installed()
+    ext.cpu_cache_empty()  # no block of another test fits better than ours
+    _, hits0, _ = ext.cpu_cache_stats()
+    a = torch.empty(3_000_000)  # 12 MB: cached size class
+    ptr = a.data_ptr()
+    del a
+    cached, _, _ = ext.cpu_cache_stats()
+    assert cached >= 12_000_000
+    b = torch.empty(2_900_000)  # fits the freed block (< 1/4 larger)
+    _, hits1, _ = ext.cpu_cache_stats()
+    assert hits1 >= hits0 + 1 and b.data_ptr() == ptr
+    torch.arange(2_900_000, dtype=torch.float32, out=b)
+    assert b.data_ptr() % 64 == 0
+    assert float(b[-1]) == 2_899_999.0 and float(b.sum(dtype=torch.float64)) == sum(
+        range(2_900_000))
+    c = torch.empty(1000)  # small: a plain malloc, never cached
+    assert c.data_ptr() != ptr
+    del b
+    ext.cpu_cache_empty()
+    assert ext.cpu_cache_stats()[0] == 0
+
+
+@needs_ext
+def test_cpu_cache_limit_comes_from_the_environment():
+    script = ("from fields import _ext; _ext.extension(); "
+              "print(_ext.extension().cpu_cache_installed())")
+    env = {**os.environ, "FIELDS_CPU_CACHE_MB": "0"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+    env["FIELDS_CPU_CACHE_MB"] = "lots"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and "FIELDS_CPU_CACHE_MB='lots'" in out.stderr
+
+
+def _packed(seed: int, rays: int = 400, max_samples: int = 70):
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(0, max_samples, (rays,), generator=g)
+    offsets = torch.zeros(rays + 1, dtype=torch.long)
+    offsets[1:] = counts.cumsum(0)
+    ray_indices = torch.repeat_interleave(torch.arange(rays), counts)
+    n = ray_indices.numel()
+    t_starts = torch.rand(n, generator=g)
+    t_ends = t_starts + 0.05
+    # some rays nearly empty, some opaque
+    sigmas = torch.rand(n, generator=g) * (torch.rand(rays, generator=g) ** 3 * 40)[ray_indices]
+    return sigmas, t_starts, t_ends, ray_indices, offsets
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruning_in_rounds_keeps_what_full_pruning_keeps(seed):
+    sigmas, ts, te, ri, offsets = _packed(seed)
+    asked = []
+
+    def density(i):
+        asked.append(i)
+        return sigmas[i]
+
+    keep = prune_in_rounds(density, ts, te, ri, offsets, transmittance_threshold=1e-4)
+    want = prune_samples(sigmas, ts, te, ri, offsets, transmittance_threshold=1e-4)
+    assert torch.equal(keep, torch.nonzero(want).squeeze(1))
+    evaluated = torch.cat(asked)
+    assert evaluated.unique().numel() == evaluated.numel()  # each sample at most once
+    assert bool(torch.isin(keep, evaluated).all())
+    # terminated rays' later samples were not evaluated
+    assert evaluated.numel() < ri.numel()
+
+
+def test_pruning_in_rounds_handles_empty_and_sample_free_rays():
+    empty = torch.zeros(0)
+    none = torch.zeros(0, dtype=torch.long)
+    keep = prune_in_rounds(lambda i: empty[i], empty, empty, none,
+                           torch.zeros(4, dtype=torch.long))
+    assert keep.shape == (0,)
+    # rays without samples between rays with samples; a NaN density reads as empty, an
+    # infinite one ends its ray and no other
+    offsets = torch.tensor([0, 0, 3, 3, 5])
+    ri = torch.tensor([1, 1, 1, 3, 3])
+    ts = torch.arange(5.0)
+    sig = torch.tensor([0.0, float("nan"), 1.0, 0.5, 0.5])
+    keep = prune_in_rounds(lambda i: sig[i], ts, ts + 1, ri, offsets, first=1)
+    assert keep.tolist() == [0, 1, 2, 3, 4]
+    sig = torch.tensor([0.0, float("inf"), 1.0, 0.5, 0.5])
+    keep = prune_in_rounds(lambda i: sig[i], ts, ts + 1, ri, offsets, first=1)
+    assert keep.tolist() == [0, 1, 3, 4]
+
+
+@needs_ext
+def test_peak_bench_measures_each_instruction_set():
+    from fields.bench import bench_peak, kernel_isa_peak_name
+
+    isas = _ext.extension().peak_cpu_isas()
+    assert "generic" in isas
+    assert kernel_isa_peak_name(_ext.cpu_isa()) in isas
+    rows = bench_peak(threads=[1], seconds=0.02, repeats=1)
+    assert [r.isa for r in rows] == isas
+    assert all(r.gflops > 0.1 and r.threads == 1 for r in rows)
+    with pytest.raises(ValueError, match="does not run 'sse9'"):
+        bench_peak(["sse9"], [1])
+
+
+@needs_ext
+def test_mlp_bench_rows_carry_the_fraction_of_peak():
+    from fields.bench import bench_mlp
+
+    rows = bench_mlp(widths=[16], depth=1, batches=[256], modes=["forward"], min_time=0.01,
+                     max_repeats=2)
+    cpu = [r for r in rows if r.backend == "cpu"]
+    assert cpu and all(r.peak_fraction is not None and 0 < r.peak_fraction for r in cpu)
+
+
+@needs_ext
+def test_nerf_step_breakdown_accounts_for_the_whole_step(tiny_scene_dir):
+    from conftest import tiny_config
+
+    from fields.data import load_scene
+    from fields.nerf.bench_step import bench_nerf_step
+
+    scene = load_scene(tiny_scene_dir)
+    r = bench_nerf_step(scene, "tiny", warmup=4, steps=2, profiled=3, config=tiny_config())
+    assert r.samples_per_s > 0 and r.rays_per_step > 0
+    assert abs(sum(r.buckets.values()) - r.ms_per_step) < 1e-6 * r.ms_per_step + 1e-9
+    for k in ("kernel:encoding forward", "kernel:mlp forward", "kernel:mlp backward",
+              "kernel:encoding backward", "kernel:march", "optimiser"):
+        assert r.buckets.get(k, 0.0) > 0, (k, r.buckets)
+    for k in ("marching", "pruning", "field forward", "backward", "optimiser"):
+        assert r.phases.get(k, 0.0) > 0, (k, r.phases)
+    # kernels inside a phase: the phase's inclusive time holds them
+    assert r.phases["field forward"] >= r.buckets["field forward"]
