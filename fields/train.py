@@ -146,6 +146,7 @@ class TrainState:
     # below it is not divergence); kept in checkpoints, so that a resumed run has it too
     loss_ceiling: float | None = None
     warnings: list[str] = field(default_factory=list)  # for metrics.json
+    eval_seconds: float = 0.0  # wall time of the periodic evaluations in this process
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "seconds": self.seconds, "history": self.history,
@@ -425,11 +426,16 @@ def train(
             save_training_checkpoint(checkpoint, task, state, extra)
 
     def evaluate(final: bool) -> None:
+        bar.evaluating()
+        t0 = time.perf_counter()
         task.module.eval()
         with torch.no_grad():
             scores = task.evaluate(final)
         task.module.train()
-        record = {"step": state.step, "seconds": round(state.seconds, 3), **scores}
+        took = time.perf_counter() - t0
+        state.eval_seconds += took
+        record = {"step": state.step, "seconds": round(state.seconds, 3), **scores,
+                  "eval_seconds": round(took, 3)}
         state.history.append(record)
         if on_eval is not None:
             on_eval(state, record)
@@ -544,6 +550,9 @@ class _NoProgress:
     def note(self, state: TrainState) -> None:
         pass
 
+    def evaluating(self) -> None:
+        pass
+
 
 class _RichProgress(_NoProgress):
     """A progress bar over the budget that ends first, with loss, PSNR and rays/s."""
@@ -591,6 +600,11 @@ class _RichProgress(_NoProgress):
         rec = state.history[-1]
         if "psnr" in rec:
             self.eval_text = f"[held-out {rec['psnr']:.2f} dB @ {rec['seconds']:.0f}s]"
+
+    def evaluating(self) -> None:
+        """Says so on the bar while a periodic evaluation runs (training is paused)."""
+        self.progress.update(self.task, status="evaluating on held-out data...")
+        self.progress.refresh()
 
 
 def _progress(show: bool, config: TrainConfig) -> _NoProgress:

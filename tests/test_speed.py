@@ -150,3 +150,46 @@ def test_nerf_step_breakdown_accounts_for_the_whole_step(tiny_scene_dir):
         assert r.phases.get(k, 0.0) > 0, (k, r.phases)
     # kernels inside a phase: the phase's inclusive time holds them
     assert r.phases["field forward"] >= r.buckets["field forward"]
+
+
+def test_images_load_in_parallel_and_come_back_from_the_cache(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from fields.data.blender import load_images
+
+    monkeypatch.setenv("FIELDS_CACHE", str(tmp_path / "cache"))
+    g = np.random.default_rng(0)
+    paths = []
+    for k in range(5):
+        arr = (g.random((24, 36, 4)) * 255).astype(np.uint8)
+        paths.append(tmp_path / f"im{k}.png")
+        Image.fromarray(arr, "RGBA").save(paths[-1])
+    first = load_images(paths, downscale=2, background=(0.2, 0.4, 0.6), workers=3)
+    cached = sorted((tmp_path / "cache" / "images").glob("*.npz"))
+    assert len(cached) == 5
+    again = load_images(paths, downscale=2, background=(0.2, 0.4, 0.6), workers=1)
+    serial = load_images(paths, downscale=2, background=(0.2, 0.4, 0.6), workers=1)
+    for a, b in zip(first[:2] + again[:2], again[:2] + serial[:2], strict=True):
+        assert torch.equal(a, b)
+    assert first[0].shape == (5, 12, 18, 3) and first[1].shape == (5, 12, 18, 1)
+    assert first[2] == (24, 36)
+    # what the cache holds is what decoding gives
+    for path in cached:
+        path.unlink()
+    fresh = load_images(paths, downscale=2, background=(0.2, 0.4, 0.6))
+    assert torch.equal(fresh[0], first[0]) and torch.equal(fresh[1], first[1])
+    # another background, another factor, a changed file: not the cached entry
+    load_images(paths, downscale=2, background=(1.0, 1.0, 1.0))
+    load_images(paths, downscale=3, background=(0.2, 0.4, 0.6))
+    assert len(list((tmp_path / "cache" / "images").glob("*.npz"))) == 15
+    Image.fromarray(np.zeros((24, 36, 4), np.uint8), "RGBA").save(paths[0])
+    os.utime(paths[0], ns=(1, 1))
+    changed = load_images(paths, downscale=2, background=(0.2, 0.4, 0.6))
+    assert float(changed[1][0].max()) == 0.0 and torch.equal(changed[0][1:], first[0][1:])
+    # no downscale: nothing cached; a size that differs is named
+    load_images(paths, downscale=1)
+    assert len(list((tmp_path / "cache" / "images").glob("*.npz"))) == 16
+    Image.fromarray(np.zeros((20, 36, 3), np.uint8)).save(paths[3])
+    with pytest.raises(ValueError, match="im3.png.*36x20"):
+        load_images(paths, downscale=2)

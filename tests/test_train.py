@@ -49,6 +49,36 @@ def test_time_budget_stops_training():
     assert 0.05 <= state.seconds < 1.0
     assert state.step < 10**9
     assert len(state.history) >= 1 and "mse" in state.history[-1]
+    # each evaluation's own wall time, and their sum (reported as a share of the wall time)
+    assert all(r["eval_seconds"] >= 0 for r in state.history)
+    assert state.eval_seconds == pytest.approx(sum(r["eval_seconds"] for r in state.history),
+                                               abs=1e-2)
+
+
+class SlowEvalTask(LineTask):
+    def evaluate(self, final: bool) -> dict[str, float]:
+        import time
+
+        time.sleep(0.05)
+        return super().evaluate(final)
+
+
+def test_evaluation_time_is_counted_apart_and_shown(monkeypatch):
+    from fields import train as train_module
+
+    shown = []
+    real = train_module._RichProgress.evaluating
+
+    def spy(self):
+        real(self)
+        shown.append(self.progress.tasks[0].fields["status"])
+
+    monkeypatch.setattr(train_module._RichProgress, "evaluating", spy)
+    cfg = TrainConfig(steps=10**9, max_seconds=0.05, eval_every=0.02, checkpoint_every=0)
+    state = train(SlowEvalTask(), cfg, show_progress=True)
+    assert len(shown) == len(state.history) >= 2 and all("evaluating" in t for t in shown)
+    assert state.eval_seconds >= 0.05 * len(state.history)
+    assert state.seconds < 0.05 + 0.05  # evaluation is not training time
 
 
 def test_resume_continues_where_it_stopped(tmp_path):

@@ -297,9 +297,14 @@ def _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name,
     if "psnr_colour_corrected" in metrics:
         ssim += (f", {metrics['psnr_colour_corrected']:.2f} dB colour-corrected (the held-out "
                  "images' exposure fitted per view)")
+    periodic = ""
+    if state.eval_seconds > 0:
+        periodic = (f"; periodic evaluations took {state.eval_seconds:.1f} s, "
+                    f"{100 * state.eval_seconds / max(metrics['wall_seconds'], 1e-9):.1f}% of "
+                    "the wall time")
     say(f"PSNR {metrics['psnr']:.2f} dB, {ssim} over {len(split)} held-out views after "
         f"{state.step} steps, {state.seconds:.0f} s of training "
-        f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/")
+        f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s{periodic}). Wrote {out}/")
     for note in metrics.get("notes", []):
         say(f"note: {note}")
     if live is not None:
@@ -325,6 +330,7 @@ def _metrics(task, state, final, name, wall_seconds) -> dict:
            if "psnr_colour_corrected" in final else {}),
         "ssim": final["ssim"],
         "psnr_per_view": final["psnr_per_view"],
+        "eval_seconds": state.eval_seconds,
         "rays_per_s": task.rays_trained / max(state.seconds, 1e-9),
         "samples_per_s": task.samples_trained / max(state.seconds, 1e-9),
         "occupancy": float(task.grid.occupancy_fraction),
