@@ -191,5 +191,5 @@ def test_images_load_in_parallel_and_come_back_from_the_cache(tmp_path, monkeypa
     load_images(paths, downscale=1)
     assert len(list((tmp_path / "cache" / "images").glob("*.npz"))) == 16
     Image.fromarray(np.zeros((20, 36, 3), np.uint8)).save(paths[3])
-    with pytest.raises(ValueError, match="im3.png.*36x20"):
+    with pytest.raises(ValueError, match=r"im3\.png.*36x20"):
         load_images(paths, downscale=2)
