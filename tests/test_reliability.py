@@ -407,9 +407,11 @@ def test_a_nerf_whose_learning_rate_is_infinite_stops_with_its_last_good_state(
     cfg = tiny_config()
     cfg.lr = float("inf")
     task = NerfTask(load_scene(tiny_scene_dir), cfg, seed=0)
-    # its hash grid turns NaN while the loss stays finite (the occupancy grid then skips
-    # every NaN cell): the parameter check catches it
-    with pytest.raises(Diverged, match=r"'field\.encoding\.params' became non-finite"):
+    # its hash grid turns NaN: the loss check catches it (the pruning pass reads NaN
+    # densities as empty, so NaN samples reach the loss), or the parameter check where the
+    # loss stays finite
+    with pytest.raises(Diverged, match=r"'field\.encoding\.params' became non-finite|"
+                                       r"the loss became nan"):
         train(task, TrainConfig(steps=50, max_seconds=60, eval_every=0, checkpoint_every=0,
                                 snapshot_every=0.0),
               checkpoint=tmp_path / "c.pt", checkpoint_extra=task.checkpoint_extra(),

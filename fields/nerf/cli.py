@@ -62,6 +62,7 @@ def bench_nerf_cmd(
     and backward, compositing, loss, optimiser, grid update, Python + dispatch) in ms and %,
     and each phase's inclusive time. See fields/nerf/bench_step.py for how time is
     attributed."""
+    import contextlib
     import json
 
     from rich.table import Table
@@ -75,7 +76,9 @@ def bench_nerf_cmd(
             raise error("--warmup, --steps and --profiled must be >= 1")
         cfg = NerfConfig.from_dict({**NerfConfig().to_dict(),
                                     **parse_config(config, "NerfConfig")})
-        scene, name = load_posed_images(data, downscale, scene_resolution)
+        # --json: stdout holds the one JSON object only
+        with console.capture() if as_json else contextlib.nullcontext():
+            scene, name = load_posed_images(data, downscale, scene_resolution)
         res = f"{scene.train.cameras.width}x{scene.train.cameras.height}"
         if not as_json:
             say(f"{name} ({len(scene.train)} views {res}): {warmup} warm-up steps, {steps} "

@@ -357,7 +357,8 @@ def render_rays(
             # outputs), so that the kept ones are not encoded twice (only where gradients
             # follow: rendering has no second pass)
             raws: list[torch.Tensor] = []
-            row = torch.empty(n_marched, dtype=torch.long) if outer_grad else None
+            row = (torch.empty(n_marched, dtype=torch.long, device=ray_indices.device)
+                   if outer_grad else None)
 
             def density(i: torch.Tensor) -> torch.Tensor:
                 p = points(*(v.index_select(0, i) for v in (ray_indices, t_starts, t_ends)))
@@ -366,7 +367,7 @@ def render_rays(
                 sigma, raw = model.density_and_encoding(p)
                 if raw is not None:
                     start = sum(r.shape[0] for r in raws)
-                    row[i] = torch.arange(start, start + i.numel())
+                    row[i] = torch.arange(start, start + i.numel(), device=i.device)
                     raws.append(raw)
                 return sigma
 
