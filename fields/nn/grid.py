@@ -293,10 +293,7 @@ class GridEncoding(InputEncoding):
         if torch.is_grad_enabled() and (x2.requires_grad or self.params.requires_grad):
             y = _GridCpu.apply(x2, self.params, self.layout)
         else:
-            with scope("kernel:encoding forward"):
-                y = _ext.extension().grid_cpu_forward(
-                    x2.contiguous(), self.params.detach(), *self.layout.kernel_args()
-                )
+            y = self._cpu_forward(x2)
         return self._mask(y.reshape(*lead, self.n_output_dims), x)
 
     def kernel_output(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -305,10 +302,14 @@ class GridEncoding(InputEncoding):
         on the CPU kernels."""
         if self.select_backend(x) != "cpu":
             return None
-        with torch.no_grad(), scope("kernel:encoding forward"):
+        with torch.no_grad():
+            return self._cpu_forward(x.reshape(-1, self.n_input_dims))
+
+    def _cpu_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        """The C++ kernel's output at x2 (N, D), outside the graph, without the level mask."""
+        with scope("kernel:encoding forward"):
             return _ext.extension().grid_cpu_forward(
-                x.reshape(-1, self.n_input_dims).contiguous(), self.params.detach(),
-                *self.layout.kernel_args())
+                x2.contiguous(), self.params.detach(), *self.layout.kernel_args())
 
     def forward_given(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """`forward(x)` from `y = kernel_output(x)` computed earlier (a pass that picked

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from fields.data.dataset import SceneData, Split
+from fields.io import cache_root
 from fields.render.cameras import Cameras, look_at
 
 LIGHT = torch.tensor([0.45, -0.35, 0.82])
@@ -277,8 +278,7 @@ def render_scene(spec: SceneSpec, progress: Callable[[int, int], None] | None = 
 
 def cache_dir() -> Path:
     """Where generated scenes are kept: $FIELDS_CACHE, else ~/.cache/fields."""
-    root = os.environ.get("FIELDS_CACHE") or Path.home() / ".cache" / "fields"
-    return Path(root) / "scenes"
+    return cache_root() / "scenes"
 
 
 def ensure_scene(
