@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from fields import _ext
 from fields.metrics import ssim
 from fields.render.cameras import Cameras, distort, look_at, opencv_to_opengl, undistort
 from fields.render.paths import orbit_path
 from fields.render.volrend import (
     composite,
+    composite_reference,
     exclusive_cumsum_packed,
     offsets_from_indices,
     prune_samples,
@@ -71,6 +73,61 @@ def test_composite_gradient_matches_dense():
     g2 = torch.autograd.grad(ref.sum(), (sig, rgb))
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.skipif(not _ext.available(), reason=_ext.unavailable_reason())
+@pytest.mark.parametrize("per_ray_background", [False, True])
+def test_composite_kernel_matches_reference(per_ray_background):
+    # fields._C's compositing (float32 on the CPU) against the torch ops: values, and the
+    # gradients of all four outputs (the weights' too) for sigmas, rgbs and the background
+    g = torch.Generator().manual_seed(5)
+    counts = torch.randint(0, 40, (300,), generator=g)
+    counts[:3] = torch.tensor([0, 1, 0])
+    ri = torch.repeat_interleave(torch.arange(300), counts)
+    offsets = offsets_from_indices(ri, 300)
+    s = ri.shape[0]
+    dense = (torch.rand(300, generator=g) ** 2 * 60)[ri]  # empty to opaque rays
+    sig = (torch.rand(s, generator=g) * dense).requires_grad_()
+    rgb = torch.rand(s, 3, generator=g).requires_grad_()
+    ts = torch.sort(torch.rand(s, generator=g)).values
+    te = ts + 0.05 * torch.rand(s, generator=g)
+    bg = torch.rand(300, 3, generator=g) if per_ray_background else torch.rand(3, generator=g)
+    bg.requires_grad_()
+    up = {k: torch.randn(shape, generator=g) for k, shape in
+          (("rgb", (300, 3)), ("opacity", (300, 1)), ("depth", (300, 1)), ("weights", (s,)))}
+    got = composite(sig, rgb, ts, te, ri, offsets, bg)
+    assert "Composite" in type(got["opacity"].grad_fn).__name__  # the kernel ran
+    want = composite_reference(sig, rgb, ts, te, ri, offsets, bg)
+    exact = composite_reference(*(v.double() for v in (sig, rgb, ts, te)), ri, offsets,
+                                bg.double())
+
+    def grads(out):
+        loss = sum((out[k] * up[k].to(out[k].dtype)).sum() for k in up)
+        return torch.autograd.grad(loss, (sig, rgb, bg))
+
+    # as close to float64 as the float32 torch ops are (these rays sum large optical depths)
+    for k in up:
+        err_ref = (want[k].double() - exact[k]).abs().max()
+        assert (got[k].double() - exact[k]).abs().max() <= 2 * err_ref + 1e-6, k
+    for a, b, c in zip(grads(got), grads(want), grads(exact), strict=True):
+        err_ref = (b.double() - c).abs().max()
+        assert (a.double() - c).abs().max() <= 2 * err_ref + 1e-6
+    # only the rgb's gradient asked for (the other outputs' gradients are None)
+    (a,) = torch.autograd.grad(composite(sig, rgb, ts, te, ri, offsets)["rgb"].sum(), sig)
+    (b,) = torch.autograd.grad(composite_reference(sig, rgb, ts, te, ri, offsets)["rgb"].sum(),
+                               sig)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not _ext.available(), reason=_ext.unavailable_reason())
+def test_composite_kernel_names_bad_offsets():
+    sig, ts = torch.ones(3), torch.zeros(3)
+    with pytest.raises(RuntimeError, match="offsets must run from 0 to 3"):
+        _ext.extension().composite_forward_cpu(sig, torch.ones(3, 3), ts, ts + 1,
+                                               torch.tensor([0, 2]))
+    with pytest.raises(RuntimeError, match="offsets must not decrease"):
+        _ext.extension().composite_forward_cpu(sig, torch.ones(3, 3), ts, ts + 1,
+                                               torch.tensor([0, 2, 1, 3]))
 
 
 def test_exclusive_cumsum_and_prune():

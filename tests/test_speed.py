@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fields import _ext
-from fields.render.volrend import prune_in_rounds, prune_samples
+from fields.render.volrend import _prune_in_rounds_torch, prune_in_rounds, prune_samples
 
 needs_ext = pytest.mark.skipif(not _ext.available(), reason=_ext.unavailable_reason())
 
@@ -70,8 +70,14 @@ def _packed(seed: int, rays: int = 400, max_samples: int = 70):
     return sigmas, t_starts, t_ends, ray_indices, offsets
 
 
+# prune_in_rounds runs fields._C's bookkeeping on the CPU; the torch ops are the reference
+PRUNERS = [pytest.param(_prune_in_rounds_torch, id="torch"),
+           pytest.param(prune_in_rounds, id="kernel", marks=needs_ext)]
+
+
+@pytest.mark.parametrize("prune", PRUNERS)
 @pytest.mark.parametrize("seed", range(4))
-def test_pruning_in_rounds_keeps_what_full_pruning_keeps(seed):
+def test_pruning_in_rounds_keeps_what_full_pruning_keeps(seed, prune):
     sigmas, ts, te, ri, offsets = _packed(seed)
     asked = []
 
@@ -79,7 +85,8 @@ def test_pruning_in_rounds_keeps_what_full_pruning_keeps(seed):
         asked.append(i)
         return sigmas[i]
 
-    keep = prune_in_rounds(density, ts, te, ri, offsets, transmittance_threshold=1e-4)
+    row = torch.full((ri.numel(),), -1, dtype=torch.long)
+    keep = prune(density, ts, te, ri, offsets, transmittance_threshold=1e-4, row=row)
     want = prune_samples(sigmas, ts, te, ri, offsets, transmittance_threshold=1e-4)
     assert torch.equal(keep, torch.nonzero(want).squeeze(1))
     evaluated = torch.cat(asked)
@@ -87,13 +94,51 @@ def test_pruning_in_rounds_keeps_what_full_pruning_keeps(seed):
     assert bool(torch.isin(keep, evaluated).all())
     # terminated rays' later samples were not evaluated
     assert evaluated.numel() < ri.numel()
+    # row: each evaluated sample's place among what was asked; the others untouched
+    assert torch.equal(row[evaluated], torch.arange(evaluated.numel()))
+    rest = torch.ones(ri.numel(), dtype=torch.bool)
+    rest[evaluated] = False
+    assert bool((row[rest] == -1).all())
 
 
-def test_pruning_in_rounds_handles_empty_and_sample_free_rays():
+@needs_ext
+def test_pruning_kernel_agrees_with_torch_on_the_rounds():
+    # the same densities asked for, round after round, and the same result
+    sigmas, ts, te, ri, offsets = _packed(7, rays=300)
+    asked: dict[str, list[torch.Tensor]] = {"torch": [], "kernel": []}
+    for name, prune in (("torch", _prune_in_rounds_torch), ("kernel", prune_in_rounds)):
+        def density(i, name=name):
+            asked[name].append(i)
+            return sigmas[i]
+        prune(density, ts, te, ri, offsets, first=3)
+    assert len(asked["torch"]) == len(asked["kernel"]) > 2
+    for a, b in zip(asked["torch"], asked["kernel"], strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_ext
+def test_sample_points_kernel_matches_torch():
+    g = torch.Generator().manual_seed(3)
+    o, d = torch.randn(50, 3, generator=g), torch.randn(50, 3, generator=g)
+    ri = torch.randint(0, 50, (400,), generator=g)
+    ts = torch.rand(400, generator=g)
+    te = ts + torch.rand(400, generator=g)
+    want = o[ri] + d[ri] * (0.5 * (ts + te))[:, None]
+    ext = _ext.extension()
+    assert torch.equal(ext.sample_points_cpu(o, d, ri, ts, te, None), want)
+    pick = torch.tensor([399, 0, 17, 17])
+    assert torch.equal(ext.sample_points_cpu(o, d, ri, ts, te, pick), want[pick])
+    with pytest.raises(RuntimeError, match="out of range"):
+        ext.sample_points_cpu(o, d, ri, ts, te, torch.tensor([400]))
+    with pytest.raises(RuntimeError, match="ray_indices must be a contiguous"):
+        ext.sample_points_cpu(o, d, ri.int(), ts, te, None)
+
+
+@pytest.mark.parametrize("prune", PRUNERS)
+def test_pruning_in_rounds_handles_empty_and_sample_free_rays(prune):
     empty = torch.zeros(0)
     none = torch.zeros(0, dtype=torch.long)
-    keep = prune_in_rounds(lambda i: empty[i], empty, empty, none,
-                           torch.zeros(4, dtype=torch.long))
+    keep = prune(lambda i: empty[i], empty, empty, none, torch.zeros(4, dtype=torch.long))
     assert keep.shape == (0,)
     # rays without samples between rays with samples; a NaN density reads as empty, an
     # infinite one ends its ray and no other
@@ -101,10 +146,10 @@ def test_pruning_in_rounds_handles_empty_and_sample_free_rays():
     ri = torch.tensor([1, 1, 1, 3, 3])
     ts = torch.arange(5.0)
     sig = torch.tensor([0.0, float("nan"), 1.0, 0.5, 0.5])
-    keep = prune_in_rounds(lambda i: sig[i], ts, ts + 1, ri, offsets, first=1)
+    keep = prune(lambda i: sig[i], ts, ts + 1, ri, offsets, first=1)
     assert keep.tolist() == [0, 1, 2, 3, 4]
     sig = torch.tensor([0.0, float("inf"), 1.0, 0.5, 0.5])
-    keep = prune_in_rounds(lambda i: sig[i], ts, ts + 1, ri, offsets, first=1)
+    keep = prune(lambda i: sig[i], ts, ts + 1, ri, offsets, first=1)
     assert keep.tolist() == [0, 1, 3, 4]
 
 

@@ -9,6 +9,7 @@
 #include "march_cuda.h"
 #include "mlp.h"
 #include "mlp_cuda.h"
+#include "volrend.h"
 
 namespace fields {
 std::vector<std::string> peak_cpu_isas();
@@ -55,6 +56,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
         py::arg("occupancy"), py::arg("aabb"), py::arg("contraction"), py::arg("step_size"),
         py::arg("cone_angle"), py::arg("max_step"));
+  m.def("prune_picks_cpu", &fields::prune_picks_cpu,
+        "One round's samples of early ray termination: {pick, lengths}", py::arg("offsets"),
+        py::arg("rays"), py::arg("lo"), py::arg("size"), py::arg("row"), py::arg("base"));
+  m.def("prune_accumulate_cpu", &fields::prune_accumulate_cpu,
+        "Adds one round's densities to the rays' optical depth and kept counts; the live rays",
+        py::arg("sigma"), py::arg("t_starts"), py::arg("t_ends"), py::arg("offsets"),
+        py::arg("rays"), py::arg("lengths"), py::arg("lo"), py::arg("size"), py::arg("depth"),
+        py::arg("n_keep"), py::arg("threshold"));
+  m.def("sample_points_cpu", &fields::sample_points_cpu,
+        "Midpoints of packed samples (all, or those picked)", py::arg("origins"),
+        py::arg("directions"), py::arg("ray_indices"), py::arg("t_starts"), py::arg("t_ends"),
+        py::arg("pick"));
+  m.def("composite_forward_cpu", &fields::composite_forward_cpu,
+        "Compositing of packed samples: {rgb, opacity, depth, weights}", py::arg("sigmas"),
+        py::arg("rgbs"), py::arg("t_starts"), py::arg("t_ends"), py::arg("offsets"));
+  m.def("composite_backward_cpu", &fields::composite_backward_cpu,
+        "Gradients {sigmas, rgbs} of the compositing", py::arg("grad_rgb"),
+        py::arg("grad_opacity"), py::arg("grad_depth"), py::arg("grad_weights"),
+        py::arg("sigmas"), py::arg("rgbs"), py::arg("t_starts"), py::arg("t_ends"),
+        py::arg("offsets"), py::arg("weights"), py::arg("opacity"), py::arg("depth"));
   m.def("distance_transform_cpu", &fields::distance_transform_cpu,
         "Distance from every cell centre of a grid to the nearest point, on the CPU",
         py::arg("points"), py::arg("origin"), py::arg("voxel"), py::arg("dims"));

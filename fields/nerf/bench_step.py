@@ -6,7 +6,8 @@ when every cell is refreshed, is then over), `steps` steps are timed without ins
 code names its phases (`fields.nn.backend.scope`: "phase:..." labels around ray generation,
 marching, pruning, the field's forward, compositing, loss, backward, optimiser, grid update)
 and the calls into `fields._C` ("kernel:..." labels: the encoding's and the MLPs' forward and
-backward, the marcher). Each microsecond of a profiled step is given to one bucket:
+backward, the marcher, the compositing). Each microsecond of a profiled step is given to one
+bucket:
 
 - a kernel label's whole time to that kernel (wherever it ran: the pruning pass's and the
   grid update's density evaluations count as encoding and MLP forward);
@@ -32,9 +33,9 @@ PHASE = "phase:"
 # The buckets in the order of a step.
 ORDER = (
     "ray generation", "marching", "kernel:march", "pruning", "kernel:encoding forward",
-    "kernel:mlp forward", "field forward", "compositing", "loss", "kernel:mlp backward",
-    "kernel:encoding backward", "backward", "optimiser", "grid update", "other ops",
-    "Python + dispatch",
+    "kernel:mlp forward", "field forward", "compositing", "kernel:composite forward", "loss",
+    "kernel:mlp backward", "kernel:encoding backward", "kernel:composite backward",
+    "backward", "optimiser", "grid update", "other ops", "Python + dispatch",
 )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fields import _ext
 from fields.config import dataclass_from_dict, require_positive
 from fields.data.dataset import SceneData, Split
 from fields.nerf.poses import (
@@ -291,15 +292,23 @@ class RadianceField(nn.Module):
         sigma = self._features(x, keep=kept)[0]
         return sigma, (kept[0] if kept else None)
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor, encoded: torch.Tensor | None = None
+    def view_features(self, d: torch.Tensor) -> torch.Tensor:
+        """The direction encoding of unit directions d (P, 3), as `forward` computes it."""
+        return self.direction_encoding((d + 1.0) * 0.5)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor | None,
+                encoded: torch.Tensor | None = None, view: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Density (P,) and colour (P, 3) at points x (P, 3) seen along unit directions d;
         `encoded`: the position encoding's output at x from `density_and_encoding` (saves
-        evaluating it again)."""
+        evaluating it again); `view`: `view_features(d)` given instead of d (rendering
+        encodes each ray's direction once, not once per sample)."""
         sigma, feat = self._features(x, encoded)
-        rgb = self.color_network(
-            torch.cat((self.direction_encoding((d + 1.0) * 0.5), feat), dim=-1)
-        )
+        if view is None:
+            if d is None:
+                raise ValueError("RadianceField.forward: give the directions d or view")
+            view = self.view_features(d)
+        rgb = self.color_network(torch.cat((view, feat), dim=-1))
         return sigma, rgb
 
 
@@ -350,6 +359,7 @@ def render_rays(
         return (origins.index_select(0, ri)
                 + directions.index_select(0, ri) * (0.5 * (ts + te))[:, None])
 
+    fast = origins.device.type == "cpu" and _ext.available()
     encoded = None
     if n_marched > 0:
         with scope("phase:pruning"), torch.no_grad():
@@ -359,21 +369,25 @@ def render_rays(
             raws: list[torch.Tensor] = []
             row = (torch.empty(n_marched, dtype=torch.long, device=ray_indices.device)
                    if outer_grad else None)
+            if fast:
+                o_c, d_c = origins.detach().contiguous(), directions.detach().contiguous()
 
             def density(i: torch.Tensor) -> torch.Tensor:
-                p = points(*(v.index_select(0, i) for v in (ray_indices, t_starts, t_ends)))
+                if fast:
+                    p = _ext.extension().sample_points_cpu(o_c, d_c, ray_indices, t_starts,
+                                                           t_ends, i)
+                else:
+                    p = points(*(v.index_select(0, i) for v in (ray_indices, t_starts, t_ends)))
                 if row is None:
                     return model.density(p)
                 sigma, raw = model.density_and_encoding(p)
                 if raw is not None:
-                    start = sum(r.shape[0] for r in raws)
-                    row[i] = torch.arange(start, start + i.numel(), device=i.device)
                     raws.append(raw)
                 return sigma
 
             keep = prune_in_rounds(
                 density, t_starts, t_ends, ray_indices, offsets,
-                transmittance_threshold=settings.transmittance_threshold,
+                transmittance_threshold=settings.transmittance_threshold, row=row,
             )
             if raws and row is not None:
                 encoded = torch.cat(raws).index_select(0, row.index_select(0, keep))
@@ -381,8 +395,15 @@ def render_rays(
                 v.index_select(0, keep) for v in (ray_indices, t_starts, t_ends))
             offsets = offsets_from_indices(ray_indices, n_rays)
     with scope("phase:field forward"):
-        sigmas, rgbs = model(points(ray_indices, t_starts, t_ends),
-                             directions.index_select(0, ray_indices), encoded=encoded)
+        # one direction encoding per ray, gathered for its samples
+        view = model.view_features(directions).index_select(0, ray_indices)
+        if fast and not (origins.requires_grad or directions.requires_grad):
+            x = _ext.extension().sample_points_cpu(origins.contiguous(),
+                                                   directions.contiguous(), ray_indices,
+                                                   t_starts, t_ends, None)
+        else:
+            x = points(ray_indices, t_starts, t_ends)
+        sigmas, rgbs = model(x, None, encoded=encoded, view=view)
     with scope("phase:compositing"):
         out = composite(sigmas, rgbs, t_starts, t_ends, ray_indices, offsets, background)
     out["n_samples"] = torch.tensor(ray_indices.shape[0])

@@ -18,6 +18,9 @@ from collections.abc import Callable
 
 import torch
 
+from fields import _ext
+from fields.nn.backend import scope
+
 
 def offsets_from_indices(ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
     """CSR offsets (R + 1,) int64 of sorted ray indices (S,)."""
@@ -76,6 +79,44 @@ def accumulate_along_rays(
     return out.index_add(0, ray_indices, v)
 
 
+def _use_kernels(sigmas: torch.Tensor, rgbs: torch.Tensor, t_starts: torch.Tensor,
+                 t_ends: torch.Tensor) -> bool:
+    """Whether `composite` runs fields._C's CPU kernel: float32 CPU tensors, no gradient
+    wanted for t_starts / t_ends, and not under double backward (create_graph)."""
+    return (sigmas.device.type == "cpu" and sigmas.dtype == torch.float32
+            and rgbs.dtype == torch.float32 and rgbs.dim() == 2 and rgbs.shape[-1] == 3
+            and not (t_starts.requires_grad or t_ends.requires_grad)
+            and _ext.available())
+
+
+class _CompositeCpu(torch.autograd.Function):
+    """rgb (without background), opacity, depth, weights of packed samples: fields._C's
+    forward and backward (gradients for sigmas and rgbs; once differentiable)."""
+
+    @staticmethod
+    def forward(ctx, sigmas, rgbs, t_starts, t_ends, offsets):  # type: ignore[override]
+        with scope("kernel:composite forward"):
+            rgb, opacity, depth, weights = _ext.extension().composite_forward_cpu(
+                sigmas, rgbs, t_starts, t_ends, offsets)
+        ctx.save_for_backward(sigmas, rgbs, t_starts, t_ends, offsets, weights, opacity, depth)
+        return rgb, opacity, depth, weights
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_rgb, g_opacity, g_depth, g_weights):  # type: ignore[override]
+        sigmas, rgbs, t_starts, t_ends, offsets, weights, opacity, depth = ctx.saved_tensors
+
+        def grad(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(like) if g is None else g.contiguous()
+
+        with scope("kernel:composite backward"):
+            d_sigmas, d_rgbs = _ext.extension().composite_backward_cpu(
+                grad(g_rgb, opacity.expand(-1, 3)), grad(g_opacity, opacity),
+                grad(g_depth, depth), None if g_weights is None else g_weights.contiguous(),
+                sigmas, rgbs, t_starts, t_ends, offsets, weights, opacity, depth)
+        return d_sigmas, d_rgbs, None, None, None
+
+
 def composite(
     sigmas: torch.Tensor,
     rgbs: torch.Tensor,
@@ -98,6 +139,27 @@ def composite(
         {"rgb": (R, 3), "opacity": (R, 1), "depth": (R, 1) expected depth of the visible
         content (sum w t_mid / opacity; 0 where nothing is hit), "weights": (S,)}.
     """
+    if _use_kernels(sigmas, rgbs, t_starts, t_ends):
+        rgb, opacity, depth, weights = _CompositeCpu.apply(
+            sigmas.contiguous(), rgbs.contiguous(), t_starts.contiguous(), t_ends.contiguous(),
+            offsets.contiguous())
+        if background is not None:
+            rgb = rgb + (1.0 - opacity) * background
+        return {"rgb": rgb, "opacity": opacity, "depth": depth, "weights": weights}
+    return composite_reference(sigmas, rgbs, t_starts, t_ends, ray_indices, offsets, background)
+
+
+def composite_reference(
+    sigmas: torch.Tensor,
+    rgbs: torch.Tensor,
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    offsets: torch.Tensor,
+    background: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """`composite` in torch ops (other devices and dtypes, gradients of any order; the
+    reference of the CPU kernel)."""
     n_rays = offsets.shape[0] - 1
     weights = render_weights(sigmas, t_starts, t_ends, ray_indices, offsets)
     rgb = accumulate_along_rays(weights, rgbs, ray_indices, n_rays)
@@ -147,6 +209,7 @@ def prune_in_rounds(
     offsets: torch.Tensor,
     transmittance_threshold: float = 1e-4,
     first: int = 8,
+    row: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The indices (K,) int64, in packed order, of the samples `prune_samples` keeps, with the
     densities evaluated only where they can matter: `density` gets (P,) int64 indices of
@@ -157,7 +220,56 @@ def prune_in_rounds(
     never on all the marched samples. The transmittance before a sample is summed per ray
     here and over the packed array by `prune_samples`: the two agree but for float64
     rounding at an exact tie with the threshold (and a NaN density is read as empty here).
+
+    `row` (S,) int64, if given, gets for each evaluated sample its place in the
+    concatenation of what `density` was asked for, round after round (others are left as
+    they were). On the CPU the rounds' bookkeeping is `fields._C`'s (`_prune_in_rounds_torch`
+    is the same in torch ops, for other devices and as the reference).
     """
+    if ray_indices.device.type == "cpu" and _ext.available():
+        return _prune_in_rounds_cpu(density, t_starts, t_ends, offsets,
+                                    transmittance_threshold, first, row)
+    return _prune_in_rounds_torch(density, t_starts, t_ends, ray_indices, offsets,
+                                  transmittance_threshold, first, row)
+
+
+def _prune_in_rounds_cpu(
+    density: Callable[[torch.Tensor], torch.Tensor], t_starts: torch.Tensor,
+    t_ends: torch.Tensor, offsets: torch.Tensor, transmittance_threshold: float, first: int,
+    row: torch.Tensor | None,
+) -> torch.Tensor:
+    ext = _ext.extension()
+    n_rays = offsets.numel() - 1
+    if n_rays <= 0 or int(offsets[-1]) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    offsets = offsets.contiguous()
+    t_starts, t_ends = t_starts.contiguous(), t_ends.contiguous()
+    depth = torch.zeros(n_rays, dtype=torch.float64)
+    n_keep = torch.zeros(n_rays, dtype=torch.long)
+    rays = torch.nonzero(offsets[1:] > offsets[:-1]).squeeze(1)
+    lo, size, base = 0, max(1, int(first)), 0
+    while rays.numel() > 0:
+        pick, lengths = ext.prune_picks_cpu(offsets, rays, lo, size, row, base)
+        sigma = density(pick).reshape(-1).to(torch.float32).contiguous()
+        base += pick.numel()
+        rays = ext.prune_accumulate_cpu(sigma, t_starts, t_ends, offsets, rays, lengths, lo,
+                                        size, depth, n_keep, float(transmittance_threshold))
+        lo += size
+        size *= 2
+    return ranges(offsets[:-1], n_keep)
+
+
+def _prune_in_rounds_torch(
+    density: Callable[[torch.Tensor], torch.Tensor],
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    ray_indices: torch.Tensor,
+    offsets: torch.Tensor,
+    transmittance_threshold: float = 1e-4,
+    first: int = 8,
+    row: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`prune_in_rounds` in torch ops."""
     device = ray_indices.device
     n_rays = offsets.numel() - 1
     if ray_indices.numel() == 0 or n_rays <= 0:
@@ -166,10 +278,13 @@ def prune_in_rounds(
     depth = torch.zeros(n_rays, dtype=torch.float64, device=device)  # optical depth so far
     n_keep = torch.zeros(n_rays, dtype=torch.long, device=device)
     rays = torch.nonzero(counts > 0).squeeze(1)  # live rays with samples left
-    lo, size = 0, max(1, int(first))
+    lo, size, base = 0, max(1, int(first)), 0
     while rays.numel() > 0:
         lengths = (counts[rays] - lo).clamp(max=size)
         pick = ranges(offsets[rays] + lo, lengths)
+        if row is not None:
+            row[pick] = torch.arange(base, base + pick.numel(), device=device)
+        base += pick.numel()
         ray_of = torch.repeat_interleave(rays, lengths, output_size=pick.numel())
         sigma = density(pick).reshape(-1).to(torch.float32)
         # NaN reads as empty (as in the occupancy grid's update); an optical depth of 50
