@@ -220,14 +220,17 @@ from fields.nn import FusedMLP, mlp_reference
 assert _ext.cpu_isa() == sys.argv[1], _ext.cpu_isa()
 torch.manual_seed(0)
 # 130 and 138 rows: a short last tile of whole 12-row blocks, and one with a 6-row rest;
-# n_in 5 and 32: weight-gradient blocks of 12, 6 and fewer inputs
-for act, n_in, width, rows in (("ReLU", 5, 32, 130), ("LeakyReLU", 32, 64, 138),
-                               ("Tanh", 5, 32, 138), ("Sine", 32, 32, 130),
-                               ("SiLU", 7, 48, 138), ("ReLU", 31, 64, 200)):
-    net = FusedMLP(n_in, 3, width, 2, act, "Sigmoid", bias=True, backend="cpu", omega0=2.0)
+# n_in 5 and 32: weight-gradient blocks of 12, 6 and fewer inputs; n_in 32 / n_out 16 with
+# no output activation: whole tiles read x and dy and write y and dx in place
+for act, n_in, width, rows, n_out, out in (
+        ("ReLU", 5, 32, 130, 3, "Sigmoid"), ("LeakyReLU", 32, 64, 138, 3, "Sigmoid"),
+        ("Tanh", 5, 32, 138, 3, "Sigmoid"), ("Sine", 32, 32, 130, 3, "Sigmoid"),
+        ("SiLU", 7, 48, 138, 3, "Sigmoid"), ("ReLU", 31, 64, 200, 3, "Sigmoid"),
+        ("ReLU", 32, 64, 250, 16, "None"), ("ReLU", 32, 64, 250, 16, "ReLU")):
+    net = FusedMLP(n_in, n_out, width, 2, act, out, bias=True, backend="cpu", omega0=2.0)
     x = torch.randn(rows, n_in, requires_grad=True)
     y = net(x)
-    y_ref = mlp_reference(x, list(net.weights), list(net.biases), act, "Sigmoid", 2.0)
+    y_ref = mlp_reference(x, list(net.weights), list(net.biases), act, out, 2.0)
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
     g = torch.randn_like(y)
     for a, b in zip(torch.autograd.grad(y, [x, *net.parameters()], g),

@@ -1,5 +1,6 @@
 // The fused CPU MLP compiled for AVX-512 (F, VL, DQ) + FMA (x86-64 only): 16-float vectors
-// and 12-row register blocks in its 32 registers; chosen at run time by mlp_cpu.cpp.
+// and 12-row register blocks in its 32 registers (16 for the weight gradients, which
+// then split widths of 16, 32, 64 ... evenly); chosen at run time by mlp_cpu.cpp.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define FIELDS_MLP_VEC 16
 #define FIELDS_MLP_MR 12
+#define FIELDS_MLP_WGRAD_MR 16
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx2,fma")
 
 namespace fields {

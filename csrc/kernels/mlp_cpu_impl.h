@@ -27,7 +27,13 @@ static inline v8 vzero() { return v8{0, 0, 0, 0, 0, 0, 0, 0}; }
 #ifndef FIELDS_MLP_MR
 #define FIELDS_MLP_MR 6
 #endif
+// Weight-gradient blocks: FIELDS_MLP_WGRAD_MR inputs at a time where the registers allow
+// (a block's accumulators are that many vectors), kBigRows otherwise.
+#ifndef FIELDS_MLP_WGRAD_MR
+#define FIELDS_MLP_WGRAD_MR FIELDS_MLP_MR
+#endif
 constexpr int kVec = FIELDS_MLP_VEC;
+constexpr int kWgradRows = FIELDS_MLP_WGRAD_MR;
 constexpr int kVecs = kColBlock / kVec;
 constexpr int kBigRows = FIELDS_MLP_MR;
 static_assert(kColBlock % kVec == 0, "a column block is whole vectors");
@@ -146,7 +152,7 @@ static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda,
                                const float* __restrict dz, int64_t ldz, int n0,
                                float* __restrict wgrad_t, int64_t ldw) {
   vec acc[MR][kVecs];
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int j = 0; j < kVecs; ++j) acc[i][j] = vec{} + 0.f;
@@ -155,14 +161,14 @@ static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda,
     vec g[kVecs];
 #pragma GCC unroll 2
     for (int j = 0; j < kVecs; ++j) g[j] = vecload(dz + r * ldz + n0 + j * kVec);
-#pragma GCC unroll 12
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const float s = a[r * lda + k0 + i];
 #pragma GCC unroll 2
       for (int j = 0; j < kVecs; ++j) acc[i][j] += s * g[j];
     }
   }
-#pragma GCC unroll 12
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     float* w = wgrad_t + (k0 + i) * ldw + n0;
 #pragma GCC unroll 2
@@ -174,6 +180,12 @@ static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda,
 static void wgrad_tile(int rows, const float* a, int64_t lda, int K, const float* dz,
                        int64_t ldz, int n_pad, float* wgrad_t, float* dbias) {
   int k0 = 0;
+  if constexpr (kWgradRows != kBigRows) {
+    for (; k0 + kWgradRows <= K; k0 += kWgradRows) {
+      for (int n0 = 0; n0 < n_pad; n0 += kColBlock)
+        wgrad_block<kWgradRows>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad);
+    }
+  }
   for (; k0 + kBigRows <= K; k0 += kBigRows) {
     for (int n0 = 0; n0 < n_pad; n0 += kColBlock)
       wgrad_block<kBigRows>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad);
@@ -404,9 +416,14 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
     const int64_t row0 = t * R;
     const int valid = static_cast<int>(rows - row0 < R ? rows - row0 : R);
     const int rt = round_up(valid, kRowBlock);  // rows computed: a short last tile stays short
-    load_tile(x, row0, valid, rt, d.n_in, x_tile, d.n_in);
-
-    const float* in = x_tile;
+    // A whole tile reads its rows of x in place and writes its rows of y in place (when y's
+    // width is whole column blocks); a short last tile goes through zero-padded buffers.
+    const bool whole = valid == R;
+    const float* in = x + row0 * d.n_in;
+    if (!whole) {
+      load_tile(x, row0, valid, rt, d.n_in, x_tile, d.n_in);
+      in = x_tile;
+    }
     int64_t ld_in = d.n_in;
     const float* panels = packed;
     for (int l = 0; l < d.n_layers(); ++l) {
@@ -422,6 +439,9 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
       if (saved && !last) {
         out = saved->a[l] + row0 * d.width;
         ld_out = d.width;
+      } else if (last && whole && n_pad == d.n_out) {
+        out = y + row0 * d.n_out;
+        ld_out = d.n_out;
       } else {
         out = buf[l & 1];
         ld_out = wmax;
@@ -452,7 +472,7 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
       in = out;
       ld_in = ld_out;
     }
-    store_tile(in, static_cast<int>(ld_in), valid, d.n_out, y, row0);
+    if (in != y + row0 * d.n_out) store_tile(in, static_cast<int>(ld_in), valid, d.n_out, y, row0);
   }
 }
 
@@ -483,21 +503,33 @@ static void backward_impl(const Dims& d, const float* packed_t, const float* x, 
     const int rt = round_up(valid, kRowBlock);  // rows the forward computed
     const int n_out_pad = d.out_pad(d.depth);
 
-    // dz of the output layer.
+    // dz of the output layer: dy in place for a whole tile whose output needs neither
+    // padding nor an activation's derivative.
+    const bool whole = valid == R;
     float* dz = g[0];
-    load_tile(dy, row0, valid, rt, d.n_out, dz, wmax);
-    if (d.out_act != kNone)
-      apply_derivative(d.out_act, d.omega, rt, n_out_pad, dz, wmax, saved.out + row0 * n_out_pad,
-                       n_out_pad);
-    load_tile(x, row0, valid, rt, d.n_in, x_tile, d.n_in);
+    int64_t ld_dz = wmax;
+    if (whole && d.out_act == kNone && n_out_pad == d.n_out) {
+      dz = const_cast<float*>(dy + row0 * d.n_out);  // read only: layers write to g[]
+      ld_dz = d.n_out;
+    } else {
+      load_tile(dy, row0, valid, rt, d.n_out, dz, wmax);
+      if (d.out_act != kNone)
+        apply_derivative(d.out_act, d.omega, rt, n_out_pad, dz, wmax,
+                         saved.out + row0 * n_out_pad, n_out_pad);
+    }
+    const float* x_in = x + row0 * d.n_in;
+    if (!whole) {
+      load_tile(x, row0, valid, rt, d.n_in, x_tile, d.n_in);
+      x_in = x_tile;
+    }
 
     for (int l = d.depth; l >= 0; --l) {
       const int K = d.in_dim(l);
       const int n_pad = d.out_pad(l);
-      const float* a_in = l == 0 ? x_tile : saved.a[l - 1] + row0 * d.width;
+      const float* a_in = l == 0 ? x_in : saved.a[l - 1] + row0 * d.width;
       const int64_t ld_in = l == 0 ? d.n_in : d.width;
       float* wg = wgrad + wgrad_off[l];
-      wgrad_tile(valid, a_in, ld_in, K, dz, wmax, n_pad, wg,
+      wgrad_tile(valid, a_in, ld_in, K, dz, ld_dz, n_pad, wg,
                  d.bias ? wg + static_cast<int64_t>(K) * n_pad : nullptr);
 
       if (l == 0 && dx == nullptr) break;
@@ -505,18 +537,25 @@ static void backward_impl(const Dims& d, const float* packed_t, const float* x, 
       const float* pt = packed_t + panel_off[l];
       const int k_pad = d.in_pad(l);
       if (l == 0) {
-        gemm_tile_epilogue(kStore, rt, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, nullptr,
-                           0);
-        store_tile(dprev, wmax, valid, d.n_in, dx, row0);
+        if (whole && k_pad == d.n_in) {  // straight into dx
+          gemm_tile_epilogue(kStore, rt, dz, ld_dz, n_pad, pt, k_pad, nullptr,
+                             dx + row0 * d.n_in, d.n_in, nullptr, 0);
+        } else {
+          gemm_tile_epilogue(kStore, rt, dz, ld_dz, n_pad, pt, k_pad, nullptr, dprev, wmax,
+                             nullptr, 0);
+          store_tile(dprev, wmax, valid, d.n_in, dx, row0);
+        }
         break;
       }
       const int epi = d.act == kReLU ? kMaskReLU : d.act == kLeakyReLU ? kMaskLeaky : kStore;
-      gemm_tile_epilogue(epi, rt, dz, wmax, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in, ld_in);
+      gemm_tile_epilogue(epi, rt, dz, ld_dz, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in,
+                         ld_in);
       if (epi == kStore && d.act != kNone) {
         const float* v = z_saved ? saved.z[l - 1] + row0 * d.width : a_in;
         apply_derivative(d.act, d.omega, rt, d.width, dprev, wmax, v, d.width);
       }
       dz = dprev;
+      ld_dz = wmax;
     }
   }
 }
