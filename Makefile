@@ -11,21 +11,36 @@ SYSTEM_HAS_TORCH := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo 1)
 STAMP := $(VENV)/.fields-setup
 SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu) setup.py pyproject.toml
 
-.PHONY: setup demo test lint clean browser cuda-objects gpu-check
+.PHONY: setup demo test lint clean browser cuda-objects gpu-check cuda-build-check
 
-# The CUDA kernels compiled by nvcc alone (no torch needed), for CUDA_ARCHS; a GPU machine's
-# build links them (FIELDS_CUDA_PREBUILT=build/cuda, see scripts/gpu_check.sh).
+# The CUDA kernels compiled by nvcc alone (no torch needed), for CUDA_ARCHS, one object per .cu
+# file (`make -j cuda-objects` builds them in parallel; each is rebuilt only when its sources
+# or the architectures change). A CUDA build links them instead of compiling the kernels again
+# (FIELDS_CUDA_PREBUILT=build/cuda: scripts/gpu_check.sh, scripts/cuda_build_check.sh).
 CUDA_ARCHS ?= 90
-cuda-objects:
+NVCC_FLAGS ?= -O3
+CU_SOURCES := $(wildcard csrc/kernels/*.cu)
+CU_OBJECTS := $(patsubst csrc/kernels/%.cu,build/cuda/%.cu.o,$(CU_SOURCES))
+CU_HEADERS := $(wildcard csrc/kernels/*.h csrc/kernels/*.cuh)
+CUDA_ARCH_STAMP := build/cuda/archs-$(subst $(eval) ,_,$(strip $(CUDA_ARCHS)))
+cuda-objects: $(CU_OBJECTS)
+$(CUDA_ARCH_STAMP):
 	mkdir -p build/cuda
-	for f in csrc/kernels/*.cu; do \
-	  nvcc -c -std=c++17 -O3 -Icsrc $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
-	    --compiler-options -fPIC "$$f" -o build/cuda/$$(basename $$f).o || exit 1; \
-	done
+	rm -f build/cuda/archs-*
+	touch $@
+build/cuda/%.cu.o: csrc/kernels/%.cu $(CU_HEADERS) $(CUDA_ARCH_STAMP)
+	@start=$$(date +%s); \
+	nvcc -c -std=c++17 $(NVCC_FLAGS) -Icsrc $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	  --compiler-options -fPIC $< -o $@ && echo "nvcc $< ($(CUDA_ARCHS)): $$(( $$(date +%s) - start )) s"
 
 # On a GPU machine: build fields._C with CUDA in place, run the gpu tests and the benchmark.
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# On any machine with nvcc (no GPU needed): build fields._C with the CUDA kernels against a CUDA
+# build of torch in its own virtual environment and check that it loads without a GPU.
+cuda-build-check:
+	bash scripts/cuda_build_check.sh
 
 setup: $(STAMP) browser
 

@@ -68,6 +68,9 @@ CheckpointEveryOpt = Annotated[float, typer.Option(
     "--checkpoint-every", help="seconds between checkpoints (the first after 30 s or the "
                                "first evaluation; 0: only at the end and on Ctrl-C / SIGTERM)")]
 DEFAULT_CHECKPOINT_EVERY = 120.0
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="where the field trains: cpu, cuda or cuda:N (the CUDA kernels need "
+                     "fields._C built where torch has CUDA)")]
 # the files that make a folder a run's (see `prepare_run_folder`)
 RUN_FILES = ("config.json", "checkpoint.pt", "metrics.json")
 # how a kind's checkpoint is called in messages
@@ -395,6 +398,25 @@ def load_posed_images(data: str | None, downscale: int = 1, scene_resolution: in
         return load_scene(folder), spec.name
     scene = load_scene(data, downscale=downscale)
     return scene, scene.name
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device a --device value names; ValueError saying what is wrong when torch
+    cannot use it here."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {device!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (f"torch {torch.__version__} is a CPU build" if torch.version.cuda is None
+                     else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU")
+            raise ValueError(f"--device {device}: {build}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) "
+                             "are visible")
+    return dev
 
 
 def device_name(device: str) -> str:

@@ -4,8 +4,9 @@
 #
 #   1. builds fields._C with the CUDA kernels in place (linking build/cuda/*.o when they were
 #      built ahead with `make cuda-objects`, which needs nvcc alone: saves GPU-machine time),
-#   2. runs the gpu tests of the kernels (tests/test_{mlp,grid,march}_cuda.py: values,
-#      gradients and second derivatives against the torch reference),
+#   2. runs the gpu tests (tests/test_{mlp,grid,march}_cuda.py: the kernels' values, gradients
+#      and second derivatives against the torch reference; tests/test_nerf.py: a radiance
+#      field trained on the GPU),
 #   3. runs `fields bench mlp --device cuda` (widths 64/128, depths 2/4, batches 2^18, 2^20,
 #      2^22; fp16; tiny-cuda-nn too when importable) and `fields bench encoding --device cuda`
 #      (the 3-D hash grid, 16 levels x 2 features, 2^19 entries).
@@ -13,6 +14,9 @@
 # With the device tool: `make cuda-objects` here first (about 5 minutes of nvcc on 2 cores, no
 # GPU needed), then run `bash scripts/gpu_check.sh` there with carry ["build/cuda"] and a
 # timeout of about 9 minutes; the build there then compiles only the C++ bindings.
+#
+# TEST_TIMEOUT, BENCH_TIMEOUT and ENCODING_TIMEOUT (seconds; 0 skips the encoding benchmark)
+# bound the stages. End-to-end fits: scripts/gpu_e2e.py.
 #
 # Everything goes to $OUT (default gpu_out/): device.txt, build.log, tests.log, bench.jsonl,
 # bench.txt, encoding.jsonl. Needs no package index: only torch, numpy, pytest, rich and typer
@@ -39,10 +43,10 @@ fi
 echo "build: $(( $(date +%s) - start )) s (prebuilt objects: ${FIELDS_CUDA_PREBUILT:-none})"
 $PY -c "import fields._ext as e; assert e.has_cuda_kernels(), 'no CUDA kernels'" || exit 1
 
-timeout 300 $PY -m pytest -q -m gpu -p no:cacheprovider -p no:dash tests/test_mlp_cuda.py \
-  tests/test_grid_cuda.py tests/test_march_cuda.py 2>&1 | tee "$OUT/tests.log" | tail -25
+timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -p no:dash tests/test_mlp_cuda.py \
+  tests/test_grid_cuda.py tests/test_march_cuda.py tests/test_nerf.py 2>&1 | tee "$OUT/tests.log" | tail -25
 
-timeout 400 $PY -m fields.cli bench mlp --device cuda --widths 64 --widths 128 --depth 2 \
+timeout ${BENCH_TIMEOUT:-240} $PY -m fields.cli bench mlp --device cuda --widths 64 --widths 128 --depth 2 \
   --depth 4 --batches 262144 --batches 1048576 --batches 4194304 --min-time 0.3 --json \
   > "$OUT/bench.jsonl" 2> "$OUT/bench.err"
 $PY - "$OUT/bench.jsonl" <<'EOF' | tee "$OUT/bench.txt"
@@ -55,6 +59,7 @@ for r in rows:
           f"{r['samples_per_s'] / 1e9:11.3f} {r['speedup']:7.2f}x")
 EOF
 
-timeout 120 $PY -m fields.cli bench encoding --device cuda --batches 1048576 --batches 4194304 \
+[ "${ENCODING_TIMEOUT:-90}" = 0 ] && exit 0
+timeout ${ENCODING_TIMEOUT:-90} $PY -m fields.cli bench encoding --device cuda --batches 1048576 --batches 4194304 \
   --min-time 0.3 --json > "$OUT/encoding.jsonl" 2> "$OUT/encoding.err"
 cat "$OUT/encoding.jsonl"

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp",
            CSRC / "emulator" / "grid_emulated.cpp", CSRC / "emulator" / "march_emulated.cpp"]
-DEPENDS = [*SOURCES, CSRC / "emulator" / "warp_emulator.h", CSRC / "kernels" / "mlp_cuda.cu",
-           CSRC / "kernels" / "mlp_cuda.h", CSRC / "kernels" / "grid_cuda.cu",
-           CSRC / "kernels" / "grid_cuda.h", CSRC / "kernels" / "march_cuda.cu",
-           CSRC / "kernels" / "march_cuda.h", CSRC / "kernels" / "warp_ops.cuh"]
+# every kernel source and header: a change to any of them rebuilds the emulated library
+DEPENDS = [*SOURCES, CSRC / "emulator" / "warp_emulator.h",
+           *sorted((CSRC / "kernels").glob("*_cuda*")), CSRC / "kernels" / "warp_ops.cuh",
+           CSRC / "kernels" / "mlp_cpu.h"]
 FLAGS = ["-O1", "-std=c++17", "-shared", "-fPIC", "-x", "c++"]
 
 

@@ -26,7 +26,7 @@ from cuda_emulator import PROVIDERS, EmulatedKernels, skip_reason
 
 from fields.nn import mlp_cuda
 from fields.nn.activations import ACTIVATION_IDS, apply_activation
-from fields.nn.mlp import FusedMLP, MLPSpec
+from fields.nn.mlp import FusedMLP, MLPSpec, mlp_reference
 from fields.nn.mlp_cuda import (
     SKEW,
     CudaMLP,
@@ -537,6 +537,22 @@ def test_packed_weights_follow_the_parameters(emulated):
     assert torch.equal(net(x), y1)
     net.invalidate_packed()
     assert torch.equal(net(x), y0)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "foreach"])
+def test_packed_weights_follow_optimiser_steps(emulated, fused):
+    """A fused optimiser updates the parameters without bumping their versions: the packed
+    weights must follow it all the same (they once stayed as packed, and a radiance field
+    trained on a GPU learnt with its networks frozen)."""
+    net = cuda_mlp(emulated, n_in=4, n_out=2, width=16, depth=1)
+    x = torch.rand(20, 4).half()
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused, foreach=None if fused else True)
+    net(x).float().square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        y = net(x)
+        ref = mlp_reference(x.float(), list(net.weights), None, "ReLU", "None", 1.0)
+    torch.testing.assert_close(y.float(), ref, atol=3e-2, rtol=3e-2)
 
 
 # -- the emulator itself -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Radiance fields end to end: the procedural scene, a tiny fit, checkpoints, render, export."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -54,6 +55,30 @@ def test_procedural_scene_is_deterministic_and_cached(tiny_scene, tmp_path):
     assert scene.train.alpha is not None
     assert 0.1 < scene.train.alpha.mean() < 0.9  # the object covers part of each view
     assert set(scene.splits) == {"train", "val", "test"}
+
+
+def test_procedural_scene_renders_the_same_on_a_given_device():
+    spec = SceneSpec(resolution=16, n_train=2, n_val=1, n_test=1)
+    here = render_scene(spec)
+    there = render_scene(spec, device="cpu")  # the device path (a GPU's, where there is one)
+    for name in here.splits:
+        torch.testing.assert_close(there.splits[name].images, here.splits[name].images)
+        torch.testing.assert_close(there.splits[name].alpha, here.splits[name].alpha)
+    if torch.cuda.is_available():
+        gpu = render_scene(spec, device="cuda")
+        torch.testing.assert_close(gpu.train.images, here.train.images, atol=2e-3, rtol=0)
+
+
+def test_cli_device_option_is_checked(tiny_scene, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", "nerf", "--data", str(tiny_scene), "--device", "gpu",
+                              "--output", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "expected cpu, cuda or cuda:N" in res.output, res.output
+    if not torch.cuda.is_available():
+        res = runner.invoke(app, ["fit", "nerf", "--data", str(tiny_scene), "--device", "cuda",
+                                  "--output", str(tmp_path / "b")])
+        assert res.exit_code == 2 and "--device cuda" in res.output, res.output
+        assert not (tmp_path / "b").exists()  # refused before anything was written
 
 
 def test_procedural_geometry_projects_where_it_renders():
@@ -266,3 +291,32 @@ def test_resume_restores_the_task_state(tiny_scene, tmp_path):
           resume=tmp_path / "a.pt", show_progress=False)
     assert b.n_rays == a.n_rays and b.rays_trained == a.rays_trained
     torch.testing.assert_close(b.generator.get_state(), a.generator.get_state())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_nerf_trains_on_a_device(tiny_scene, device):
+    """`NerfTask(device=...)`: the field, grid and optimiser on the device, rays drawn on the
+    host and moved per step, renders back on the host; on a GPU the fused kernels where
+    built. The CPU's losses fall to 0.06 of the first ten steps' in 150 steps and the held-out
+    PSNR rises by 10 dB; an H200 whose kernels kept their first weights (the fused optimiser
+    left the packed weights stale) got 0.71, which these bounds refuse."""
+    from fields import _ext
+    from fields.nn.grid import GridEncoding
+    from fields.nn.mlp import FusedMLP
+
+    scene = load_scene(tiny_scene)
+    seed_everything(0)
+    task = NerfTask(scene, small_config(), seed=0, device=device)
+    assert all(p.device.type == device for p in task.module.parameters())
+    blank = task.evaluate(final=False)["psnr"]
+    losses = [task.train_step(i, i / 150)["loss"] for i in range(150)]
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) < 0.3 * sum(losses[:10])
+    trained = task.evaluate(final=False)["psnr"]
+    assert trained > blank + 5.0, (blank, trained)
+    out = task.render(scene.eval_split(), 0)
+    assert out["rgb"].device.type == "cpu" and torch.isfinite(out["rgb"]).all()
+    if device == "cuda" and _ext.has_cuda_kernels():
+        used = {m.last_backend for m in task.module.modules()
+                if isinstance(m, (FusedMLP, GridEncoding))}
+        assert used == {"cuda"}, used

@@ -1,7 +1,9 @@
-// The CUDA fused-MLP kernels (csrc/kernels/mlp_cuda.cu) compiled as host code against the CPU
+// The CUDA fused-MLP kernels (csrc/kernels/mlp_cuda*.cu) compiled as host code against the CPU
 // emulator, behind a C API for ctypes (tests/cuda_emulator.py). Pointers are host memory.
 #define FIELDS_WARP_EMULATOR 1
 #include "../kernels/mlp_cuda.cu"
+#include "../kernels/mlp_cuda_bf16.cu"
+#include "../kernels/mlp_cuda_f16.cu"
 
 #include <cstdio>
 #include <exception>

@@ -13,6 +13,7 @@ from fields.command import (
     DEFAULT_SEED,
     CheckpointEveryOpt,
     ConfigOpt,
+    DeviceOpt,
     MaxSecondsOpt,
     OutputOpt,
     OverwriteOpt,
@@ -23,7 +24,9 @@ from fields.command import (
     ThreadsOpt,
     alias,
     auto_downscale,
+    check_device,
     console,
+    device_name,
     error,
     guarded,
     hidden,
@@ -201,6 +204,7 @@ def fit_nerf_cmd(
     video_frames: Annotated[int, typer.Option(help="frames of the orbit video (0: none)")] = 48,
     viewer: Annotated[bool, typer.Option(help="watch it train in the web viewer")] = False,
     viewer_port: Annotated[int, typer.Option(help="the viewer's port")] = 7007,
+    device: DeviceOpt = "cpu",
     mesh: Annotated[int | None, hidden("--mesh")] = None,
 ) -> None:
     """Fit a radiance field (instant-ngp style) to posed images; writes config.json,
@@ -218,6 +222,7 @@ def fit_nerf_cmd(
         raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--model")
     with guarded():
         opts.check("nerf")
+        dev = check_device(device)
         overrides = parse_config(config, "NerfConfig")
         if refine_poses is not None:
             overrides["refine_poses"] = refine_poses
@@ -229,14 +234,14 @@ def fit_nerf_cmd(
         out = opts.folder(name, "nerf")
         train_cfg = opts.train_config(eval_every=eval_every)
         seed_everything(seed)
-        task = NerfTask(scene, cfg, seed=seed)
+        task = NerfTask(scene, cfg, seed=seed, device=dev)
         write_run_config(out, "nerf", name, opts, task.config.to_dict(), data=data,
                          model=model, downscale=downscale, scene_resolution=scene_resolution,
-                         eval_every=eval_every)
+                         eval_every=eval_every, device=device)
     split = scene.eval_split()
     say(f"fitting {name}: {len(scene.train)} training views {scene.train.cameras.width}x"
         f"{scene.train.cameras.height}, {len(split)} held-out; model {model}; budget "
-        f"{steps} steps / {max_seconds:g} s; output {out}")
+        f"{steps} steps / {max_seconds:g} s; {device_name(device)}; output {out}")
     extras = [what for what, on in (("pose refinement", task.config.refine_poses),
                                     ("per-image appearance", task.config.appearance)) if on]
     if extras:

@@ -38,6 +38,7 @@ from fields.nerf.poses import (
 from fields.nn.backend import scope
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
+from fields.nn.mlp import use_cuda_kernels
 from fields.render.occupancy import OccupancyGrid, contract
 from fields.render.rays import RayBatcher
 from fields.render.volrend import composite, offsets_from_indices, prune_in_rounds
@@ -348,6 +349,7 @@ def render_rays(
     evaluated with gradients, "n_marched": () int64 samples marched}."""
     n_rays = origins.shape[0]
     outer_grad = torch.is_grad_enabled()
+    background = background.to(origins.device)
     with scope("phase:marching"):
         ray_indices, t_starts, t_ends, offsets = grid.sample(
             origins, directions, settings.near, settings.far, settings.step_size,
@@ -422,12 +424,13 @@ def render_camera(
 ) -> dict[str, torch.Tensor]:
     """Renders one camera's image: {"rgb": (H, W, 3), "depth": (H, W, 1), "opacity": (H, W, 1)}."""
     origins, dirs = cameras.pixel_rays(index)
+    device = grid.occupied.device  # rays go to the field's device, pixels come back
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
     with torch.no_grad():
         for o, d in zip(origins.split(chunk), dirs.split(chunk), strict=True):
-            out = render_rays(model, grid, o, d, settings, background)
+            out = render_rays(model, grid, o.to(device), d.to(device), settings, background)
             for k in parts:
-                parts[k].append(out[k])
+                parts[k].append(out[k].cpu())
     h, w = cameras.height, cameras.width
     return {k: torch.cat(v).reshape(h, w, -1) for k, v in parts.items()}
 
@@ -446,8 +449,11 @@ class NerfTask:
 
     def __init__(
         self, data: SceneData, config: NerfConfig, seed: int = 0, eval_views: int = 4,
-        eval_pixels: int = 2**14,
+        eval_pixels: int = 2**14, device: str | torch.device = "cpu",
     ) -> None:
+        """`device`: where the field trains ("cpu", "cuda", "cuda:1"); the images stay in
+        host memory and each step's rays go to the device."""
+        self.device = torch.device(device)
         self.data = data
         config = config.resolved(data)
         self.config = config
@@ -466,6 +472,9 @@ class NerfTask:
             self.colour = ColourCorrection(len(data.train))
             parts["colour"] = self.colour
         self.module = nn.ModuleDict(parts)
+        self.module.to(self.device)
+        if self.device.type == "cuda":
+            use_cuda_kernels(self.module)
         self.settings = RenderSettings.for_scene(
             data.aabb, data.unbounded, config, data.near, data.far
         )
@@ -518,6 +527,9 @@ class NerfTask:
                 self.n_rays, self.generator, c.random_background, c.pixel_jitter
             )
             image = self.rays.last_index // (self.rays.hw[0] * self.rays.hw[1])
+            if self.device.type != "cpu":
+                o, d, target, bg, image = (t.to(self.device, non_blocking=True)
+                                           for t in (o, d, target, bg, image))
             if self.poses is not None:
                 self.model.encoding.set_progress(coarse_to_fine_alpha(
                     progress, self.model.encoding.n_levels, *c.coarse_to_fine,
@@ -560,7 +572,7 @@ class NerfTask:
         if self.poses is None:
             return self.data.train.cameras.c2w
         with torch.no_grad():
-            return self.poses.corrected()
+            return self.poses.corrected().cpu()
 
     def aligned(self, cameras: Any) -> Any:
         """Held-out `cameras` moved into the frame of the refined training poses (the
@@ -627,8 +639,9 @@ class NerfTask:
         cams = split.cameras if split is self.data.train else self.aligned(split.cameras)
         o, d = cams.rays(torch.full_like(idx, i), (idx % w).float() + 0.5,
                          (idx // w).float() + 0.5)
-        rgb = torch.cat([render_rays(self.model, self.grid, oo, dd, self.settings,
-                                     self.data.background)["rgb"]
+        dev = self.device
+        rgb = torch.cat([render_rays(self.model, self.grid, oo.to(dev), dd.to(dev),
+                                     self.settings, self.data.background)["rgb"].cpu()
                          for oo, dd in zip(o.split(2**14), d.split(2**14), strict=True)])
         return {"rgb": rgb}, gt.reshape(-1, 3)[idx], keep.reshape(-1)[idx]
 
@@ -901,7 +914,12 @@ def extract_nerf_mesh(
 
     from fields.mesh import clean_density_volume, marching_cubes, sample_grid
 
-    vol = sample_grid(model.density, aabb, resolution)
+    device = next(model.parameters()).device  # points go to the field, densities come back
+
+    def density(p: torch.Tensor) -> torch.Tensor:
+        return model.density(p.to(device)).cpu()
+
+    vol = sample_grid(density, aabb, resolution)
     if views is not None and grid is not None and settings is not None:
         voxel = float((aabb[1] - aabb[0]).max()) / (resolution - 1)
         vol = carve_hidden_space(vol, threshold, model, grid, settings, views, aabb,
@@ -914,11 +932,11 @@ def extract_nerf_mesh(
         # colour seen from outside: along the negative density gradient, by finite differences
         eps = float((aabb[1] - aabb[0]).max()) / resolution
         with torch.no_grad():
-            grad = torch.stack([model.density(v + e) - model.density(v - e)
+            grad = torch.stack([density(v + e) - density(v - e)
                                 for e in torch.eye(3) * eps], -1)
             n = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            rgb = torch.cat([model(p, -d)[1] for p, d in zip(v.split(2**16), n.split(2**16),
-                                                               strict=True)])
+            rgb = torch.cat([model(p.to(device), -d.to(device))[1].cpu()
+                             for p, d in zip(v.split(2**16), n.split(2**16), strict=True)])
         colours = (rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return verts, faces, colours
 

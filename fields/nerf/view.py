@@ -82,14 +82,16 @@ class NerfView(FieldView):
         origins, dirs = camera.pixel_rays(0)
         bg = self._background() if mode == "rgb" else torch.zeros(3)
         rgb, depth, opacity = [], [], []
+        device = self.grid.occupied.device  # the field's device (a GPU-trained one too)
         with torch.no_grad():
             for o, d in zip(origins.split(self.chunk), dirs.split(self.chunk), strict=True):
                 if cancel():
                     raise Cancelled
-                out = render_rays(self.model, self.grid, o, d, settings, bg)
-                rgb.append(out["rgb"])
-                depth.append(out["depth"])
-                opacity.append(out["opacity"])
+                out = render_rays(self.model, self.grid, o.to(device), d.to(device), settings,
+                                  bg)
+                rgb.append(out["rgb"].cpu())
+                depth.append(out["depth"].cpu())
+                opacity.append(out["opacity"].cpu())
         h, w = camera.height, camera.width
         if mode == "rgb":
             return torch.cat(rgb).clamp(0, 1).reshape(h, w, 3).numpy()

@@ -32,6 +32,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from fields import _ext
 from fields.nn import mlp_cuda
@@ -49,7 +50,22 @@ from fields.nn.mlp_reference import MLPSpec, mlp_reference
 
 logger = logging.getLogger("fields")
 
-__all__ = ["BACKENDS", "CPU_MAX_WIDTH", "FusedMLP", "MLPSpec", "mlp_reference"]
+# Optimiser steps taken in this process (any torch.optim optimiser). The packed CUDA weights
+# are keyed on it as well as on the parameters' versions: the fused optimisers (Adam(fused=True),
+# what the NeRF task uses) update parameters in place without bumping their version counters,
+# so the versions alone would leave the kernels running on the weights they were packed from.
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+__all__ = ["BACKENDS", "CPU_MAX_WIDTH", "FusedMLP", "MLPSpec", "mlp_reference",
+           "use_cuda_kernels"]
 
 CPU_MAX_WIDTH = 1024
 
@@ -306,9 +322,11 @@ class FusedMLP(nn.Module):
 
     def _cuda_packed(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
                      half: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The packed 16-bit weights, rebuilt only when a parameter changed (its version)."""
+        """The packed 16-bit weights, rebuilt only when a parameter changed: its version, or an
+        optimiser step anywhere (fused optimisers leave the versions as they were)."""
         try:
-            key = (half, *((p.data_ptr(), p._version) for p in weights + biases))
+            key = (half, _optimizer_steps,
+                   *((p.data_ptr(), p._version) for p in weights + biases))
         except RuntimeError:  # inference tensors have no version counter: always repack
             key = None
         if key is None or self._packed is None or self._packed[0] != key:
@@ -395,3 +413,20 @@ class FusedMLP(nn.Module):
             + (f", omega0={s.omega0}"
                if {"Sine", "Finer", "Gaussian"} & {s.activation, s.output_activation} else "")
         )
+
+
+def use_cuda_kernels(module: nn.Module) -> list[str]:
+    """Switches every `FusedMLP` of `module` left on ``"auto"`` to ``"cuda"`` where the CUDA
+    kernels can run its shape, so that float32 inputs run the 16-bit tensor-core kernels
+    (fp32 accumulation, output in fp32) instead of the fp32 reference that ``"auto"`` keeps
+    for them: what a radiance field trained on a GPU wants (tiny-cuda-nn's networks are
+    fp16 throughout). Returns why each network left on ``"auto"`` could not switch."""
+    kept = []
+    for name, m in module.named_modules():
+        if isinstance(m, FusedMLP) and m.backend == "auto":
+            reason = m._cuda_unsupported_static()
+            if reason:
+                kept.append(f"{name or type(m).__name__}: {reason}")
+            else:
+                m.backend = "cuda"
+    return kept
