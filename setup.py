@@ -47,10 +47,18 @@ def cuda_arch_list() -> str:
     return ";".join(kept) or "8.0;9.0"
 
 
+def cxx_standard() -> str:
+    """The C++ standard of the bindings: C++20 for torch 2.14 and newer (their headers require
+    it: "C++20 or later compatible compiler is required to use ATen"), else C++17. The CUDA
+    kernels include no torch header and stay C++17."""
+    m = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return "-std=c++20" if m and (int(m.group(1)), int(m.group(2))) >= (2, 14) else "-std=c++17"
+
+
 def extension():
     # -fopenmp: at::parallel_for (inlined from ATen headers) is OpenMP; the extension then
     # shares the libgomp.so.1 that torch has already loaded.
-    cxx_flags = ["-O3", "-std=c++17", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"]
+    cxx_flags = ["-O3", cxx_standard(), "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"]
     link_flags = ["-fopenmp"]
     cpp = sources("kernels/*.cpp") + sources("bindings/*.cpp")
     cu = sources("kernels/*.cu") + sources("bindings/*.cu")

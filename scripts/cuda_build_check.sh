@@ -54,7 +54,8 @@ arch_list=$(echo "$ARCHS" | sed -E 's/([0-9])([0-9])/\1.\2/g; s/ /;/g')
 FIELDS_CUDA=1 FIELDS_CUDA_PREBUILT=build/cuda TORCH_CUDA_ARCH_LIST="$arch_list" \
   MAX_JOBS=${MAX_JOBS:-$(nproc)} "$VENV/bin/python" setup.py -q build_ext \
   --build-lib "$work/lib" --build-temp "$work/tmp" > "$work/build.log" 2>&1 \
-  || { tail -40 "$work/build.log"; echo "cuda_build_check: the CUDA build failed" >&2; exit 1; }
+  || { grep -E -m 20 -A3 "error|FAILED" "$work/build.log"; tail -5 "$work/build.log"
+       echo "cuda_build_check: the CUDA build failed" >&2; exit 1; }
 so=$(find "$work/lib/fields" -name '_C*.so' | head -1)
 [ -n "$so" ] || { echo "cuda_build_check: the build made no fields/_C*.so" >&2; exit 1; }
 stage "fields._C built with the CUDA kernels ($(du -h "$so" | cut -f1))"
