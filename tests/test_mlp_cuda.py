@@ -415,6 +415,25 @@ def test_fp16_overflow_falls_back_to_the_reference(provider):
         eikonal_case("Sine", "None", 16, True, 30.0, 0, 3e-2, provider)
 
 
+def test_backward_overflow_says_what_overflowed(emulated):
+    # a large last layer: the output is in fp16's range, its deltas times the layer are not
+    from fields.nn.backend import forget_warnings
+
+    net = cuda_mlp(emulated, n_in=4, n_out=2, width=16, depth=2)
+    with torch.no_grad():
+        net.weights[-1].mul_(2000.0)
+    x = torch.rand(20, 4).half().requires_grad_(True)
+    forget_warnings()
+    with pytest.warns(UserWarning, match=r"overflowed in the backward \((dx|the deltas)[^)]* not "
+                                         r"finite\)"):
+        net(x).float().sum().backward()
+    ref_x = x.detach().float().requires_grad_(True)
+    mlp_reference(ref_x, [w.float() for w in net.weights], None, "ReLU", "None",
+                  1.0).sum().backward()
+    torch.testing.assert_close(x.grad.float(), ref_x.grad, rtol=2e-2, atol=2e-2 * float(
+        ref_x.grad.abs().max()))
+
+
 @pytest.mark.parametrize("half", [0, 1], ids=["fp16", "bf16"])
 def test_second_derivatives_to_the_upstream_gradient(provider, monkeypatch, half):
     # the upstream gradient v itself requires grad (dS/dv = J u), and a 16-bit output

@@ -210,12 +210,20 @@ def _finite(tensors: Sequence[torch.Tensor | None]) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def _warn_overflow(what: str) -> None:
+def _nonfinite(named: Sequence[tuple[str, torch.Tensor | None]]) -> str:
+    """The names of those that are not finite (called once an overflow is known: a
+    synchronisation each)."""
+    return ", ".join(name for name, t in named
+                     if t is not None and t.numel() and not bool(torch.isfinite(t).all()))
+
+
+def _warn_overflow(what: str, where: str = "") -> None:
     warn_once(f"cuda-overflow-{what}",
-               f"FusedMLP(backend='cuda'): fp16 overflowed in the {what} (derivatives beyond "
-               "fp16's range, e.g. SIREN or FINER with a large omega0); such calls take their "
-               "gradients from the torch reference (correct, slower). bfloat16 inputs keep the "
-               "kernels' range.")
+               f"FusedMLP(backend='cuda'): fp16 overflowed in the {what}"
+               + (f" ({where} not finite)" if where else "")
+               + " (derivatives beyond fp16's range, e.g. SIREN or FINER with a large omega0); "
+               "such calls take their gradients from the torch reference (correct, slower). "
+               "bfloat16 inputs keep the kernels' range.")
 
 
 def dims_of(spec: MLPSpec, has_bias: bool) -> list[int]:
@@ -264,8 +272,10 @@ def _reference_grads(meta: _Meta, dy: torch.Tensor, x: torch.Tensor,
     n = spec.n_layers
     inputs = [t for t, need in zip((x, *params), needs, strict=True) if need]
     with torch.enable_grad():
-        ref = mlp_reference(x, params[:n], list(params[n:]) or None, spec.activation,
-                            spec.output_activation, spec.omega0).to(dy.dtype)
+        # in the parameters' dtype (a 16-bit input with fp32 parameters: fp32, the input's
+        # gradient cast back to its own dtype by autograd)
+        ref = mlp_reference(x.to(params[0].dtype), params[:n], list(params[n:]) or None,
+                            spec.activation, spec.output_activation, spec.omega0).to(dy.dtype)
         grads = iter(torch.autograd.grad(ref, inputs, dy, create_graph=True))
     dx = next(grads) if needs[0] else None
     return dx, [next(grads) if need else None for need in needs[1:]]
@@ -299,7 +309,10 @@ def _first_backward(meta: _Meta, dy: torch.Tensor, x: torch.Tensor, x16: torch.T
             dbs.append((d_l.float().sum(0) * inv).to(biases[layer].dtype)
                        if b_needs[layer] else None)
     if not _finite([dx if needs[0] else None, *dws, *dbs]):
-        _warn_overflow("backward")
+        _warn_overflow("backward", _nonfinite(
+            [("dx", dx if needs[0] else None), ("the deltas", delta), ("the output deltas",
+             delta_out)] + [(f"dW{i}", w) for i, w in enumerate(dws)]
+            + [(f"db{i}", b) for i, b in enumerate(dbs)]))
         return None
     dx_out = dx.to(x.dtype) if needs[0] else None
     return dx_out, dws + dbs
