@@ -106,6 +106,28 @@ def test_cli_fit_image_writes_outputs(tmp_path):
     assert "did you mean 'n_levels'" in " ".join(bad_cfg.output.split())
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_cli_fit_image_on_a_device(tmp_path, device):
+    """`fields fit image --device`: the field and the samples on the device, the generator and
+    the outputs on the host; resumed on the same device; `fields eval` reads it on the CPU."""
+    src = write_image(tmp_path / "in.png", procedural_image(48))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["fit", "image", str(src), "--output", str(out), "--max-seconds", "30",
+              "--steps", "60", "--device", device, "--sape", "4"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 60 and metrics["psnr"] > 15
+    assert json.loads((out / "config.json").read_text())["device"] == device
+    more = CliRunner().invoke(
+        app, ["fit", "image", str(src), "--output", str(out), "--steps", "80", "--device",
+              device, "--sape", "4", "--resume", str(out / "checkpoint.pt")])
+    assert more.exit_code == 0, more.output
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 80
+    scores = CliRunner().invoke(app, ["eval", str(out / "checkpoint.pt")])
+    assert scores.exit_code == 0, scores.output
+
+
 def test_one_ssim_matches_the_gaussian_ssim_inr_used():
     # fields.metrics.ssim replaced the INR's scikit-image SSIM (Gaussian window sigma 1.5,
     # population covariance): the two agree

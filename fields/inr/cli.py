@@ -23,6 +23,7 @@ from fields.command import (
     DEFAULT_SEED,
     CheckpointEveryOpt,
     ConfigOpt,
+    DeviceOpt,
     MaxSecondsOpt,
     OutputOpt,
     OverwriteOpt,
@@ -32,7 +33,9 @@ from fields.command import (
     StepsOpt,
     ThreadsOpt,
     alias,
+    check_device,
     console,
+    device_name,
     error,
     guarded,
     hidden,
@@ -107,6 +110,7 @@ def fit_image_cmd(
     downsample: Annotated[int, typer.Option(
         help="super-resolution: fit the image downsampled by this factor, render it at "
              "full size")] = 1,
+    device: DeviceOpt = "cpu",
     eval_every: EvalEveryOpt = 2.0,
     out: OldOutOpt = None,
     seconds: OldSecondsOpt = None,
@@ -119,7 +123,7 @@ def fit_image_cmd(
                     threads, overwrite, checkpoint_every)
     _fit("image", dict(file=image, builtin=builtin, size=size), opts,
          _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every,
-         noise=noise, keep=keep, downsample=downsample)
+         noise=noise, keep=keep, downsample=downsample, device=device)
 
 
 def fit_audio_cmd(
@@ -141,6 +145,7 @@ def fit_audio_cmd(
     sape: SapeOpt = None,
     encoding: EncodingOpt = None,
     network: NetworkOpt = None,
+    device: DeviceOpt = "cpu",
     eval_every: EvalEveryOpt = 2.0,
     out: OldOutOpt = None,
     seconds: OldSecondsOpt = None,
@@ -152,7 +157,8 @@ def fit_audio_cmd(
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
                     threads, overwrite, checkpoint_every)
     _fit("audio", dict(file=audio), opts,
-         _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every)
+         _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every,
+         device=device)
 
 
 def fit_volume_cmd(
@@ -174,6 +180,7 @@ def fit_volume_cmd(
     sape: SapeOpt = None,
     encoding: EncodingOpt = None,
     network: NetworkOpt = None,
+    device: DeviceOpt = "cpu",
     eval_every: EvalEveryOpt = 2.0,
     out: OldOutOpt = None,
     seconds: OldSecondsOpt = None,
@@ -185,7 +192,8 @@ def fit_volume_cmd(
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
                     threads, overwrite, checkpoint_every)
     _fit("volume", dict(file=volume), opts,
-         _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every)
+         _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every,
+         device=device)
 
 
 def fit_video_cmd(
@@ -207,6 +215,7 @@ def fit_video_cmd(
     encoding: EncodingOpt = None,
     network: NetworkOpt = None,
     max_frames: Annotated[int, typer.Option(help="use at most this many frames")] = 64,
+    device: DeviceOpt = "cpu",
     eval_every: EvalEveryOpt = 2.0,
     out: OldOutOpt = None,
     seconds: OldSecondsOpt = None,
@@ -217,7 +226,8 @@ def fit_video_cmd(
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
                     threads, overwrite, checkpoint_every)
     _fit("video", dict(file=video, max_frames=max_frames), opts,
-         _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every)
+         _shorthands(model, batch, lr, teaching, sape, encoding, network), eval_every,
+         device=device)
 
 
 # -- the steps every fit command shares --
@@ -264,7 +274,8 @@ def inr_config(default_model: str, config: str | None, flags: dict[str, Any]) ->
 
 
 def _fit(kind: str, source: dict[str, Any], opts: RunOptions, flags: dict[str, Any],
-         eval_every: float, noise: float = 0.0, keep: float = 1.0, downsample: int = 1) -> None:
+         eval_every: float, noise: float = 0.0, keep: float = 1.0, downsample: int = 1,
+         device: str = "cpu") -> None:
     """A fit command's work: config, signal, task, config.json; training; outputs, metrics."""
     from fields.inr import run
     from fields.nn.modules import count_parameters
@@ -272,17 +283,19 @@ def _fit(kind: str, source: dict[str, Any], opts: RunOptions, flags: dict[str, A
     set_threads(opts.threads)
     with guarded():
         opts.check("inr", f"fit {kind}")
+        dev = check_device(device)
         cfg = inr_config("siren" if kind == "audio" else "hash", opts.config, flags)
         signal = run.load_signal(run.signal_source(kind, **source), where=f"fields fit {kind}")
         obs = run.observe(signal, noise, keep, downsample, opts.seed)
         out = opts.folder(signal.name, "inr")
-        task = run.make_task(signal, obs, cfg, opts.seed)
+        task = run.make_task(signal, obs, cfg, opts.seed, device=dev)
         write_run_config(out, "inr", signal.name, opts, task.config.to_dict(),
                          source=signal.recorded_source(), noise=noise, keep=keep,
-                         downsample=downsample, eval_every=eval_every)
+                         downsample=downsample, eval_every=eval_every, device=device)
     size = "x".join(map(str, obs.shape))
     say(f"fitting {signal.name} ({kind} {size}, {signal.channels} channel(s)) with "
-        f"{task.config.model}; budget {opts.steps} steps / {opts.max_seconds:g} s"
+        f"{task.config.model}; {device_name(device)}; budget {opts.steps} steps / "
+        f"{opts.max_seconds:g} s"
         f"{'; resuming ' + opts.resume if opts.resume else ''}; output {out}")
     with guarded(out):
         train_cfg = opts.train_config(eval_every=eval_every)

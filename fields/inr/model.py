@@ -32,7 +32,7 @@ from fields.data.images import psnr
 from fields.data.signals import grid_coords
 from fields.nn.encoding import InputEncoding
 from fields.nn.inr_layers import FANNet, GaborNet, SL2ANet, WaveletSplitNet
-from fields.nn.mlp import FusedMLP
+from fields.nn.mlp import FusedMLP, use_cuda_kernels
 from fields.nn.modules import NetworkWithInputEncoding
 from fields.nn.progressive import SpatialProgress
 from fields.train import TrainConfig, TrainState, train
@@ -318,19 +318,25 @@ class SignalTask:
 
     def __init__(self, coords: torch.Tensor, values: torch.Tensor, config: INRConfig,
                  finest: int = 256, seed: int = 1337, mask: torch.Tensor | None = None,
-                 target: torch.Tensor | None = None) -> None:
+                 target: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu") -> None:
         if coords.dim() != 2 or values.dim() != 2 or coords.shape[0] != values.shape[0]:
             raise ValueError(f"fit_signal: expected coords (N, d) and values (N, C), got "
                              f"{tuple(coords.shape)} and {tuple(values.shape)}")
         config.check()
+        self.device = torch.device(device)  # the field and the samples; the generator stays
         self.field = CoordinateField(config.model, coords.shape[1], values.shape[1], finest,
-                                     seed, config.custom, config.sape or None)
+                                     seed, config.custom, config.sape or None).to(self.device)
+        if self.device.type == "cuda":
+            use_cuda_kernels(self.field)
         self.module: nn.Module = self.field
         spec = self.field.spec
-        self.coords, self.values = coords.float(), values.float()
-        self.reference = self.values if target is None else target.float().reshape(values.shape)
-        self.train_idx = (torch.arange(coords.shape[0]) if mask is None
-                          else mask.reshape(-1).nonzero()[:, 0])
+        self.coords = coords.float().to(self.device)
+        self.values = values.float().to(self.device)
+        self.reference = (self.values if target is None
+                          else target.float().reshape(values.shape).to(self.device))
+        self.train_idx = (torch.arange(coords.shape[0], device=self.device) if mask is None
+                          else mask.reshape(-1).to(self.device).nonzero()[:, 0])
         if self.train_idx.numel() == 0:
             raise ValueError("fit_signal: the mask keeps no samples")
         batch = spec.batch if config.batch == 0 else (None if config.batch < 0 else config.batch)
@@ -355,7 +361,8 @@ class SignalTask:
             self.pool = self.worst_samples()
         pool = self.pool
         idx = pool if self.batch >= pool.numel() else pool[
-            torch.randint(0, pool.numel(), (self.batch,), generator=self.generator)]
+            torch.randint(0, pool.numel(), (self.batch,), generator=self.generator).to(
+                pool.device)]
         x = self.coords[idx]
         per_sample = (net(x) - self.values[idx]).square()
         loss = per_sample.mean()
@@ -389,12 +396,12 @@ class SignalTask:
 
     def state_dict(self) -> dict[str, Any]:
         """The sampling generator and the teaching pool (for `resume`)."""
-        return {"generator": self.generator.get_state(), "pool": self.pool}
+        return {"generator": self.generator.get_state(), "pool": self.pool.cpu()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores what `state_dict` saved."""
         self.generator.set_state(state["generator"])
-        self.pool = state["pool"]
+        self.pool = state["pool"].to(self.device)
 
 
 def final_evaluation(task: SignalTask, state: TrainState) -> dict[str, float]:
@@ -421,9 +428,11 @@ class SignalFit:
     history: list[dict[str, float]] = dataclass_field(default_factory=list)
 
     def predict(self, coords: torch.Tensor, chunk: int = 2**16) -> torch.Tensor:
-        """The field at `coords` (N, d) in [0, 1]: (N, C)."""
+        """The field at `coords` (N, d) in [0, 1]: (N, C), on the coordinates' device."""
+        device = next(self.field.parameters()).device
         with torch.no_grad():
-            return torch.cat([self.field(c) for c in coords.split(chunk)])
+            return torch.cat([self.field(c.to(device)).to(coords.device)
+                              for c in coords.split(chunk)])
 
 
 def fit_signal(
@@ -446,6 +455,7 @@ def fit_signal(
     target: torch.Tensor | None = None,
     seed: int = 1337,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> SignalFit:
     """Fits `model` (a name of `MODELS`) to samples `values` (N, C) at `coords` (N, d) in
     [0, 1] (`custom`: encoding and network configs instead, see `CoordinateField`; `finest`:
@@ -456,7 +466,7 @@ def fit_signal(
     model's; `mask`, `teaching`, `sape`, `sape_threshold`, `sape_rate`: see `INRConfig` and
     `SignalTask`. Every `eval_every` seconds of training, and after the last step, the PSNR of
     the prediction of every sample against `target` (default: `values`) is measured and passed
-    to `on_eval` as {"step", "seconds", "loss", "psnr"}.
+    to `on_eval` as {"step", "seconds", "loss", "psnr"}. `device`: where the field trains.
     """
     config = INRConfig(
         model="custom" if custom is not None else model,
@@ -467,7 +477,7 @@ def fit_signal(
         lr=lr or 0.0, teaching=teaching, sape=sape or 0, sape_threshold=sape_threshold,
         sape_rate=sape_rate)
     config.check("fit_signal")
-    task = SignalTask(coords, values, config, finest, seed, mask, target)
+    task = SignalTask(coords, values, config, finest, seed, mask, target, device=device)
     state = train(task, TrainConfig(steps=max_steps, max_seconds=seconds, eval_every=eval_every,
                                     checkpoint_every=0.0, seed=seed),
                   on_eval=None if on_eval is None else (lambda _s, rec: on_eval(rec)),
@@ -528,7 +538,8 @@ def render_signal(model: CoordinateField, shape: Sequence[int], scale: float = 1
         raise ValueError(f"render_signal: scale must be a positive number, got {scale!r}")
     new = tuple(max(1, round(n * scale)) for n in shape)
     coords = grid_coords(new)
+    device = next(model.parameters()).device  # coordinates go to the field, values come back
     with torch.no_grad():
-        out = torch.cat([model(c) for c in coords.split(chunk)])
+        out = torch.cat([model(c.to(device)).cpu() for c in coords.split(chunk)])
     return out.reshape(*new, -1)
 

@@ -219,11 +219,13 @@ def observe(signal: Signal, noise: float = 0.0, keep: float = 1.0, downsample: i
                        downsample)
 
 
-def make_task(signal: Signal, obs: Observation, config: INRConfig, seed: int) -> SignalTask:
-    """The `SignalTask` fitting `config`'s model to `obs` (generators seeded with `seed`)."""
+def make_task(signal: Signal, obs: Observation, config: INRConfig, seed: int,
+              device: str | torch.device = "cpu") -> SignalTask:
+    """The `SignalTask` fitting `config`'s model to `obs` (generators seeded with `seed`) on
+    `device`."""
     seed_everything(seed)
     return SignalTask(obs.coords, obs.values, config, finest=max(obs.shape), seed=seed,
-                      mask=obs.mask)
+                      mask=obs.mask, device=device)
 
 
 def fit(task: SignalTask, signal: Signal, obs: Observation, train_config: TrainConfig,
