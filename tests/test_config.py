@@ -101,7 +101,8 @@ def test_pinn_strategy_wrong_type_names_field_and_expected_type():
     """`fields solve --config '{"n_collocation": "lots"}'` failed inside int()."""
     from fields.pinn.strategy import Strategy
 
-    with pytest.raises(ValueError, match=r"^Strategy: field 'n_collocation': expected an int, "
+    with pytest.raises(ValueError, match=r"^Strategy: field 'n_collocation': expected an int or "
+                                         r"null, "
                                          r"got str 'lots'$"):
         Strategy.from_dict({"n_collocation": "lots"})
     with pytest.raises(ValueError, match=r"^Strategy: unknown key 'n_colocation' \(did you mean "
@@ -124,7 +125,8 @@ def test_pinn_strategy_wrong_type_names_field_and_expected_type():
     with pytest.raises(ValueError, match=r"field 'resample': expected a string or null"):
         Strategy.from_dict({"resample": ["rad"]})
     # the dataclass's own range checks still run after the types
-    with pytest.raises(ValueError, match=r"Strategy\.n_collocation = 0: expected an integer >= 1"):
+    with pytest.raises(ValueError, match=r"Strategy\.n_collocation = 0: expected None \(sized "
+                                         r"by the problem's dimension\) or an integer >= 1"):
         Strategy.from_dict({"n_collocation": 0})
     # JSON writes whole numbers as floats at times (1e3): they are ints
     s = Strategy.from_dict({"adam_steps": 1e3, "lr": 1, "total_steps": None})

@@ -600,7 +600,7 @@ def test_regression_obj_with_two_coordinates_raised_axis_error(valid: Path) -> N
     ("fields.inr.model.INRConfig", "lr", 10**400),  # OverflowError from float()
     ("fields.pinn.strategy.Strategy", "weight_momentum", "abc"),  # TypeError from '<='
     ("fields.pinn.strategy.Strategy", "total_steps", "abc"),  # int()'s message, no field
-    ("fields.pinn.strategy.Strategy", "n_collocation", None),  # TypeError from int(None)
+    ("fields.pinn.strategy.Strategy", "history", None),  # TypeError from int(None)
     ("fields.pinn.strategy.Strategy", "max_seconds", "abc"),  # TypeError from '>'
 ])
 def test_regression_config_wrong_types(path: str, key: str, value: Any) -> None:

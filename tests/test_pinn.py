@@ -531,7 +531,8 @@ def test_load_case_errors(tmp_path):
         load_case("nope")
     bad = tmp_path / "bad.py"
     bad.write_text("x = 1\n")
-    with pytest.raises(ValueError, match="defines no build"):
+    with pytest.raises(ValueError, match=r"neither calls pinn.solve\(problem, ...\) nor defines "
+                                         r"build\(\)"):
         load_case(str(bad))
 
 

@@ -16,7 +16,10 @@ solution = pinn.solve(problem, network=pinn.MLP(width=32, depth=6),
 u = solution(x=0.5, t=0.25)
 ```
 
-Modules: `diff` (grad, laplacian), `geometry` (Box, samplers), `conditions`, `problem`
+Modules: `diff` (grad, laplacian), `geometry` (Box, samplers), `shapes` (Interval, Rectangle,
+Disk, Ellipse, Polygon, Sphere, Cuboid, constructive geometry ``a | b``, ``a - b``, ``a & b``,
+`Domain` = geometry x time), `conditions` (Dirichlet, Neumann, Robin, OperatorBC, Initial,
+Periodic, Data, PointSet), `problem`
 (Problem, Unknown, Reference), `networks` (MLP, modified MLP, wavelet, Gaussians, embeddings),
 `hard` (exact constraints), `strategy`, `field` (Field, Windowed), `terms` (the loss, adaptive
 weights, resampling, stages), `task` (one training run on `fields.train.train`), `solve`,
@@ -24,11 +27,35 @@ weights, resampling, stages), `task` (one training run on `fields.train.train`),
 `fields solve`), `cli`, `kind`, `view`.
 """
 
-from fields.pinn.conditions import Condition, Data, Dirichlet, Initial, Neumann, Periodic
+from fields.pinn.conditions import (
+    Condition,
+    Data,
+    Dirichlet,
+    Initial,
+    Neumann,
+    OperatorBC,
+    Periodic,
+    PointSet,
+    Robin,
+)
 from fields.pinn.diff import divergence, grad, jacobian, laplacian
 from fields.pinn.geometry import Box
 from fields.pinn.networks import MLP, Embedding, Gaussians, Wavelet
 from fields.pinn.problem import Problem, Reference, Unknown
+from fields.pinn.shapes import (
+    Cuboid,
+    Difference,
+    Disk,
+    Domain,
+    Ellipse,
+    Geometry,
+    Intersection,
+    Interval,
+    Polygon,
+    Rectangle,
+    Sphere,
+    Union,
+)
 from fields.pinn.solve import Field, Solution, solve
 from fields.pinn.strategy import Strategy
 
@@ -36,18 +63,33 @@ __all__ = [
     "MLP",
     "Box",
     "Condition",
+    "Cuboid",
     "Data",
+    "Difference",
     "Dirichlet",
+    "Disk",
+    "Domain",
+    "Ellipse",
     "Embedding",
     "Field",
     "Gaussians",
+    "Geometry",
     "Initial",
+    "Intersection",
+    "Interval",
     "Neumann",
+    "OperatorBC",
     "Periodic",
+    "PointSet",
+    "Polygon",
     "Problem",
+    "Rectangle",
     "Reference",
+    "Robin",
     "Solution",
+    "Sphere",
     "Strategy",
+    "Union",
     "Unknown",
     "Wavelet",
     "divergence",

@@ -139,7 +139,8 @@ def solve_cmd(
             _print_one(console, m)
     if json_:
         keys = ("problem", "rel_l2", "target", "met_target", "seconds", "wall_seconds",
-                "steps", "strategy", "network", "unknowns", "alpha_rel_error", "output")
+                "steps", "strategy", "network", "conditions", "unknowns", "alpha_rel_error",
+                "output")
         print(json.dumps([{k: m[k] for k in keys if k in m} for m in rows], indent=2))
     elif len(rows) > 1:
         _print_table(console, rows)
@@ -153,6 +154,9 @@ def _print_one(console: Console, m: dict[str, Any]) -> None:
     for k, v in (m.get("unknowns") or {}).items():
         line += f"; {k} = {v:.6g}"
     say(line)
+    for c in m.get("conditions") or []:
+        err = "n/a" if c.get("max_error") is None else f"{c['max_error']:.2e}"
+        say(f"  {c['condition']}: {c['enforced']}, max error {err}")
     say(f"  wrote {m['output']}/config.json, metrics.json, checkpoint.pt, solution.png, "
         f"history.png")
 

@@ -25,7 +25,8 @@ import torch
 
 from fields.pinn.geometry import Box
 
-__all__ = ["Condition", "Data", "Dirichlet", "Initial", "Neumann", "Periodic", "value_columns"]
+__all__ = ["Condition", "Data", "Dirichlet", "Initial", "Neumann", "OperatorBC", "Periodic",
+           "PointSet", "Robin", "value_columns"]
 
 Value = float | Callable[..., Any]
 
@@ -123,23 +124,46 @@ class Initial(Condition):
         return U - self.target(box, X, len(cols))
 
 
+def _boundary(box: Any, on: Any, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
+    X, normals, _ = box.sample_boundary(on, n, method, seed)
+    return {"X": X, "normal": normals}
+
+
+def _coords_of(X: torch.Tensor) -> list[torch.Tensor]:
+    return [X[:, i : i + 1] for i in range(X.shape[1])]
+
+
+def _normal_derivatives(ev: Any, pts: dict[str, torch.Tensor],
+                        cols: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs `cols` (N, k) at the points and their outward normal derivatives (N, k)."""
+    from fields.pinn.diff import grad
+
+    coords, U = ev.with_coords(pts["X"])
+    nrm = pts["normal"]
+    dn = []
+    for c in cols:
+        u = U[:, c : c + 1]
+        d = torch.cat([grad(u, x) for x in coords], 1)  # (N, dim)
+        dn.append((d * nrm).sum(1, keepdim=True))
+    return U[:, cols], torch.cat(dn, 1)
+
+
 @dataclass
 class Dirichlet(Condition):
-    """``u = value`` on the faces named by `on`."""
+    """``u = value`` on the boundary parts named by `on` (faces of a box, parts of a
+    geometry, a predicate ``lambda x, y: ...`` of numpy coordinates; None: everywhere)."""
 
     value: Value = 0.0
-    on: str | Sequence[str] | None = None
+    on: Any = None
 
     def label(self) -> str:
-        return f"Dirichlet(on={self.on})" if self.on else "Dirichlet"
+        return f"Dirichlet(on={_on_label(self.on)})" if self.on is not None else "Dirichlet"
 
     def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
-        X, _ = box.sample_faces(box.faces(self.on), n, method, seed)
-        return {"X": X}
+        return {"X": _boundary(box, self.on, n, method, seed)["X"]}
 
     def target(self, X: torch.Tensor, k: int) -> torch.Tensor:
-        return value_columns(self.value, [X[:, i : i + 1] for i in range(X.shape[1])], k,
-                             self.label())
+        return value_columns(self.value, _coords_of(X), k, self.label())
 
     def residual(self, ev: Any, pts: dict[str, torch.Tensor], cols: list[int]) -> torch.Tensor:
         X = pts["X"]
@@ -148,36 +172,100 @@ class Dirichlet(Condition):
 
 @dataclass
 class Neumann(Condition):
-    """``du/dn = value`` (outward normal derivative) on the faces named by `on`."""
+    """``du/dn = value`` (outward normal derivative) on the parts named by `on`."""
 
     value: Value = 0.0
-    on: str | Sequence[str] | None = None
+    on: Any = None
 
     def label(self) -> str:
-        return f"Neumann(on={self.on})" if self.on else "Neumann"
+        return f"Neumann(on={_on_label(self.on)})" if self.on is not None else "Neumann"
 
     def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
-        faces = box.faces(self.on)
-        X, which = box.sample_faces(faces, n, method, seed)
-        axis = np.array([a for a, _ in faces])[which]
-        sign = np.array([2.0 * s - 1.0 for _, s in faces])[which]
-        return {"X": X, "axis": axis.astype(np.int64), "sign": sign}
+        return _boundary(box, self.on, n, method, seed)
 
     def residual(self, ev: Any, pts: dict[str, torch.Tensor], cols: list[int]) -> torch.Tensor:
-        from fields.pinn.diff import grad
+        _, dn = _normal_derivatives(ev, pts, cols)
+        return dn - value_columns(self.value, _coords_of(pts["X"]), len(cols), self.label())
 
-        X = pts["X"]
-        coords, U = ev.with_coords(X)
-        axis, sign = pts["axis"], pts["sign"][:, None]
+
+@dataclass
+class Robin(Condition):
+    """``a u + b du/dn = value`` on the parts named by `on`; `a`, `b` and `value` are numbers
+    or callables of the coordinates (e.g. a convective heat loss ``du/dn + h u = h u_inf``:
+    ``Robin(a=h, b=1, value=h * u_inf)``)."""
+
+    a: Value = 1.0
+    b: Value = 1.0
+    value: Value = 0.0
+    on: Any = None
+
+    def label(self) -> str:
+        return f"Robin(on={_on_label(self.on)})" if self.on is not None else "Robin"
+
+    def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
+        return _boundary(box, self.on, n, method, seed)
+
+    def residual(self, ev: Any, pts: dict[str, torch.Tensor], cols: list[int]) -> torch.Tensor:
+        U, dn = _normal_derivatives(ev, pts, cols)
+        args = _coords_of(pts["X"])
+        k = len(cols)
+        a = value_columns(self.a, args, k, f"{self.label()}: a")
+        b = value_columns(self.b, args, k, f"{self.label()}: b")
+        return a * U + b * dn - value_columns(self.value, args, k, self.label())
+
+
+@dataclass
+class OperatorBC(Condition):
+    """Any boundary relation written with `pinn.grad`: ``operator(*outputs, *coords, normal)``
+    returns the residual(s) (zero where it holds) on the parts named by `on`; `normal` is a
+    tuple of the outward normal's components, one (N, 1) column per spatial coordinate. E.g.
+    a normal flux ``k du/dn = q``: ``OperatorBC(lambda u, x, y, n: k * (pinn.grad(u, x) * n[0]
+    + pinn.grad(u, y) * n[1]) - q, on="hole")``. `output` is ignored: the operator sees every
+    output."""
+
+    operator: Callable[..., Any] | None = None
+    on: Any = None
+    name: str = "OperatorBC"
+
+    def label(self) -> str:
+        return f"{self.name}(on={_on_label(self.on)})" if self.on is not None else self.name
+
+    def columns(self, outputs: Sequence[str]) -> list[int]:
+        return list(range(len(outputs)))
+
+    def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
+        if not callable(self.operator):
+            raise ValueError(f"{self.label()}: give operator= (a function of the outputs, the "
+                             f"coordinates and the normal)")
+        pts = _boundary(box, self.on, n, method, seed)
+        spatial = [box.index(nm) for nm in box.spatial]
+        pts["normal"] = pts["normal"][:, spatial]
+        return pts
+
+    def residual(self, ev: Any, pts: dict[str, torch.Tensor], cols: list[int]) -> torch.Tensor:
+        from fields.pinn.diff import CoordinateScope
+
+        coords, U = ev.with_coords(pts["X"])
+        outs = [U[:, j : j + 1] for j in range(U.shape[1])]
+        nrm = tuple(pts["normal"][:, i : i + 1] for i in range(pts["normal"].shape[1]))
+        with CoordinateScope(coords):
+            r = self.operator(*outs, *coords, nrm)
+        rs = list(r) if isinstance(r, (tuple, list)) else [r]
+        n = pts["X"].shape[0]
         out = []
-        for c in cols:
-            u = U[:, c : c + 1]
-            d = torch.cat([grad(u, x) for x in coords], 1)  # (N, dim)
-            out.append(d.gather(1, axis[:, None]))
-        dn = torch.cat(out, 1) * sign
-        target = value_columns(self.value, [X[:, i : i + 1] for i in range(X.shape[1])],
-                               len(cols), self.label())
-        return dn - target
+        for k, e in enumerate(rs):
+            if not isinstance(e, torch.Tensor) or e.numel() != n:
+                got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+                raise ValueError(f"{self.label()}: residual {k} gave {got}; expected a tensor "
+                                 f"of {n} values (N, 1)")
+            out.append(e.reshape(-1, 1))
+        return torch.cat(out, 1)
+
+
+def _on_label(on: Any) -> str:
+    if callable(on):
+        return "predicate"
+    return str(on)
 
 
 @dataclass
@@ -192,6 +280,10 @@ class Periodic(Condition):
         return f"Periodic(on={self.on})"
 
     def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
+        if not isinstance(box, Box):
+            raise ValueError(f"{self.label()}: periodic conditions need a pinn.Box domain "
+                             f"(the faces of {self.on!r} are matched point by point); "
+                             f"{box!r} is not one")
         lo_x, hi_x = box.bounds(self.on)
         a = box.sample_slice(self.on, lo_x, n, method, seed)
         b = a.copy()
@@ -245,3 +337,43 @@ class Data(Condition):
             raise ValueError(f"Data: values have {v.shape[1]} column(s) for {len(cols)} "
                              f"output(s)")
         return U - v
+
+
+class PointSet(Data):
+    """Values at given points, inside or on the boundary: ``PointSet(points, values)`` with
+    `points` an array (N, dim) in the domain's coordinate order (or a dict of coordinate
+    arrays, as `Data`) and `values` an array (N,) / (N, k) or a callable of the coordinates
+    (each (N, 1) tensors) giving them."""
+
+    def __init__(self, points: Any, values: Any = None, *, output: Any = None,
+                 weight: float = 1.0, n: int | None = None, hard: bool | None = None) -> None:
+        super().__init__(points=points, values=values, output=output, weight=weight, n=n,
+                         hard=hard)
+
+    def label(self) -> str:
+        return "PointSet"
+
+    def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
+        return Data.sample(self.resolved(box), box, n, method, seed)
+
+    def resolved(self, box: Box) -> PointSet:
+        """The same points as a dict of coordinate arrays, the values as an array."""
+        pts = self.points
+        if not isinstance(pts, dict):
+            P = np.asarray(pts, dtype=np.float64)
+            if P.ndim == 1 and box.dim == 1:
+                P = P[:, None]
+            if P.ndim != 2 or P.shape[1] != box.dim:
+                raise ValueError(f"PointSet: points have shape {P.shape}; expected (N, "
+                                 f"{box.dim}) in the order {', '.join(box.names)}")
+            pts = {nm: P[:, i] for i, nm in enumerate(box.names)}
+        values = self.values
+        if callable(values):
+            cols = [torch.as_tensor(np.asarray(pts[nm], dtype=np.float64).reshape(-1, 1))
+                    for nm in box.names]
+            v = values(*cols)
+            if isinstance(v, (tuple, list)):
+                v = torch.cat([torch.as_tensor(c).reshape(-1, 1) for c in v], 1)
+            values = torch.as_tensor(v).double().numpy()
+        return PointSet(pts, values, output=self.output, weight=self.weight, n=self.n,
+                        hard=self.hard)

@@ -94,7 +94,10 @@ def grad(u: torch.Tensor, x: torch.Tensor, order: int = 1) -> torch.Tensor:
 
 
 def laplacian(u: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
-    """``sum_i d^2 u / dx_i^2`` over the coordinates given."""
+    """``sum_i d^2 u / dx_i^2`` over the coordinates given (``laplacian(u, x, y)``, or a
+    sequence: ``laplacian(u, (x, y))``)."""
+    if len(xs) == 1 and isinstance(xs[0], (tuple, list)):
+        xs = tuple(xs[0])
     if not xs:
         raise ValueError("pinn.laplacian(u, *xs): give at least one coordinate")
     return sum(grad(grad(u, x), x) for x in xs)

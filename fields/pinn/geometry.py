@@ -12,7 +12,8 @@ the default: low discrepancy), ``"grid"`` (a regular grid of about n points, cel
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,6 +156,62 @@ class Box:
             u = u[:n]
             u[:, [i for i in range(self.dim) if i != axis]] = rest[:n]
         return u
+
+    def sample_boundary(self, on: str | Sequence[str] | Callable[..., Any] | None, n: int,
+                        method: str = "sobol",
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """About `n` points on the faces named by `on` (or, for a predicate ``on(*coords) ->
+        bool mask``, on every spatial face where it holds): points (m, dim), outward unit
+        normals (m, dim) and each point's face index (m,)."""
+        faces = self.faces(None if callable(on) else on)
+        X, which = self.sample_faces(faces, n, method, seed)
+        normals = np.zeros_like(X)
+        axis = np.array([a for a, _ in faces])[which]
+        normals[np.arange(len(X)), axis] = np.array([2.0 * s - 1.0 for _, s in faces])[which]
+        if callable(on):
+            mask = np.asarray(on(*[X[:, i] for i in range(self.dim)]), dtype=bool)
+            mask = np.broadcast_to(mask.reshape(-1), (len(X),))
+            X, normals, which = X[mask], normals[mask], which[mask]
+            if len(X) == 0:
+                raise ValueError(f"{self}: the predicate on= selects no boundary point")
+        return X, normals, which
+
+    def part_keys(self, on: str | Sequence[str] | Callable[..., Any] | None) -> list[str] | None:
+        """The faces `on` names, as ``"x-"`` / ``"x+"`` (None for a predicate)."""
+        if callable(on):
+            return None
+        return sorted({f"{self.names[a]}{'-+'[s]}" for a, s in self.faces(on)})
+
+    def distance(self, X: torch.Tensor,
+                 on: str | Sequence[str] | Callable[..., Any] | None) -> torch.Tensor | None:
+        """A function (N, 1) zero on the faces named by `on` and positive inside: the
+        product of normalised distances ``(x - lo)(hi - x) / (L/2)^2`` (both faces of x),
+        ``(x - lo) / L`` or ``(hi - x) / L`` (one); None for a predicate."""
+        if callable(on):
+            return None
+        faces = self.faces(on)
+        dist = torch.ones_like(X[:, :1])
+        for axis in sorted({a for a, _ in faces}):
+            lo, hi = float(self.lo[axis]), float(self.hi[axis])
+            x = X[:, axis : axis + 1]
+            sides = {s for a, s in faces if a == axis}
+            if sides == {0, 1}:
+                dist = dist * (x - lo) * (hi - x) / (0.5 * (hi - lo)) ** 2
+            elif sides == {0}:
+                dist = dist * (x - lo) / (hi - lo)
+            else:
+                dist = dist * (hi - x) / (hi - lo)
+        return dist
+
+    def contains(self, X: np.ndarray, tol: float = 0.0) -> np.ndarray:
+        """Whether each point (N, dim) lies in the box (within `tol`)."""
+        X = np.asarray(X, dtype=np.float64)
+        return ((X >= self.lo - tol) & (X <= self.hi + tol)).all(1)
+
+    def with_time(self, t0: float, t1: float) -> Box:
+        """The same box over another time interval."""
+        bounds = {n: (t0, t1) if n == self.time else self.bounds(n) for n in self.names}
+        return Box(time=self.time, **bounds)
 
     def grid(self, n: int | Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
         """A regular grid including the faces: the axes, and the points (prod n, dim) in

@@ -1,8 +1,10 @@
 """Hard constraints: an output transform that satisfies conditions exactly.
 
 For each output, ``u = A(X) + D(X) * N(X)`` where `N` is the network, `D` vanishes on the
-constrained faces (products of normalised distances ``(x - lo)(hi - x) / (L/2)^2`` and
-``(t - t0) / T``), and the lift `A` takes the prescribed values there:
+constrained boundary (on a box, products of normalised distances ``(x - lo)(hi - x) /
+(L/2)^2``; on any other geometry its approximate distance function, Sukumar & Srivastava 2022,
+`fields.pinn.shapes`) and at the initial time (``(t - t0) / T``), and the lift `A` takes the
+prescribed values there:
 
 - Dirichlet only: ``A = h(X)`` (its value, evaluated anywhere in the domain);
 - initial only: ``A = g(x)``;
@@ -18,6 +20,7 @@ the loss; one marked ``hard=True`` then is an error, unless the problem gives it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,19 +57,20 @@ class OutputTransform(nn.Module):
         used: set[int] = set()
         for j in range(len(self.outputs)):
             dir_c = [(i, c) for i, c in enumerate(conditions) if isinstance(c, Dirichlet)
-                     and enabled and c.hard is not False and j in c.columns(self.outputs)]
+                     and enabled and c.hard is not False and j in c.columns(self.outputs)
+                     and _exactable(box, c.on)]
             ini_c = [(i, c) for i, c in enumerate(conditions) if isinstance(c, Initial)
                      and c.derivative == 0 and enabled and c.hard is not False
                      and j in c.columns(self.outputs)]
             if len(dir_c) > 1 and all(isinstance(c.value, (int, float)) for _, c in dir_c) \
                     and len({float(c.value) for _, c in dir_c}) == 1 and len(
                     {len(c.columns(self.outputs)) for _, c in dir_c}) == 1:
-                # one constant on several faces: one condition over all of them
-                faces = [f for _, c in dir_c for f in box.faces(c.on)]
-                names = sorted({f"{box.names[a]}{'-+'[s]}" for a, s in faces})
+                # one constant on several parts: one condition over all of them
+                names = sorted({k for _, c in dir_c for k in box.part_keys(c.on)})
                 merged = Dirichlet(dir_c[0][1].value, on=names, output=dir_c[0][1].output)
-                self.merged[j] = [i for i, _ in dir_c]
-                dir_c = [(dir_c[0][0], merged)]
+                if _exactable(box, merged.on):
+                    self.merged[j] = [i for i, _ in dir_c]
+                    dir_c = [(dir_c[0][0], merged)]
             d = dir_c[0] if len(dir_c) == 1 else None
             g = ini_c[0] if len(ini_c) == 1 and box.time is not None else None
             self.plan.append((d, g))
@@ -110,17 +114,7 @@ class OutputTransform(nn.Module):
             lift = torch.zeros_like(n)
             if d is not None:
                 _, cd = d
-                faces = box.faces(cd.on)
-                for axis in sorted({a for a, _ in faces}):
-                    lo, hi = float(box.lo[axis]), float(box.hi[axis])
-                    x = X[:, axis : axis + 1]
-                    sides = {s for a, s in faces if a == axis}
-                    if sides == {0, 1}:
-                        dist = dist * (x - lo) * (hi - x) / (0.5 * (hi - lo)) ** 2
-                    elif sides == {0}:
-                        dist = dist * (x - lo) / (hi - lo)
-                    else:
-                        dist = dist * (hi - x) / (hi - lo)
+                dist = dist * box.distance(X, cd.on)
                 k = cd.columns(self.outputs).index(j)
                 ncols = len(cd.columns(self.outputs))
                 lift = lift + cd.target(X, ncols)[:, k : k + 1]
@@ -142,3 +136,10 @@ class OutputTransform(nn.Module):
         return torch.cat(cols, 1)
 
 
+def _exactable(box: Any, on: Any) -> bool:
+    """Whether the domain gives a distance function for the parts `on` (a predicate, part of
+    a union's or a hole's boundary: no)."""
+    if callable(on) or box.part_keys(on) is None:
+        return False
+    probe = torch.as_tensor(0.5 * (box.lo + box.hi), dtype=torch.float64).reshape(1, -1)
+    return box.distance(probe, on) is not None

@@ -51,7 +51,8 @@ class Unknown(nn.Module):
 @dataclass
 class Reference:
     """The exact (or accurately computed) solution on a grid: `axes` one 1-D array per
-    coordinate, `values` of shape ``(*len(axes), n_outputs)``."""
+    coordinate, `values` of shape ``(*len(axes), n_outputs)``; NaN where the grid (of a
+    domain's bounding box) leaves the domain, which errors ignore."""
 
     axes: list[np.ndarray]
     values: np.ndarray
@@ -67,17 +68,28 @@ class Reference:
                              f"(n_outputs,)")
         self.values = v
 
+    def mask(self) -> np.ndarray:
+        """Where the reference is defined: ``(*len(axes),)`` bool."""
+        return np.isfinite(self.values).all(-1)
+
     @classmethod
     def from_function(cls, box: Box, fn: Callable[..., Any],
                       n: int | Sequence[int] = 101) -> Reference:
         """Evaluates ``fn(*coords)`` (numpy arrays, one per coordinate; returns an array or a
         tuple of arrays for several outputs) on a regular grid of `box`."""
+        from fields.pinn.shapes import Domain, Geometry
+
+        if isinstance(box, Geometry):
+            box = Domain(box)
         axes, pts = box.grid(n)
         out = fn(*[pts[:, i] for i in range(box.dim)])
         cols = [np.broadcast_to(np.asarray(c, dtype=np.float64), (len(pts),))
                 for c in (out if isinstance(out, (tuple, list)) else [out])]
         shape = tuple(len(a) for a in axes)
-        return cls(axes, np.stack(cols, -1).reshape(*shape, len(cols)))
+        values = np.stack(cols, -1)
+        if hasattr(box, "geometry"):  # points of the bounding box outside the domain: NaN
+            values = np.where(box.contains(pts, 1e-12)[:, None], values, np.nan)
+        return cls(axes, values.reshape(*shape, len(cols)))
 
     def points(self) -> np.ndarray:
         return np.stack(np.meshgrid(*self.axes, indexing="ij"), -1).reshape(-1, len(self.axes))
@@ -100,8 +112,13 @@ class Problem:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.domain, Box):
-            raise TypeError(f"Problem {self.name!r}: domain must be a pinn.Box, got "
+        from fields.pinn.shapes import Domain, Geometry
+
+        if isinstance(self.domain, Geometry):
+            self.domain = Domain(self.domain)
+        if not isinstance(self.domain, (Box, Domain)):
+            raise TypeError(f"Problem {self.name!r}: domain must be a pinn.Box, a geometry "
+                            f"(pinn.Disk, pinn.Polygon, ...) or a pinn.Domain, got "
                             f"{type(self.domain).__name__}")
         if not callable(self.residual):
             raise TypeError(f"Problem {self.name!r}: residual must be callable")

@@ -1,7 +1,14 @@
 """The built-in problems (`fields/scenes/pde/*.py`, shipped in the package) and `fields solve`.
 
-A problem script defines ``build() -> Case``: the problem, the network, the strategy and the
-accuracy the problem should reach. `run_case` solves it and writes, atomically, into the run
+A problem script either defines ``build() -> Case`` (the problem, the network, the strategy and
+the accuracy the problem should reach: the built-in problems), or is written as the README
+shows: the problem at module level, then ``pinn.solve(problem, network, strategy)`` (and
+optionally a module-level ``target = 1e-3``). `load_case` runs such a script up to its
+`pinn.solve` call, which then stops it (`fields.pinn.solve.Captured`) and hands over what it was
+asked to solve; `run_case` solves that with the command line's overrides (``--max-seconds``,
+``--steps``, ``--config``, ...), exactly as for a built-in problem. The lines after
+`pinn.solve` run only under ``python script.py``. `run_case` solves it and writes, atomically,
+into the run
 folder: ``config.json`` (the resolved strategy, the network, the problem and where it comes
 from), ``checkpoint.pt`` (during training too: resumable, and loadable by `load_solution`),
 ``metrics.json`` (``steps``, ``seconds``, ``wall_seconds``, then ``rel_l2`` against the
@@ -29,10 +36,11 @@ from torch import nn
 
 from fields.pinn.networks import NetworkSpec
 from fields.pinn.problem import Problem
-from fields.pinn.solve import Solution, solve
+from fields.pinn.solve import _CAPTURE, Captured, Solution, solve
 from fields.pinn.strategy import Strategy
 
-__all__ = ["Case", "builtin_names", "load_case", "load_solution", "main", "resolve_strategy",
+__all__ = ["Case", "builtin_names", "condition_report", "load_case", "load_solution", "main",
+           "resolve_strategy",
            "run_case", "scenes_dir", "structure"]
 
 
@@ -90,17 +98,38 @@ def load_case(name: str) -> Case:
     if spec is None or spec.loader is None:
         raise ValueError(f"{path}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
+    captured = None
+    token = _CAPTURE.set(True)
     try:
         spec.loader.exec_module(module)
+    except Captured as c:
+        captured = c
     except Exception as e:
         raise ValueError(f"{path}: the script failed to run ({type(e).__name__}: {e})") from e
+    finally:
+        _CAPTURE.reset(token)
     build = getattr(module, "build", None)
-    if not callable(build):
-        raise ValueError(f"{path}: defines no build() returning a fields.pinn.Case")
-    try:
-        case = build()
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: build() failed: {e}") from e
+    if captured is not None:
+        # the README's shape: the problem at module level, then pinn.solve(...)
+        target = getattr(module, "target", None)
+        if target is not None and not isinstance(target, (int, float)):
+            raise ValueError(f"{path}: the module-level 'target' is {target!r}; expected the "
+                             f"relative L2 error to reach (a number)")
+        case = Case(captured.problem, captured.network, captured.strategy,
+                    target=None if target is None else float(target))
+    elif not callable(build):
+        raise ValueError(f"{path}: neither calls pinn.solve(problem, ...) nor defines build() "
+                         f"returning a fields.pinn.Case")
+    else:
+        token = _CAPTURE.set(True)
+        try:
+            case = build()
+        except Captured as c:  # a build() that solves: take what it asked to solve
+            case = Case(c.problem, c.network, c.strategy)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: build() failed: {e}") from e
+        finally:
+            _CAPTURE.reset(token)
     if not isinstance(case, Case):
         raise ValueError(f"{path}: build() returned {type(case).__name__}, expected "
                          f"fields.pinn.Case")
@@ -204,8 +233,8 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
     from fields.pinn.solve import planned_steps
 
     wall = time.perf_counter() if wall_start is None else wall_start
-    strategy = resolve_strategy(case, overrides)
     problem = case.problem
+    strategy = resolve_strategy(case, overrides).sized(problem.domain.dim)
     out = None if output is None else Path(output)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -218,13 +247,16 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
     sol = solve(problem, case.network, strategy, progress=progress,
                 checkpoint=None if out is None else out / "checkpoint.pt", resume=resume,
                 checkpoint_extra={"script": case.source}, checkpoint_every=checkpoint_every)
+    conditions = condition_report(sol)
+    n_exact = sum(c["enforced"] == "exact" for c in conditions)
     metrics: dict[str, Any] = {
         "steps": sol.steps,
         "seconds": round(sol.seconds, 2),
         "wall_seconds": round(time.perf_counter() - wall, 2),
         "problem": problem.name,
         "rel_l2": None,
-        "strategy": strategy.describe(),
+        "strategy": sol.strategy.describe((n_exact, len(conditions))),
+        "conditions": conditions,
         "network": sol.network,
         "target": case.target,
     }
@@ -272,6 +304,32 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
 
         write_history_figure(out / "history.png", sol.history)
     return metrics
+
+
+def condition_report(sol: Solution, n: int = 1024, seed: int = 4242) -> list[dict[str, Any]]:
+    """Each condition of the solved problem: its label, whether the output transform imposed
+    it exactly (``"exact"``) or the loss did (``"soft"``), and the largest absolute residual
+    at `n` fresh points of it (``max_error``: the boundary value error of a Dirichlet
+    condition, the normal-derivative error of a Neumann one, ...)."""
+    from fields.pinn.field import Evaluator
+    from fields.pinn.hard import OutputTransform
+
+    problem = sol.problem
+    s = sol.strategy
+    satisfied = set(OutputTransform(problem.domain, problem.outputs, problem.conditions,
+                                    enabled=s.hard, explicit=problem.transform).satisfied)
+    ev = Evaluator(problem, sol.model)
+    dtype = sol.dtype
+    out = []
+    for i, c in enumerate(problem.conditions):
+        pts = c.sample(problem.domain, c.n or n, "uniform", seed + i)
+        pts_t = {k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i" else dtype)
+                 for k, v in pts.items()}
+        r = c.residual(ev, pts_t, c.columns(problem.outputs)).detach()
+        err = float(r.abs().max()) if r.numel() else 0.0
+        out.append({"condition": c.label(), "enforced": "exact" if i in satisfied else "soft",
+                    "max_error": err})
+    return out
 
 
 def _network_config(network: NetworkSpec | nn.Module) -> Any:

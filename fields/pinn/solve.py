@@ -13,6 +13,7 @@ on Ctrl-C) and `resume` continues one.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import sys
@@ -25,16 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from fields.pinn.conditions import Data, Initial, Periodic
+from fields.pinn.conditions import Data, Initial, Periodic, PointSet
 from fields.pinn.field import Evaluator, Field, Windowed, structure
-from fields.pinn.geometry import Box
 from fields.pinn.hard import OutputTransform
 from fields.pinn.networks import MLP, Embedding, NetworkSpec
 from fields.pinn.problem import Problem
 from fields.pinn.strategy import Strategy
 from fields.pinn.task import PinnTask, plan
 
-__all__ = ["Evaluator", "Field", "Solution", "Windowed", "rebuild", "solve"]
+__all__ = ["Captured", "Evaluator", "Field", "Solution", "Windowed", "default_network", "rebuild",
+           "solve"]
 
 
 class Solution:
@@ -83,10 +84,11 @@ class Solution:
         """``|u - u_ref|_2 / |u_ref|_2`` of each output on the reference grid."""
         pred = self.on_reference_grid()
         ref = self.problem.reference.values
+        ok = self.problem.reference.mask()
         out = {}
         for j, name in enumerate(self.problem.outputs):
-            den = float(np.linalg.norm(ref[..., j]))
-            num = float(np.linalg.norm(pred[..., j] - ref[..., j]))
+            den = float(np.linalg.norm(ref[..., j][ok]))
+            num = float(np.linalg.norm(pred[..., j][ok] - ref[..., j][ok]))
             out[name] = num / den if den > 0 else num
         return out
 
@@ -107,6 +109,8 @@ def _rel_l2_fn(problem: Problem, model: nn.Module, dtype: torch.dtype,
         return None
     pts_np = ref.points()
     vals_np = ref.values.reshape(len(pts_np), -1)
+    ok = np.isfinite(vals_np).all(1)  # the grid outside the domain
+    pts_np, vals_np = pts_np[ok], vals_np[ok]
     if t_max is not None:
         keep = pts_np[:, problem.domain.index(problem.domain.time)] <= t_max + 1e-12
         pts_np, vals_np = pts_np[keep], vals_np[keep]
@@ -296,8 +300,13 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
     s = strategy or Strategy()
     if steps is not None:
         s = Strategy.from_dict({**s.to_dict(), "lbfgs_steps": int(steps)})
+    capture = _CAPTURE.get()
+    if capture is not None:  # `fields solve script.py`: the command line solves it
+        raise Captured(problem, network if network is not None
+                       else default_network(problem.domain.dim), s)
+    s = s.sized(problem.domain.dim)
     dtype = s.torch_dtype
-    spec = network if network is not None else MLP()
+    spec = network if network is not None else default_network(problem.domain.dim)
     for u in problem.unknowns:
         u.to(dtype)
     payload = _resume_payload(resume, problem, s) if resume is not None else None
@@ -350,6 +359,31 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
     return Solution(problem, model, s, desc, history, seconds, step)
 
 
+def default_network(dim: int) -> MLP:
+    """The network `solve` uses when given none: 3 x 20 tanh for a 1-D problem (time
+    included), 4 x 32 for 2-D, 4 x 48 beyond."""
+    if dim <= 1:
+        return MLP(width=20, depth=3)
+    return MLP() if dim == 2 else MLP(width=48, depth=4)
+
+
+# `fields solve script.py` runs a script written as the README shows (the problem at module
+# level, then `pinn.solve(...)`) with this set: `solve` then stops the script by raising
+# `Captured` with what it was given, and the command line solves that with its overrides
+_CAPTURE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("fields_pinn_capture",
+                                                                       default=None)
+
+
+class Captured(Exception):
+    """Raised by `solve` while a script is loaded by `fields solve`: the problem, network
+    and strategy the script asked to solve."""
+
+    def __init__(self, problem: Problem, network: NetworkSpec | nn.Module,
+                 strategy: Strategy) -> None:
+        super().__init__(problem.name)
+        self.problem, self.network, self.strategy = problem, network, strategy
+
+
 def _saved_structure(payload: dict[str, Any], path: str | Path | None) -> dict[str, Any]:
     struct = payload.get("structure") or payload.get("task", {}).get("structure")
     if not isinstance(struct, dict):
@@ -360,8 +394,7 @@ def _saved_structure(payload: dict[str, Any], path: str | Path | None) -> dict[s
 def _window_problem(problem: Problem, k: int, t0: float, t1: float,
                     previous: nn.Module | None, s: Strategy) -> Problem:
     box = problem.domain
-    bounds = {n: (t0, t1) if n == box.time else box.bounds(n) for n in box.names}
-    sub = Box(time=box.time, **bounds)
+    sub = box.with_time(t0, t1)
     conds = []
     for c in problem.conditions:
         if isinstance(c, Initial):
@@ -380,6 +413,8 @@ def _window_problem(problem: Problem, k: int, t0: float, t1: float,
             conds.append(Data(points={n: pts[:, i] for i, n in enumerate(box.names)},
                               values=vals, output=c.output, weight=c.weight))
         elif isinstance(c, Data):
+            if isinstance(c, PointSet):
+                c = c.resolved(box)
             ti = box.index(box.time)
             cols = [np.asarray(c.points[n], dtype=np.float64).reshape(-1) for n in box.names]
             keep = (cols[ti] >= t0) & ((cols[ti] < t1) | (t1 >= box.bounds(box.time)[1]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -13,6 +13,8 @@ __all__ = ["Strategy"]
 
 WEIGHTINGS = ("fixed", "gradnorm", "ntk")
 RESAMPLERS = (None, "rad", "rar")
+# (collocation points, points per condition) by the domain's dimension (time included)
+DEFAULT_POINTS = {1: (128, 64), 2: (4096, 256), 3: (8192, 512)}
 
 
 @dataclass
@@ -28,7 +30,9 @@ class Strategy:
     the last L-BFGS phase (`fields.pinn.task.plan`). The loss and the relative L2 error are
     recorded every `eval_every` steps of a phase.
 
-    Points: `n_collocation` interior points and `n_condition` per condition, drawn by
+    Points: `n_collocation` interior points and `n_condition` per condition (None: sized by
+    the domain's dimension, coordinates with time included, `sized`: 128 and 64 in 1-D, 4096
+    and 256 in 2-D, 8192 and 512 beyond), drawn by
     `sampler` (sobol / lhs / uniform / grid); `resample`: ``"rad"`` (residual-based adaptive
     distribution, Wu et al. 2023: redraw with probability ``|r|^rad_k / mean + rad_c``) or
     ``"rar"`` (add the `rar_add` worst points of a random pool) every `resample_every` Adam
@@ -66,8 +70,8 @@ class Strategy:
     lr: float = 1e-3
     lr_decay: float = 0.9
     history: int = 50
-    n_collocation: int = 4096
-    n_condition: int = 256
+    n_collocation: int | None = None
+    n_condition: int | None = None
     sampler: str = "sobol"
     resample: str | None = None
     resample_every: int = 500
@@ -102,7 +106,10 @@ class Strategy:
         for name in ("adam_steps", "lbfgs_steps", "stage_adam_steps", "stage_lbfgs_steps"):
             if int(getattr(self, name)) < 0:
                 raise bad(name, "an integer >= 0")
-        for name in ("n_collocation", "n_condition", "history", "resample_every",
+        for name in ("n_collocation", "n_condition"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise bad(name, "None (sized by the problem's dimension) or an integer >= 1")
+        for name in ("history", "resample_every",
                      "weight_every", "ntk_probes", "causal_chunks", "stages", "time_windows",
                      "eval_every", "resample_pool"):
             if int(getattr(self, name)) < 1:
@@ -131,6 +138,14 @@ class Strategy:
         if self.dtype not in ("float64", "float32"):
             raise bad("dtype", "'float64' or 'float32'")
 
+    def sized(self, dim: int) -> Strategy:
+        """This strategy with the point counts left None sized for a `dim`-dimensional
+        domain (time included): a 1-D problem needs far fewer points than a 2-D one, and
+        more points cost every step."""
+        n_col, n_cond = DEFAULT_POINTS[min(max(dim, 1), 3)]
+        return replace(self, n_collocation=self.n_collocation or n_col,
+                       n_condition=self.n_condition or n_cond)
+
     @property
     def torch_dtype(self) -> torch.dtype:
         """`dtype` as a torch dtype."""
@@ -147,8 +162,10 @@ class Strategy:
 
         return dataclass_from_dict(cls, d)
 
-    def describe(self) -> str:
-        """A short summary, e.g. ``Adam 1000, L-BFGS 3000, hard BC, float64``."""
+    def describe(self, exact: tuple[int, int] | None = None) -> str:
+        """A short summary, e.g. ``Adam 1000, L-BFGS 3000, hard BC, float64``. With `exact`
+        = (conditions imposed exactly, conditions): ``hard BC`` only when every condition
+        was, ``hard BC 1/2`` when some were, ``soft BC`` when none was."""
         parts = []
         if self.adam_steps:
             parts.append(f"Adam {self.adam_steps}")
@@ -156,7 +173,10 @@ class Strategy:
             parts.append(f"L-BFGS {self.lbfgs_steps}")
         if self.total_steps is not None:
             parts.append(f"{self.total_steps} steps in all")
-        if self.hard:
+        if exact is not None and exact[1] > 0:
+            k, n = exact
+            parts.append("hard BC" if k == n else (f"hard BC {k}/{n}" if k else "soft BC"))
+        elif exact is None and self.hard:
             parts.append("hard BC")
         if self.weighting != "fixed":
             parts.append(self.weighting)

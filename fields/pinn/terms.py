@@ -34,6 +34,7 @@ class Terms:
                  seed: int) -> None:
         self.problem = problem
         self.box = problem.domain
+        strategy = strategy.sized(self.box.dim)
         self.s = strategy
         self.dtype = dtype
         self.ev = Evaluator(problem, model)

@@ -1,0 +1,102 @@
+"""fields.pinn.fem: the finite-element references converge to analytic solutions under mesh
+refinement (Poisson on a disk and on a plate with holes, heat on an interval and a disk), and
+the cache keeps what was computed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import fields.pinn as pinn
+from fields.pinn import fem
+
+PLATE = (pinn.Rectangle(x=(0, 2), y=(0, 1)) - pinn.Disk((0.5, 0.5), 0.2, name="hole")
+         - pinn.Disk((1.5, 0.5), 0.25, name="hole"))
+
+
+def _max_error(basis, u, pts, exact):
+    v = fem.on_grid(basis, u, pts)
+    ok = np.isfinite(v)
+    assert ok.mean() > 0.98  # only slivers between a curve and its chords are off the mesh
+    return float(np.abs(v[ok] - exact(*pts[ok].T)).max())
+
+
+def test_poisson_on_a_disk_converges():
+    disk = pinn.Disk((0.0, 0.0), 1.0)
+    pts = disk.sample_interior(1500, seed=3)
+    errs = [_max_error(*fem.poisson(disk, 1.0, 0.0, h=h), pts,
+                       lambda x, y: (1 - x**2 - y**2) / 4) for h in (0.2, 0.1, 0.05)]
+    # chords of the circle: second order
+    assert errs[0] / errs[1] > 3 and errs[1] / errs[2] > 3, errs
+    assert errs[2] < 3e-4
+
+
+def test_poisson_with_holes_and_a_varying_coefficient_converges():
+    def u(x, y):
+        return np.sin(np.pi * x) * np.cos(np.pi * y)
+
+    def k(x, y):
+        return 1 + 0.5 * x
+
+    def f(x, y):  # -div(k grad u) for this u and k
+        return k(x, y) * 2 * np.pi**2 * u(x, y) - 0.5 * np.pi * np.cos(np.pi * x) * \
+            np.cos(np.pi * y)
+
+    pts = PLATE.sample_interior(2000, seed=4)
+    errs = [_max_error(*fem.poisson(PLATE, f, u, k, h=h), pts, u) for h in (0.1, 0.05)]
+    assert errs[0] / errs[1] > 4 and errs[1] < 5e-4, errs
+
+
+def test_heat_on_an_interval_and_a_disk_converges():
+    line = pinn.Interval(x=(0, 1))
+    x = np.linspace(0, 1, 21)[:, None]
+    t1 = 0.1
+    exact = math.exp(-(math.pi**2) * t1) * np.sin(math.pi * x[:, 0]) \
+        + math.exp(-(4 * math.pi) ** 2 * t1) * np.sin(4 * math.pi * x[:, 0])
+    errs = []
+    for h, dt in ((0.05, 4e-3), (0.025, 2e-3)):
+        basis, U = fem.heat(line, lambda x: np.sin(np.pi * x) + np.sin(4 * np.pi * x),
+                            [0.0, t1], h=h, dt=dt)
+        errs.append(float(np.abs(fem.on_grid(basis, U, x)[1] - exact).max()))
+    assert errs[0] / errs[1] > 3 and errs[1] < 1e-4, errs
+    # a source and boundary values that depend on time: u = exp(-t) (1 - r^2) + t r^2
+    disk = pinn.Disk((0, 0), 1.0)
+
+    def ue(x, y, t):
+        r2 = x**2 + y**2
+        return np.exp(-t) * (1 - r2) + t * r2
+
+    def src(x, y, t):  # u_t - laplace(u)
+        r2 = x**2 + y**2
+        return -np.exp(-t) * (1 - r2) + r2 - (-4 * np.exp(-t) + 4 * t)
+
+    basis, U = fem.heat(disk, lambda x, y: ue(x, y, 0), [0.25, 0.5], f=src,
+                        g=lambda x, y, t: ue(x, y, t), h=0.1, dt=5e-3)
+    pts = disk.sample_interior(500, seed=2)
+    v = fem.on_grid(basis, U, pts)
+    ok = np.isfinite(v[1])
+    assert np.abs(v[1][ok] - ue(*pts[ok].T, 0.5)).max() < 2e-3
+
+
+def test_cached_computes_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FIELDS_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(5.0)
+
+    a = fem.cached("thing", {"h": 0.1}, compute)
+    b = fem.cached("thing", {"h": 0.1}, compute)
+    c = fem.cached("thing", {"h": 0.05}, compute)
+    assert np.array_equal(a, b) and np.array_equal(a, c) and len(calls) == 2
+    assert len(list((tmp_path / "pinn").glob("thing-*.npy"))) == 2
+
+
+def test_mesh_rejects_what_it_cannot_mesh():
+    with pytest.raises(ValueError, match="h must be positive"):
+        fem.mesh(PLATE, 0.0)
+    with pytest.raises(ValueError, match="1-D and 2-D only"):
+        fem.mesh(pinn.Sphere((0, 0, 0), 1.0), 0.1)
