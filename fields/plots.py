@@ -132,6 +132,25 @@ def write_psnr_time_figure(path: str | os.PathLike, histories: dict[str, list[di
     return _save(plt, fig, path)
 
 
+def write_error_time_figure(path: str | os.PathLike,
+                            curves: dict[str, list[tuple[float, float]]],
+                            title: str = "") -> Path:
+    """Relative L2 error (log scale) against training seconds, one line per run (`curves`:
+    name -> (seconds, error) pairs, as `fields bench pinn` records them)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name, curve in curves.items():
+        if curve:
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], label=name, lw=1.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("relative L2 error")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"error versus time: {title}" if title else "error versus time")
+    return _save(plt, fig, path)
+
+
 def write_waveform_figure(path: str | os.PathLike, target, reconstruction, rate: int) -> Path:
     """Audio: the waveform of the first channel, the reconstruction over it, and the error."""
     plt = _pyplot()

@@ -135,7 +135,22 @@ def test_tuple_dirichlet_values_do_not_crash_the_transform():
                            conditions=[pinn.Dirichlet((1.0, 0.0), on="y+", output=("u", "v")),
                                        pinn.Dirichlet(0.0, on=["x", "y-"], output=("u", "v"))])
     model = _field(problem)
-    assert model.transform.satisfied == []  # two different values: both stay soft
+    # two values on disjoint faces (a lid-driven cavity): both exact, blended between
+    assert model.transform.satisfied == [0, 1]
+    s = np.linspace(0.05, 0.95, 7)
+    lid = torch.tensor(np.stack([s, np.ones_like(s)], 1), dtype=D64)
+    walls = torch.tensor(np.concatenate([np.stack([np.zeros_like(s), s], 1),
+                                         np.stack([np.ones_like(s), s], 1),
+                                         np.stack([s, np.zeros_like(s)], 1)]), dtype=D64)
+    with torch.no_grad():
+        assert torch.allclose(model(lid), torch.tensor([1.0, 0.0], dtype=D64).expand(7, 2))
+        assert torch.allclose(model(walls), torch.zeros(21, 2, dtype=D64), atol=1e-15)
+        inside = model(torch.tensor([[0.5, 0.5], [0.3, 0.8]], dtype=D64))
+    assert not torch.allclose(inside, torch.zeros_like(inside))
+    # the same face twice with two values: neither can be exact
+    clash = pinn.Problem(domain=pinn.Box(x=(0, 1), y=(0, 1)), residual=lambda u, x, y: u,
+                         conditions=[pinn.Dirichlet(1.0, on="y+"), pinn.Dirichlet(0.0)])
+    assert _field(clash).transform.satisfied == []
 
 
 def test_box_faces_and_errors():

@@ -100,3 +100,29 @@ def test_mesh_rejects_what_it_cannot_mesh():
         fem.mesh(PLATE, 0.0)
     with pytest.raises(ValueError, match="1-D and 2-D only"):
         fem.mesh(pinn.Sphere((0, 0, 0), 1.0), 0.1)
+
+
+def test_navier_stokes_cavity_matches_ghia_et_al():
+    """The finite-element cavity at Re = 100 against the centre-line table of Ghia, Ghia & Shin
+    (1982): within 6e-3 (u) and 1e-2 (v), the table's own accuracy (its 129 x 129 grid)."""
+    import importlib.util
+
+    from fields.pinn.run import scenes_dir
+
+    spec = importlib.util.spec_from_file_location("cavity_script", scenes_dir() / "cavity.py")
+    cav = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cav)
+    sb, U, pb, P, iterations = fem.navier_stokes(pinn.Rectangle(x=(0, 1), y=(0, 1)), 100.0,
+                                                 cav.lid, h=1 / 32, structured=True)
+    assert 3 < iterations < 60
+    u = fem.on_grid(sb, U[0], np.stack([np.full(17, 0.5), cav.GHIA_Y], 1))
+    v = fem.on_grid(sb, U[1], np.stack([cav.GHIA_X, np.full(17, 0.5)], 1))
+    assert np.abs(u - cav.GHIA_U)[1:-1].max() < 6e-3
+    assert np.abs(v - cav.GHIA_V)[1:-1].max() < 1e-2
+    # divergence-free in the mean and the pressure pinned at the corner
+    assert abs(fem.on_grid(pb, P, np.array([[0.0, 0.0]]))[0]) < 1e-12
+    # Stokes alone (Re -> 0 limit, a different flow) is not within the table: the test can fail
+    sb0, U0, _, _, _ = fem.navier_stokes(pinn.Rectangle(x=(0, 1), y=(0, 1)), 1e-3, cav.lid,
+                                         h=1 / 16, structured=True)
+    v0 = fem.on_grid(sb0, U0[1], np.stack([cav.GHIA_X, np.full(17, 0.5)], 1))
+    assert np.abs(v0 - cav.GHIA_V)[1:-1].max() > 0.03

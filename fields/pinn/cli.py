@@ -38,8 +38,67 @@ from fields.command import (
 
 
 def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Adds `fields solve`."""
+    """Adds `fields solve` and `fields bench pinn`."""
     app.command("solve")(solve_cmd)
+    bench_app.command("pinn")(bench_pinn_cmd)
+
+
+def bench_pinn_cmd(
+    problems: Annotated[list[str] | None, typer.Option(
+        "--problem", help="problems to run (repeatable; default: burgers, poisson_lshape, "
+                          "cavity)")] = None,
+    seconds: Annotated[float, typer.Option(
+        help="training seconds per library and problem")] = 120.0,
+    deepxde: Annotated[bool | None, typer.Option(
+        "--deepxde/--no-deepxde", help="run DeepXDE too (default: when it is installed)")]
+        = None,
+    out: Annotated[str, typer.Option(help="folder for bench.json and error_vs_time.png")] =
+        "outputs/bench-pinn",
+    threads: ThreadsOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """fields against DeepXDE (PyTorch backend, when installed) on the same problems with
+    the same network size, points, schedule and time budget: relative L2 at the end, time to
+    1e-2 and to 1e-3; writes bench.json and error_vs_time.png into OUT."""
+    from fields.io import write_json
+    from fields.pinn.bench import PROBLEMS, BenchRow, bench_pinn
+    from fields.plots import write_error_time_figure
+
+    set_threads(threads)
+    rows: list[BenchRow] = []
+
+    def fmt(v: float | None) -> str:
+        return "not reached" if v is None else f"{v:.1f} s"
+
+    def on_row(row: BenchRow) -> None:
+        rows.append(row)
+        if as_json:
+            print(json.dumps(row.as_dict(curve=False)), flush=True)
+        else:
+            rel = "n/a" if row.rel_l2 is None else f"{row.rel_l2:.2e}"
+            say(f"{row.problem} / {row.library}: rel L2 {rel} after {row.seconds:.0f} s "
+                f"({row.steps} steps); time to 1e-2: {fmt(row.to_1e2)}, to 1e-3: "
+                f"{fmt(row.to_1e3)}")
+
+    with guarded():
+        if not seconds > 0:
+            raise ValueError(f"--seconds must be positive, got {seconds}")
+        bench_pinn(list(problems or PROBLEMS), seconds, deepxde, on_row)
+        folder = Path(out)
+        write_json(folder / "bench.json", {"seconds": seconds, "threads":
+                                           __import__("torch").get_num_threads(),
+                                           "rows": [r.as_dict() for r in rows]})
+        write_error_time_figure(folder / "error_vs_time.png",
+                                {f"{r.problem} / {r.library}": r.curve for r in rows})
+    if not as_json:
+        t = Table(title=f"fields bench pinn ({seconds:g} s each)")
+        for c in ("problem", "library", "rel L2", "time to 1e-2", "time to 1e-3", "steps"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(r.problem, r.library, "n/a" if r.rel_l2 is None else f"{r.rel_l2:.2e}",
+                      fmt(r.to_1e2), fmt(r.to_1e3), str(r.steps))
+        console.print(t)
+        say(f"wrote {Path(out) / 'bench.json'}, {Path(out) / 'error_vs_time.png'}")
 
 
 def solve_cmd(

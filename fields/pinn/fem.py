@@ -10,6 +10,10 @@
 - `heat(geometry, u0, times, f, g, k, h, dt)`: ``u_t = div(k grad u) + f``, ``u = g`` on the
   boundary, ``u(x, 0) = u0``: P2 in space, Crank-Nicolson in time after two backward-Euler
   half steps (no ringing from a rough start, Rannacher 1984); returns the solution at `times`.
+- `navier_stokes(geometry, reynolds, velocity, h)`: steady incompressible flow with the
+  velocity given on the whole boundary, Taylor-Hood elements (P2 velocity, P1 pressure),
+  Picard iterations from the Stokes solution; the lid-driven cavity at Re = 100 matches the
+  centre-line table of Ghia, Ghia & Shin (1982) (`tests/test_pinn_fem.py`).
 - `on_grid(...)`: a solution sampled on a reference grid: NaN outside the mesh.
 - `cached(name, params, compute)`: an array computed once and kept under
   ``$FIELDS_CACHE/pinn`` (default ``~/.cache/fields/pinn``), keyed by the parameters.
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cached", "heat", "mesh", "on_grid", "poisson"]
+__all__ = ["cached", "heat", "mesh", "navier_stokes", "on_grid", "poisson"]
 
 Fn = Callable[..., Any] | float
 
@@ -218,6 +222,93 @@ def heat(geometry: Any, u0: Fn, times: Sequence[float], f: Fn | None = None,
     return basis, out
 
 
+def navier_stokes(geometry: Any, reynolds: float, velocity: Callable[..., Any],
+                  h: float = 1 / 64, pin: Sequence[float] | None = None, tol: float = 1e-10,
+                  max_iter: int = 60, structured: bool = False) -> tuple[Any, np.ndarray, Any,
+                                                                         np.ndarray, int]:
+    """Steady incompressible Navier-Stokes ``(u . grad) u + grad p - laplace(u) / Re = 0``,
+    ``div u = 0`` in a 2-D `geometry`, with the velocity ``velocity(x, y) -> (u, v)`` (numpy)
+    on the whole boundary and the pressure 0 at the vertex nearest `pin` (default: the lower
+    left corner of the bounding box). Taylor-Hood elements (P2 velocity, P1 pressure);
+    Picard (Oseen) iterations from the Stokes solution until the velocity changes by less
+    than `tol` (relative, max norm). `structured`: a uniform mesh of the bounding box (a
+    rectangle) instead of `mesh`. Returns the scalar P2 basis, the velocity components (2,
+    N), the P1 basis, the pressure and the number of iterations."""
+    skfem = _skfem()
+    from scipy.sparse import bmat
+    from scipy.sparse.linalg import splu
+    from skfem.helpers import ddot, div, dot, grad
+
+    if structured:
+        nx = max(2, math.ceil((geometry.hi[0] - geometry.lo[0]) / h))
+        ny = max(2, math.ceil((geometry.hi[1] - geometry.lo[1]) / h))
+        m = skfem.MeshTri.init_tensor(np.linspace(geometry.lo[0], geometry.hi[0], nx + 1),
+                                      np.linspace(geometry.lo[1], geometry.hi[1], ny + 1))
+    else:
+        m = mesh(geometry, h)
+    ub = skfem.Basis(m, skfem.ElementVector(skfem.ElementTriP2()), intorder=4)
+    pb = ub.with_element(skfem.ElementTriP1())
+    sb = ub.with_element(skfem.ElementTriP2())
+
+    @skfem.BilinearForm
+    def viscous(u: Any, v: Any, w: Any) -> Any:
+        return ddot(grad(u), grad(v)) / reynolds
+
+    @skfem.BilinearForm
+    def divergence(u: Any, q: Any, w: Any) -> Any:
+        return div(u) * q
+
+    @skfem.BilinearForm
+    def convection(u: Any, v: Any, w: Any) -> Any:
+        gu = grad(u)  # gu[i, j] = d u_i / d x_j
+        adv = np.einsum("ij...,j...->i...", gu, w["a"].value)
+        return dot(adv, v)
+
+    A = viscous.assemble(ub)
+    B = divergence.assemble(ub, pb)
+    nu, npr = ub.N, pb.N
+    # Dirichlet: every boundary velocity dof, one pressure dof
+    Dv = ub.get_dofs().all()
+    X = ub.doflocs
+    vel = np.zeros(nu)
+    ux, uy = (np.broadcast_to(np.asarray(c, dtype=np.float64), (nu,))
+              for c in velocity(X[0], X[1]))
+    comp = np.zeros(nu, dtype=np.int64)
+    comp[ub.nodal_dofs[1]] = 1
+    comp[ub.facet_dofs[1]] = 1
+    vel[Dv] = np.where(comp[Dv] == 0, ux[Dv], uy[Dv])
+    target = np.asarray(pin if pin is not None else geometry.lo[:2], dtype=np.float64)
+    p_pin = int(np.argmin(((m.p.T - target) ** 2).sum(1)))
+    p_pin = int(pb.nodal_dofs[0, p_pin])
+    D = np.concatenate([Dv, [nu + p_pin]])
+    x = np.concatenate([vel, np.zeros(npr)])
+    free = np.setdiff1d(np.arange(nu + npr), D)
+    u = None
+    iterations = 0
+    for it in range(1, max_iter + 1):
+        iterations = it
+        if u is None:
+            C = None  # Stokes first
+        else:
+            C = convection.assemble(ub, a=ub.interpolate(u))
+        top = A if C is None else A + C
+        K = bmat([[top, -B.T], [-B, None]], format="csr")
+        rhs = -(K[:, D] @ x[D])
+        sol = x.copy()
+        sol[free] = splu(K[free][:, free].tocsc()).solve(rhs[free])
+        u_new = sol[:nu]
+        change = (np.abs(u_new - u).max() / max(np.abs(u_new).max(), 1e-300)
+                  if u is not None else np.inf)
+        u, p = u_new, sol[nu:]
+        if change < tol:
+            break
+    comps = np.zeros((2, sb.N))
+    for i in range(2):
+        comps[i, sb.nodal_dofs[0]] = u[ub.nodal_dofs[i]]
+        comps[i, sb.facet_dofs[0]] = u[ub.facet_dofs[i]]
+    return sb, comps, pb, p, iterations
+
+
 def on_grid(basis: Any, values: np.ndarray, points: np.ndarray) -> np.ndarray:
     """The finite-element function(s) `values` ((N,) or (m, N)) at `points` (P, dim): (P,)
     or (m, P), NaN at points outside the mesh."""
@@ -230,17 +321,47 @@ def on_grid(basis: Any, values: np.ndarray, points: np.ndarray) -> np.ndarray:
     if m.dim() == 1:
         a, b = float(m.p.min()), float(m.p.max())
         inside = (pts[:, 0] >= a - 1e-12) & (pts[:, 0] <= b + 1e-12)
-        q = np.clip(pts[inside, 0], a, b)[None]
-    else:
-        import matplotlib.tri as mtri
+        if inside.any():
+            P = basis.probes(np.clip(pts[inside, 0], a, b)[None])
+            out[:, inside] = (P @ V.T).T
+        return out[0] if single else out
+    import matplotlib.tri as mtri
 
-        tri = mtri.Triangulation(m.p[0], m.p[1], m.t.T)
-        inside = tri.get_trifinder()(pts[:, 0], pts[:, 1]) >= 0
-        q = pts[inside].T
+    tri = mtri.Triangulation(m.p[0], m.p[1], m.t.T)
+    elem = tri.get_trifinder()(pts[:, 0], pts[:, 1])
+    inside = elem >= 0
     if inside.any():
-        P = basis.probes(q)
-        out[:, inside] = (P @ V.T).T
+        out[:, inside] = _tri_values(basis, V, elem[inside], pts[inside])
     return out[0] if single else out
+
+
+def _tri_values(basis: Any, V: np.ndarray, elem: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """P1 or P2 functions V (m, N) at points (P, 2) inside the triangles `elem` (P,): the
+    barycentric forms ``sum_i u_i l_i`` and ``sum_i u_i l_i (2 l_i - 1) + sum_edges 4 u_ab
+    l_a l_b`` (scikit-fem's own probes locate every point again, a hundred times slower)."""
+    m = basis.mesh
+    T = m.t[:, elem]  # (3, P)
+    x0, x1, x2 = (m.p[:, T[k]] for k in range(3))
+    det = (x1[0] - x0[0]) * (x2[1] - x0[1]) - (x2[0] - x0[0]) * (x1[1] - x0[1])
+    l1 = ((pts[:, 0] - x0[0]) * (x2[1] - x0[1]) - (x2[0] - x0[0]) * (pts[:, 1] - x0[1])) / det
+    l2 = ((x1[0] - x0[0]) * (pts[:, 1] - x0[1]) - (pts[:, 0] - x0[0]) * (x1[1] - x0[1])) / det
+    lam = np.stack([1 - l1 - l2, l1, l2])  # (3, P)
+    dofs = basis.element_dofs[:, elem]  # (6, P): the vertices', then the edges'
+    vert = dofs[:3]
+    if len(dofs) == 3:  # P1
+        return sum(V[:, vert[i]] * lam[i] for i in range(3))
+    val = sum(V[:, vert[i]] * (lam[i] * (2 * lam[i] - 1)) for i in range(3))
+    # which pair of vertices each edge dof sits between: by its location
+    mids = np.stack([(x0 + x1) / 2, (x1 + x2) / 2, (x0 + x2) / 2])  # (3 pairs, 2, P)
+    pairs = ((0, 1), (1, 2), (0, 2))
+    for k in range(3, 6):
+        loc = basis.doflocs[:, dofs[k]]  # (2, P)
+        which = np.argmin(((mids - loc[None]) ** 2).sum(1), axis=0)  # (P,)
+        a = np.array([pairs[w][0] for w in range(3)])[which]
+        b = np.array([pairs[w][1] for w in range(3)])[which]
+        cols = np.arange(len(elem))
+        val = val + V[:, dofs[k]] * (4 * lam[a, cols] * lam[b, cols])
+    return val
 
 
 def cached(name: str, params: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SAMPLERS", "Box", "sample_unit"]
+__all__ = ["SAMPLERS", "Box", "keep_where", "parse_bounds", "sample_unit"]
 
 SAMPLERS = ("uniform", "lhs", "sobol", "grid")
 
@@ -45,6 +45,31 @@ def sample_unit(n: int, d: int, method: str = "sobol", seed: int = 0) -> np.ndar
     raise ValueError(f"unknown sampler {method!r}; expected one of {', '.join(SAMPLERS)}")
 
 
+def parse_bounds(what: str, bounds: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``{name: (low, high)}`` as arrays of lows and highs; ValueError naming `what` and the
+    coordinate unless each is a finite pair with low < high."""
+    lo, hi = [], []
+    for name, b in bounds.items():
+        try:
+            a, c = (float(v) for v in b)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{what}: {name}={b!r} must be a pair (low, high)") from e
+        if not (math.isfinite(a) and math.isfinite(c) and c > a):
+            raise ValueError(f"{what}: {name}={b!r} must be finite with low < high")
+        lo.append(a)
+        hi.append(c)
+    return np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+
+
+def keep_where(on: Callable[..., Any], X: np.ndarray,
+               *rest: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rows of X (N, dim) and of each array in `rest` where the predicate ``on(*columns
+    of X)`` holds."""
+    mask = np.asarray(on(*[X[:, i] for i in range(X.shape[1])]), dtype=bool)
+    mask = np.broadcast_to(mask.reshape(-1), (len(X),))
+    return (X[mask], *(r[mask] for r in rest))
+
+
 class Box:
     """An axis-aligned box with named coordinates, e.g. ``Box(x=(-1, 1), t=(0, 1))``."""
 
@@ -52,18 +77,7 @@ class Box:
         if not bounds:
             raise ValueError("Box: give at least one coordinate, e.g. Box(x=(0, 1))")
         self.names: tuple[str, ...] = tuple(bounds)
-        lo, hi = [], []
-        for name, b in bounds.items():
-            try:
-                a, c = (float(v) for v in b)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"Box: {name}={b!r} must be a pair (low, high)") from e
-            if not (math.isfinite(a) and math.isfinite(c) and c > a):
-                raise ValueError(f"Box: {name}={b!r} must be finite with low < high")
-            lo.append(a)
-            hi.append(c)
-        self.lo = np.array(lo)
-        self.hi = np.array(hi)
+        self.lo, self.hi = parse_bounds("Box", bounds)
         self.time = time if time in self.names else None
 
     @property
@@ -169,9 +183,7 @@ class Box:
         axis = np.array([a for a, _ in faces])[which]
         normals[np.arange(len(X)), axis] = np.array([2.0 * s - 1.0 for _, s in faces])[which]
         if callable(on):
-            mask = np.asarray(on(*[X[:, i] for i in range(self.dim)]), dtype=bool)
-            mask = np.broadcast_to(mask.reshape(-1), (len(X),))
-            X, normals, which = X[mask], normals[mask], which[mask]
+            X, normals, which = keep_where(on, X, normals, which)
             if len(X) == 0:
                 raise ValueError(f"{self}: the predicate on= selects no boundary point")
         return X, normals, which

@@ -348,6 +348,7 @@ def _pictures(out: Path, sol: Solution, pred: np.ndarray, metrics: dict[str, Any
     ref = problem.reference
     names = problem.domain.names
     axes, p, r = list(ref.axes), pred, ref.values
+    p = np.where(np.isnan(r), np.nan, p)  # blank outside the domain, as the reference
     if len(axes) > 2:  # a 3-D problem: the middle slice of the last axis
         mid = len(axes[-1]) // 2
         p, r, axes, names = p[..., mid, :], r[..., mid, :], axes[:2], names[:2]

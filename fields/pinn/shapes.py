@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fields.pinn.geometry import sample_unit
+from fields.pinn.geometry import keep_where, parse_bounds, sample_unit
 
 __all__ = ["Cuboid", "Difference", "Disk", "Domain", "Ellipse", "Geometry", "Intersection",
            "Interval", "Polygon", "Rectangle", "Sphere", "Union", "r_and", "r_or"]
@@ -223,9 +223,7 @@ class Geometry:
         order = np.argsort(rank, kind="stable")
         P, N, W = (np.concatenate(a)[order] for a in (pts, nrm, which))
         if callable(on):
-            mask = np.asarray(on(*[P[:, i] for i in range(self.dim)]), dtype=bool)
-            mask = np.broadcast_to(mask.reshape(-1), (len(P),))
-            P, N, W = P[mask], N[mask], W[mask]
+            P, N, W = keep_where(on, P, N, W)
         return P, N, W
 
     def distance(self, X: torch.Tensor, on: On = None) -> torch.Tensor | None:
@@ -334,20 +332,8 @@ class Rectangle(Primitive):
         if not bounds:
             raise ValueError(f"{type(self).__name__}: give the bounds of each coordinate, "
                              f"e.g. x=(0, 1), y=(0, 1)")
-        lo, hi = [], []
-        for k, b in bounds.items():
-            try:
-                a, c = (float(v) for v in b)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{type(self).__name__}: {k}={b!r} must be a pair (low, "
-                                 f"high)") from e
-            if not (math.isfinite(a) and math.isfinite(c) and c > a):
-                raise ValueError(f"{type(self).__name__}: {k}={b!r} must be finite with "
-                                 f"low < high")
-            lo.append(a)
-            hi.append(c)
         self.names = tuple(bounds)
-        self.lo, self.hi = np.array(lo), np.array(hi)
+        self.lo, self.hi = parse_bounds(type(self).__name__, bounds)
         self.name = name
 
     def __repr__(self) -> str:
@@ -670,6 +656,19 @@ class _Node(Geometry):
     def _oriented(self) -> list[tuple[Primitive, float]]:
         return self.a._oriented() + self.b._oriented()
 
+    b_role = 1.0  # the side the region lies on of b: inside (+1), outside (-1, a hole)
+
+    def _distance(self, selected: set[int], role: float, X: torch.Tensor,
+                  index: dict[int, int]) -> list[torch.Tensor] | None:
+        every = self._all(selected, index)
+        if every is False:
+            return []
+        if role < 0:  # the region lies outside this node: only its whole boundary
+            return None if every is None else [role * self.adf(X)]
+        fa = self.a._distance(selected, 1.0, X, index)
+        fb = self.b._distance(selected, self.b_role, X, index)
+        return None if fa is None or fb is None else fa + fb
+
     def _all(self, selected: set[int], index: dict[int, int]) -> bool | None:
         """True: every part below this node is selected; False: none; None: some."""
         mine = [index[id(s)] + k for s in self.primitives() for k in range(len(s.own_parts()))]
@@ -678,6 +677,8 @@ class _Node(Geometry):
 
 
 class Union(_Node):
+    """``a | b``: the points in either."""
+
     op = "|"
 
     def sdf(self, X: np.ndarray) -> np.ndarray:
@@ -697,6 +698,8 @@ class Union(_Node):
 
 
 class Intersection(_Node):
+    """``a & b``: the points in both."""
+
     op = "&"
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -711,20 +714,13 @@ class Intersection(_Node):
     def adf(self, X: torch.Tensor) -> torch.Tensor:
         return r_and(self.a.adf(X), self.b.adf(X))
 
-    def _distance(self, selected: set[int], role: float, X: torch.Tensor,
-                  index: dict[int, int]) -> list[torch.Tensor] | None:
-        every = self._all(selected, index)
-        if every is False:
-            return []
-        if role < 0:
-            return None if every is None else [role * self.adf(X)]
-        fa = self.a._distance(selected, 1.0, X, index)
-        fb = self.b._distance(selected, 1.0, X, index)
-        return None if fa is None or fb is None else fa + fb
-
 
 class Difference(_Node):
+    """``a - b``: the points of a not in b (b's boundary becomes a hole's, its normals
+    turned round)."""
+
     op = "-"
+    b_role = -1.0
 
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self.a.lo.copy(), self.a.hi.copy()
@@ -737,17 +733,6 @@ class Difference(_Node):
 
     def adf(self, X: torch.Tensor) -> torch.Tensor:
         return r_and(self.a.adf(X), -self.b.adf(X))
-
-    def _distance(self, selected: set[int], role: float, X: torch.Tensor,
-                  index: dict[int, int]) -> list[torch.Tensor] | None:
-        every = self._all(selected, index)
-        if every is False:
-            return []
-        if role < 0:
-            return None if every is None else [role * self.adf(X)]
-        fa = self.a._distance(selected, 1.0, X, index)
-        fb = self.b._distance(selected, -1.0, X, index)
-        return None if fa is None or fb is None else fa + fb
 
 
 class Domain:
@@ -861,9 +846,7 @@ class Domain:
             P = np.concatenate([P, t[:, None]], 1)
             N = np.concatenate([N, np.zeros((len(N), 1))], 1)
             if callable(on):
-                mask = np.asarray(on(*[P[:, i] for i in range(self.dim)]), dtype=bool)
-                mask = np.broadcast_to(mask.reshape(-1), (len(P),))
-                P, N, W = P[mask], N[mask], W[mask]
+                P, N, W = keep_where(on, P, N, W)
         if len(P) == 0:
             raise ValueError(f"{self!r}: no boundary points on {on!r}")
         return P, N, W
