@@ -396,3 +396,50 @@ def test_defaults_scale_with_dimension():
     from fields.pinn.solve import default_network
 
     assert default_network(1).width < default_network(2).width < default_network(3).width
+
+
+# -- device ------------------------------------------------------------------------------------
+
+
+def _device_problem():
+    dom = pinn.Domain(pinn.Disk((0, 0), 1.0), t=(0, 0.5))
+    return pinn.Problem(domain=dom,
+                        residual=lambda u, x, y, t: pinn.grad(u, t) - 0.1 * pinn.laplacian(u, x, y),
+                        conditions=[pinn.Initial(lambda x, y: 1 - x**2 - y**2),
+                                    pinn.Dirichlet(0.0)],
+                        reference=pinn.Reference.from_function(
+                            dom, lambda x, y, t: 1 - x**2 - y**2, 9))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_solve_on_a_device(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    s = pinn.Strategy(adam_steps=30, lbfgs_steps=20, n_collocation=256, n_condition=64,
+                      device=device, resample="rad", resample_every=10)
+    assert s.resolved_dtype == ("float64" if device == "cpu" else "float32")
+    before = torch.backends.cuda.matmul.allow_tf32
+    seen = []
+    sol = pinn.solve(_device_problem(), pinn.MLP(width=16, depth=2), s, progress=False,
+                     callback=lambda rec: seen.append(torch.backends.cuda.matmul.allow_tf32))
+    # TF32 off while training on a GPU, as it was afterwards
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    if device == "cuda":
+        assert seen and not any(seen)
+    assert sol.device.type == device and sol.dtype == s.torch_dtype
+    out = sol(x=np.array([0.1, 0.2]), y=0.0, t=0.25)  # on the host, as numpy
+    assert out.shape == (2, 1) and np.isfinite(out).all()
+    from fields.pinn.run import condition_report
+
+    assert [c["enforced"] for c in condition_report(sol)] == ["exact", "exact"]
+    assert np.isfinite(sol.rel_l2())
+
+
+def test_device_errors_are_clear():
+    with pytest.raises(ValueError, match=r"Strategy.device = 'gpu': expected 'cpu', 'cuda'"):
+        pinn.Strategy(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"Strategy.device = 'cuda': --device cuda: torch"):
+            pinn.solve(_device_problem(), pinn.MLP(width=4, depth=1),
+                       pinn.Strategy(adam_steps=1, lbfgs_steps=0, device="cuda"),
+                       progress=False)

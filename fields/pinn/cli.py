@@ -25,6 +25,7 @@ from fields.command import (
     ThreadsOpt,
     alias,
     check_checkpoint_kind,
+    check_device,
     console,
     error,
     guarded,
@@ -127,6 +128,10 @@ def solve_cmd(
     lbfgs_steps: Annotated[int | None, typer.Option(
         help="L-BFGS iterations of the first stage (shorthand for --config "
              "'{\"lbfgs_steps\": N}')")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="where the field trains: cpu, cuda or cuda:N (default: the "
+                         "problem's own, cpu); on a GPU float32 with TF32 off unless "
+                         "--config sets dtype")] = None,
     all_: Annotated[bool, typer.Option("--all", help="solve every built-in problem")] = False,
     json_: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
     list_: Annotated[bool, typer.Option("--list", help="list the built-in problems")] = False,
@@ -158,6 +163,9 @@ def solve_cmd(
                              f"{checkpoint_every}")
         over: dict[str, Any] = parse_config(config, "Strategy")
         over["seed"] = seed
+        if device is not None:
+            check_device(device)
+            over["device"] = device
         for key, value in (("max_seconds", max_seconds), ("total_steps", steps),
                            ("adam_steps", adam_steps), ("lbfgs_steps", lbfgs_steps)):
             if value is not None:

@@ -98,7 +98,7 @@ class Windowed(nn.Module):
         """The outputs (N, n_outputs) at X (N, dim), each point from its window's field."""
         if len(self.fields) == 1:
             return self.fields[0](X)
-        inner = torch.as_tensor(self.edges[1 : len(self.fields)], dtype=X.dtype)
+        inner = torch.as_tensor(self.edges[1 : len(self.fields)], dtype=X.dtype, device=X.device)
         idx = torch.bucketize(X[:, self.t_index].detach().contiguous(), inner, right=True)
         parts, where = [], []
         for k, f in enumerate(self.fields):

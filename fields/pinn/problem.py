@@ -69,7 +69,7 @@ class Reference:
         self.values = v
 
     def mask(self) -> np.ndarray:
-        """Where the reference is defined: ``(*len(axes),)`` bool."""
+        """Where the reference is defined for every output: ``(*len(axes),)`` bool."""
         return np.isfinite(self.values).all(-1)
 
     @classmethod

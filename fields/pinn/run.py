@@ -182,7 +182,8 @@ def load_solution(path: str | Path) -> tuple[Solution, dict[str, Any]]:
     script = _script_of(path, payload.get("script"))
     task = payload.get("task") if isinstance(payload.get("task"), dict) else {}
     try:
-        strategy = Strategy.from_dict(dict(payload["strategy"]))
+        # loaded on the host, wherever it trained
+        strategy = Strategy.from_dict({**dict(payload["strategy"]), "device": "cpu"})
         struct = dict(payload.get("structure") or task["structure"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: malformed PINN checkpoint ({e})") from e
@@ -323,9 +324,9 @@ def condition_report(sol: Solution, n: int = 1024, seed: int = 4242) -> list[dic
     out = []
     for i, c in enumerate(problem.conditions):
         pts = c.sample(problem.domain, c.n or n, "uniform", seed + i)
-        pts_t = {k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i" else dtype)
-                 for k, v in pts.items()}
-        r = c.residual(ev, pts_t, c.columns(problem.outputs)).detach()
+        pts_t = {k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i" else dtype,
+                                    device=sol.device) for k, v in pts.items()}
+        r = c.residual(ev, pts_t, c.columns(problem.outputs)).detach().cpu()
         err = float(r.abs().max()) if r.numel() else 0.0
         out.append({"condition": c.label(), "enforced": "exact" if i in satisfied else "soft",
                     "max_error": err})
@@ -348,7 +349,8 @@ def _pictures(out: Path, sol: Solution, pred: np.ndarray, metrics: dict[str, Any
     ref = problem.reference
     names = problem.domain.names
     axes, p, r = list(ref.axes), pred, ref.values
-    p = np.where(np.isnan(r), np.nan, p)  # blank outside the domain, as the reference
+    # blank outside the domain, as the reference (an output it does not compare stays shown)
+    p = np.where(np.isnan(r).all(-1, keepdims=True), np.nan, p)
     if len(axes) > 2:  # a 3-D problem: the middle slice of the last axis
         mid = len(axes[-1]) // 2
         p, r, axes, names = p[..., mid, :], r[..., mid, :], axes[:2], names[:2]

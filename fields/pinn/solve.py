@@ -13,6 +13,7 @@ on Ctrl-C) and `resume` continues one.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -56,12 +57,20 @@ class Solution:
         """The model's floating-point type."""
         return next(self.model.buffers()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is."""
+        return next(self.model.buffers()).device
+
     def predict(self, X: np.ndarray | torch.Tensor, chunk: int = 65536) -> np.ndarray:
-        """Outputs (N, n_outputs) at points (N, dim)."""
-        X = torch.as_tensor(np.asarray(X, dtype=np.float64), dtype=self.dtype)
+        """Outputs (N, n_outputs) at points (N, dim), on the host."""
+        X = torch.as_tensor(np.asarray(X, dtype=np.float64), dtype=self.dtype,
+                            device=self.device)
         with torch.no_grad():
             out = [self.model(X[i : i + chunk]) for i in range(0, len(X), chunk)]
-        return torch.cat(out).double().numpy() if out else np.zeros((0, len(self.problem.outputs)))
+        if not out:
+            return np.zeros((0, len(self.problem.outputs)))
+        return torch.cat(out).double().cpu().numpy()
 
     def __call__(self, **coords: Any) -> np.ndarray:
         names = self.problem.domain.names
@@ -81,12 +90,15 @@ class Solution:
         return self.predict(ref.points()).reshape(ref.values.shape)
 
     def rel_l2_per_output(self) -> dict[str, float]:
-        """``|u - u_ref|_2 / |u_ref|_2`` of each output on the reference grid."""
+        """``|u - u_ref|_2 / |u_ref|_2`` of each output on the reference grid (where the
+        reference is a number: an output the reference leaves NaN is not compared)."""
         pred = self.on_reference_grid()
         ref = self.problem.reference.values
-        ok = self.problem.reference.mask()
         out = {}
         for j, name in enumerate(self.problem.outputs):
+            ok = np.isfinite(ref[..., j])  # NaN: outside the domain, or not compared
+            if not ok.any():
+                continue
             den = float(np.linalg.norm(ref[..., j][ok]))
             num = float(np.linalg.norm(pred[..., j][ok] - ref[..., j][ok]))
             out[name] = num / den if den > 0 else num
@@ -109,19 +121,26 @@ def _rel_l2_fn(problem: Problem, model: nn.Module, dtype: torch.dtype,
         return None
     pts_np = ref.points()
     vals_np = ref.values.reshape(len(pts_np), -1)
-    ok = np.isfinite(vals_np).all(1)  # the grid outside the domain
-    pts_np, vals_np = pts_np[ok], vals_np[ok]
+    ok = np.isfinite(vals_np)  # per output: NaN outside the domain, or not compared
+    compared = ok.any(0)
+    keep = ok[:, compared].any(1)
+    pts_np, vals_np, ok = pts_np[keep], vals_np[keep][:, compared], ok[keep][:, compared]
+    cols = torch.as_tensor(np.flatnonzero(compared))
     if t_max is not None:
         keep = pts_np[:, problem.domain.index(problem.domain.time)] <= t_max + 1e-12
-        pts_np, vals_np = pts_np[keep], vals_np[keep]
-    pts = torch.as_tensor(pts_np, dtype=dtype)
-    vals = torch.as_tensor(vals_np, dtype=torch.float64)
+        pts_np, vals_np, ok = pts_np[keep], vals_np[keep], ok[keep]
+    device = next(model.buffers()).device
+    pts = torch.as_tensor(pts_np, dtype=dtype, device=device)
+    mask = torch.as_tensor(ok, device=device)
+    vals = torch.as_tensor(np.where(ok, vals_np, 0.0), dtype=torch.float64, device=device)
     den = torch.linalg.vector_norm(vals, dim=0).clamp_min(1e-300)
+    cols = cols.to(device)
 
     def rel() -> float:
         with torch.no_grad():
             pred = torch.cat([model(pts[i : i + 65536]) for i in range(0, len(pts), 65536)])
-        return float((torch.linalg.vector_norm(pred.double() - vals, dim=0) / den).max())
+        diff = torch.where(mask, pred.double()[:, cols] - vals, 0.0)
+        return float((torch.linalg.vector_norm(diff, dim=0) / den).max())
 
     return rel
 
@@ -195,7 +214,7 @@ def _build(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,
     else:
         raise TypeError(f"solve: network must be a pinn network spec (pinn.MLP, ...) or an "
                         f"nn.Module, got {type(spec).__name__}")
-    model = Field(emb, net, transform)
+    model = Field(emb, net, transform).to(s.torch_device)
     _check_hard(problem, model, transform, dtype)
     return model, desc
 
@@ -221,7 +240,7 @@ def planned_steps(problem: Problem, s: Strategy) -> int:
 
 # fields of a Strategy that a resumed run may change: the budgets
 _BUDGETS = ("adam_steps", "lbfgs_steps", "stage_adam_steps", "stage_lbfgs_steps", "total_steps",
-            "max_seconds")
+            "max_seconds", "device")
 
 
 def _resume_payload(path: str | Path, problem: Problem, s: Strategy) -> dict[str, Any]:
@@ -307,8 +326,9 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
     s = s.sized(problem.domain.dim)
     dtype = s.torch_dtype
     spec = network if network is not None else default_network(problem.domain.dim)
+    _check_device(s)
     for u in problem.unknowns:
-        u.to(dtype)
+        u.to(device=s.torch_device, dtype=dtype)
     payload = _resume_payload(resume, problem, s) if resume is not None else None
     torch.manual_seed(s.seed)
     history: list[dict[str, Any]] = []
@@ -336,27 +356,51 @@ def solve(problem: Problem, network: NetworkSpec | nn.Module | None = None,
             callback(rec)
 
     try:
-        if windows > 1:
-            model, step, seconds = _solve_windows(problem, spec, s, dtype, history, bar, clock,
-                                                  on_record, checkpoint, extra,
-                                                  checkpoint_every)
-        else:
-            if payload is not None:
-                model = rebuild(problem, spec, s, _saved_structure(payload, resume))
+        with _NoTF32() if s.device != "cpu" else contextlib.nullcontext():
+            if windows > 1:
+                model, step, seconds = _solve_windows(problem, spec, s, dtype, history, bar, clock,
+                                                      on_record, checkpoint, extra,
+                                                      checkpoint_every)
             else:
-                model, _ = _build(problem, spec, s, dtype)
-            task = PinnTask(problem, model, spec, s, dtype, total=s.total_steps,
-                            rel=_rel_l2_fn(problem, model, dtype), history=history, clock=clock,
-                            on_record=on_record)
-            if payload is not None:
-                bar.update(int(payload["task"].get("global_step", 0)), task.label, "")
-                task.prepare(payload["task"])
-            seconds = _train(task, s.max_seconds, bar, checkpoint, resume, extra,
-                             checkpoint_every)
-            step = task.global_step
+                if payload is not None:
+                    model = rebuild(problem, spec, s, _saved_structure(payload, resume))
+                else:
+                    model, _ = _build(problem, spec, s, dtype)
+                task = PinnTask(problem, model, spec, s, dtype, total=s.total_steps,
+                                rel=_rel_l2_fn(problem, model, dtype), history=history, clock=clock,
+                                on_record=on_record)
+                if payload is not None:
+                    bar.update(int(payload["task"].get("global_step", 0)), task.label, "")
+                    task.prepare(payload["task"])
+                seconds = _train(task, s.max_seconds, bar, checkpoint, resume, extra,
+                                 checkpoint_every)
+                step = task.global_step
     finally:
         bar.close()
     return Solution(problem, model, s, desc, history, seconds, step)
+
+
+def _check_device(s: Strategy) -> None:
+    """A clear error when the strategy's device is not usable here."""
+    from fields.command import check_device
+
+    try:
+        check_device(s.device)
+    except ValueError as e:
+        raise ValueError(f"Strategy.device = {s.device!r}: {e}") from e
+
+
+class _NoTF32:
+    """TF32 off while a PINN trains on a GPU (its float32 matmuls keep their 24-bit
+    mantissa: a PDE residual of 1e-4 needs it); the previous settings come back after."""
+
+    def __enter__(self) -> None:
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
 
 
 def default_network(dim: int) -> MLP:
@@ -407,9 +451,9 @@ def _window_problem(problem: Problem, k: int, t0: float, t1: float,
             # the previous window's values at t0, as observations (soft)
             pts = sub.sample_slice(box.time, t0, c.n or s.n_condition, s.sampler,
                                    s.seed + 31 * k)
-            X = torch.as_tensor(pts, dtype=s.torch_dtype)
+            X = torch.as_tensor(pts, dtype=s.torch_dtype, device=s.torch_device)
             with torch.no_grad():
-                vals = previous(X)[:, c.columns(problem.outputs)].double().numpy()
+                vals = previous(X)[:, c.columns(problem.outputs)].double().cpu().numpy()
             conds.append(Data(points={n: pts[:, i] for i, n in enumerate(box.names)},
                               values=vals, output=c.output, weight=c.weight))
         elif isinstance(c, Data):
@@ -523,8 +567,9 @@ def _check_hard(problem: Problem, model: Field, transform: OutputTransform,
             # derivative jump: only the values are guaranteed
             c = dataclasses.replace(c, derivatives=0)
         pts = c.sample(problem.domain, 64, "uniform", 12345 + i)
-        pts_t = {k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i" else dtype)
-                 for k, v in pts.items()}
+        device = next(model.buffers()).device
+        pts_t = {k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i" else dtype,
+                                    device=device) for k, v in pts.items()}
         r = c.residual(ev, pts_t, c.columns(problem.outputs)).detach()
         tol = 1e-6 if dtype == torch.float64 else 1e-3
         if float(r.abs().max()) > tol:

@@ -52,7 +52,10 @@ class Strategy:
 
     `hard`: impose Dirichlet / initial / periodic conditions exactly (output transform and
     periodic embedding, `periodic_harmonics` per periodic coordinate). `fourier_features` > 0:
-    random Fourier features of scale `fourier_sigma`. `dtype`: ``"float64"`` (default) or
+    random Fourier features of scale `fourier_sigma`. `device`: where the field trains
+    (``"cpu"``, ``"cuda"``, ``"cuda:N"``); `dtype`: None (float64 on the CPU, float32 on a GPU,
+    where TF32 is turned off while it trains: PINN losses need the full float32 mantissa),
+    ``"float64"`` or
     ``"float32"``.
 
     Multi-stage training (Wang & Lai 2024): `stages` > 1 trains each further stage on the
@@ -89,7 +92,8 @@ class Strategy:
     periodic_harmonics: int = 1
     fourier_features: int = 0
     fourier_sigma: float = 1.0
-    dtype: str = "float64"
+    dtype: str | None = None
+    device: str = "cpu"
     stages: int = 1
     stage_adam_steps: int = 1000
     stage_lbfgs_steps: int = 2000
@@ -135,21 +139,36 @@ class Strategy:
             raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
         if self.causal < 0:
             raise bad("causal", "epsilon >= 0 (0: off)")
-        if self.dtype not in ("float64", "float32"):
-            raise bad("dtype", "'float64' or 'float32'")
+        if self.dtype not in (None, "float64", "float32"):
+            raise bad("dtype", "None (by device), 'float64' or 'float32'")
+        import re
+
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?",
+                                                                 self.device):
+            raise bad("device", "'cpu', 'cuda' or 'cuda:N'")
 
     def sized(self, dim: int) -> Strategy:
         """This strategy with the point counts left None sized for a `dim`-dimensional
         domain (time included): a 1-D problem needs far fewer points than a 2-D one, and
-        more points cost every step."""
+        more points cost every step; and the dtype resolved for the device."""
         n_col, n_cond = DEFAULT_POINTS[min(max(dim, 1), 3)]
         return replace(self, n_collocation=self.n_collocation or n_col,
-                       n_condition=self.n_condition or n_cond)
+                       n_condition=self.n_condition or n_cond, dtype=self.resolved_dtype)
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        """`dtype` as a torch dtype."""
-        return torch.float64 if self.dtype == "float64" else torch.float32
+        """`dtype` as a torch dtype (None: float64 on the CPU, float32 on a GPU)."""
+        return torch.float64 if self.resolved_dtype == "float64" else torch.float32
+
+    @property
+    def resolved_dtype(self) -> str:
+        """`dtype`, or the device's default when None."""
+        return self.dtype or ("float64" if self.device == "cpu" else "float32")
+
+    @property
+    def torch_device(self) -> torch.device:
+        """`device` as a torch device."""
+        return torch.device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as plain values (JSON-ready)."""
@@ -190,5 +209,7 @@ class Strategy:
             parts.append(f"{self.stages} stages")
         if self.time_windows > 1:
             parts.append(f"{self.time_windows} windows")
-        parts.append(self.dtype)
+        parts.append(self.resolved_dtype)
+        if self.device != "cpu":
+            parts.append(self.device)
         return ", ".join(parts)

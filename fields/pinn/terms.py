@@ -37,9 +37,10 @@ class Terms:
         strategy = strategy.sized(self.box.dim)
         self.s = strategy
         self.dtype = dtype
+        self.device = strategy.torch_device
         self.ev = Evaluator(problem, model)
         self.X = self.box.tensor(self.box.sample(strategy.n_collocation, strategy.sampler, seed),
-                                 dtype)
+                                 dtype).to(self.device)
         self.soft = [(i, c) for i, c in enumerate(problem.conditions)
                      if i not in model.transform.satisfied]
         self.cond_pts: list[dict[str, torch.Tensor]] = []
@@ -48,7 +49,8 @@ class Terms:
             pts = c.sample(self.box, c.n or strategy.n_condition, strategy.sampler,
                            seed + 1000 * (i + 1))
             self.cond_pts.append({k: torch.as_tensor(v, dtype=torch.int64 if v.dtype.kind == "i"
-                                                     else dtype) for k, v in pts.items()})
+                                                     else dtype, device=self.device)
+                                  for k, v in pts.items()})
             self.cond_cols.append(c.columns(problem.outputs))
         self.names = ["pde"] + [c.label() for _, c in self.soft]
         self.lam = torch.ones(len(self.names), dtype=torch.float64)
@@ -69,7 +71,7 @@ class Terms:
         t0, t1 = self.box.bounds(self.box.time)
         m = self.s.causal_chunks
         idx = ((X[:, ti] - t0) / (t1 - t0) * m).long().clamp(0, m - 1)
-        sums = torch.zeros(m, dtype=sq.dtype).index_add(0, idx, sq)
+        sums = torch.zeros(m, dtype=sq.dtype, device=sq.device).index_add(0, idx, sq)
         counts = torch.bincount(idx, minlength=m).to(sq.dtype).clamp_min(1.0)
         losses = sums / counts
         if self.causal_frozen and self.causal_w is not None:
@@ -204,14 +206,15 @@ def resample(terms: Terms, step: int) -> None:
     s = terms.s
     box = terms.box
     pool = box.tensor(box.sample(s.n_collocation * s.resample_pool, "uniform",
-                                 s.seed + 17 + step), terms.dtype)
+                                 s.seed + 17 + step), terms.dtype).to(terms.device)
     r = terms.residual_norm(pool)
     if s.resample == "rad":
         p = r ** s.rad_k
         p = p / p.mean().clamp_min(1e-300) + s.rad_c
         g = torch.Generator().manual_seed(s.seed + step)
-        idx = torch.multinomial(p.double(), s.n_collocation, replacement=False, generator=g)
-        terms.X = pool[idx]
+        idx = torch.multinomial(p.double().cpu(), s.n_collocation, replacement=False,
+                                generator=g)
+        terms.X = pool[idx.to(pool.device)]
     else:  # rar: add the worst points
         idx = torch.topk(r, min(s.rar_add, len(r))).indices
         terms.X = torch.cat([terms.X, pool[idx]])
@@ -237,8 +240,8 @@ def add_stage(terms: Terms, model: Field, problem: Problem, base: MLP, dtype: to
     box = problem.domain
     n = 256 if box.dim == 1 else (64 if box.dim == 2 else 16)
     axes, pts = box.grid(n)
-    X = box.tensor(pts, dtype)
-    r = terms.ev.pde(X)[0].detach().double().numpy().reshape([len(a) for a in axes])
+    X = box.tensor(pts, dtype).to(terms.device)
+    r = terms.ev.pde(X)[0].detach().double().cpu().numpy().reshape([len(a) for a in axes])
     f = _dominant_frequency(r, axes)
     # the first layer sees coordinates scaled to [-1, 1]: f cycles per unit -> f L / 2 per unit
     span = float(max(box.hi - box.lo))
