@@ -60,7 +60,7 @@ def reference(n=101) -> pinn.Reference:
     axes, pts = box.grid(n)
 
     def compute() -> np.ndarray:
-        sb, U, pb, P, _ = fem.navier_stokes(pinn.Rectangle(x=(0, 1), y=(0, 1)), RE, lid, h=H,
+        sb, U, _, _, _ = fem.navier_stokes(pinn.Rectangle(x=(0, 1), y=(0, 1)), RE, lid, h=H,
                                             structured=True)
         return np.stack([*fem.on_grid(sb, U, pts), np.full(len(pts), np.nan)], -1)
 
