@@ -39,3 +39,12 @@ def test_bench_runs_deepxde_on_the_same_problem():
     rows = bench_pinn(["poisson_lshape"], 3.0, True)
     assert [r.library for r in rows] == ["fields", "deepxde"]
     assert rows[1].steps > 0 and rows[1].rel_l2 is not None and len(rows[1].curve) >= 1
+
+
+@pytest.mark.skipif(not deepxde_available(), reason="DeepXDE is not installed")
+def test_deepxde_leaves_torch_defaults_as_they_were():
+    import torch
+
+    before = torch.get_default_dtype()
+    bench_pinn(["poisson_lshape"], 1.0, True)
+    assert torch.get_default_dtype() == before

@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,10 +67,22 @@ def deepxde_available() -> bool:
     """Whether DeepXDE can be imported (with its PyTorch backend)."""
     os.environ.setdefault("DDE_BACKEND", "pytorch")
     try:
-        import deepxde  # noqa: F401
+        with _torch_defaults():
+            import deepxde  # noqa: F401
     except Exception:  # any import failure means: not usable here
         return False
     return True
+
+
+@contextlib.contextmanager
+def _torch_defaults() -> Iterator[None]:
+    """DeepXDE sets torch's default dtype (float32 on import, float64 by `set_default_float`)
+    for the whole process: put it back after."""
+    saved = torch.get_default_dtype()
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
 
 
 def lshape_case() -> Case:
@@ -142,7 +154,7 @@ def run_fields(case: Case, seconds: float) -> BenchRow:
 def run_deepxde(case: Case, seconds: float, probe: float = 2.0) -> BenchRow:
     """DeepXDE on the same problem, network size, points and schedule for `seconds` (what it
     prints goes to stderr: stdout stays for results)."""
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _torch_defaults():
         return _run_deepxde(case, seconds, probe)
 
 
