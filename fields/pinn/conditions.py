@@ -157,7 +157,7 @@ class Dirichlet(Condition):
     on: Any = None
 
     def label(self) -> str:
-        return f"Dirichlet(on={_on_label(self.on)})" if self.on is not None else "Dirichlet"
+        return _on_label("Dirichlet", self.on)
 
     def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
         return {"X": _boundary(box, self.on, n, method, seed)["X"]}
@@ -178,7 +178,7 @@ class Neumann(Condition):
     on: Any = None
 
     def label(self) -> str:
-        return f"Neumann(on={_on_label(self.on)})" if self.on is not None else "Neumann"
+        return _on_label("Neumann", self.on)
 
     def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
         return _boundary(box, self.on, n, method, seed)
@@ -200,7 +200,7 @@ class Robin(Condition):
     on: Any = None
 
     def label(self) -> str:
-        return f"Robin(on={_on_label(self.on)})" if self.on is not None else "Robin"
+        return _on_label("Robin", self.on)
 
     def sample(self, box: Box, n: int, method: str, seed: int) -> dict[str, np.ndarray]:
         return _boundary(box, self.on, n, method, seed)
@@ -228,7 +228,7 @@ class OperatorBC(Condition):
     name: str = "OperatorBC"
 
     def label(self) -> str:
-        return f"{self.name}(on={_on_label(self.on)})" if self.on is not None else self.name
+        return _on_label(self.name, self.on)
 
     def columns(self, outputs: Sequence[str]) -> list[int]:
         return list(range(len(outputs)))
@@ -262,10 +262,11 @@ class OperatorBC(Condition):
         return torch.cat(out, 1)
 
 
-def _on_label(on: Any) -> str:
-    if callable(on):
-        return "predicate"
-    return str(on)
+def _on_label(name: str, on: Any) -> str:
+    """A condition's label: its name, and where it holds when not everywhere."""
+    if on is None:
+        return name
+    return f"{name}(on={'predicate' if callable(on) else on})"
 
 
 @dataclass

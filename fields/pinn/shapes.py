@@ -184,12 +184,12 @@ class Geometry:
         oriented = self._oriented()
         # each primitive's share by its boundary measure, then the points off this boundary
         # (or off the chosen parts) dropped; a pilot run sizes the draw
-        pts, nrm, which = self._candidates(max(256, n), method, seed + 1, oriented, want, on)
-        keep = len(pts) / max(1, self._n_candidates)
+        pts, _, _, drawn = self._candidates(max(256, n), method, seed + 1, oriented, want, on)
+        keep = len(pts) / max(1, drawn)
         if keep <= 0:
             raise ValueError(f"{self!r}: no boundary points on {on!r}")
         m = math.ceil(n / keep * 1.02) + 1
-        pts, nrm, which = self._candidates(m, method, seed, oriented, want, on)
+        pts, nrm, which, _ = self._candidates(m, method, seed, oriented, want, on)
         if len(pts) > n:  # an even thinning, not a prefix (a prefix would drop whole faces)
             keep_idx = np.sort(np.random.default_rng(seed).choice(len(pts), n, replace=False))
             pts, nrm, which = pts[keep_idx], nrm[keep_idx], which[keep_idx]
@@ -197,16 +197,13 @@ class Geometry:
 
     def _candidates(self, m: int, method: str, seed: int,
                     oriented: list[tuple[Primitive, float]], want: set[int],
-                    on: On) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    on: On) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Points, normals and parts of about `m` primitive boundary points kept on this
+        region's boundary and the chosen parts, and how many were drawn."""
         measures = np.array([s.boundary_measure() for s, _ in oriented])
         counts = np.maximum(1, np.round(m * measures / measures.sum()).astype(int))
-        self._n_candidates = int(counts.sum())
         pts, nrm, which = [], [], []
-        offset = 0
-        index = {}
-        for s in self.primitives():
-            index[id(s)] = offset
-            offset += len(s.own_parts())
+        index = self._part_offsets()
         eps = 1e-7 * self.size()
         for k, ((s, sign), c) in enumerate(zip(oriented, counts, strict=True)):
             P, N, w = s.boundary_points(int(c), method, seed + 7919 * (k + 1))
@@ -224,7 +221,15 @@ class Geometry:
         P, N, W = (np.concatenate(a)[order] for a in (pts, nrm, which))
         if callable(on):
             P, N, W = keep_where(on, P, N, W)
-        return P, N, W
+        return P, N, W, int(counts.sum())
+
+    def _part_offsets(self) -> dict[int, int]:
+        """The index of each primitive's first part among `parts()`, by the primitive's id."""
+        index, offset = {}, 0
+        for s in self.primitives():
+            index[id(s)] = offset
+            offset += len(s.own_parts())
+        return index
 
     def distance(self, X: torch.Tensor, on: On = None) -> torch.Tensor | None:
         """A smooth function (N, 1) of the points X (N, dim): positive inside, zero on the
@@ -233,12 +238,7 @@ class Geometry:
         chosen = self.select(on)
         if chosen is None or not chosen:
             return None
-        index = {}
-        offset = 0
-        for s in self.primitives():
-            index[id(s)] = offset
-            offset += len(s.own_parts())
-        factors = self._distance(set(chosen), 1.0, X, index)
+        factors = self._distance(set(chosen), 1.0, X, self._part_offsets())
         if not factors:
             return None
         out = factors[0]
@@ -749,23 +749,14 @@ class Domain:
                              f"{sorted(time)}")
         self.geometry = geometry
         self.time: str | None = None
-        lo, hi = list(geometry.lo), list(geometry.hi)
-        names = list(geometry.names)
-        for name, b in time.items():
-            if name in names:
+        for name in time:
+            if name in geometry.names:
                 raise ValueError(f"Domain: time {name!r} is also a coordinate of the geometry")
-            try:
-                t0, t1 = (float(v) for v in b)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"Domain: {name}={b!r} must be a pair (start, end)") from e
-            if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
-                raise ValueError(f"Domain: {name}={b!r} must be finite with start < end")
             self.time = name
-            names.append(name)
-            lo.append(t0)
-            hi.append(t1)
-        self.names: tuple[str, ...] = tuple(names)
-        self.lo, self.hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+        t_lo, t_hi = parse_bounds("Domain", time)
+        self.names: tuple[str, ...] = (*geometry.names, *time)
+        self.lo = np.concatenate([geometry.lo, t_lo]).astype(np.float64)
+        self.hi = np.concatenate([geometry.hi, t_hi]).astype(np.float64)
 
     def __repr__(self) -> str:
         if self.time is None:
