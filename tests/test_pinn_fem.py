@@ -126,3 +126,59 @@ def test_navier_stokes_cavity_matches_ghia_et_al():
                                          h=1 / 16, structured=True)
     v0 = fem.on_grid(sb0, U0[1], np.stack([cav.GHIA_X, np.full(17, 0.5)], 1))
     assert np.abs(v0 - cav.GHIA_V)[1:-1].max() > 0.03
+
+
+def test_navier_stokes_outflow_gives_poiseuille_flow():
+    """A channel with a parabolic inflow and a do-nothing outlet: the exact solution is
+    Poiseuille flow, u = 4 U y (H - y) / H^2, v = 0, p = 8 U (L - x) / (Re H^2) (zero at the
+    outlet, where grad(u) n / Re - p n = 0), which P2 / P1 elements hold exactly."""
+    L, H, U, re = 2.0, 0.5, 1.5, 50.0
+    channel = pinn.Rectangle(x=(0, L), y=(0, H))
+
+    def velocity(x, y):
+        return np.where(x < 1e-12, 4 * U * y * (H - y) / H**2, 0.0), np.zeros_like(x)
+
+    sb, V, pb, P, _ = fem.navier_stokes(channel, re, velocity, h=1 / 8, structured=True,
+                                        outflow=lambda x, y: x > L - 1e-9)
+    pts = np.stack([np.array([0.3, 1.0, 1.7, 2.0]), np.array([0.1, 0.25, 0.4, 0.3])], 1)
+    u_exact = 4 * U * pts[:, 1] * (H - pts[:, 1]) / H**2
+    np.testing.assert_allclose(fem.on_grid(sb, V[0], pts), u_exact, atol=1e-9)
+    np.testing.assert_allclose(fem.on_grid(sb, V[1], pts), 0.0, atol=1e-9)
+    p_exact = 8 * U * (L - pts[:, 0]) / (re * H**2)
+    np.testing.assert_allclose(fem.on_grid(pb, P, pts), p_exact, atol=1e-8)
+    # with the outlet walled off instead, the same inflow has nowhere to go: not Poiseuille
+    sb2, V2, _, _, _ = fem.navier_stokes(channel, re, velocity, h=1 / 8, structured=True)
+    assert np.abs(fem.on_grid(sb2, V2[0], pts[1:2]) - u_exact[1]).max() > 0.1
+    with pytest.raises(ValueError, match="outflow holds on no boundary edge"):
+        fem.navier_stokes(channel, re, velocity, h=1 / 4, structured=True,
+                          outflow=lambda x, y: x > 5)
+
+
+def test_navier_stokes_around_a_cylinder_conserves_mass():
+    """The built-in cylinder problem's finite-element flow (a coarse mesh): what enters at the
+    inlet leaves at the do-nothing outlet, the flow is held still on the cylinder, and it is
+    slower behind the cylinder than beside it."""
+    import importlib.util
+
+    from fields.pinn.run import scenes_dir
+
+    spec = importlib.util.spec_from_file_location("cyl", scenes_dir() / "cylinder.py")
+    cyl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cyl)
+    g = cyl.geometry()
+
+    def velocity(x, y):
+        return np.where(x < 1e-12, cyl.inflow(x, y), 0.0), np.zeros_like(x)
+
+    sb, V, pb, P, iterations = fem.navier_stokes(g, 1 / cyl.NU, velocity, h=1 / 60,
+                                                 outflow=lambda x, y: x > cyl.L - 1e-9)
+    assert iterations < 60
+    ys = np.linspace(0, cyl.H, 401)
+    flux_in = np.trapezoid(cyl.inflow(0 * ys, ys), ys)
+    u_out = fem.on_grid(sb, V[0], np.stack([np.full_like(ys, cyl.L - 1e-9), ys], 1))
+    assert abs(np.trapezoid(u_out, ys) / flux_in - 1) < 2e-3
+    ang = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    ring = np.asarray(cyl.CENTER) + (cyl.RADIUS + 1e-6) * np.stack([np.cos(ang), np.sin(ang)], 1)
+    assert np.abs(fem.on_grid(sb, V[0], ring)).max() < 0.05
+    behind, beside = fem.on_grid(sb, V[0], np.array([[0.3, 0.2], [0.2, 0.3]]))
+    assert behind < 0.5 * beside

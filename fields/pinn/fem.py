@@ -10,8 +10,9 @@
 - `heat(geometry, u0, times, f, g, k, h, dt)`: ``u_t = div(k grad u) + f``, ``u = g`` on the
   boundary, ``u(x, 0) = u0``: P2 in space, Crank-Nicolson in time after two backward-Euler
   half steps (no ringing from a rough start, Rannacher 1984); returns the solution at `times`.
-- `navier_stokes(geometry, reynolds, velocity, h)`: steady incompressible flow with the
-  velocity given on the whole boundary, Taylor-Hood elements (P2 velocity, P1 pressure),
+- `navier_stokes(geometry, reynolds, velocity, h, outflow=None)`: steady incompressible flow
+  with the velocity given on the boundary (or on all of it but an `outflow` part, with the
+  natural "do-nothing" condition there), Taylor-Hood elements (P2 velocity, P1 pressure),
   Picard iterations from the Stokes solution; the lid-driven cavity at Re = 100 matches the
   centre-line table of Ghia, Ghia & Shin (1982) (`tests/test_pinn_fem.py`).
 - `on_grid(...)`: a solution sampled on a reference grid: NaN outside the mesh.
@@ -224,16 +225,21 @@ def heat(geometry: Any, u0: Fn, times: Sequence[float], f: Fn | None = None,
 
 def navier_stokes(geometry: Any, reynolds: float, velocity: Callable[..., Any],
                   h: float = 1 / 64, pin: Sequence[float] | None = None, tol: float = 1e-10,
-                  max_iter: int = 60, structured: bool = False) -> tuple[Any, np.ndarray, Any,
-                                                                         np.ndarray, int]:
+                  max_iter: int = 60, structured: bool = False,
+                  outflow: Callable[..., Any] | None = None) -> tuple[Any, np.ndarray, Any,
+                                                                      np.ndarray, int]:
     """Steady incompressible Navier-Stokes ``(u . grad) u + grad p - laplace(u) / Re = 0``,
     ``div u = 0`` in a 2-D `geometry`, with the velocity ``velocity(x, y) -> (u, v)`` (numpy)
     on the whole boundary and the pressure 0 at the vertex nearest `pin` (default: the lower
-    left corner of the bounding box). Taylor-Hood elements (P2 velocity, P1 pressure);
-    Picard (Oseen) iterations from the Stokes solution until the velocity changes by less
-    than `tol` (relative, max norm). `structured`: a uniform mesh of the bounding box (a
-    rectangle) instead of `mesh`. Returns the scalar P2 basis, the velocity components (2,
-    N), the P1 basis, the pressure and the number of iterations."""
+    left corner of the bounding box). With `outflow` (``outflow(x, y) -> bool``, numpy),
+    the boundary edges whose midpoints it holds on are an outlet instead, with the natural
+    ("do-nothing") condition of this form, ``grad(u) n / Re - p n = 0``, which also fixes the
+    pressure (no pin then); the velocity is given on the other edges (their end points
+    included, so an outlet's corners keep the walls' value). Taylor-Hood elements (P2
+    velocity, P1 pressure); Picard (Oseen) iterations from the Stokes solution until the
+    velocity changes by less than `tol` (relative, max norm). `structured`: a uniform mesh
+    of the bounding box (a rectangle) instead of `mesh`. Returns the scalar P2 basis, the
+    velocity components (2, N), the P1 basis, the pressure and the number of iterations."""
     skfem = _skfem()
     from scipy.sparse import bmat
     from scipy.sparse.linalg import splu
@@ -261,14 +267,22 @@ def navier_stokes(geometry: Any, reynolds: float, velocity: Callable[..., Any],
     @skfem.BilinearForm
     def convection(u: Any, v: Any, w: Any) -> Any:
         gu = grad(u)  # gu[i, j] = d u_i / d x_j
-        adv = np.einsum("ij...,j...->i...", gu, w["a"].value)
+        adv = np.einsum("ij...,j...->i...", gu, np.asarray(w["a"]))
         return dot(adv, v)
 
     A = viscous.assemble(ub)
     B = divergence.assemble(ub, pb)
     nu, npr = ub.N, pb.N
     # Dirichlet: every boundary velocity dof, one pressure dof
-    Dv = ub.get_dofs().all()
+    if outflow is None:
+        Dv = ub.get_dofs().all()
+    else:
+        out_f = m.facets_satisfying(lambda X: np.asarray(outflow(X[0], X[1]), bool),
+                                    boundaries_only=True)
+        if len(out_f) == 0:
+            raise ValueError("fem.navier_stokes: outflow holds on no boundary edge")
+        walls = np.setdiff1d(m.boundary_facets(), out_f)
+        Dv = ub.get_dofs(facets=walls).all()
     X = ub.doflocs
     vel = np.zeros(nu)
     ux, uy = (np.broadcast_to(np.asarray(c, dtype=np.float64), (nu,))
@@ -280,7 +294,7 @@ def navier_stokes(geometry: Any, reynolds: float, velocity: Callable[..., Any],
     target = np.asarray(pin if pin is not None else geometry.lo[:2], dtype=np.float64)
     p_pin = int(np.argmin(((m.p.T - target) ** 2).sum(1)))
     p_pin = int(pb.nodal_dofs[0, p_pin])
-    D = np.concatenate([Dv, [nu + p_pin]])
+    D = np.concatenate([Dv, [nu + p_pin]]) if outflow is None else Dv
     x = np.concatenate([vel, np.zeros(npr)])
     free = np.setdiff1d(np.arange(nu + npr), D)
     u = None

@@ -8,7 +8,10 @@ inputs (N, n_in) to (N, n_out) can be given instead.
   [-1, 1]; a periodic coordinate replaced by ``cos/sin(2 pi k (x - lo) / P)``, k = 1..K (every
   derivative periodic: the periodic condition holds exactly); optional random Fourier features
   ``[cos(2 pi B x), sin(2 pi B x)]``, ``B ~ N(0, sigma^2)`` (Tancik et al. 2020; Wang et al.
-  2021 for PINNs).
+  2021 for PINNs). A scale per coordinate (``{"x": 5, "t": 0}``) draws each coordinate's
+  row of B with its own sigma; a coordinate with sigma 0 (or left out) takes no part in the
+  features and is passed on as it is, beside them (spatio-temporal features, Wang, Wang &
+  Perdikaris 2021: a fast mode in space, a slow one in time).
 - `MLP`: tanh / sin / gelu / silu / ``"wavelet"`` activations (the learnable
   ``w1 sin(x) + w2 cos(x)`` of PINNsFormer, Zhao et al. 2024); ``modified=True`` is the modified
   MLP of Wang, Teng & Perdikaris (2021) (two encoders gate every hidden layer);
@@ -70,8 +73,8 @@ class Embedding(nn.Module):
     """Raw coordinates (N, dim) to network inputs (N, out_features); see the module doc."""
 
     def __init__(self, box: Box, periodic: dict[str, int] | None = None,
-                 fourier: int = 0, fourier_sigma: float = 1.0, seed: int = 0,
-                 dtype: torch.dtype = torch.float64) -> None:
+                 fourier: int = 0, fourier_sigma: float | dict[str, float] = 1.0,
+                 seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         periodic = dict(periodic or {})
         for name in periodic:
@@ -83,11 +86,25 @@ class Embedding(nn.Module):
         self.periodic = [(box.index(n), int(k)) for n, k in periodic.items()]
         out = len(self.plain) + sum(2 * k for _, k in self.periodic)
         self.fourier = int(fourier)
+        self.keep: list[int] = []  # input columns passed on beside the Fourier features
         if self.fourier > 0:
             g = torch.Generator().manual_seed(seed + 101)
-            B = torch.randn(out, self.fourier, generator=g, dtype=dtype) * fourier_sigma
+            B = torch.randn(out, self.fourier, generator=g, dtype=dtype)
+            if isinstance(fourier_sigma, dict):
+                for name in fourier_sigma:
+                    box.index(name)  # a ValueError naming the coordinates
+                # the input columns each coordinate gives, in forward's order
+                cols = [box.names[i] for i in self.plain]
+                for i, k in self.periodic:
+                    cols += [box.names[i]] * (2 * k)
+                scale = torch.tensor([float(fourier_sigma.get(n, 0.0)) for n in cols],
+                                     dtype=dtype)
+                self.keep = [j for j, sc in enumerate(scale.tolist()) if sc == 0.0]
+                B = B * scale[:, None]
+            else:
+                B = B * float(fourier_sigma)
             self.register_buffer("B", B)
-            out = 2 * self.fourier
+            out = 2 * self.fourier + len(self.keep)
         self.out_features = out
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -102,7 +119,8 @@ class Embedding(nn.Module):
         h = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
         if self.fourier > 0:
             z = 2.0 * math.pi * h @ self.B
-            h = torch.cat([torch.cos(z), torch.sin(z)], 1)
+            h = torch.cat([torch.cos(z), torch.sin(z)] + ([h[:, self.keep]] if self.keep else []),
+                          1)
         return h
 
 

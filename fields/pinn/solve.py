@@ -442,11 +442,18 @@ def _window_problem(problem: Problem, k: int, t0: float, t1: float,
     conds = []
     for c in problem.conditions:
         if isinstance(c, Initial):
-            if c.derivative != 0:
-                raise ValueError(f"Problem {problem.name!r}: time windows carry initial values "
-                                 f"from one window to the next, not {c.label()}")
             if k == 0:
                 conds.append(c)
+                continue
+            if c.derivative != 0:
+                # the previous window's time derivative at t0 (a second-order equation in
+                # time, e.g. the wave equation, needs u_t carried as well as u), soft; taken
+                # from that window's own field: the whole solution will hold this window too
+                last = previous.fields[-1] if isinstance(previous, Windowed) else previous
+                conds.append(Initial(_carried_derivative(last, box, t0, c.derivative,
+                                                         c.columns(problem.outputs)),
+                                     derivative=c.derivative, output=c.output,
+                                     weight=c.weight, n=c.n, hard=False))
                 continue
             # the previous window's values at t0, as observations (soft)
             pts = sub.sample_slice(box.time, t0, c.n or s.n_condition, s.sampler,
@@ -472,6 +479,29 @@ def _window_problem(problem: Problem, k: int, t0: float, t1: float,
     return Problem(domain=sub, residual=problem.residual, conditions=conds,
                    outputs=problem.outputs, unknowns=problem.unknowns, transform=None,
                    reference=None, name=f"{problem.name}[{k}]")
+
+
+def _carried_derivative(previous: nn.Module, box: Any, t0: float, order: int,
+                        cols: list[int]) -> Callable[..., torch.Tensor]:
+    """The value function of an initial condition on d^order u / dt^order at `t0`: the
+    previous windows' (`previous`) derivative there, by autograd, as a constant target."""
+    ti = box.index(box.time)
+
+    def value(*spatial: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            t = torch.full_like(spatial[0], t0).requires_grad_(True)
+            cols_in = [c.detach() for c in spatial]
+            cols_in.insert(ti, t)
+            U = previous(torch.cat(cols_in, 1))
+            out = []
+            for c in cols:
+                d = U[:, c : c + 1]
+                for _ in range(order):
+                    (d,) = torch.autograd.grad(d.sum(), t, create_graph=True)
+                out.append(d)
+        return torch.cat(out, 1).detach()
+
+    return value
 
 
 def _solve_windows(problem: Problem, spec: NetworkSpec | nn.Module, s: Strategy,

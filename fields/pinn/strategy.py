@@ -52,7 +52,9 @@ class Strategy:
 
     `hard`: impose Dirichlet / initial / periodic conditions exactly (output transform and
     periodic embedding, `periodic_harmonics` per periodic coordinate). `fourier_features` > 0:
-    random Fourier features of scale `fourier_sigma`. `device`: where the field trains
+    random Fourier features of scale `fourier_sigma` (a number, or a scale per coordinate
+    name, ``{"x": 5, "t": 0}``: a coordinate at 0 is passed on raw beside the features).
+    `device`: where the field trains
     (``"cpu"``, ``"cuda"``, ``"cuda:N"``); `dtype`: None (float64 on the CPU, float32 on a GPU,
     where TF32 is turned off while it trains: PINN losses need the full float32 mantissa),
     ``"float64"`` or
@@ -65,7 +67,9 @@ class Strategy:
 
     Time marching: `time_windows` > 1 splits the time interval into that many windows, trained
     in order, one network each, each window's initial values taken from the previous window
-    (as observations at its start); the time budget is shared equally among what is left.
+    (as observations at its start; an initial condition on a time derivative carries the
+    previous window's derivative there, so a wave equation marches too); the time budget is
+    shared equally among what is left.
     """
 
     adam_steps: int = 2000
@@ -91,7 +95,7 @@ class Strategy:
     hard: bool = True
     periodic_harmonics: int = 1
     fourier_features: int = 0
-    fourier_sigma: float = 1.0
+    fourier_sigma: float | dict[str, float] = 1.0
     dtype: str | None = None
     device: str = "cpu"
     stages: int = 1
@@ -137,6 +141,16 @@ class Strategy:
             raise bad("resample", "None, 'rad' or 'rar'")
         if self.weighting not in WEIGHTINGS:
             raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
+        sig = self.fourier_sigma
+        if isinstance(sig, dict):
+            if not sig or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                  and v >= 0 for k, v in sig.items()) \
+                    or not any(v > 0 for v in sig.values()):
+                raise bad("fourier_sigma", "a positive number, or a mapping of coordinate "
+                          "names to numbers >= 0 with at least one > 0")
+        elif not (isinstance(sig, (int, float)) and sig > 0):
+            raise bad("fourier_sigma", "a positive number, or a mapping of coordinate names "
+                      "to numbers >= 0 with at least one > 0")
         if self.causal < 0:
             raise bad("causal", "epsilon >= 0 (0: off)")
         if self.dtype not in (None, "float64", "float32"):

@@ -50,10 +50,11 @@ class PinnView(FieldView):
             self._interp = [RegularGridInterpolator(ref.axes, ref.values[..., j],
                                                     bounds_error=False, fill_value=np.nan)
                             for j in range(len(self.outputs))]
-            self.ranges = [(float(ref.values[..., j].min()), float(ref.values[..., j].max()))
-                           for j in range(len(self.outputs))]
             pred = solution.on_reference_grid()
-            self.err_max = [float(np.abs(pred[..., j] - ref.values[..., j]).max()) or 1e-12
+            # NaN in the reference: outside a non-box domain, or an output not compared
+            self.ranges = [_range(ref.values[..., j], pred[..., j])
+                           for j in range(len(self.outputs))]
+            self.err_max = [_nanmax(np.abs(pred[..., j] - ref.values[..., j])) or 1e-12
                             for j in range(len(self.outputs))]
         else:
             self.modes = ("solution", "profile")
@@ -140,6 +141,11 @@ class PinnView(FieldView):
                                                            lo)), lo, hi))
         profile = mode == "profile"
         X = self._points(uv[idx], slider, profile)
+        if not profile:  # a domain that is not its bounding box: the outside stays dark
+            keep = np.asarray(self.box.contains(X, 1e-9 * _diagonal(self.box)), bool)
+            idx, X = idx[torch.as_tensor(keep)], X[keep]
+            if len(idx) == 0:
+                return pic.reshape(camera.height, camera.width, 3)
         values = np.empty(len(X))
         if mode != "reference":
             for part in np.array_split(np.arange(len(X)), max(1, len(X) // self.chunk)):
@@ -165,3 +171,19 @@ class PinnView(FieldView):
             colour = colormap(np.nan_to_num(err), 0.0, self.err_max[j], "magma")
         pic[idx.numpy()] = colour
         return pic.reshape(camera.height, camera.width, 3)
+
+
+def _nanmax(a: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.nanmax(a)) if np.isfinite(a).any() else 0.0
+
+
+def _range(ref: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """The colour range of an output: the reference's where it has values, else the
+    prediction's."""
+    a = ref if np.isfinite(ref).any() else pred
+    return float(np.nanmin(a)), float(np.nanmax(a))
+
+
+def _diagonal(box: Any) -> float:
+    return float(np.linalg.norm(np.asarray(box.hi, float) - np.asarray(box.lo, float)))
