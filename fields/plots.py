@@ -213,7 +213,9 @@ def write_pde_figure(path: str | os.PathLike, axes: list, names: tuple[str, str]
         ext = [a1[0], a1[-1], a0[0], a0[-1]]
         for j in range(m):
             p, r = pred[..., j], ref[..., j]
-            lo, hi = float(min(p.min(), r.min())), float(max(p.max(), r.max()))
+            # NaN: outside a non-box domain, or an output with no reference
+            both = np.concatenate([p[np.isfinite(p)], r[np.isfinite(r)]])
+            lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
             for k, (img, label, cmap) in enumerate(
                 [(p, "PINN", "RdBu_r"), (r, "reference", "RdBu_r"),
                  (np.abs(p - r), "|error|", "magma")]

@@ -999,7 +999,7 @@ def test_time_windows_carry_time_derivatives():
                     pinn.Initial(0.0, derivative=1), pinn.Dirichlet(0.0, on="x")],
         reference=pinn.Reference.from_function(
             box, lambda x, t: np.sin(np.pi * x) * np.cos(np.pi * t), (41, 21)))
-    s = pinn.Strategy(adam_steps=300, lbfgs_steps=300, n_collocation=256, n_condition=64,
+    s = pinn.Strategy(adam_steps=200, lbfgs_steps=200, n_collocation=256, n_condition=64,
                       time_windows=2, lr=1e-2, max_seconds=60)
     second = _window_problem(problem, 1, 0.5, 1.0, Exact(), s.sized(2))
     labels = [c.label() for c in second.conditions]

@@ -182,3 +182,6 @@ def test_navier_stokes_around_a_cylinder_conserves_mass():
     assert np.abs(fem.on_grid(sb, V[0], ring)).max() < 0.05
     behind, beside = fem.on_grid(sb, V[0], np.array([[0.3, 0.2], [0.2, 0.3]]))
     assert behind < 0.5 * beside
+    # the pressure falls along the channel to about 0 at the open outlet (p = nu du/dx there)
+    p_in, p_out = fem.on_grid(pb, P, np.array([[0.02, 0.2], [cyl.L - 1e-9, 0.2]]))
+    assert p_in > 0.02 and abs(p_out) < 2e-3

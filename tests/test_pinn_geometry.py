@@ -443,3 +443,29 @@ def test_device_errors_are_clear():
             pinn.solve(_device_problem(), pinn.MLP(width=4, depth=1),
                        pinn.Strategy(adam_steps=1, lbfgs_steps=0, device="cuda"),
                        progress=False)
+
+
+def test_solution_figure_colour_range_ignores_nan(tmp_path, monkeypatch):
+    """NaN in the reference (outside a non-box domain, or an output with no reference) leaves
+    the colour range of the solution maps to the finite values."""
+    import matplotlib.axes
+
+    from fields.plots import write_pde_figure
+
+    seen = []
+    real = matplotlib.axes.Axes.imshow
+
+    def spy(self, img, *args, **kw):
+        seen.append((kw.get("vmin"), kw.get("vmax")))
+        return real(self, img, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", spy)
+    x, y = np.linspace(0, 1, 9), np.linspace(0, 2, 7)
+    pred = np.stack([np.outer(x, y), np.full((9, 7), 0.5)], -1)
+    ref = pred.copy()
+    ref[0, 0, 0] = np.nan  # a point outside the domain
+    ref[..., 1] = np.nan  # an output with no reference
+    write_pde_figure(tmp_path / "s.png", [x, y], ("x", "y"), ("u", "p"), pred, ref)
+    assert (tmp_path / "s.png").is_file()
+    assert seen[0] == seen[1] == (0.0, 2.0)
+    assert seen[3] == seen[4] == (0.5, 0.5)

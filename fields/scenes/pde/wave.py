@@ -17,14 +17,9 @@ PI = np.pi
 
 
 def standing_waves(name: str, c: float, modes: dict[int, float], network: pinn.MLP,
-                   strategy: pinn.Strategy, target: float,
-                   tau: float | None = None) -> pinn.Case:
+                   strategy: pinn.Strategy, target: float) -> pinn.Case:
     """u_tt = c^2 u_xx on [0, 1]^2 with u(x, 0) = sum_k a_k sin(k pi x) (`modes`: k -> a_k),
-    u_t(x, 0) = 0 and u = 0 at both ends, all exact by the transform above. With `tau`, the
-    factor t^2 becomes 1 - exp(-(t / tau)^2), which also vanishes with its derivative at t = 0
-    but levels off after tau: with t^2 the network must hold (u - g) / t^2, about
-    (k pi c)^2 a_k / 2 near t = 0 (160 for wave_multi's fast mode), with tau only about
-    (k pi c tau)^2 a_k / 2."""
+    u_t(x, 0) = 0 and u = 0 at both ends, all exact by the transform above."""
 
     def exact(x, t):
         return sum(a * np.sin(k * PI * x) * np.cos(k * PI * c * t) for k, a in modes.items())
@@ -34,8 +29,7 @@ def standing_waves(name: str, c: float, modes: dict[int, float], network: pinn.M
 
     def transform(coords, raw):
         x, t = coords["x"], coords["t"]
-        ramp = t**2 if tau is None else 1 - torch.exp(-((t / tau) ** 2))
-        return g(x) + 4 * ramp * x * (1 - x) * raw
+        return g(x) + 4 * t**2 * x * (1 - x) * raw
 
     def residual(u, x, t):
         return pinn.grad(u, t, 2) - c**2 * pinn.grad(u, x, 2)
