@@ -291,10 +291,11 @@ def navier_stokes(geometry: Any, reynolds: float, velocity: Callable[..., Any],
     comp[ub.nodal_dofs[1]] = 1
     comp[ub.facet_dofs[1]] = 1
     vel[Dv] = np.where(comp[Dv] == 0, ux[Dv], uy[Dv])
-    target = np.asarray(pin if pin is not None else geometry.lo[:2], dtype=np.float64)
-    p_pin = int(np.argmin(((m.p.T - target) ** 2).sum(1)))
-    p_pin = int(pb.nodal_dofs[0, p_pin])
-    D = np.concatenate([Dv, [nu + p_pin]]) if outflow is None else Dv
+    D = Dv
+    if outflow is None:  # the velocity everywhere: the pressure's gauge is one pinned value
+        target = np.asarray(pin if pin is not None else geometry.lo[:2], dtype=np.float64)
+        vertex = int(np.argmin(((m.p.T - target) ** 2).sum(1)))
+        D = np.concatenate([Dv, [nu + int(pb.nodal_dofs[0, vertex])]])
     x = np.concatenate([vel, np.zeros(npr)])
     free = np.setdiff1d(np.arange(nu + npr), D)
     u = None

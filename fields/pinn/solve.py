@@ -485,6 +485,8 @@ def _carried_derivative(previous: nn.Module, box: Any, t0: float, order: int,
                         cols: list[int]) -> Callable[..., torch.Tensor]:
     """The value function of an initial condition on d^order u / dt^order at `t0`: the
     previous windows' (`previous`) derivative there, by autograd, as a constant target."""
+    from fields.pinn.diff import grad
+
     ti = box.index(box.time)
 
     def value(*spatial: torch.Tensor) -> torch.Tensor:
@@ -493,12 +495,7 @@ def _carried_derivative(previous: nn.Module, box: Any, t0: float, order: int,
             cols_in = [c.detach() for c in spatial]
             cols_in.insert(ti, t)
             U = previous(torch.cat(cols_in, 1))
-            out = []
-            for c in cols:
-                d = U[:, c : c + 1]
-                for _ in range(order):
-                    (d,) = torch.autograd.grad(d.sum(), t, create_graph=True)
-                out.append(d)
+            out = [grad(U[:, c : c + 1], t, order) for c in cols]
         return torch.cat(out, 1).detach()
 
     return value
