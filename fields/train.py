@@ -378,11 +378,12 @@ def _stderr_line(text: str) -> None:
 
 def _checkpoint_bytes(task: Task) -> int:
     """About how large a checkpoint of `task` will be: the module's tensors and two Adam-like
-    moments of each parameter."""
+    moments of each parameter, plus what the task says its optimisers keep beyond that
+    (`optimizer_bytes`, e.g. a dense inverse Hessian)."""
     tensors = sum(t.numel() * t.element_size() for t in task.module.state_dict().values()
                   if torch.is_tensor(t))
     params = sum(p.numel() * p.element_size() for p in task.module.parameters())
-    return tensors + 2 * params + (1 << 20)
+    return tensors + 2 * params + int(getattr(task, "optimizer_bytes", 0)) + (1 << 20)
 
 
 def train(

@@ -597,6 +597,51 @@ def test_taylor_green_exact_solution_satisfies_its_residual():
     assert np.abs(pg).max() < 1e-12  # the gauge line is where the exact pressure is 0
 
 
+def test_cavity_corner_flow_is_stokes_flow_and_meets_the_walls():
+    """The cavity's corner enrichment: Taylor's scraper flow solves Stokes' equations (its
+    pressure included) with u = 1 on the sliding wall and 0 on the resting one; the output
+    transform meets every wall condition for any network output, 0 at the corners; a wrong
+    pressure does not solve Stokes' equations."""
+    import importlib.util
+
+    from fields.pinn.run import scenes_dir
+
+    spec = importlib.util.spec_from_file_location("cav", scenes_dir() / "cavity.py")
+    cav = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cav)
+    g = torch.Generator().manual_seed(0)
+    X, Y = (torch.rand(128, 1, generator=g, dtype=D64).requires_grad_(True) for _ in range(2))
+    U, V, P = cav.corner(X, Y)
+
+    def d(a, b):
+        return torch.autograd.grad(a.sum(), b, create_graph=True)[0]
+
+    def lap(a):
+        return d(d(a, X), X) + d(d(a, Y), Y)
+
+    for p in (P, 2 * P):
+        err = max(float((d(p, X) - lap(U) / cav.RE).detach().abs().max()),
+                  float((d(p, Y) - lap(V) / cav.RE).detach().abs().max()))
+        assert (err < 1e-10) == (p is P), err
+    assert float((d(U, X) + d(V, Y)).detach().abs().max()) < 1e-12
+    t = torch.linspace(1e-3, 1 - 1e-3, 64, dtype=D64)[:, None]
+    z = torch.zeros_like(t)
+    lid, wall = cav.corner(t, z), cav.corner(z, t)
+    assert torch.allclose(lid[0], torch.ones_like(t)) and float(lid[1].abs().max()) < 1e-15
+    assert max(float(wall[0].abs().max()), float(wall[1].abs().max())) < 1e-15
+    raw = torch.randn(64, 3, generator=g, dtype=D64)
+    one = torch.ones_like(t)
+    for (x, y), u in [((t, one), 1.0), ((z, t), 0.0), ((one, t), 0.0), ((t, z), 0.0)]:
+        out = cav.transform({"x": x, "y": y}, raw)
+        assert float((out[:, 0] - u).abs().max()) < 1e-14
+        assert float(out[:, 1].abs().max()) < 1e-14
+    cx = torch.tensor([[0.0], [1.0]], dtype=D64, requires_grad=True)
+    corners = cav.transform({"x": cx, "y": torch.ones(2, 1, dtype=D64)}, raw[:2])
+    assert float(corners[:, :2].detach().abs().max()) == 0.0
+    # derivatives at a corner point itself are finite (DeepXDE puts residual points there)
+    assert bool(torch.isfinite(torch.autograd.grad(corners.sum(), cx)[0]).all())
+
+
 def test_load_case_errors(tmp_path):
     from fields.pinn.run import load_case
 
@@ -1059,3 +1104,89 @@ def test_pinn_view_profile_of_a_space_only_problem():
     assert np.allclose(X, [[0.5, 1.5]])  # y from the slider, not from the screen row
     X = view._points(torch.tensor([[0.5, 0.9]]), 1.5, profile=False)
     assert np.allclose(X, [[0.5, 1.8]])  # the map: y from the screen row
+
+
+# -- dense BFGS ------------------------------------------------------------------------------------
+
+
+def _bfgs_run(f, x0, iterations, **kw):
+    from fields.pinn.optim import BFGS
+
+    x = torch.nn.Parameter(x0.clone())
+    opt = BFGS([x], **kw)
+
+    def closure():
+        opt.zero_grad()
+        loss = f(x)
+        loss.backward()
+        return loss
+
+    for _ in range(iterations):
+        opt.step(closure)
+    return x.detach(), opt
+
+
+def test_bfgs_minimises_rosenbrock_and_a_quadratic():
+    def rosenbrock(x):
+        return ((1 - x[:-1]) ** 2).sum() + 100 * ((x[1:] - x[:-1] ** 2) ** 2).sum()
+
+    x, opt = _bfgs_run(rosenbrock, torch.linspace(-1.5, 1.2, 6, dtype=D64), 150)
+    assert float(rosenbrock(x)) < 1e-14 and torch.allclose(x, torch.ones(6, dtype=D64))
+    # a convex quadratic of condition 1e3: each update satisfies the secant condition
+    # H y = s (y = A s), and the iterates reach the minimiser
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=D64))
+    A = q @ torch.diag(torch.logspace(0, 3, 12, dtype=D64)) @ q.T
+    b = torch.randn(12, generator=g, dtype=D64)
+    from fields.pinn.optim import BFGS
+
+    x = torch.nn.Parameter(torch.zeros(12, dtype=D64))
+    opt = BFGS([x])
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * x @ A @ x - b @ x
+        loss.backward()
+        return loss
+
+    for _ in range(8):
+        before = x.detach().clone()
+        opt.step(closure)
+        s_ = x.detach() - before
+        assert torch.allclose(opt.state[x]["H"] @ (A @ s_), s_, rtol=0,
+                              atol=1e-12 * float(s_.norm()))
+    x, opt = _bfgs_run(lambda x: 0.5 * x @ A @ x - b @ x, torch.zeros(12, dtype=D64), 80)
+    assert torch.allclose(x, torch.linalg.solve(A, b), rtol=0, atol=1e-8)
+
+
+def test_bfgs_reaches_a_lower_error_than_lbfgs_on_a_pinn():
+    """The 1-D Poisson problem u'' = -pi^2 sin(pi x), u(0) = u(1) = 0, with the same network
+    and the same number of quasi-Newton iterations: dense BFGS ends more accurate."""
+    box = pinn.Box(x=(0, 1))
+    problem = pinn.Problem(
+        domain=box, residual=lambda u, x: pinn.grad(u, x, 2) + torch.pi**2 * torch.sin(
+            torch.pi * x), conditions=[pinn.Dirichlet(0.0, hard=False)],
+        reference=pinn.Reference.from_function(box, lambda x: np.sin(np.pi * x), (101,)))
+    rel = {}
+    for qn in ("lbfgs", "bfgs"):
+        sol = pinn.solve(problem, pinn.MLP(width=16, depth=2),
+                         pinn.Strategy(adam_steps=0, lbfgs_steps=150, n_collocation=64,
+                                       quasi_newton=qn), progress=False)
+        rel[qn] = sol.rel_l2()
+        assert sol.steps == 150
+    assert rel["bfgs"] < 1e-4 and rel["bfgs"] < 0.5 * rel["lbfgs"], rel
+
+
+def test_bfgs_resumes_where_it_stopped(tmp_path):
+    cfg = TINY[:-1] + ', "quasi_newton": "bfgs"}'
+    budget = ["--adam-steps", "5", "--lbfgs-steps", "25", "--config", cfg]
+    _solve(["heat", "--output", str(tmp_path / "whole"), *budget])
+    _solve(["heat", "--output", str(tmp_path / "part"), "--steps", "17", *budget])
+    _solve(["heat", "--output", str(tmp_path / "rest"), *budget, "--resume",
+            str(tmp_path / "part" / "checkpoint.pt")])
+    whole, rest = (json.loads((tmp_path / n / "metrics.json").read_text())
+                   for n in ("whole", "rest"))
+    assert rest["steps"] == whole["steps"] == 30 and "BFGS 25" in whole["strategy"]
+    assert rest["rel_l2"] == pytest.approx(whole["rel_l2"], rel=1e-9, abs=0)
+    with pytest.raises(ValueError, match="quasi_newton"):
+        pinn.Strategy(quasi_newton="newton")

@@ -2,12 +2,15 @@
 
 Each problem runs twice with the same network size (width, depth, tanh), the same points
 (interior and per condition), the same optimiser schedule (Adam at the same learning rate,
-then L-BFGS) and the same wall-time budget, in one process, one after the other:
+then L-BFGS with the same history) and the same wall-time budget, in one process, one after
+the other:
 
 - fields: `fields.pinn.solve` with the problem's own strategy but for the budget (its
   conditions exact where the output transform allows, float64);
 - DeepXDE (PyTorch backend, float64 for the same arithmetic), its conditions as loss terms
-  (`DirichletBC`, `IC`, `PointSetBC`), its own Glorot-normal initialisation.
+  (`DirichletBC`, `IC`, `PointSetBC`), its own Glorot-normal initialisation; a problem with
+  its own output transform (the cavity's corner flows) gets that transform
+  (`apply_output_transform`) and the same residual weights.
 
 The relative L2 error on the problem's reference grid is probed about every `probe` seconds
 (fields records it in its own loop, which the clock includes; DeepXDE's probe runs in a
@@ -171,6 +174,11 @@ def _run_deepxde(case: Case, seconds: float, probe: float) -> BenchRow:
     n_in = problem.domain.dim
     net = dde.nn.FNN([n_in] + [net_spec.width] * net_spec.depth + [n_out], "tanh",
                      "Glorot normal")
+    if problem.transform is not None:  # the problem's own output transform, as fields uses it
+        names = problem.domain.names
+        transform = problem.transform
+        net.apply_output_transform(lambda x, y: transform(
+            {nm: x[:, i : i + 1] for i, nm in enumerate(names)}, y))
     model = dde.Model(data, net)
     ref = problem.reference
     pts = ref.points()
@@ -210,14 +218,30 @@ def _run_deepxde(case: Case, seconds: float, probe: float) -> BenchRow:
                     verbose=0)
         steps = model.train_state.step
     if elapsed() < seconds and s.lbfgs_steps:
-        dde.optimizers.config.set_LBFGS_options(maxiter=s.lbfgs_steps)
+        dde.optimizers.config.set_LBFGS_options(maxiter=s.lbfgs_steps, maxcor=s.history)
         model.compile("L-BFGS")
         model.train(callbacks=[Budget()], display_every=50, verbose=0)
         steps = model.train_state.step
     t_end = elapsed()
     curve.append((t_end, rel_error(model.predict(pts))))
     return _row(problem.name, "deepxde", curve, t_end, int(steps), seconds,
-                f"DeepXDE {dde.__version__}, PyTorch backend, float64, soft conditions")
+                f"DeepXDE {dde.__version__}, PyTorch backend, float64, "
+                + ("the problem's output transform" if problem.transform is not None
+                   else "soft conditions"))
+
+
+def _scene_module(name: str) -> Any:
+    """A built-in problem's script as a module (for its helper functions)."""
+    import importlib.util
+
+    from fields.pinn.run import scenes_dir
+
+    spec = importlib.util.spec_from_file_location(f"fields_scene_{name}",
+                                                  scenes_dir() / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _deepxde_data(dde: Any, name: str, s: pinn.Strategy) -> tuple[Any, int]:
@@ -249,6 +273,7 @@ def _deepxde_data(dde: Any, name: str, s: pinn.Strategy) -> tuple[Any, int]:
     if name == "cavity":
         re = 100.0
         geom = dde.geometry.Rectangle([0, 0], [1, 1])
+        weight = _scene_module("cavity").weight  # the corners' residual weight
 
         def pde(x: Any, y: Any) -> Any:
             u, v = y[:, 0:1], y[:, 1:2]
@@ -257,8 +282,9 @@ def _deepxde_data(dde: Any, name: str, s: pinn.Strategy) -> tuple[Any, int]:
             p_x, p_y = grad(y, x, i=2, j=0), grad(y, x, i=2, j=1)
             lap_u = hess(y, x, component=0, i=0, j=0) + hess(y, x, component=0, i=1, j=1)
             lap_v = hess(y, x, component=1, i=0, j=0) + hess(y, x, component=1, i=1, j=1)
-            return [u * u_x + v * u_y + p_x - lap_u / re, u * v_x + v * v_y + p_y - lap_v / re,
-                    u_x + v_y]
+            w = weight(x[:, 0:1], x[:, 1:2])
+            return [w * (u * u_x + v * u_y + p_x - lap_u / re),
+                    w * (u * v_x + v * v_y + p_y - lap_v / re), w * (u_x + v_y)]
 
         def top(x: Any, on_b: bool) -> bool:
             return on_b and np.isclose(x[1], 1.0)

@@ -12,6 +12,7 @@ from fields.pinn.geometry import SAMPLERS
 __all__ = ["Strategy"]
 
 WEIGHTINGS = ("fixed", "gradnorm", "ntk")
+QUASI_NEWTON = ("lbfgs", "bfgs")
 RESAMPLERS = (None, "rad", "rar")
 # (collocation points, points per condition) by the domain's dimension (time included)
 DEFAULT_POINTS = {1: (128, 64), 2: (4096, 256), 3: (8192, 512)}
@@ -23,11 +24,13 @@ class Strategy:
 
     Optimisation: `adam_steps` of Adam (learning rate `lr`, multiplied by `lr_decay` every 1000
     steps), then `lbfgs_steps` of full-batch L-BFGS (strong Wolfe line search, `history`
-    pairs), within `max_seconds` of training in all. `total_steps` (None: no cap) caps every
-    optimisation step together (Adam steps and L-BFGS iterations, every stage, shared equally
-    among time windows): the phases keep their own budgets in order until it is spent (Adam
-    keeps min(adam_steps, total), L-BFGS gets the rest), and a total beyond their sum goes to
-    the last L-BFGS phase (`fields.pinn.task.plan`). The loss and the relative L2 error are
+    pairs; with `quasi_newton` ``"bfgs"``, dense BFGS instead, `fields.pinn.optim.BFGS`: for
+    networks of up to some ten thousand parameters), within `max_seconds` of training in all.
+    `total_steps` (None: no cap) caps every optimisation step together (Adam steps and
+    L-BFGS iterations, every stage, shared equally among time windows): the phases keep their
+    own budgets in order until it is spent (Adam keeps min(adam_steps, total), L-BFGS gets the
+    rest), and a total beyond their sum goes to the last L-BFGS phase
+    (`fields.pinn.task.plan`). The loss and the relative L2 error are
     recorded every `eval_every` steps of a phase.
 
     Points: `n_collocation` interior points and `n_condition` per condition (None: sized by
@@ -77,6 +80,7 @@ class Strategy:
     lr: float = 1e-3
     lr_decay: float = 0.9
     history: int = 50
+    quasi_newton: str = "lbfgs"
     n_collocation: int | None = None
     n_condition: int | None = None
     sampler: str = "sobol"
@@ -139,6 +143,8 @@ class Strategy:
             raise bad("sampler", f"one of {', '.join(SAMPLERS)}")
         if self.resample not in RESAMPLERS:
             raise bad("resample", "None, 'rad' or 'rar'")
+        if self.quasi_newton not in QUASI_NEWTON:
+            raise bad("quasi_newton", "'lbfgs' or 'bfgs'")
         if self.weighting not in WEIGHTINGS:
             raise bad("weighting", f"one of {', '.join(WEIGHTINGS)}")
         sig = self.fourier_sigma
@@ -203,7 +209,8 @@ class Strategy:
         if self.adam_steps:
             parts.append(f"Adam {self.adam_steps}")
         if self.lbfgs_steps:
-            parts.append(f"L-BFGS {self.lbfgs_steps}")
+            qn = "BFGS" if self.quasi_newton == "bfgs" else "L-BFGS"
+            parts.append(f"{qn} {self.lbfgs_steps}")
         if self.total_steps is not None:
             parts.append(f"{self.total_steps} steps in all")
         if exact is not None and exact[1] > 0:

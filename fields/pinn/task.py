@@ -75,10 +75,15 @@ def plan(s: Strategy, total: int | None = None) -> list[Phase]:
     return phases
 
 
-def make_lbfgs(params: list[nn.Parameter], s: Strategy) -> torch.optim.LBFGS:
+def make_lbfgs(params: list[nn.Parameter], s: Strategy) -> torch.optim.Optimizer:
     """Full-batch L-BFGS doing one iteration per `step` call (strong Wolfe line search, `s.history`
     curvature pairs); called again and again it follows the same path as one call of many
-    iterations (its memory is in its state), when the closure is an `Objective`."""
+    iterations (its memory is in its state), when the closure is an `Objective`. With
+    `s.quasi_newton` ``"bfgs"``: dense BFGS (`fields.pinn.optim.BFGS`), likewise."""
+    if s.quasi_newton == "bfgs":
+        from fields.pinn.optim import BFGS
+
+        return BFGS(params)
     return torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=4 * s.eval_every,
                              history_size=s.history, tolerance_grad=0.0, tolerance_change=0.0,
                              line_search_fn="strong_wolfe")
@@ -305,10 +310,13 @@ class PinnTask:
         assert self.objective is not None
         if self.chunk == 0:
             if s.resample and self.since >= s.resample_every:
-                # new points: the curvature pairs belong to the old loss, so start afresh
+                # new points: L-BFGS's last curvature pair straddles the old loss and the new
+                # one, so it starts afresh; dense BFGS measures each pair within one
+                # iteration and keeps its inverse Hessian (the loss changes little)
                 resample(terms, self.global_step)
                 self.objective_version += 1
-                self.optimizer = make_lbfgs(self.params, s)
+                if s.quasi_newton != "bfgs":
+                    self.optimizer = make_lbfgs(self.params, s)
                 self.objective = Objective(self.params, self._closure)
                 self.best = (math.inf, None)
                 self.since = 0
@@ -383,6 +391,16 @@ class PinnTask:
         return out
 
     # -- state -------------------------------------------------------------------------------
+
+    @property
+    def optimizer_bytes(self) -> int:
+        """What a checkpoint holds beyond two moments per parameter: dense BFGS's inverse
+        Hessian (n x n in float64) when a BFGS phase is planned."""
+        if self.s.quasi_newton != "bfgs" or not any(p.kind == "lbfgs" and p.steps
+                                                    for p in self.phases):
+            return 0
+        n = sum(p.numel() for p in self.params)
+        return 8 * n * n
 
     def state_dict(self) -> dict[str, Any]:
         """The phase, the points and weights, the scheduler, the L-BFGS bookkeeping, the
