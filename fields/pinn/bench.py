@@ -232,15 +232,10 @@ def _run_deepxde(case: Case, seconds: float, probe: float) -> BenchRow:
 
 def _scene_module(name: str) -> Any:
     """A built-in problem's script as a module (for its helper functions)."""
-    import importlib.util
+    from fields.pinn.run import scenes_dir, script_module
 
-    from fields.pinn.run import scenes_dir
-
-    spec = importlib.util.spec_from_file_location(f"fields_scene_{name}",
-                                                  scenes_dir() / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module, run = script_module(scenes_dir() / f"{name}.py")
+    run()
     return module
 
 

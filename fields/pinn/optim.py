@@ -46,9 +46,6 @@ class BFGS(torch.optim.Optimizer):
 
     # -- flat views ----------------------------------------------------------------------
 
-    def _numel(self) -> int:
-        return sum(p.numel() for p in self._params)
-
     def _flat_grad(self) -> torch.Tensor:
         return torch.cat([torch.zeros(p.numel(), dtype=self._dtype, device=p.device)
                           if p.grad is None else p.grad.detach().reshape(-1).to(self._dtype)
@@ -96,12 +93,12 @@ class BFGS(torch.optim.Optimizer):
                 H = None
                 state.pop("H", None)
                 continue
-            t, accepted = 1.0, None
+            t, accepted = 1.0, False
             for _ in range(group["max_eval"]):
                 self._set_params(x0 + t * d)
                 f = float(evaluate())
                 if math.isfinite(f) and f <= f0v + group["c1"] * t * gtd:
-                    accepted = (t, f)
+                    accepted = True
                     break
                 # the minimiser of the quadratic through f0, its slope and f(t), kept in
                 # [t / 10, t / 2]; an overflow just halves
@@ -110,7 +107,7 @@ class BFGS(torch.optim.Optimizer):
                     t = min(max(q, 0.1 * t), 0.5 * t)
                 else:
                     t = 0.5 * t
-            if accepted is None:  # no decrease along d
+            if not accepted:  # no decrease along d
                 self._set_params(x0)
                 H = None
                 state.pop("H", None)

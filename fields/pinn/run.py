@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,17 @@ def builtin_names() -> list[str]:
         else []
 
 
+def script_module(path: Path) -> tuple[ModuleType, Callable[[], None]]:
+    """A problem script (a built-in one or the user's) as a module of its own, not yet run,
+    and the call that runs it (what it defined before an exception stays in the module)."""
+    spec = importlib.util.spec_from_file_location(f"fields_pde_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    return module, lambda: loader.exec_module(module)
+
+
 def load_case(name: str) -> Case:
     """A built-in problem by name, or any script path defining ``build() -> Case``."""
     path = Path(name)
@@ -94,14 +106,11 @@ def load_case(name: str) -> Case:
                              f"a script path ending in .py")
     if not path.is_file():
         raise ValueError(f"{path}: no such problem script")
-    spec = importlib.util.spec_from_file_location(f"fields_pde_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"{path}: cannot be imported")
-    module = importlib.util.module_from_spec(spec)
+    module, run = script_module(path)
     captured = None
     token = _CAPTURE.set(True)
     try:
-        spec.loader.exec_module(module)
+        run()
     except Captured as c:
         captured = c
     except Exception as e:
