@@ -1,6 +1,7 @@
-// The fused CPU MLP compiled for AVX-512 (F, VL, DQ) + FMA (x86-64 only): 16-float vectors
-// and 12-row register blocks in its 32 registers (16 for the weight gradients, which
-// then split widths of 16, 32, 64 ... evenly); chosen at run time by mlp_cpu.cpp.
+// The fused CPU MLP compiled for AVX-512 (F, VL, DQ) + FMA (x86-64 only): 16-float vectors.
+// GEMMs in blocks of 6 rows x 4 column blocks (64 columns, 24 of its 32 registers), weight
+// gradients in blocks of 4 inputs x 64 columns; where widths do not allow, 12-row blocks of one
+// column block (16 inputs for weight gradients); chosen at run time by mlp_cpu.cpp.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +13,10 @@
 #define FIELDS_MLP_VEC 16
 #define FIELDS_MLP_MR 12
 #define FIELDS_MLP_WGRAD_MR 16
+#define FIELDS_MLP_NB 4
+#define FIELDS_MLP_NB_MR 6
+#define FIELDS_MLP_WGRAD_NB 4
+#define FIELDS_MLP_WGRAD_NB_MR 4
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx2,fma")
 
 namespace fields {

@@ -52,38 +52,56 @@ enum Epilogue : int {
   kMaskLeaky,      // c = aux > 0 ? acc : slope * acc            (LeakyReLU backward)
 };
 
-// c[MR rows, 16 cols] = epilogue(a[MR rows, K] @ panel[K, 16]).
-template <int MR, int EPI>
+// Column blocks per register block in the GEMMs: FIELDS_MLP_NB where the output has that
+// many 16-column blocks (AVX-512: 6 rows x 4 blocks = 24 accumulators, 10 loads per 24 FMAs,
+// against 13 per 12 with one block of 12 rows), else one block at a time.
+#ifndef FIELDS_MLP_NB
+#define FIELDS_MLP_NB 1
+#endif
+#ifndef FIELDS_MLP_NB_MR
+#define FIELDS_MLP_NB_MR kRowBlock
+#endif
+constexpr int kWideBlocks = FIELDS_MLP_NB;
+constexpr int kWideRows = FIELDS_MLP_NB_MR;
+static_assert(kTileRows % kWideRows == 0 && kWideRows % kRowBlock == 0,
+              "wide row blocks tile a tile");
+
+// c[MR rows, NB * 16 cols] = epilogue(a[MR rows, K] @ panels[NB][K, 16]), the NB panels
+// `pstride` floats apart.
+template <int MR, int NB, int EPI>
 static inline void gemm_block(const float* __restrict a, int64_t lda, int K,
-                              const float* __restrict panel, const float* __restrict bias,
-                              float* __restrict c, int64_t ldc, const float* __restrict aux,
-                              int64_t ldaux) {
-  vec acc[MR][kVecs];
-  vec b[kVecs];
-#pragma GCC unroll 2
-  for (int j = 0; j < kVecs; ++j) b[j] = bias != nullptr ? vecload(bias + j * kVec) : vec{} + 0.f;
+                              const float* __restrict panel, int64_t pstride,
+                              const float* __restrict bias, float* __restrict c, int64_t ldc,
+                              const float* __restrict aux, int64_t ldaux) {
+  constexpr int NV = NB * kVecs;  // vectors per row
+  vec acc[MR][NV];
+  vec b[NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NV; ++j) b[j] = bias != nullptr ? vecload(bias + j * kVec) : vec{} + 0.f;
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < kVecs; ++j) acc[i][j] = b[j];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[i][j] = b[j];
 #pragma GCC unroll 4
   for (int k = 0; k < K; ++k) {
-    vec p[kVecs];
+    vec p[NV];
+#pragma GCC unroll 4
+    for (int nb = 0; nb < NB; ++nb)
 #pragma GCC unroll 2
-    for (int j = 0; j < kVecs; ++j) p[j] = vecload(panel + k * 16 + j * kVec);
+      for (int j = 0; j < kVecs; ++j) p[nb * kVecs + j] = vecload(panel + nb * pstride + k * 16 + j * kVec);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const float s = a[i * lda + k];
-#pragma GCC unroll 2
-      for (int j = 0; j < kVecs; ++j) acc[i][j] += s * p[j];
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[i][j] += s * p[j];
     }
   }
   const vec zero = vec{} + 0.f;
   const vec slope = zero + kLeakySlope;
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 2
-    for (int j = 0; j < kVecs; ++j) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
       vec v = acc[i][j];
       if constexpr (EPI == kStoreReLU) {
         v = v > zero ? v : zero;
@@ -108,19 +126,39 @@ static void gemm_tile(int rows, const float* a, int64_t lda, int K, const float*
                       int n_pad, const float* bias, float* c, int64_t ldc, const float* aux,
                       int64_t ldaux) {
   const int n_blocks = n_pad / kColBlock;
+  const int64_t pstride = static_cast<int64_t>(K) * 16;
+  int nb0 = 0;
+  if constexpr (kWideBlocks > 1) {
+    // Whole groups of kWideBlocks column blocks, for every row of the tile (rows is a
+    // multiple of kWideRows except in a short last tile, whose rest goes one block at a time).
+    const int wide_rows = rows - rows % kWideRows;
+    for (; nb0 + kWideBlocks <= n_blocks; nb0 += kWideBlocks) {
+      for (int r = 0; r < wide_rows; r += kWideRows)
+        gemm_block<kWideRows, kWideBlocks, EPI>(
+            a + r * lda, lda, K, panels + nb0 * pstride, pstride,
+            bias ? bias + nb0 * 16 : nullptr, c + r * ldc + nb0 * 16, ldc,
+            aux ? aux + r * ldaux + nb0 * 16 : nullptr, ldaux);
+      for (int r = wide_rows; r < rows; r += kRowBlock)
+        for (int nb = nb0; nb < nb0 + kWideBlocks; ++nb)
+          gemm_block<kRowBlock, 1, EPI>(a + r * lda, lda, K, panels + nb * pstride, pstride,
+                                        bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16,
+                                        ldc, aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
+    }
+  }
+  if (nb0 == n_blocks) return;
   int r = 0;
   for (; r + kBigRows <= rows; r += kBigRows) {
-    for (int nb = 0; nb < n_blocks; ++nb) {
-      gemm_block<kBigRows, EPI>(a + r * lda, lda, K, panels + static_cast<int64_t>(nb) * K * 16,
-                                bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
-                                aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
+    for (int nb = nb0; nb < n_blocks; ++nb) {
+      gemm_block<kBigRows, 1, EPI>(a + r * lda, lda, K, panels + nb * pstride, pstride,
+                                   bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
+                                   aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
     }
   }
   for (; r < rows; r += kRowBlock) {
-    for (int nb = 0; nb < n_blocks; ++nb) {
-      gemm_block<kRowBlock, EPI>(a + r * lda, lda, K, panels + static_cast<int64_t>(nb) * K * 16,
-                                 bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
-                                 aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
+    for (int nb = nb0; nb < n_blocks; ++nb) {
+      gemm_block<kRowBlock, 1, EPI>(a + r * lda, lda, K, panels + nb * pstride, pstride,
+                                    bias ? bias + nb * 16 : nullptr, c + r * ldc + nb * 16, ldc,
+                                    aux ? aux + r * ldaux + nb * 16 : nullptr, ldaux);
     }
   }
 }
@@ -146,33 +184,45 @@ static void gemm_tile_epilogue(int epi, int rows, const float* a, int64_t lda, i
   }
 }
 
-// wgrad_t[k0 + i, n0 + j] += sum_r a[r, k0 + i] * dz[r, n0 + j], i < MR, j < 16.
-template <int MR>
+// Weight-gradient blocks over several 16-column blocks of dz at once: FIELDS_MLP_WGRAD_NB
+// blocks of FIELDS_MLP_WGRAD_NB_MR inputs where n_pad and K allow.
+#ifndef FIELDS_MLP_WGRAD_NB
+#define FIELDS_MLP_WGRAD_NB 1
+#endif
+#ifndef FIELDS_MLP_WGRAD_NB_MR
+#define FIELDS_MLP_WGRAD_NB_MR kWgradRows
+#endif
+constexpr int kWgradBlocks = FIELDS_MLP_WGRAD_NB;
+constexpr int kWgradWideRows = FIELDS_MLP_WGRAD_NB_MR;
+
+// wgrad_t[k0 + i, n0 + j] += sum_r a[r, k0 + i] * dz[r, n0 + j], i < MR, j < NB * 16.
+template <int MR, int NB = 1>
 static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda, int k0,
                                const float* __restrict dz, int64_t ldz, int n0,
                                float* __restrict wgrad_t, int64_t ldw) {
-  vec acc[MR][kVecs];
+  constexpr int NV = NB * kVecs;
+  vec acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 2
-    for (int j = 0; j < kVecs; ++j) acc[i][j] = vec{} + 0.f;
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[i][j] = vec{} + 0.f;
 #pragma GCC unroll 2
   for (int r = 0; r < rows; ++r) {
-    vec g[kVecs];
-#pragma GCC unroll 2
-    for (int j = 0; j < kVecs; ++j) g[j] = vecload(dz + r * ldz + n0 + j * kVec);
+    vec g[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) g[j] = vecload(dz + r * ldz + n0 + j * kVec);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const float s = a[r * lda + k0 + i];
-#pragma GCC unroll 2
-      for (int j = 0; j < kVecs; ++j) acc[i][j] += s * g[j];
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[i][j] += s * g[j];
     }
   }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     float* w = wgrad_t + (k0 + i) * ldw + n0;
-#pragma GCC unroll 2
-    for (int j = 0; j < kVecs; ++j) vecstore(w + j * kVec, vecload(w + j * kVec) + acc[i][j]);
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) vecstore(w + j * kVec, vecload(w + j * kVec) + acc[i][j]);
   }
 }
 
@@ -180,6 +230,15 @@ static inline void wgrad_block(int rows, const float* __restrict a, int64_t lda,
 static void wgrad_tile(int rows, const float* a, int64_t lda, int K, const float* dz,
                        int64_t ldz, int n_pad, float* wgrad_t, float* dbias) {
   int k0 = 0;
+  if constexpr (kWgradBlocks > 1) {
+    if (n_pad % (kWgradBlocks * kColBlock) == 0) {
+      for (; k0 + kWgradWideRows <= K; k0 += kWgradWideRows) {
+        for (int n0 = 0; n0 < n_pad; n0 += kWgradBlocks * kColBlock)
+          wgrad_block<kWgradWideRows, kWgradBlocks>(rows, a, lda, k0, dz, ldz, n0, wgrad_t,
+                                                    n_pad);
+      }
+    }
+  }
   if constexpr (kWgradRows != kBigRows) {
     for (; k0 + kWgradRows <= K; k0 += kWgradRows) {
       for (int n0 = 0; n0 < n_pad; n0 += kColBlock)

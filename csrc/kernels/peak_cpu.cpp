@@ -55,7 +55,11 @@ int lanes(const std::string& isa) {
 std::vector<std::string> available_isas() {
   std::vector<std::string> out;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (__builtin_cpu_supports("avx512f")) out.push_back("avx512");
+  // AVX-512 as the fused MLP's AVX-512 path needs it (F, VL, DQ, and FMA), so that every
+  // instruction set listed here is one the kernels can be forced to (FIELDS_CPU_ISA)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
+    out.push_back("avx512");
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back("avx2");
 #endif
   out.push_back("generic");
