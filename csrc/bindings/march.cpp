@@ -65,6 +65,14 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
   grid.contraction = static_cast<int>(contraction);
   const float* ap = aabb.data_ptr<float>();
   std::copy(ap, ap + 6, grid.aabb);
+  // The grid as bits (8x smaller: the steps' scattered reads stay in cache), packed here, in
+  // parallel, for every call (res^3 / 8 bytes written, a fraction of the marching's time).
+  const int64_t cells = grid.res * static_cast<int64_t>(grid.res) * grid.res;
+  std::vector<uint8_t> bits(static_cast<size_t>((cells + 7) / 8));
+  at::parallel_for(0, static_cast<int64_t>(bits.size()), 4096, [&](int64_t b0, int64_t b1) {
+    march_cpu::pack_bits(grid.occupancy, cells, b0, b1, bits.data());
+  });
+  grid.bits = bits.data();
   march_cpu::Stepping stepping;
   stepping.step_size = static_cast<float>(step_size);
   stepping.cone_angle = static_cast<float>(cone_angle);

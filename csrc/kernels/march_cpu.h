@@ -29,6 +29,9 @@ enum Contraction : int { kNone = 0, kMipNerf360 = 1 };
 
 struct Grid {
   const uint8_t* occupancy = nullptr;  // res^3 bytes, x-major
+  // Optional: the same grid as bits (bit i % 8 of byte i / 8 for cell i; pack_bits), read
+  // instead of the bytes when given: 8x less memory for the steps' scattered reads.
+  const uint8_t* bits = nullptr;
   int32_t res = 0;
   float aabb[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   int contraction = kNone;
@@ -52,6 +55,10 @@ struct Samples {
   std::vector<float> t_start;
   std::vector<float> t_end;
 };
+
+// bits[j] = the occupancy (nonzero or not) of cells 8 j .. 8 j + 7, bit k for cell 8 j + k, for
+// j in [begin, end) (bytes of the packed grid; cells past n count as empty).
+void pack_bits(const uint8_t* occupancy, int64_t n, int64_t begin, int64_t end, uint8_t* bits);
 
 // Empty when the grid and stepping are supported, else what is wrong.
 std::string check(const Grid& g, const Stepping& s);
