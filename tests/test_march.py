@@ -374,3 +374,34 @@ def test_validation_errors():
         OccupancyGrid(aabb, 4).sample(o, d, 0.0, 1.0, 0.1, backend="vulkan")
     with pytest.raises(ValueError, match="backend='cuda' needs the rays on the CUDA"):
         OccupancyGrid(aabb, 4).sample(o, d, 0.0, 1.0, 0.1, backend="cuda")
+
+
+@needs_ext
+@pytest.mark.parametrize("contraction", ["none", "mipnerf360"])
+def test_contract_points_kernel_matches_contract(contraction):
+    """`contract_points_cpu` (the NeRF field's contraction, clamp and inside test in one pass)
+    against the torch ops: bit for bit without contraction; within an ulp with it (torch's
+    vectorised sqrt is not always correctly rounded); NaN kept, never inside."""
+    ext = _ext.extension()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(20000, 3, generator=g) * 2.5
+    x[0, 1] = float("nan")
+    x[1, 0] = float("inf")
+    x[2] = torch.tensor([AABB[0], AABB[1], AABB[2]])  # a corner: inside
+    x[3] = torch.tensor([AABB[3], AABB[4], AABB[5]])
+    aabb = torch.tensor(AABB)
+    ref = contract(x, aabb, contraction)
+    ref_in = ((ref >= 0) & (ref <= 1)).all(-1)
+    gc, inside = ext.contract_points_cpu(x, aabb, ["none", "mipnerf360"].index(contraction))
+    assert torch.equal(inside, ref_in)
+    assert torch.isnan(gc[0]).any() and not inside[0]
+    ref_c = ref.clamp(0.0, 1.0)
+    if contraction == "none":
+        assert inside[2] and inside[3] and 0.0 < inside.float().mean() < 1.0
+        assert torch.equal(torch.nan_to_num(gc, nan=-1.0), torch.nan_to_num(ref_c, nan=-1.0))
+    else:
+        torch.testing.assert_close(gc, ref_c, rtol=0, atol=2e-7, equal_nan=True)
+    with pytest.raises(RuntimeError, match="x must be"):
+        ext.contract_points_cpu(x.double(), aabb, 0)
+    with pytest.raises(RuntimeError, match="contraction must be"):
+        ext.contract_points_cpu(x, aabb, 2)

@@ -107,6 +107,25 @@ def test_density_is_zero_outside_a_bounded_box():
     assert sig[0] > 0 and sig[1] == 0
 
 
+@pytest.mark.parametrize("contraction", ["none", "mipnerf360"])
+def test_field_density_same_on_both_contraction_paths(contraction):
+    """The field's one-pass contraction (`contract_points_cpu`, points without gradients) and
+    the torch ops (points with gradients) give the same densities and features, zero density
+    outside a bounded box."""
+    seed_everything(0)
+    model = RadianceField(torch.tensor([[-1.0] * 3, [1.0] * 3]), contraction, small_config())
+    x = torch.randn(500, 3) * 1.5
+    fast_sigma, fast_feat = model._features(x)
+    slow_sigma, slow_feat = model._features(x.clone().requires_grad_(True))
+    torch.testing.assert_close(fast_sigma, slow_sigma.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_feat, slow_feat.detach(), rtol=1e-5, atol=1e-6)
+    outside = (x.abs() > 1).any(-1)
+    if contraction == "none":
+        assert outside.any() and (fast_sigma[outside] == 0).all()
+    else:
+        assert (fast_sigma[outside] > 0).all()
+
+
 def test_render_rays_gradients_reach_every_part():
     seed_everything(0)
     aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])

@@ -134,6 +134,23 @@ def test_sample_points_kernel_matches_torch():
         ext.sample_points_cpu(o, d, ri.int(), ts, te, None)
 
 
+@needs_ext
+def test_gather_rows_kernel_matches_cat_and_index():
+    """`gather_rows_cpu`: rows of the pruning rounds' encodings without concatenating them,
+    parts empty or not, indices in any order, repeated; bad indices and shapes refused."""
+    g = torch.Generator().manual_seed(4)
+    parts = [torch.randn(n, 32, generator=g) for n in (100, 7, 0, 50, 1)]
+    idx = torch.randint(0, 158, (1000,), generator=g)
+    idx[:4] = torch.tensor([157, 0, 106, 107])
+    ext = _ext.extension()
+    assert torch.equal(ext.gather_rows_cpu(parts, idx), torch.cat(parts)[idx])
+    assert ext.gather_rows_cpu(parts, idx[:0]).shape == (0, 32)
+    with pytest.raises(RuntimeError, match="out of range"):
+        ext.gather_rows_cpu(parts, torch.tensor([158]))
+    with pytest.raises(RuntimeError, match="parts must all be"):
+        ext.gather_rows_cpu([parts[0], torch.zeros(3, 16)], idx)
+
+
 @pytest.mark.parametrize("prune", PRUNERS)
 def test_pruning_in_rounds_handles_empty_and_sample_free_rays(prune):
     empty = torch.zeros(0)

@@ -123,4 +123,31 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
   return {ray_indices, t_starts, t_ends, offsets};
 }
 
+std::vector<at::Tensor> contract_points_cpu(const at::Tensor& x_in, const at::Tensor& aabb_in,
+                                            int64_t contraction) {
+  TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == 3 && x_in.device().is_cpu() &&
+                  x_in.scalar_type() == at::kFloat,
+              "fields._C contract_points_cpu: x must be (n, 3) float32 on the CPU, got ",
+              x_in.scalar_type(), " ", x_in.sizes(), " on ", x_in.device());
+  TORCH_CHECK(aabb_in.numel() == 6 && aabb_in.device().is_cpu() &&
+                  aabb_in.scalar_type() == at::kFloat,
+              "fields._C contract_points_cpu: aabb must be 6 float32 values on the CPU");
+  TORCH_CHECK(contraction == march_cpu::kNone || contraction == march_cpu::kMipNerf360,
+              "fields._C contract_points_cpu: contraction must be 0 or 1, got ", contraction);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor aabb = aabb_in.contiguous();
+  float box[6];
+  std::copy(aabb.data_ptr<float>(), aabb.data_ptr<float>() + 6, box);
+  const int64_t n = x.size(0);
+  at::Tensor gc = at::empty({n, 3}, x.options());
+  at::Tensor in_unit = at::empty({n}, x.options().dtype(at::kBool));
+  const float* xp = x.data_ptr<float>();
+  float* gp = gc.data_ptr<float>();
+  bool* up = in_unit.data_ptr<bool>();
+  at::parallel_for(0, n, 8192, [&](int64_t b, int64_t e) {
+    march_cpu::contract_points(box, static_cast<int>(contraction), xp, b, e, gp, up);
+  });
+  return {gc, in_unit};
+}
+
 }  // namespace fields

@@ -17,4 +17,10 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins, const at::Tens
                                        int64_t contraction, double step_size, double cone_angle,
                                        double max_step);
 
+// fields.render.occupancy.contract of points x (n, 3) f32, clamped to [0, 1]^3, and whether
+// each unclamped point lies in [0, 1]^3: {gc (n, 3) f32, in_unit (n,) bool}; the torch ops'
+// values (march_cpu::contract_points).
+std::vector<at::Tensor> contract_points_cpu(const at::Tensor& x, const at::Tensor& aabb,
+                                            int64_t contraction);
+
 }  // namespace fields

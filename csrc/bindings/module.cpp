@@ -56,6 +56,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
         py::arg("occupancy"), py::arg("aabb"), py::arg("contraction"), py::arg("step_size"),
         py::arg("cone_angle"), py::arg("max_step"));
+  m.def("contract_points_cpu", &fields::contract_points_cpu,
+        "Points in grid space, clamped to [0, 1]^3, and whether they were inside: {gc, in_unit}",
+        py::arg("x"), py::arg("aabb"), py::arg("contraction"));
   m.def("prune_picks_cpu", &fields::prune_picks_cpu,
         "One round's samples of early ray termination: {pick, lengths}", py::arg("offsets"),
         py::arg("rays"), py::arg("lo"), py::arg("size"), py::arg("row"), py::arg("base"));
@@ -64,6 +67,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("sigma"), py::arg("t_starts"), py::arg("t_ends"), py::arg("offsets"),
         py::arg("rays"), py::arg("lengths"), py::arg("lo"), py::arg("size"), py::arg("depth"),
         py::arg("n_keep"), py::arg("threshold"));
+  m.def("gather_rows_cpu", &fields::gather_rows_cpu,
+        "Rows of the concatenation of float32 parts, without concatenating", py::arg("parts"),
+        py::arg("idx"));
   m.def("sample_points_cpu", &fields::sample_points_cpu,
         "Midpoints of packed samples (all, or those picked)", py::arg("origins"),
         py::arg("directions"), py::arg("ray_indices"), py::arg("t_starts"), py::arg("t_ends"),

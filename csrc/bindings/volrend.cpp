@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 
 namespace fields {
@@ -134,6 +135,43 @@ at::Tensor prune_accumulate_cpu(const at::Tensor& sigma, const at::Tensor& t_sta
   int64_t* o = out.data_ptr<int64_t>();
   for (int64_t l = 0, k = 0; l < L; ++l)
     if (alive[l]) o[k++] = ry[l];
+  return out;
+}
+
+at::Tensor gather_rows_cpu(const std::vector<at::Tensor>& parts_in, const at::Tensor& idx) {
+  const char* fn = "gather_rows_cpu";
+  TORCH_CHECK(!parts_in.empty(), "fields._C gather_rows_cpu: no parts given");
+  check(idx, at::kLong, fn, "idx");
+  const int64_t C = parts_in[0].dim() == 2 ? parts_in[0].size(1) : -1;
+  std::vector<at::Tensor> parts;
+  std::vector<const float*> ptr;
+  std::vector<int64_t> start{0};
+  for (const auto& t : parts_in) {
+    check(t, at::kFloat, fn, "parts");
+    TORCH_CHECK(t.dim() == 2 && t.size(1) == C, "fields._C gather_rows_cpu: parts must all be (n, ",
+                C, "), got ", t.sizes());
+    parts.push_back(t.contiguous());
+    ptr.push_back(parts.back().data_ptr<float>());
+    start.push_back(start.back() + t.size(0));
+  }
+  const int64_t total = start.back();
+  const int64_t P = idx.numel();
+  at::Tensor out = at::empty({P, C}, parts[0].options());
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  bool bad = false;
+  at::parallel_for(0, P, 4 * kGrain, [&](int64_t b, int64_t e) {
+    int part = 0;
+    for (int64_t k = b; k < e; ++k) {
+      const int64_t i = ip[k];
+      if (i < 0 || i >= total) { bad = true; continue; }
+      if (i < start[part] || i >= start[part + 1]) {  // rows come in runs from one part
+        part = static_cast<int>(std::upper_bound(start.begin(), start.end(), i) - start.begin()) - 1;
+      }
+      std::memcpy(op + k * C, ptr[part] + (i - start[part]) * C, sizeof(float) * C);
+    }
+  });
+  TORCH_CHECK(!bad, "fields._C gather_rows_cpu: an index is out of range [0, ", total, ")");
   return out;
 }
 

@@ -30,6 +30,10 @@ at::Tensor prune_accumulate_cpu(const at::Tensor& sigma, const at::Tensor& t_sta
                                 int64_t size, at::Tensor depth, at::Tensor n_keep,
                                 double threshold);
 
+// Rows idx (P,) int64 of the concatenation of parts (each (n_i, C) float32), without forming
+// the concatenation: (P, C).
+at::Tensor gather_rows_cpu(const std::vector<at::Tensor>& parts, const at::Tensor& idx);
+
 // Sample midpoints: origins[ri] + directions[ri] * (t_start + t_end) / 2 for the packed
 // samples `pick` (all of them when not given); (P, 3) f32.
 at::Tensor sample_points_cpu(const at::Tensor& origins, const at::Tensor& directions,

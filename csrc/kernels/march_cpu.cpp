@@ -104,6 +104,44 @@ void pack_bits(const uint8_t* occupancy, int64_t n, int64_t begin, int64_t end, 
   }
 }
 
+void contract_points(const float aabb[6], int contraction, const float* x, int64_t begin,
+                     int64_t end, float* gc, bool* in_unit) {
+  float lo[3], hi[3], extent[3], centre[3], half[3];
+  for (int k = 0; k < 3; ++k) {
+    lo[k] = aabb[k];
+    hi[k] = aabb[3 + k];
+    extent[k] = hi[k] - lo[k];
+    centre[k] = (lo[k] + hi[k]) * 0.5f;
+    half[k] = extent[k] * 0.5f;
+  }
+  for (int64_t i = begin; i < end; ++i) {
+    const float* p = x + i * 3;
+    float g[3];
+    if (contraction == kNone) {
+      for (int k = 0; k < 3; ++k) g[k] = (p[k] - lo[k]) / extent[k];
+    } else {
+      float y[3];
+      for (int k = 0; k < 3; ++k) y[k] = (p[k] - centre[k]) / half[k];
+      float n2 = rounded(y[0] * y[0]) + rounded(y[1] * y[1]);
+      n2 = n2 + rounded(y[2] * y[2]);
+      if (n2 <= 1.f) {
+        for (int k = 0; k < 3; ++k) g[k] = (y[k] + 2.f) * 0.25f;
+      } else {  // n2 > 1 (NaN took the other branch, as torch.where does with a false test)
+        const float n = std::sqrt(n2);
+        const float s = (2.f - 1.f / n) / n;
+        for (int k = 0; k < 3; ++k) g[k] = (rounded(y[k] * s) + 2.f) * 0.25f;
+      }
+    }
+    bool unit = true;
+    for (int k = 0; k < 3; ++k) {
+      unit = unit && g[k] >= 0.f && g[k] <= 1.f;
+      // torch.clamp(0, 1): NaN stays NaN
+      gc[i * 3 + k] = g[k] != g[k] ? g[k] : std::min(std::max(g[k], 0.f), 1.f);
+    }
+    in_unit[i] = unit;
+  }
+}
+
 std::string check(const Grid& g, const Stepping& s) {
   if (g.res < 1 || g.occupancy == nullptr) return "the occupancy grid is empty";
   if (g.contraction != kNone && g.contraction != kMipNerf360) return "bad contraction";

@@ -60,6 +60,15 @@ struct Samples {
 // j in [begin, end) (bytes of the packed grid; cells past n count as empty).
 void pack_bits(const uint8_t* occupancy, int64_t n, int64_t begin, int64_t end, uint8_t* bits);
 
+// The grid space of points x[i] (rows [begin, end) of (n, 3)) as fields.render.occupancy.contract
+// computes it, operation by operation in float32 (torch's order, one rounding each; bit for bit
+// for kNone, within an ulp for kMipNerf360, where torch's vectorised sqrt and reciprocal are not
+// always correctly rounded): gc[i] that point clamped to [0, 1]^3 (NaN stays NaN), in_unit[i] =
+// 1 iff every coordinate of the unclamped point is in [0, 1] (0 for NaN). aabb as in Grid;
+// contraction kNone or kMipNerf360.
+void contract_points(const float aabb[6], int contraction, const float* x, int64_t begin,
+                     int64_t end, float* gc, bool* in_unit);
+
 // Empty when the grid and stepping are supported, else what is wrong.
 std::string check(const Grid& g, const Stepping& s);
 

@@ -33,7 +33,8 @@ PHASE = "phase:"
 # The buckets in the order of a step.
 ORDER = (
     "ray generation", "marching", "kernel:march", "pruning", "kernel:encoding forward",
-    "kernel:mlp forward", "field forward", "compositing", "kernel:composite forward", "loss",
+    "kernel:contract", "kernel:gather rows", "kernel:mlp forward", "field forward", "compositing",
+    "kernel:composite forward", "loss",
     "kernel:mlp backward", "kernel:encoding backward", "kernel:composite backward",
     "backward", "optimiser", "grid update", "other ops", "Python + dispatch",
 )

@@ -261,8 +261,17 @@ class RadianceField(nn.Module):
 
     def _features(self, x: torch.Tensor, encoded: torch.Tensor | None = None,
                   keep: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        g = contract(x, self.aabb.reshape(6), self.contraction)
-        gc = g.clamp(0.0, 1.0)
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and _ext.available()
+                and not (torch.is_grad_enabled() and x.requires_grad)):
+            # one pass for the contraction, the clamp and the inside test (the torch ops'
+            # values exactly: `contract_points_cpu`)
+            with scope("kernel:contract"):
+                gc, inside = _ext.extension().contract_points_cpu(
+                    x, self.aabb, CONTRACTIONS.index(self.contraction))
+        else:
+            g = contract(x, self.aabb.reshape(6), self.contraction)
+            gc = g.clamp(0.0, 1.0)
+            inside = ((g >= 0) & (g <= 1)).all(dim=-1)
         if encoded is not None:
             e = self.encoding.forward_given(gc, encoded)
         else:
@@ -275,7 +284,6 @@ class RadianceField(nn.Module):
         h = self.density_network(e)
         sigma = trunc_exp(h[:, 0] + self.config.density_bias)
         if self.contraction == "none":
-            inside = ((g >= 0) & (g <= 1)).all(dim=-1)
             sigma = sigma * inside
         return sigma, h[:, 1:]
 
@@ -392,7 +400,12 @@ def render_rays(
                 transmittance_threshold=settings.transmittance_threshold, row=row,
             )
             if raws and row is not None:
-                encoded = torch.cat(raws).index_select(0, row.index_select(0, keep))
+                at = row.index_select(0, keep)
+                if fast:
+                    with scope("kernel:gather rows"):
+                        encoded = _ext.extension().gather_rows_cpu(raws, at)
+                else:
+                    encoded = torch.cat(raws).index_select(0, at)
             ray_indices, t_starts, t_ends = (
                 v.index_select(0, keep) for v in (ray_indices, t_starts, t_ends))
             offsets = offsets_from_indices(ray_indices, n_rays)
