@@ -222,13 +222,16 @@ torch.manual_seed(0)
 # 130 and 138 rows: a short last tile of whole 12-row blocks, and one with a 6-row rest;
 # n_in 5 and 32: weight-gradient blocks of 12, 6 and fewer inputs; n_in 32 / n_out 16 with
 # no output activation: whole tiles read x and dy and write y and dx in place; widths 64, 80
-# and 128: AVX-512's blocks of 4 column blocks, alone, with a single block beside them, twice
+# and 128: AVX-512's blocks of 4 column blocks, alone, with a single block beside them, twice;
+# 1 to 4 outputs: the narrow output layer (dot products per row), 5: the padded GEMM again
 for act, n_in, width, rows, n_out, out in (
         ("ReLU", 5, 32, 130, 3, "Sigmoid"), ("LeakyReLU", 32, 64, 138, 3, "Sigmoid"),
         ("Tanh", 5, 32, 138, 3, "Sigmoid"), ("Sine", 32, 32, 130, 3, "Sigmoid"),
         ("SiLU", 7, 48, 138, 3, "Sigmoid"), ("ReLU", 31, 64, 200, 3, "Sigmoid"),
         ("ReLU", 32, 64, 250, 16, "None"), ("ReLU", 32, 64, 250, 16, "ReLU"),
-        ("ReLU", 30, 80, 138, 20, "None"), ("Tanh", 64, 128, 130, 3, "Sigmoid")):
+        ("ReLU", 30, 80, 138, 20, "None"), ("Tanh", 64, 128, 130, 3, "Sigmoid"),
+        ("ReLU", 7, 32, 250, 1, "ReLU"), ("LeakyReLU", 9, 16, 130, 4, "LeakyReLU"),
+        ("Sine", 5, 64, 250, 2, "None"), ("ReLU", 31, 48, 138, 5, "None")):
     net = FusedMLP(n_in, n_out, width, 2, act, out, bias=True, backend="cpu", omega0=2.0)
     x = torch.randn(rows, n_in, requires_grad=True)
     y = net(x)

@@ -435,6 +435,145 @@ static void apply_derivative(int act, float omega, int rows, int cols, float* g,
   }
 }
 
+// ---- narrow output layers (NeRF's colour: 3 outputs of a 16-column block) ----
+// Per-row dot products over K (a multiple of kVec) instead of GEMMs over the padded columns:
+// 3 x K multiply-adds a row instead of 16 x K, for the forward, the input gradient and the
+// weight gradient alike.
+constexpr int kNarrowMax = 4;
+
+static inline float hsum(vec v) {
+  float s = 0.f;
+#pragma GCC unroll 16
+  for (int i = 0; i < kVec; ++i) s += v[i];
+  return s;
+}
+
+// c[r, j] = epilogue(bias[j] + a[r, :K] . wt[j, :K]) for j < n_out, c[r, j] = epilogue(bias[j])
+// (bias 0 there) for n_out <= j < n_pad. wt: (n_out, K) row-major.
+template <int NO>
+static void narrow_forward(int epi, int rows, const float* a, int64_t lda, int K,
+                           const float* wt, int n_pad, const float* bias, float* c, int64_t ldc) {
+  for (int r = 0; r < rows; ++r) {
+    const float* ar = a + r * lda;
+    vec acc[NO];
+#pragma GCC unroll 4
+    for (int j = 0; j < NO; ++j) acc[j] = vec{} + 0.f;
+    for (int k = 0; k < K; k += kVec) {
+      const vec x = vecload(ar + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < NO; ++j) acc[j] += x * vecload(wt + j * K + k);
+    }
+    float* cr = c + r * ldc;
+    for (int j = 0; j < n_pad; ++j) {
+      float v = (bias != nullptr ? bias[j] : 0.f) + (j < NO ? hsum(acc[j < NO ? j : 0]) : 0.f);
+      if (epi == kStoreReLU) v = v > 0.f ? v : 0.f;
+      else if (epi == kStoreLeaky) v = v > 0.f ? v : kLeakySlope * v;
+      cr[j] = v;
+    }
+  }
+}
+
+// dprev[r, :K] = epilogue(sum_j dz[r, j] * W[j, :K]), W's rows read from the packed transposed
+// panels (pt: for each 16-input block kb, (n_pad, 16) with W[j, kb * 16 + i] at j * 16 + i).
+template <int NO>
+static void narrow_input_grad(int epi, int rows, const float* dz, int64_t ldz, const float* pt,
+                              int n_pad, int K, float* c, int64_t ldc, const float* aux,
+                              int64_t ldaux) {
+  const vec zero = vec{} + 0.f;
+  const vec slope = zero + kLeakySlope;
+  for (int r = 0; r < rows; ++r) {
+    float g[NO];
+#pragma GCC unroll 4
+    for (int j = 0; j < NO; ++j) g[j] = dz[r * ldz + j];
+    for (int k = 0; k < K; k += kVec) {
+      const float* w = pt + static_cast<int64_t>(k / 16) * n_pad * 16 + (k % 16);
+      vec v = zero;
+#pragma GCC unroll 4
+      for (int j = 0; j < NO; ++j) v += g[j] * vecload(w + j * 16);
+      if (epi == kMaskReLU) {
+        const vec m = vecload(aux + r * ldaux + k);
+        v = m > zero ? v : zero;
+      } else if (epi == kMaskLeaky) {
+        const vec m = vecload(aux + r * ldaux + k);
+        v = m > zero ? v : v * slope;
+      }
+      vecstore(c + r * ldc + k, v);
+    }
+  }
+}
+
+// wgrad_t[k, j] += sum_r a[r, k] * dz[r, j] for j < NO (wgrad_t: (K, n_pad)), in chunks of 4
+// vectors of k; dbias[j] += column sums of dz over the n_pad columns.
+template <int NO>
+static void narrow_weight_grad(int rows, const float* a, int64_t lda, int K, const float* dz,
+                               int64_t ldz, int n_pad, float* wgrad_t, float* dbias) {
+  constexpr int kChunkVecs = 4;
+  for (int k0 = 0; k0 < K; k0 += kChunkVecs * kVec) {
+    const int nv = std::min(kChunkVecs, (K - k0) / kVec);
+    vec acc[NO][kChunkVecs];
+#pragma GCC unroll 4
+    for (int j = 0; j < NO; ++j)
+#pragma GCC unroll 4
+      for (int v = 0; v < kChunkVecs; ++v) acc[j][v] = vec{} + 0.f;
+    if (nv == kChunkVecs) {
+      for (int r = 0; r < rows; ++r) {
+        vec x[kChunkVecs];
+#pragma GCC unroll 4
+        for (int v = 0; v < kChunkVecs; ++v) x[v] = vecload(a + r * lda + k0 + v * kVec);
+#pragma GCC unroll 4
+        for (int j = 0; j < NO; ++j) {
+          const float s = dz[r * ldz + j];
+#pragma GCC unroll 4
+          for (int v = 0; v < kChunkVecs; ++v) acc[j][v] += s * x[v];
+        }
+      }
+    } else {
+      for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < NO; ++j) {
+          const float s = dz[r * ldz + j];
+          for (int v = 0; v < nv; ++v) acc[j][v] += s * vecload(a + r * lda + k0 + v * kVec);
+        }
+    }
+    for (int j = 0; j < NO; ++j)
+      for (int v = 0; v < nv; ++v)
+        for (int i = 0; i < kVec; ++i) wgrad_t[(k0 + v * kVec + i) * n_pad + j] += acc[j][v][i];
+  }
+  if (dbias != nullptr) {
+    for (int n0 = 0; n0 < n_pad; n0 += 8) {
+      v8 s = vload(dbias + n0);
+      for (int r = 0; r < rows; ++r) s += vload(dz + r * ldz + n0);
+      vstore(dbias + n0, s);
+    }
+  }
+}
+
+// The narrow path's dispatch on the number of real outputs (1..kNarrowMax).
+#define FIELDS_NARROW_CASES(call) \
+  switch (n_out) {                \
+    case 1: call(1); break;       \
+    case 2: call(2); break;       \
+    case 3: call(3); break;       \
+    default: call(4); break;      \
+  }
+
+// A layer takes the narrow path when it is the output layer with at most kNarrowMax outputs
+// (its input, the hidden width, is whole vectors).
+static inline bool narrow_layer(const Dims& d, int l) {
+  return l == d.depth && d.n_out <= kNarrowMax && d.in_dim(l) % kVec == 0 &&
+         d.in_dim(l) % 16 == 0;
+}
+
+// The forward of a narrow output layer: wt gets W (n_out, K) from the packed (K, 16) panel.
+static void narrow_forward_layer(int epi, int rows, const float* a, int64_t lda, int K,
+                                 const float* panel, int n_out, int n_pad, const float* bias,
+                                 float* c, int64_t ldc, float* wt) {
+  for (int j = 0; j < n_out; ++j)
+    for (int k = 0; k < K; ++k) wt[j * K + k] = panel[k * 16 + j];
+#define FIELDS_NARROW_FWD(NO) narrow_forward<NO>(epi, rows, a, lda, K, wt, n_pad, bias, c, ldc)
+  FIELDS_NARROW_CASES(FIELDS_NARROW_FWD)
+#undef FIELDS_NARROW_FWD
+}
+
 static int forward_epilogue(int act) {
   if (act == kReLU) return kStoreReLU;
   if (act == kLeakyReLU) return kStoreLeaky;
@@ -470,6 +609,8 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
   float* buf[2] = {x_tile + R * d.n_in, x_tile + R * d.n_in + R * wmax};  // (R, wmax) x 2
   const bool z_saved = needs_preactivation(d.act);
   const bool out_z = needs_preactivation(d.out_act);
+  // the output layer's weights as rows, for the narrow path (n_out <= kNarrowMax)
+  float wt[kNarrowMax * 1024];
 
   for (int64_t t = tile_begin; t < tile_end; ++t) {
     const int64_t row0 = t * R;
@@ -507,7 +648,12 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
       }
       const int epi = forward_epilogue(act);
       if (epi != kStore || act == kNone) {
-        gemm_tile_epilogue(epi, rt, in, ld_in, K, panels, n_pad, bias, out, ld_out, nullptr, 0);
+        if (narrow_layer(d, l))
+          narrow_forward_layer(epi, rt, in, ld_in, K, panels, d.n_out, n_pad, bias, out, ld_out,
+                               wt);
+        else
+          gemm_tile_epilogue(epi, rt, in, ld_in, K, panels, n_pad, bias, out, ld_out, nullptr,
+                             0);
         if (saved && last && act != kNone)  // ReLU-like output: keep the output
           for (int r = 0; r < rt; ++r)
             std::memcpy(saved->out + (row0 + r) * n_pad, out + r * ld_out, sizeof(float) * n_pad);
@@ -521,7 +667,11 @@ static void forward_impl(const Dims& d, const float* packed, const float* x, flo
           z = saved->out + row0 * n_pad;
           ld_z = n_pad;
         }
-        gemm_tile_epilogue(kStore, rt, in, ld_in, K, panels, n_pad, bias, z, ld_z, nullptr, 0);
+        if (narrow_layer(d, l))
+          narrow_forward_layer(kStore, rt, in, ld_in, K, panels, d.n_out, n_pad, bias, z, ld_z,
+                               wt);
+        else
+          gemm_tile_epilogue(kStore, rt, in, ld_in, K, panels, n_pad, bias, z, ld_z, nullptr, 0);
         apply_activation(act, d.omega, rt, n_pad, z, ld_z, out, ld_out);
         if (saved && last && !out_z)
           for (int r = 0; r < rt; ++r)
@@ -588,8 +738,17 @@ static void backward_impl(const Dims& d, const float* packed_t, const float* x, 
       const float* a_in = l == 0 ? x_in : saved.a[l - 1] + row0 * d.width;
       const int64_t ld_in = l == 0 ? d.n_in : d.width;
       float* wg = wgrad + wgrad_off[l];
-      wgrad_tile(valid, a_in, ld_in, K, dz, ld_dz, n_pad, wg,
-                 d.bias ? wg + static_cast<int64_t>(K) * n_pad : nullptr);
+      const bool narrow = narrow_layer(d, l);
+      if (narrow) {
+        const int n_out = d.n_out;
+        float* db = d.bias ? wg + static_cast<int64_t>(K) * n_pad : nullptr;
+#define FIELDS_NARROW_WG(NO) narrow_weight_grad<NO>(valid, a_in, ld_in, K, dz, ld_dz, n_pad, wg, db)
+        FIELDS_NARROW_CASES(FIELDS_NARROW_WG)
+#undef FIELDS_NARROW_WG
+      } else {
+        wgrad_tile(valid, a_in, ld_in, K, dz, ld_dz, n_pad, wg,
+                   d.bias ? wg + static_cast<int64_t>(K) * n_pad : nullptr);
+      }
 
       if (l == 0 && dx == nullptr) break;
       float* dprev = g[(d.depth - l + 1) & 1];
@@ -607,8 +766,16 @@ static void backward_impl(const Dims& d, const float* packed_t, const float* x, 
         break;
       }
       const int epi = d.act == kReLU ? kMaskReLU : d.act == kLeakyReLU ? kMaskLeaky : kStore;
-      gemm_tile_epilogue(epi, rt, dz, ld_dz, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in,
-                         ld_in);
+      if (narrow) {
+        const int n_out = d.n_out;
+#define FIELDS_NARROW_DX(NO) \
+  narrow_input_grad<NO>(epi, rt, dz, ld_dz, pt, n_pad, K, dprev, wmax, a_in, ld_in)
+        FIELDS_NARROW_CASES(FIELDS_NARROW_DX)
+#undef FIELDS_NARROW_DX
+      } else {
+        gemm_tile_epilogue(epi, rt, dz, ld_dz, n_pad, pt, k_pad, nullptr, dprev, wmax, a_in,
+                           ld_in);
+      }
       if (epi == kStore && d.act != kNone) {
         const float* v = z_saved ? saved.z[l - 1] + row0 * d.width : a_in;
         apply_derivative(d.act, d.omega, rt, d.width, dprev, wmax, v, d.width);
