@@ -184,6 +184,15 @@ static void gemm_tile_epilogue(int epi, int rows, const float* a, int64_t lda, i
   }
 }
 
+// dbias[n_pad] += column sums of dz[rows, n_pad].
+static void add_column_sums(int rows, const float* dz, int64_t ldz, int n_pad, float* dbias) {
+  for (int n0 = 0; n0 < n_pad; n0 += 8) {
+    v8 s = vload(dbias + n0);
+    for (int r = 0; r < rows; ++r) s += vload(dz + r * ldz + n0);
+    vstore(dbias + n0, s);
+  }
+}
+
 // Weight-gradient blocks over several 16-column blocks of dz at once: FIELDS_MLP_WGRAD_NB
 // blocks of FIELDS_MLP_WGRAD_NB_MR inputs where n_pad and K allow.
 #ifndef FIELDS_MLP_WGRAD_NB
@@ -263,13 +272,7 @@ static void wgrad_tile(int rows, const float* a, int64_t lda, int K, const float
       default: wgrad_block<5>(rows, a, lda, k0, dz, ldz, n0, wgrad_t, n_pad); break;
     }
   }
-  if (dbias != nullptr) {
-    for (int n0 = 0; n0 < n_pad; n0 += 8) {
-      v8 s = vload(dbias + n0);
-      for (int r = 0; r < rows; ++r) s += vload(dz + r * ldz + n0);
-      vstore(dbias + n0, s);
-    }
-  }
+  if (dbias != nullptr) add_column_sums(rows, dz, ldz, n_pad, dbias);
 }
 
 // ---- elementwise activations (the costly ones; ReLU-like ones live in the epilogues) ----
@@ -538,13 +541,7 @@ static void narrow_weight_grad(int rows, const float* a, int64_t lda, int K, con
       for (int v = 0; v < nv; ++v)
         for (int i = 0; i < kVec; ++i) wgrad_t[(k0 + v * kVec + i) * n_pad + j] += acc[j][v][i];
   }
-  if (dbias != nullptr) {
-    for (int n0 = 0; n0 < n_pad; n0 += 8) {
-      v8 s = vload(dbias + n0);
-      for (int r = 0; r < rows; ++r) s += vload(dz + r * ldz + n0);
-      vstore(dbias + n0, s);
-    }
-  }
+  if (dbias != nullptr) add_column_sums(rows, dz, ldz, n_pad, dbias);
 }
 
 // The narrow path's dispatch on the number of real outputs (1..kNarrowMax).

@@ -264,7 +264,7 @@ class RadianceField(nn.Module):
         if (x.device.type == "cpu" and x.dtype == torch.float32 and _ext.available()
                 and not (torch.is_grad_enabled() and x.requires_grad)):
             # one pass for the contraction, the clamp and the inside test (the torch ops'
-            # values exactly: `contract_points_cpu`)
+            # values: bit for bit without contraction, within an ulp with it)
             with scope("kernel:contract"):
                 gc, inside = _ext.extension().contract_points_cpu(
                     x, self.aabb, CONTRACTIONS.index(self.contraction))
