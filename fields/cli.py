@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from fields import __version__, _ext
+from fields import __version__, _ext, distributed
 from fields.command import (
     ThreadsOpt,
     alias,
@@ -404,11 +404,22 @@ _register_kinds()
 
 
 def main() -> None:
-    """The `fields` script (SIGTERM is handled like Ctrl-C)."""
+    """The `fields` script (SIGTERM is handled like Ctrl-C). Under torchrun, each rank joins
+    the process group first (`fields.distributed.setup`) and only rank 0 prints."""
     from fields.command import terminate_on_sigterm
 
     terminate_on_sigterm()
-    app()
+    if distributed.launched():  # one of torchrun's ranks: join the group; rank 0 prints
+        try:
+            distributed.setup()
+        except RuntimeError as e:
+            raise SystemExit(f"error: {e}") from None
+        if not distributed.is_main():
+            console.quiet = True
+    try:
+        app()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fields import distributed
 from fields.io import write_json
 
 console = Console()
@@ -86,7 +88,12 @@ def hidden(flag: str) -> Any:
 def error(e: BaseException | str, code: int = 2) -> typer.Exit:
     """Prints ``error: <message>`` as plain text (markup in the message is escaped) and
     returns the `typer.Exit` to raise."""
-    console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+    if console.quiet:  # a rank other than 0 under torchrun: its own error still shows
+        import sys
+
+        print(f"error (rank {distributed.rank()}): {e}", file=sys.stderr, flush=True)
+    else:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -197,16 +204,22 @@ class RunOptions:
 
 def run_folder(output: str | None, input_name: str, kind: str) -> Path:
     """``output``, else ``outputs/<input name>/<kind>/<timestamp>`` (a new folder per run:
-    ``-n2``, ``-n3``, ... is added when one of that second exists)."""
+    ``-n2``, ``-n3``, ... is added when one of that second exists). Under torchrun, rank 0's
+    choice on every rank; with a rendezvous id (``torchrun --standalone`` or ``--rdzv-id``)
+    the folder is ``torchrun-<id>``, the same after a restart (``--max-restarts``)."""
     if output:
         return Path(output)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in input_name) or "run"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none") if distributed.launched() else "none"
+    if run_id not in ("", "none"):
+        return Path("outputs") / safe / kind / ("torchrun-" + "".join(
+            c if c.isalnum() or c in "-_." else "_" for c in run_id))
     folder = Path("outputs") / safe / kind / time.strftime("%Y-%m-%d_%H%M%S")
     n = 2
     while folder.exists():  # two runs started in the same second
         folder = folder.with_name(f"{folder.name.split('-n')[0]}-n{n}")
         n += 1
-    return folder
+    return Path(distributed.broadcast_object(str(folder)))
 
 
 def check_checkpoint_kind(path: str | Path, kind: str, command: str) -> None:
@@ -236,7 +249,13 @@ def prepare_run_folder(out: Path, resume: str | None = None, overwrite: bool = F
     """Refuses to mix a new run into a folder that holds one (any of `RUN_FILES`): allowed are
     a new or empty folder, a folder with other files, the folder of the checkpoint being
     resumed (the run goes on there), and, with `overwrite`, a fields run's folder, whose files
-    are removed first (when `clear`). ValueError saying which flag to use otherwise."""
+    are removed first (when `clear`). ValueError saying which flag to use otherwise.
+
+    Under torchrun only rank 0 checks and clears; after a restart (``--max-restarts``) the
+    folder is the run's own and is kept as it is (`fields.train.train` resumes from its
+    checkpoint)."""
+    if not distributed.is_main() or distributed.restart_count() > 0:
+        return
     if not out.exists():
         return
     if not out.is_dir():
@@ -269,7 +288,12 @@ def prepare_run_folder(out: Path, resume: str | None = None, overwrite: bool = F
 
 def write_run_config(out: Path, kind: str, input_name: str, options: RunOptions,
                      config: dict[str, Any], **extra: Any) -> Path:
-    """Writes ``config.json``: the kind, the input, the budget and the full resolved config."""
+    """Writes ``config.json``: the kind, the input, the budget and the full resolved config
+    (rank 0 only under torchrun, with the world size)."""
+    if distributed.active():
+        extra = {**extra, "world_size": distributed.world_size()}
+    if not distributed.is_main():
+        return out / "config.json"
     return write_json(out / "config.json", {"kind": kind, "input": input_name,
                                             **options.budget(), **extra, "config": config})
 
@@ -278,7 +302,9 @@ def write_metrics(out: Path, steps: int, seconds: float, wall_seconds: float,
                   metrics: dict[str, Any]) -> Path:
     """Writes ``metrics.json`` with the common keys first: ``steps`` (optimisation steps),
     ``seconds`` (training time), ``wall_seconds`` (the fit with its evaluations and
-    checkpoints), then the kind's."""
+    checkpoints), then the kind's (rank 0 only under torchrun)."""
+    if not distributed.is_main():
+        return out / "metrics.json"
     rest = {k: v for k, v in metrics.items() if k not in ("steps", "seconds", "wall_seconds")}
     return write_json(out / "metrics.json", {"steps": steps, "seconds": seconds,
                                              "wall_seconds": wall_seconds, **rest})
@@ -301,7 +327,7 @@ def guarded(out: Path | None = None) -> Iterator[None]:
     checkpoint is; a run that diverged or could not write a file exits 1, bad input
     (ValueError, TypeError, OSError) 2, each with one plain line."""
     from fields.io import WriteError
-    from fields.train import Diverged, Terminated
+    from fields.train import Diverged, RankFailed, Terminated
 
     try:
         yield
@@ -312,7 +338,7 @@ def guarded(out: Path | None = None) -> Iterator[None]:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         console.print(f"[yellow]{what}[/yellow]{escape(where)}", highlight=False)
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
-    except (Diverged, WriteError) as e:
+    except (Diverged, WriteError, RankFailed) as e:
         raise error(e, code=1) from e
     except (ValueError, TypeError, OSError) as e:
         raise error(e) from e
@@ -407,6 +433,7 @@ def check_device(device: str) -> torch.device:
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {device!r}")
+    device = distributed.device_for(device)  # under torchrun, cuda is this rank's GPU
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -25,6 +25,13 @@ nets:
   checked for room (`fields.io.preflight`); a write error later is a `fields.io.WriteError`
   naming the file and the errno.
 
+- **Ranks.** Under torchrun (`fields.distributed`), every rank runs this loop on its share of
+  each batch; the optimisers' gradients are averaged over the ranks before every step; the
+  step's time, the loss the guard sees (the mean over ranks) and the stop flags are agreed
+  every step, so every rank takes the same steps and the same roll-backs. Rank 0 alone
+  evaluates, writes checkpoints, shows the progress bar and logs. When another rank fails,
+  the collective fails here and the run stops with `RankFailed` (the last checkpoint stands).
+
 Checkpoints are read and written by `fields.checkpoint`.
 """
 
@@ -48,6 +55,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.checkpoint import read_checkpoint, save_checkpoint
 from fields.io import clean_stale_temporaries, preflight
 
@@ -61,6 +69,11 @@ def seed_everything(seed: int) -> None:
 class Diverged(RuntimeError):
     """Training diverged and the roll-backs did not help; the message says what happened and
     where the last good state is."""
+
+
+class RankFailed(RuntimeError):
+    """Another rank of a distributed run failed (its process ended or its connection broke);
+    the message says so and where the last checkpoint is."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -372,6 +385,46 @@ def _sigterm_stops(flag: list[bool]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _agree(dt: float, scalars: dict[str, float], stop: bool, done: bool,
+           due: bool) -> tuple[float, dict[str, float], bool, bool, bool]:
+    """What every rank must see alike after a step: the slowest rank's step time (the budget
+    is spent alike), the mean of the ranks' losses (what the divergence guard judges; ranks
+    with equal shares have the global batch's loss), whether any rank was asked to stop or is
+    done, and whether rank 0's checkpoint clock is due."""
+    loss = float(scalars.get("loss", 0.0))
+    total = distributed.all_sum([loss])
+    flags = distributed.all_max([dt, float(stop), float(done),
+                                 float(due and distributed.is_main())])
+    scalars = {**scalars, "loss": float(total[0]) / distributed.world_size()}
+    return (float(flags[0]), scalars, bool(flags[1]), bool(flags[2]), bool(flags[3]))
+
+
+@contextmanager
+def _rank_failures(checkpoint: str | os.PathLike | None) -> Iterator[None]:
+    """Turns a failed collective (another rank ended or its connection broke) into
+    `RankFailed`, naming the last checkpoint when there is one."""
+    if not distributed.active():
+        yield
+        return
+    try:
+        yield
+    except (RuntimeError, ConnectionError) as e:
+        if isinstance(e, (Diverged, RankFailed)) or not _is_comm_error(e):
+            raise
+        where = (f"; the last checkpoint is {checkpoint}"
+                 if checkpoint is not None and Path(checkpoint).is_file() else "")
+        raise RankFailed(f"rank {distributed.rank()} of {distributed.world_size()}: another "
+                         f"rank failed or lost its connection ({str(e).splitlines()[0]}); "
+                         f"stopping{where}") from e
+
+
+def _is_comm_error(e: BaseException) -> bool:
+    backend_error = getattr(torch.distributed, "DistBackendError", ())
+    text = str(e).lower()
+    return isinstance(e, (ConnectionError,) + ((backend_error,) if backend_error else ())) or \
+        any(w in text for w in ("gloo", "nccl", "connection", "peer", "timed out"))
+
+
 def _stderr_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -404,16 +457,22 @@ def train(
     (atomically) early, every `config.checkpoint_every` seconds and at the end, and also when
     the run is interrupted by Ctrl-C or SIGTERM (then re-raises KeyboardInterrupt, with
     ``state.interrupted``). `resume` continues from such a checkpoint: model, optimiser, step,
-    training time, history, learning-rate scale. Divergence is rolled back (see the module
+    training time, history, learning-rate scale; after a torchrun restart, `checkpoint`
+    itself when it exists. Divergence is rolled back (see the module
     docstring); `Diverged` when that does not help. `log` gets one-line notes (the output
     check, roll-backs); None: silent.
     """
-    say = log or (lambda text: None)
+    main = distributed.is_main()
+    say = (log or (lambda text: None)) if main else (lambda text: None)
     state = TrainState()
+    if resume is None and checkpoint is not None and distributed.restart_count() > 0 and \
+            Path(checkpoint).is_file():
+        resume = checkpoint  # torchrun restarted the workers: go on from the last checkpoint
+        say(f"restart {distributed.restart_count()}: resuming from {checkpoint}")
     if resume is not None:
         _restore(task, state, read_checkpoint(resume), str(resume))
     extra = dict(checkpoint_extra or {})
-    if checkpoint is not None:
+    if checkpoint is not None and main:
         folder = Path(checkpoint).parent
         removed = clean_stale_temporaries(folder)
         if removed:
@@ -423,10 +482,12 @@ def train(
     guard = _Guard(config) if config.guard else None
 
     def write_checkpoint() -> None:
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_training_checkpoint(checkpoint, task, state, extra)
 
     def evaluate(final: bool) -> None:
+        if not main:  # rank 0 evaluates; the others go on to the next step's collectives
+            return
         bar.evaluating()
         t0 = time.perf_counter()
         task.module.eval()
@@ -461,7 +522,7 @@ def train(
         say(f"diverged at step {rec['step']} ({why}): back to step {rec['back_to_step']}, "
             f"learning rate times {rec['lr_scale']:g}")
 
-    progress_bar = _progress(show_progress, config)
+    progress_bar = _progress(show_progress and main, config)
     next_eval = (
         (math.floor(state.seconds / config.eval_every) + 1) * config.eval_every
         if config.eval_every > 0
@@ -472,8 +533,12 @@ def train(
     next_ckpt = start + first if config.checkpoint_every > 0 else math.inf
     stop = [False]
     wrote = False  # a checkpoint was written by this run
+    ranks = distributed.active()
+    ckpt_due = done_any = False
     try:
-        with progress_bar as bar, _sigterm_stops(stop), _scaled_learning_rates(state):
+        with progress_bar as bar, _sigterm_stops(stop), _scaled_learning_rates(state), \
+                _rank_failures(checkpoint), \
+                distributed.averaged_gradients():
             if guard is not None:
                 why = guard.keep(task, state)
                 if why is not None:
@@ -485,6 +550,11 @@ def train(
                     t0 = time.perf_counter()
                     scalars = task.train_step(state.step, min(frac, 1.0))
                     dt = time.perf_counter() - t0
+                    if ranks:
+                        # every rank: the slowest rank's time, the mean loss, any stop
+                        dt, scalars, stop[0], done_any, ckpt_due = _agree(
+                            dt, scalars, stop[0], bool(getattr(task, "done", False)),
+                            time.perf_counter() >= next_ckpt)
                     state.seconds += dt
                     state.step += 1
                     state.last = {**scalars, "step_seconds": dt}
@@ -498,7 +568,7 @@ def train(
                         on_step(state)
                     if stop[0]:
                         raise Terminated
-                    if getattr(task, "done", False):
+                    if (done_any if ranks else getattr(task, "done", False)):
                         break
                     evaluated = False
                     if state.seconds >= next_eval:
@@ -506,7 +576,7 @@ def train(
                         next_eval += config.eval_every
                         bar.note(state)
                         evaluated = True
-                    due = time.perf_counter() >= next_ckpt or (
+                    due = (ckpt_due if ranks else time.perf_counter() >= next_ckpt) or (
                         evaluated and not wrote and config.checkpoint_every > 0)
                     if guard is not None and (due or state.seconds - guard.snapshot_at
                                               >= config.snapshot_every):

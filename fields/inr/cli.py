@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
+from fields import distributed
 from fields.command import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
@@ -300,6 +301,8 @@ def _fit(kind: str, source: dict[str, Any], opts: RunOptions, flags: dict[str, A
     with guarded(out):
         train_cfg = opts.train_config(eval_every=eval_every)
         state, _ = run.fit(task, signal, obs, train_cfg, out, opts.resume, log=say)
+        if not distributed.is_main():
+            return  # under torchrun, rank 0 writes the outputs
         recon = run.reconstruct(task.field, signal)
         metrics = {"source": source.get("file") or signal.source.get("builtin"),
                    "model": task.config.model, **signal.sizes(), **run.measure(recon, signal),

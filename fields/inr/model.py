@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.config import dataclass_from_dict
 from fields.data.images import psnr
 from fields.data.signals import grid_coords
@@ -324,6 +325,10 @@ class SignalTask:
             raise ValueError(f"fit_signal: expected coords (N, d) and values (N, C), got "
                              f"{tuple(coords.shape)} and {tuple(values.shape)}")
         config.check()
+        if distributed.active() and config.sape:
+            raise ValueError("INRConfig: sape (progressive encoding by local error) is not "
+                             "supported under torchrun: each rank sees only its share of the "
+                             "errors; run it in one process")
         self.device = torch.device(device)  # the field and the samples; the generator stays
         self.field = CoordinateField(config.model, coords.shape[1], values.shape[1], finest,
                                      seed, config.custom, config.sape or None).to(self.device)
@@ -363,6 +368,7 @@ class SignalTask:
         idx = pool if self.batch >= pool.numel() else pool[
             torch.randint(0, pool.numel(), (self.batch,), generator=self.generator).to(
                 pool.device)]
+        idx = distributed.shard(idx)  # this rank's share of the batch (torchrun)
         x = self.coords[idx]
         per_sample = (net(x) - self.values[idx]).square()
         loss = per_sample.mean()

@@ -8,6 +8,7 @@ import torch
 import typer
 from rich.markup import escape
 
+from fields import distributed
 from fields.command import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
@@ -222,6 +223,9 @@ def fit_nerf_cmd(
         raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--model")
     with guarded():
         opts.check("nerf")
+        if viewer and distributed.active():
+            raise ValueError("--viewer: not under torchrun (watch a single-process run, or "
+                             "open the checkpoint with `fields view` while it trains)")
         dev = check_device(device)
         overrides = parse_config(config, "NerfConfig")
         if refine_poses is not None:
@@ -294,6 +298,8 @@ def _fit_nerf_run(task, trained, train_cfg, out, resume, on_eval, on_step, name,
         state = train(trained, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
                       checkpoint_extra=task.checkpoint_extra(), on_eval=on_eval,
                       on_step=on_step, log=say)
+        if not distributed.is_main():
+            return  # under torchrun, rank 0 evaluates and writes the outputs
         console.print("evaluating on every held-out view...")
         task.module.eval()
         with torch.no_grad():

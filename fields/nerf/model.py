@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fields import _ext
+from fields import _ext, distributed
 from fields.config import dataclass_from_dict, require_positive
 from fields.data.dataset import SceneData, Split
 from fields.nerf.poses import (
@@ -527,7 +527,7 @@ class NerfTask:
             with scope("phase:grid update"):
                 self.grid.update(
                     step, self.occupancy_density, occ_thre=c.occupancy_threshold,
-                    warmup_steps=c.occupancy_warmup,
+                    warmup_steps=c.occupancy_warmup, shard=distributed.active(),
                 )
         lr = self.learning_rate(step, progress)
         rates = {"poses": c.pose_lr * (c.pose_lr_final / c.pose_lr) ** min(progress, 1.0)
@@ -536,8 +536,10 @@ class NerfTask:
         for group in self.optimizer.param_groups:
             group["lr"] = rates.get(group.get("name", ""), lr)
         with scope("phase:ray generation"):
+            ranks = distributed.active()  # each rank: its share of the global batch
             o, d, target, bg = self.rays.sample(
-                self.n_rays, self.generator, c.random_background, c.pixel_jitter
+                self.n_rays, self.generator, c.random_background, c.pixel_jitter,
+                part=distributed.shard_bounds(self.n_rays) if ranks else None,
             )
             image = self.rays.last_index // (self.rays.hw[0] * self.rays.hw[1])
             if self.device.type != "cpu":
@@ -557,12 +559,17 @@ class NerfTask:
                     - (1.0 - out["opacity"]) * self.colour.offset[image]
             mse = (rgb - target).square().mean()
         self.optimizer.zero_grad(set_to_none=True)
-        if out["n_samples"] > 0:
-            with scope("phase:backward"):
-                mse.backward()
-            with scope("phase:optimiser"):
-                self.optimizer.step()
         n_samples = int(out["n_samples"])
+        total = n_samples
+        if ranks:  # the global batch's samples (the ray budget, and whether anyone steps)
+            total = int(distributed.all_sum([n_samples])[0])
+        if total > 0:
+            if n_samples > 0:
+                with scope("phase:backward"):
+                    mse.backward()
+            with scope("phase:optimiser"):
+                self.optimizer.step()  # gradients averaged over the ranks first
+        n_samples = total
         rays = self.n_rays
         self.rays_trained += rays
         self.samples_trained += n_samples

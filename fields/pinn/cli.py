@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fields import distributed
 from fields.command import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
@@ -180,7 +181,7 @@ def solve_cmd(
             check_checkpoint_kind(resume, "pinn", "solve")
             if output is None:  # the run goes on in its folder
                 output = str(Path(resume).parent)
-    stamp = time.strftime("%Y-%m-%d_%H%M%S")
+    stamp = distributed.broadcast_object(time.strftime("%Y-%m-%d_%H%M%S"))  # rank 0's
     rows = []
     for n in names:
         wall = time.perf_counter()
@@ -188,7 +189,9 @@ def solve_cmd(
             case = load_case(n)
             label = case.problem.name
             if output is None:
-                out = run_folder(None, label, "pinn").with_name(stamp)
+                out = run_folder(None, label, "pinn")
+                if not out.name.startswith("torchrun-"):  # a torchrun id names it for restarts
+                    out = out.with_name(stamp)
             else:
                 out = Path(output) / label if many else Path(output)
             prepare_run_folder(out, resume, overwrite)
@@ -204,7 +207,7 @@ def solve_cmd(
         rows.append(m)
         if not json_:
             _print_one(console, m)
-    if json_:
+    if json_ and distributed.is_main():
         keys = ("problem", "rel_l2", "target", "met_target", "seconds", "wall_seconds",
                 "steps", "strategy", "network", "conditions", "unknowns", "alpha_rel_error",
                 "output")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.pinn.networks import NetworkSpec
 from fields.pinn.problem import Problem
 from fields.pinn.solve import _CAPTURE, Captured, Solution, solve
@@ -290,8 +291,8 @@ def run_case(case: Case, output: str | Path | None, *, overrides: dict[str, Any]
         metrics["warnings"] = warnings
     metrics["strategy_config"] = strategy.to_dict()
     metrics = _finite(metrics)
-    if out is None:
-        return metrics
+    if out is None or not distributed.is_main():
+        return metrics  # under torchrun, rank 0 writes the run folder
     metrics["wall_seconds"] = round(time.perf_counter() - wall, 2)
     write_metrics(out, metrics["steps"], metrics["seconds"], metrics["wall_seconds"], metrics)
     write_text_atomic(out / "history.json", json.dumps(_finite(sol.history)) + "\n")

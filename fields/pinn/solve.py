@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.pinn.conditions import Data, Initial, Periodic, PointSet
 from fields.pinn.field import Evaluator, Field, Windowed, structure
 from fields.pinn.hard import OutputTransform
@@ -150,6 +151,7 @@ class _Progress:
     terminal, a plain line at most every 20 s."""
 
     def __init__(self, enabled: bool, total: int, name: str) -> None:
+        enabled = enabled and distributed.is_main()  # under torchrun, rank 0's bar only
         self.enabled = enabled
         self.bar = None
         self.name = name
@@ -185,7 +187,9 @@ class _Progress:
                           file=sys.stderr)
 
     def say(self, text: str) -> None:
-        """A plain line above the bar (on stderr)."""
+        """A plain line above the bar (on stderr; rank 0's only under torchrun)."""
+        if not distributed.is_main():
+            return
         if self.bar is not None:
             from rich.markup import escape
 
@@ -295,7 +299,7 @@ def _train(task: PinnTask, seconds: float, bar: _Progress, checkpoint: str | Pat
     task.history.extend({"phase": "warning", "step": state.step, "warning": w}
                         for w in state.warnings)
     task.finish()
-    if checkpoint is not None:
+    if checkpoint is not None and distributed.is_main():
         save_training_checkpoint(checkpoint, task, state, {
             **extra, "structure": structure(task.module),
             "unknowns": {u.name: u.item() for u in task.problem.unknowns}})

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.pinn.field import Field, structure
 from fields.pinn.networks import MLP, NetworkSpec
 from fields.pinn.problem import Problem
@@ -289,18 +290,23 @@ class PinnTask:
             else:
                 update_ntk(terms, self.params, self.global_step)
         self.optimizer.zero_grad(set_to_none=True)
-        losses = terms.term_losses()
+        ranks = distributed.active()  # torchrun: the PDE term over this rank's share
+        losses = terms.term_losses(shard=ranks)
         loss = terms.total(losses)
         loss.backward()
-        self.optimizer.step()
+        self.optimizer.step()  # gradients averaged over the ranks first
         assert self.scheduler is not None
         self.scheduler.step()
         self.global_step += 1
         self.k += 1
         value = float(loss.detach())
-        if (k % s.eval_every == 0 or self.k == self.phase.steps) and math.isfinite(value):
-            # a non-finite loss is the training loop's divergence guard's to handle
-            self._record("Adam", terms.plain(losses))
+        if k % s.eval_every == 0 or self.k == self.phase.steps:
+            plain = terms.plain(losses)
+            if ranks:  # the ranks' mean: the whole set's (every rank records alike)
+                plain = float(distributed.all_sum([plain])[0]) / distributed.world_size()
+            if math.isfinite(plain):
+                # a non-finite loss is the training loop's divergence guard's to handle
+                self._record("Adam", plain)
         if self.k >= self.phase.steps:
             self._end_phase()
         return {"loss": value}
@@ -328,6 +334,9 @@ class PinnTask:
                 self.objective.forget()
         before = torch.cat([p.detach().reshape(-1) for p in self.params])
         loss = self.optimizer.step(self.objective)
+        # torchrun: L-BFGS runs whole on every rank (its line search needs the full
+        # objective); rank 0's result is kept everywhere, so ranks cannot drift apart
+        distributed.broadcast_tensors(self.params)
         moved = not torch.equal(before, torch.cat([p.detach().reshape(-1) for p in self.params]))
         self.global_step += 1
         self.k += 1

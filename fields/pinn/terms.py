@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.pinn.field import Evaluator, Field
 from fields.pinn.networks import MLP
 from fields.pinn.problem import Problem
@@ -60,32 +61,48 @@ class Terms:
         self.causal_frozen = False
         self.scale = 1.0  # a constant factor of the objective (later stages)
 
-    def pde_terms(self, X: torch.Tensor, causal: bool) -> torch.Tensor:
+    def pde_terms(self, X: torch.Tensor, causal: bool, shard: bool = False) -> torch.Tensor:
         """The PDE's loss term at X (N, dim): the mean squared residual, causally weighted
-        over time slices when `causal` and the strategy asks for it."""
+        over time slices when `causal` and the strategy asks for it.
+
+        `shard` (torchrun, `fields.distributed`): this rank evaluates its share of X and
+        returns world size x (its share's sum / N), so that the ranks' mean of the term (and
+        of its gradient) is the whole set's mean; the causal weights come from the whole
+        set's slice losses (all-reduced)."""
+        n_all = X.shape[0]
+        ranks = distributed.world_size() if shard else 1
+        if shard:
+            X = distributed.shard(X)
         rs = self.ev.pde(X)
         sq = sum(r * r for r in rs).reshape(-1)
         if not (causal and self.causal_eps > 0):
-            return sq.mean()
+            return sq.sum() * (ranks / n_all) if shard else sq.mean()
         ti = self.box.index(self.box.time)
         t0, t1 = self.box.bounds(self.box.time)
         m = self.s.causal_chunks
         idx = ((X[:, ti] - t0) / (t1 - t0) * m).long().clamp(0, m - 1)
         sums = torch.zeros(m, dtype=sq.dtype, device=sq.device).index_add(0, idx, sq)
-        counts = torch.bincount(idx, minlength=m).to(sq.dtype).clamp_min(1.0)
-        losses = sums / counts
+        counts = torch.bincount(idx, minlength=m).to(sq.dtype)
+        if shard:
+            counts = distributed.all_sum(counts.cpu()).to(sq.dtype).to(sq.device)
+        counts = counts.clamp_min(1.0)
+        losses = sums / counts * ranks
+        whole = losses.detach() if not shard else \
+            distributed.all_sum(sums.detach().cpu()).to(sq.dtype).to(sq.device) / counts
         if self.causal_frozen and self.causal_w is not None:
             w = self.causal_w  # fixed within an L-BFGS chunk: one objective per line search
         else:
             with torch.no_grad():
-                cum = torch.cat([losses.new_zeros(1), torch.cumsum(losses, 0)[:-1]])
+                cum = torch.cat([whole.new_zeros(1), torch.cumsum(whole, 0)[:-1]])
                 w = torch.exp(-self.causal_eps * cum)
             self.causal_w = w
         return (w * losses).mean()
 
-    def term_losses(self, causal: bool = True) -> list[torch.Tensor]:
-        """Every term's loss (the PDE's, then each soft condition's), with the graph."""
-        out = [self.pde_terms(self.X, causal)]
+    def term_losses(self, causal: bool = True, shard: bool = False) -> list[torch.Tensor]:
+        """Every term's loss (the PDE's, then each soft condition's), with the graph. `shard`:
+        the PDE term over this rank's share of the collocation points (`pde_terms`); the
+        conditions' few points are evaluated whole on every rank."""
+        out = [self.pde_terms(self.X, causal, shard)]
         for (_, c), pts, cols in zip(self.soft, self.cond_pts, self.cond_cols, strict=True):
             r = c.residual(self.ev, pts, cols)
             out.append((r * r).mean())

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fields import _ext
+from fields import _ext, distributed
 from fields.nn.backend import (
     NO_CUDA_KERNELS,
     check_backend,
@@ -543,6 +543,7 @@ class OccupancyGrid(nn.Module):
         n_samples: int | None = None,
         step_size: float | None = None,
         generator: torch.Generator | None = None,
+        shard: bool = False,
     ) -> None:
         """Refreshes the grid from the density field (instant-ngp's schedule).
 
@@ -555,6 +556,10 @@ class OccupancyGrid(nn.Module):
         ``max(density * ema_decay, sigma)`` (the largest sigma if the cell was drawn twice);
         other cells keep theirs. Then ``occupied = q > min(occ_thre, mean(q))`` with
         ``q = density`` or, when ``step_size`` is given, ``q = density * step_size``.
+
+        `shard` (distributed training, `fields.distributed`): every rank draws the same cells
+        and points, evaluates ``density_fn`` on its share of them, and the densities are
+        all-gathered, so every rank's grid gets the same update.
         """
         r3 = self.resolution**3
         device = self.density.device
@@ -575,6 +580,9 @@ class OccupancyGrid(nn.Module):
             else:
                 cells = uniform
         points = self.cell_points(cells, generator)
+        n_points = points.shape[0]
+        if shard:
+            points = distributed.shard(points)
         sigmas = []
         for chunk in points.split(MAX_CHUNK):
             s = density_fn(chunk)
@@ -585,7 +593,10 @@ class OccupancyGrid(nn.Module):
                     f"{tuple(s.shape)}"
                 )
             sigmas.append(s.reshape(-1).to(torch.float32))
-        sigma = torch.nan_to_num(torch.cat(sigmas), nan=0.0)
+        sigma = torch.nan_to_num(torch.cat(sigmas), nan=0.0) if sigmas else \
+            torch.zeros(0, device=device)
+        if shard:
+            sigma = distributed.all_gather_rows(sigma, n_points)
         new = torch.zeros(r3, device=device)
         new.scatter_reduce_(0, cells, sigma, reduce="amax", include_self=False)
         visited = torch.zeros(r3, dtype=torch.bool, device=device)

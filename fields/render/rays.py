@@ -42,33 +42,40 @@ class RayBatcher:
 
     def sample(
         self, n_rays: int, generator: torch.Generator, random_background: bool,
-        jitter: bool = True,
+        jitter: bool = True, part: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """`n_rays` = R random training pixels: origins (R, 3), unit directions (R, 3),
         target colours (R, 3) and the background, (R, 3) random colours with
         `random_background` (when the images have alpha), else the (3,) data set's. Which
         pixels (R,) is kept as `last_index` (for per-pixel targets such as masks). With the
-        split's `mask`, only its pixels are drawn."""
+        split's `mask`, only its pixels are drawn. `part` = (start, stop): the whole batch is
+        drawn (the same draws from `generator`), and only its rays [start, stop) are made and
+        returned (a rank's share, `fields.distributed.shard_bounds`)."""
         if self.valid is None:
             idx = torch.randint(0, self.n, (n_rays,), generator=generator)
         else:
             idx = self.valid[torch.randint(0, self.valid.numel(), (n_rays,),
                                            generator=generator)]
-        self.last_index = idx  # which pixels (for per-pixel targets such as masks)
-        h, w = self.hw
-        cam = idx // (h * w)
-        pix = idx % (h * w)
         if jitter:
             offset = torch.rand(2, n_rays, generator=generator)
         else:
             offset = torch.full((2, n_rays), 0.5)
+        rand_bg = random_background and self.alpha is not None
+        bg = torch.rand(n_rays, 3, generator=generator) if rand_bg else self.background
+        if part is not None:
+            lo, hi = part
+            idx, offset = idx[lo:hi], offset[:, lo:hi]
+            if rand_bg:
+                bg = bg[lo:hi]
+        self.last_index = idx  # which pixels (for per-pixel targets such as masks)
+        h, w = self.hw
+        cam = idx // (h * w)
+        pix = idx % (h * w)
         u = (pix % w).float() + offset[0]
         v = (pix // w).float() + offset[1]
         origins, directions = self.cameras.rays(cam, u, v)
         target = self.colors[idx]
-        bg = self.background
-        if random_background and self.alpha is not None:
-            bg = torch.rand(n_rays, 3, generator=generator)
+        if rand_bg:
             a = self.alpha[idx]
             target = target + (1.0 - a) * (bg - self.background)
         return origins, directions, target, bg

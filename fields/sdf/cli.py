@@ -11,6 +11,7 @@ import torch
 import typer
 from rich.console import Console
 
+from fields import distributed
 from fields.command import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
@@ -105,6 +106,8 @@ def fit_sdf_cmd(
         metrics = fit_sdf(target, cfg, out, steps, max_seconds, eval_every, seed, resolution,
                           on_eval=_log_surface, resume=resume,
                           checkpoint_every=checkpoint_every, log=say)
+    if not distributed.is_main():
+        return
     scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
               f"{metrics['f_score']:.4f}, normal consistency "
               f"{metrics['normal_consistency']:.4f}; " if metrics.get("chamfer_l1") is not None
@@ -162,6 +165,8 @@ def fit_neus_cmd(
         metrics = fit_neus(scene, cfg, out, steps, max_seconds, eval_every, seed, resolution,
                            truth=truth, on_eval=_log_surface, resume=resume,
                            checkpoint_every=checkpoint_every, log=say)
+    if not distributed.is_main():
+        return
     scores = (f"Chamfer-L1 {100 * metrics['chamfer_l1']:.3f}% of the diagonal, F-score@0.5% "
               f"{metrics['f_score']:.4f}; " if metrics.get("chamfer_l1") is not None else "")
     say(f"{scores}held-out view PSNR {metrics['psnr_view0']:.2f} dB; {metrics['steps']} steps, "

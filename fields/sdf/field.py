@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fields import distributed
 from fields.config import dataclass_from_dict, require_positive
 from fields.nn import FusedMLP
 from fields.nn.config import from_config
@@ -235,6 +236,7 @@ class SDFTask:
             group["lr"] = lr
         i = torch.randint(0, s.near.shape[0], (c.batch_near,), generator=self.generator)
         j = torch.randint(0, s.uniform.shape[0], (c.batch_uniform,), generator=self.generator)
+        i, j = distributed.shard(i), distributed.shard(j)  # this rank's share (torchrun)
         pred_near = self.field(s.near[i])
         pred_uni, grad = sdf_gradient(self.field, s.uniform[j], self.gradient_method,
                                       eps=self.field.cell)
@@ -288,6 +290,8 @@ class PointCloudTask(SDFTask):
         uniform = aabb[0] + torch.rand(m, 3, generator=self.generator) * (aabb[1] - aabb[0])
         j = torch.randint(0, pts.shape[0], (m,), generator=self.generator)
         near = pts[j] + torch.randn(m, 3, generator=self.generator) * 0.02 * self.extent
+        i, uniform, near = (distributed.shard(t) for t in (i, uniform, near))
+        m = uniform.shape[0]
         on, g_on = sdf_gradient(self.field, pts[i], self.gradient_method, eps=self.field.cell)
         off, g_off = sdf_gradient(self.field, torch.cat((uniform, near)), self.gradient_method,
                                   eps=self.field.cell)

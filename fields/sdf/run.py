@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fields import distributed
 from fields.mesh import extract_surface, is_watertight, sample_surface, save_mesh, surface_metrics
 from fields.sdf.field import (
     PointCloudTask,
@@ -211,6 +212,8 @@ def fit_sdf(target: Target, config: SDFConfig, out: Path, steps: int, max_second
                                     "source": target.name}}
     run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
                  resume, checkpoint_every, log)
+    if not distributed.is_main():
+        return run  # under torchrun, rank 0 writes the outputs
     metrics = {**run, "source": target.name, "model": config.model}
     return write_sdf_outputs(out, task.field, target, metrics, resolution, wall_start=wall)
 
@@ -279,6 +282,8 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
                                     "transform": data.meta.get("transform")}}
     run = _train(task, extra, out, steps, max_seconds, eval_every, seed, on_eval, show_progress,
                  resume, checkpoint_every, log)
+    if not distributed.is_main():
+        return run  # under torchrun, rank 0 writes the outputs
     metrics: dict[str, Any] = {**run, "scene": data.name,
                                "sharpness": task.field.sharpness().item()}
     from fields.sdf.neus import vertex_colours

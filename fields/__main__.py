@@ -1,0 +1,5 @@
+"""``python -m fields`` (and ``torchrun ... -m fields fit ...``): the `fields` command."""
+
+from fields.cli import main
+
+main()
