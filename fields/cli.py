@@ -416,8 +416,12 @@ def main() -> None:
             raise SystemExit(f"error: {e}") from None
         if not distributed.is_main():
             console.quiet = True
+    import sys
+
+    from fields.batch import optional_value
+
     try:
-        app()
+        app(args=optional_value(sys.argv[1:], "--ray", "local"))  # --ray alone: a local Ray
     finally:
         distributed.shutdown()
 

@@ -477,3 +477,49 @@ def report(
         with console.status("measuring..."):
             run(on_row)
         console.print(table)
+
+
+JobsOpt = Annotated[int, typer.Option(
+    "--jobs", help="with a folder of items: jobs at once in the local pool (0: one per core)")]
+RayOpt = Annotated[str | None, typer.Option(
+    "--ray", help="with a folder of items: run the jobs on Ray; --ray alone starts a local "
+                  "Ray, --ray ADDRESS joins a cluster (pip install 'fields[cluster]')")]
+
+
+def fit_many(ctx: typer.Context, command: list[str], input_flag: str | None, files: list[Path],
+             output: str | None, name: str, jobs: int, ray: str | None, metric_keys: list[str],
+             drop: list[str]) -> None:
+    """A batch of fits (`fields.batch`): ``fields <command> <input_flag> FILE`` for each file
+    (FILE alone when `input_flag` is None),
+    with the options given on the command line of `ctx` (less `drop`), into ``--output`` (default
+    ``outputs/<name>/batch``); manifest.jsonl and a summary table. Exit 1 when an item
+    failed."""
+    from fields.batch import Job, forwarded_args, run_batch, summary
+
+    if jobs < 0:
+        raise ValueError(f"--jobs must be >= 0, got {jobs}")
+    if ray is not None:
+        from fields.batch import ray_module
+
+        try:
+            ray_module()
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
+    folder = Path(output) if output else Path("outputs") / name / "batch"
+    extra = forwarded_args(ctx, [*drop, "output", "jobs", "ray", "threads", "overwrite"])
+    from fields.batch import unique_names
+
+    batch = [Job(n, str(f), [*command, *([input_flag] if input_flag else []), str(f), *extra])
+             for n, f in zip(unique_names(files), files, strict=True)]
+    where = "the local pool" if ray is None else (
+        "a local Ray" if ray == "local" else f"the Ray cluster at {ray}")
+    say(f"{len(batch)} item(s) from {files[0].parent} on {where}; output {folder} "
+        f"(manifest.jsonl)")
+    results = run_batch(batch, folder, workers=jobs, ray=ray)
+    console.print(summary(results, metric_keys))
+    failed = [r for r in results if r.status != "done"]
+    skipped = sum(r.error == "skipped" for r in results)
+    say(f"{len(results) - len(failed) - skipped} done, {skipped} skipped (done before), "
+        f"{len(failed)} failed; manifest {folder / 'manifest.jsonl'}")
+    if failed:
+        raise typer.Exit(1)

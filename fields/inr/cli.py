@@ -22,12 +22,15 @@ from fields import distributed
 from fields.command import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
+    IMAGE_SUFFIXES,
     CheckpointEveryOpt,
     ConfigOpt,
     DeviceOpt,
+    JobsOpt,
     MaxSecondsOpt,
     OutputOpt,
     OverwriteOpt,
+    RayOpt,
     ResumeOpt,
     RunOptions,
     SeedOpt,
@@ -38,6 +41,7 @@ from fields.command import (
     console,
     device_name,
     error,
+    fit_many,
     guarded,
     hidden,
     parse_config,
@@ -82,6 +86,7 @@ def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> 
 
 
 def fit_image_cmd(
+    ctx: typer.Context,
     image: Annotated[str | None, typer.Argument(
         help="image file (png/jpg/exr/...; default: the built-in procedural image)")] = None,
     output: OutputOpt = None,
@@ -116,10 +121,30 @@ def fit_image_cmd(
     out: OldOutOpt = None,
     seconds: OldSecondsOpt = None,
     max_steps: OldMaxStepsOpt = None,
+    images: Annotated[str | None, typer.Option(
+        help="a folder of images: fit each as its own job (a batch: manifest.jsonl, "
+             "resumable)")] = None,
+    jobs: JobsOpt = 0,
+    ray: RayOpt = None,
 ) -> None:
     """Fit an implicit neural representation to an image; writes config.json, target.png,
     reconstruction.png, error.png, metrics.json (psnr, ssim, steps, seconds, params) and
-    checkpoint.pt (`fields render` renders it at any resolution, `fields eval` measures it)."""
+    checkpoint.pt (`fields render` renders it at any resolution, `fields eval` measures it).
+    With --images DIR, every image of DIR is fitted as its own job into --output/<image
+    name>/ (local pool, or Ray)."""
+    if images is not None:
+        if image or builtin or resume:
+            raise error("--images fits a folder: not with an image, --builtin or --resume (a "
+                        "rerun of the batch skips the items already done)")
+        with guarded():
+            from fields.batch import items_in
+
+            files = items_in(images, IMAGE_SUFFIXES, "images")
+            fit_many(ctx, ["fit", "image"], None, files, output or out, Path(images).name, jobs,
+                     ray, ["psnr", "ssim", "steps"], ["images", "out"])
+        return
+    if jobs or ray is not None:
+        raise error("--jobs and --ray go with --images (a folder of images)")
     opts = _options(output, out, max_seconds, seconds, steps, max_steps, seed, config, resume,
                     threads, overwrite, checkpoint_every)
     _fit("image", dict(file=image, builtin=builtin, size=size), opts,

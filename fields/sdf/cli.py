@@ -12,14 +12,17 @@ import typer
 from rich.console import Console
 
 from fields import distributed
+from fields.batch import items_in
 from fields.command import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_SEED,
     CheckpointEveryOpt,
     ConfigOpt,
+    JobsOpt,
     MaxSecondsOpt,
     OutputOpt,
     OverwriteOpt,
+    RayOpt,
     ResumeOpt,
     RunOptions,
     SeedOpt,
@@ -27,6 +30,7 @@ from fields.command import (
     ThreadsOpt,
     console,
     error,
+    fit_many,
     guarded,
     load_posed_images,
     parse_config,
@@ -43,6 +47,7 @@ def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> 
 
 
 def fit_sdf_cmd(
+    ctx: typer.Context,
     shape: Annotated[str, typer.Option(help="built-in procedural shape: csg, sphere, torus, "
                                             "box")] = "csg",
     mesh: Annotated[str | None, typer.Option(
@@ -66,11 +71,29 @@ def fit_sdf_cmd(
         help="seconds between quick surface evaluations (0: none)")] = 60.0,
     resolution: Annotated[int, typer.Option(
         help="marching-cubes grid vertices per axis for mesh.ply and the metrics")] = 385,
+    meshes: Annotated[str | None, typer.Option(
+        help="a folder of meshes: fit each as its own job (a batch: manifest.jsonl, "
+             "resumable)")] = None,
+    jobs: JobsOpt = 0,
+    ray: RayOpt = None,
 ) -> None:
     """Fit a signed distance field to a built-in shape (exact distances), a mesh (distances
     from open3d) or an oriented point cloud; writes config.json, checkpoint.pt, mesh.ply,
     metrics.json (chamfer_l1, f_score, normal_consistency in units of the truth's bounding-box
-    diagonal) and renders/compare.png (truth | fit | fit normals)."""
+    diagonal) and renders/compare.png (truth | fit | fit normals). With --meshes DIR, every
+    mesh of DIR is fitted as its own job into --output/<mesh name>/ (local pool, or Ray)."""
+    if meshes is not None:
+        if mesh or points or resume:
+            raise error("--meshes fits a folder: not with --mesh, --points or --resume (a "
+                        "rerun of the batch skips the items already done)")
+        with guarded():
+            files = items_in(meshes, (".obj", ".ply", ".stl", ".glb", ".gltf", ".off"),
+                             "meshes")
+            fit_many(ctx, ["fit", "sdf"], "--mesh", files, output, Path(meshes).name, jobs, ray,
+                     ["chamfer_l1", "f_score", "steps"], ["meshes"])
+        return
+    if jobs or ray is not None:
+        raise error("--jobs and --ray go with --meshes (a folder of meshes)")
     from fields.sdf.field import SDFConfig
     from fields.sdf.run import builtin_target, fit_sdf, mesh_target, points_target
 
