@@ -235,8 +235,8 @@ def run_batch(jobs: Sequence[Job], folder: str | Path, *, workers: int = 0, thre
 
 
 def summary(results: Sequence[Result], metric_keys: Sequence[str]) -> Any:
-    """A rich table: item, status, the metrics named in `metric_keys`, seconds, and the error
-    of failed items."""
+    """A rich table: item, status, the metrics named in `metric_keys`, the job's wall seconds,
+    and the error of failed items."""
     from rich.table import Table
 
     table = Table(title="batch")
@@ -244,7 +244,7 @@ def summary(results: Sequence[Result], metric_keys: Sequence[str]) -> Any:
     table.add_column("status")
     for k in metric_keys:
         table.add_column(k, justify="right")
-    table.add_column("seconds", justify="right")
+    table.add_column("job seconds", justify="right")
     table.add_column("error")
     for r in results:
         status = "skipped (done)" if r.error == "skipped" else r.status

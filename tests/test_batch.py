@@ -156,3 +156,21 @@ def test_sdf_batch_on_a_local_ray(tmp_path):
     second = _fields(*args, timeout=600)
     assert "0 done, 5 skipped (done before), 1 failed" in second.stdout, second.stdout[-2000:]
     assert len(_manifest(out)) == 7
+
+
+def test_solve_sweep_runs_every_combination_once(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["solve", "poisson", "--sweep", '{"lr": [0.001, 0.003]}', "--adam-steps", "20",
+            "--lbfgs-steps", "0", "--output", str(out)]
+    first = _fields(*args)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    rows = _manifest(out)
+    assert sorted(r["item"] for r in rows) == ["lr=0.001", "lr=0.003"]
+    for r in rows:
+        cfg = json.loads((Path(r["output"]) / "config.json").read_text())
+        assert cfg["config"]["lr"] == float(r["item"].split("=")[1])
+        assert cfg["config"]["adam_steps"] == 20 and r["metrics"]["rel_l2"] is not None
+    second = _fields(*args)
+    assert "0 done, 2 skipped (done before)" in second.stdout
+    bad = _fields("solve", "poisson", "--sweep", '{"lr": 0.1}')
+    assert bad.returncode == 2 and "lists of values" in bad.stdout

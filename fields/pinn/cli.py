@@ -19,8 +19,10 @@ from fields.command import (
     DEFAULT_SEED,
     CheckpointEveryOpt,
     ConfigOpt,
+    JobsOpt,
     OutputOpt,
     OverwriteOpt,
+    RayOpt,
     ResumeOpt,
     SeedOpt,
     ThreadsOpt,
@@ -104,6 +106,7 @@ def bench_pinn_cmd(
 
 
 def solve_cmd(
+    ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(
         help="built-in problems (see --list) or script paths (.py) defining build()")] = None,
     output: OutputOpt = None,
@@ -137,6 +140,12 @@ def solve_cmd(
     json_: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
     list_: Annotated[bool, typer.Option("--list", help="list the built-in problems")] = False,
     strategy: Annotated[str | None, hidden("--strategy")] = None,
+    sweep: Annotated[str | None, typer.Option(
+        "--sweep", help="a parameter sweep: a JSON object (inline or a .json file) of Strategy "
+                        "fields to lists of values, e.g. '{\"lr\": [1e-3, 3e-3]}'; every "
+                        "combination is its own job (a batch: manifest.jsonl, resumable)")] = None,
+    jobs: JobsOpt = 0,
+    ray: RayOpt = None,
 ) -> None:
     """Solve a PDE with a PINN. --config overrides fields of the problem's Strategy
     (fields.pinn.Strategy: n_collocation, lr, weighting, ...). Writes config.json,
@@ -152,6 +161,12 @@ def solve_cmd(
             say(n)
         return
     config = alias(config, strategy, "--strategy", "--config")
+    if sweep is not None:
+        with guarded():
+            _sweep(ctx, names or [], sweep, config, output, jobs, ray, resume)
+        return
+    if jobs or ray is not None:
+        raise error("--jobs and --ray go with --sweep")
     with guarded():
         if all_ == bool(names):
             raise ValueError("give problem NAMES or --all (see --list)")
@@ -242,3 +257,42 @@ def _print_table(console: Console, rows: list[dict[str, Any]]) -> None:
         t.add_row(m["problem"], rel, tgt, f"{m['seconds']:.0f}", str(m["steps"]),
                   m["strategy"], m["network"])
     console.print(t)
+
+
+def _sweep(ctx: typer.Context, names: list[str], sweep: str, config: str | None,
+           output: str | None, jobs: int, ray: str | None, resume: str | None) -> None:
+    """`fields solve PROBLEM --sweep JSON`: one job per combination of the sweep's values
+    (`fields.batch`), each `fields solve PROBLEM --config <the combination over --config>`."""
+    import itertools
+
+    from fields.batch import Job, forwarded_args, run_batch, summary
+
+    if len(names) != 1 or resume is not None:
+        raise ValueError("--sweep runs one problem (give one name, no --resume: a rerun of "
+                         "the sweep skips the combinations already done)")
+    grid = parse_config(sweep, "Strategy")
+    if not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ValueError(f"--sweep {sweep}: expected a JSON object of Strategy fields to "
+                         "non-empty lists of values, e.g. {\"lr\": [0.001, 0.003]}")
+    base = parse_config(config, "Strategy")
+    keys = list(grid)
+    extra = forwarded_args(ctx, ["sweep", "config", "output", "jobs", "ray", "threads",
+                                 "overwrite", "json_", "all_", "list_", "strategy"])
+    batch = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = dict(zip(keys, values, strict=True))
+        name = ",".join(f"{k}={v}" for k, v in combo.items())
+        name = "".join(c if c.isalnum() or c in "-_.,=" else "_" for c in name)
+        batch.append(Job(name, names[0], ["solve", names[0], "--config",
+                                          json.dumps({**base, **combo}), *extra]))
+    folder = Path(output) if output else Path("outputs") / Path(names[0]).stem / "sweep"
+    say(f"{len(batch)} combination(s) of {', '.join(keys)} for {names[0]}; output {folder} "
+        "(manifest.jsonl)")
+    results = run_batch(batch, folder, workers=jobs, ray=ray)
+    console.print(summary(results, ["rel_l2", "steps"]))
+    failed = [r for r in results if r.status != "done"]
+    skipped = sum(r.error == "skipped" for r in results)
+    say(f"{len(results) - len(failed) - skipped} done, {skipped} skipped (done before), "
+        f"{len(failed)} failed; manifest {folder / 'manifest.jsonl'}")
+    if failed:
+        raise typer.Exit(1)
