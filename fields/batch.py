@@ -180,16 +180,14 @@ def _ray(jobs: Sequence[Job], address: str, threads: int, cpus: int | None,
 
 
 def run_batch(jobs: Sequence[Job], folder: str | Path, *, workers: int = 0, threads: int = 1,
-              ray: str | None = None, progress: bool = True,
+              ray: str | None = None, progress: bool = True, console: Any = None,
               on_result: Callable[[Result], None] | None = None) -> list[Result]:
     """Runs every job not already done (see `finished`) into ``folder/<job name>/``, appending
     each result to ``folder/manifest.jsonl`` as it ends; returns the results of this run
     (skipped items as their manifest line, status ``done``). `workers`: the local pool's size
     (0: the machine's cores / `threads`); `ray`: None (the local pool), "local" or a Ray
-    address."""
+    address. The progress bar goes to `console` (a rich Console; None: rich's default)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from fields.command import console
 
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)

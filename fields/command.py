@@ -515,7 +515,7 @@ def fit_many(ctx: typer.Context, command: list[str], input_flag: str | None, fil
         "a local Ray" if ray == "local" else f"the Ray cluster at {ray}")
     say(f"{len(batch)} item(s) from {files[0].parent} on {where}; output {folder} "
         f"(manifest.jsonl)")
-    results = run_batch(batch, folder, workers=jobs, ray=ray)
+    results = run_batch(batch, folder, workers=jobs, ray=ray, console=console)
     console.print(summary(results, metric_keys))
     failed = [r for r in results if r.status != "done"]
     skipped = sum(r.error == "skipped" for r in results)

@@ -288,7 +288,7 @@ def _sweep(ctx: typer.Context, names: list[str], sweep: str, config: str | None,
     folder = Path(output) if output else Path("outputs") / Path(names[0]).stem / "sweep"
     say(f"{len(batch)} combination(s) of {', '.join(keys)} for {names[0]}; output {folder} "
         "(manifest.jsonl)")
-    results = run_batch(batch, folder, workers=jobs, ray=ray)
+    results = run_batch(batch, folder, workers=jobs, ray=ray, console=console)
     console.print(summary(results, ["rel_l2", "steps"]))
     failed = [r for r in results if r.status != "done"]
     skipped = sum(r.error == "skipped" for r in results)
