@@ -494,7 +494,7 @@ def fit_many(ctx: typer.Context, command: list[str], input_flag: str | None, fil
     with the options given on the command line of `ctx` (less `drop`), into ``--output`` (default
     ``outputs/<name>/batch``); manifest.jsonl and a summary table. Exit 1 when an item
     failed."""
-    from fields.batch import Job, forwarded_args, run_batch, summary
+    from fields.batch import Job, forwarded_args, run_batch
 
     if jobs < 0:
         raise ValueError(f"--jobs must be >= 0, got {jobs}")
@@ -515,7 +515,15 @@ def fit_many(ctx: typer.Context, command: list[str], input_flag: str | None, fil
         "a local Ray" if ray == "local" else f"the Ray cluster at {ray}")
     say(f"{len(batch)} item(s) from {files[0].parent} on {where}; output {folder} "
         f"(manifest.jsonl)")
-    results = run_batch(batch, folder, workers=jobs, ray=ray, console=console)
+    report_batch(run_batch(batch, folder, workers=jobs, ray=ray, console=console), folder,
+                 metric_keys)
+
+
+def report_batch(results: list[Any], folder: Path, metric_keys: list[str]) -> None:
+    """The summary table and line of a batch's `fields.batch.Result`s; exit 1 when an item
+    failed."""
+    from fields.batch import summary
+
     console.print(summary(results, metric_keys))
     failed = [r for r in results if r.status != "done"]
     skipped = sum(r.error == "skipped" for r in results)

@@ -35,6 +35,7 @@ from fields.command import (
     hidden,
     parse_config,
     prepare_run_folder,
+    report_batch,
     run_folder,
     say,
     set_threads,
@@ -265,7 +266,7 @@ def _sweep(ctx: typer.Context, names: list[str], sweep: str, config: str | None,
     (`fields.batch`), each `fields solve PROBLEM --config <the combination over --config>`."""
     import itertools
 
-    from fields.batch import Job, forwarded_args, run_batch, summary
+    from fields.batch import Job, forwarded_args, run_batch
 
     if len(names) != 1 or resume is not None:
         raise ValueError("--sweep runs one problem (give one name, no --resume: a rerun of "
@@ -288,11 +289,5 @@ def _sweep(ctx: typer.Context, names: list[str], sweep: str, config: str | None,
     folder = Path(output) if output else Path("outputs") / Path(names[0]).stem / "sweep"
     say(f"{len(batch)} combination(s) of {', '.join(keys)} for {names[0]}; output {folder} "
         "(manifest.jsonl)")
-    results = run_batch(batch, folder, workers=jobs, ray=ray, console=console)
-    console.print(summary(results, ["rel_l2", "steps"]))
-    failed = [r for r in results if r.status != "done"]
-    skipped = sum(r.error == "skipped" for r in results)
-    say(f"{len(results) - len(failed) - skipped} done, {skipped} skipped (done before), "
-        f"{len(failed)} failed; manifest {folder / 'manifest.jsonl'}")
-    if failed:
-        raise typer.Exit(1)
+    report_batch(run_batch(batch, folder, workers=jobs, ray=ray, console=console), folder,
+                 ["rel_l2", "steps"])
