@@ -30,11 +30,10 @@ MANIFEST = "manifest.jsonl"
 
 @dataclass
 class Job:
-    """One item of a batch: its name (the run folder's), the input file and the command-line
-    arguments of its `fields` run (the output folder is added)."""
+    """One item of a batch: its name (the run folder's) and the command-line arguments of its
+    `fields` run (the output folder is added)."""
 
     name: str
-    source: str
     args: list[str]
     output: str = ""
 

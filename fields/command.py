@@ -494,7 +494,7 @@ def fit_many(ctx: typer.Context, command: list[str], input_flag: str | None, fil
     with the options given on the command line of `ctx` (less `drop`), into ``--output`` (default
     ``outputs/<name>/batch``); manifest.jsonl and a summary table. Exit 1 when an item
     failed."""
-    from fields.batch import Job, forwarded_args, run_batch
+    from fields.batch import Job, forwarded_args, run_batch, unique_names
 
     if jobs < 0:
         raise ValueError(f"--jobs must be >= 0, got {jobs}")
@@ -507,9 +507,7 @@ def fit_many(ctx: typer.Context, command: list[str], input_flag: str | None, fil
             raise ValueError(str(e)) from None
     folder = Path(output) if output else Path("outputs") / name / "batch"
     extra = forwarded_args(ctx, [*drop, "output", "jobs", "ray", "threads", "overwrite"])
-    from fields.batch import unique_names
-
-    batch = [Job(n, str(f), [*command, *([input_flag] if input_flag else []), str(f), *extra])
+    batch = [Job(n, [*command, *([input_flag] if input_flag else []), str(f), *extra])
              for n, f in zip(unique_names(files), files, strict=True)]
     where = "the local pool" if ray is None else (
         "a local Ray" if ray == "local" else f"the Ray cluster at {ray}")

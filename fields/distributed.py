@@ -201,12 +201,6 @@ def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
         dist.broadcast(t.data, src=src)
 
 
-def barrier() -> None:
-    """Waits until every rank gets here (nothing with one rank)."""
-    if active():
-        dist.barrier()
-
-
 def average_gradients(params: Sequence[torch.Tensor]) -> None:
     """Replaces each parameter's gradient by its mean over ranks, in one flat all-reduce per
     device and dtype (a missing gradient is zeros on that rank; afterwards every parameter

@@ -115,7 +115,7 @@ def test_manifest_reader_and_names(tmp_path):
     assert optional_value(["--ray", "--jobs", "2"], "--ray", "local") == [
         "--ray", "local", "--jobs", "2"]
     assert optional_value(["--ray", "host:6379"], "--ray", "local") == ["--ray", "host:6379"]
-    assert Job("a", "a.obj", []).output == ""
+    assert Job("a", []).output == ""
     assert callable(forwarded_args)
 
 

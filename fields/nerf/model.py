@@ -523,11 +523,12 @@ class NerfTask:
 
     def train_step(self, step: int, progress: float) -> dict[str, float]:
         c = self.config
+        ranks = distributed.active()  # torchrun: each rank takes its share of the work
         if step % c.occupancy_every == 0:
             with scope("phase:grid update"):
                 self.grid.update(
                     step, self.occupancy_density, occ_thre=c.occupancy_threshold,
-                    warmup_steps=c.occupancy_warmup, shard=distributed.active(),
+                    warmup_steps=c.occupancy_warmup, shard=ranks,
                 )
         lr = self.learning_rate(step, progress)
         rates = {"poses": c.pose_lr * (c.pose_lr_final / c.pose_lr) ** min(progress, 1.0)
@@ -536,7 +537,6 @@ class NerfTask:
         for group in self.optimizer.param_groups:
             group["lr"] = rates.get(group.get("name", ""), lr)
         with scope("phase:ray generation"):
-            ranks = distributed.active()  # each rank: its share of the global batch
             o, d, target, bg = self.rays.sample(
                 self.n_rays, self.generator, c.random_background, c.pixel_jitter,
                 part=distributed.shard_bounds(self.n_rays) if ranks else None,

@@ -284,7 +284,7 @@ def _sweep(ctx: typer.Context, names: list[str], sweep: str, config: str | None,
         combo = dict(zip(keys, values, strict=True))
         name = ",".join(f"{k}={v}" for k, v in combo.items())
         name = "".join(c if c.isalnum() or c in "-_.,=" else "_" for c in name)
-        batch.append(Job(name, names[0], ["solve", names[0], "--config",
+        batch.append(Job(name, ["solve", names[0], "--config",
                                           json.dumps({**base, **combo}), *extra]))
     folder = Path(output) if output else Path("outputs") / Path(names[0]).stem / "sweep"
     say(f"{len(batch)} combination(s) of {', '.join(keys)} for {names[0]}; output {folder} "
