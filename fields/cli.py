@@ -270,16 +270,28 @@ def render_cmd(
         "--camera-path", help="a camera-path .json in nerfstudio's format (its size, fps and "
                               "keyframes replace --path, --frames, --fps, --scale; radiance "
                               "fields)")] = None,
+    time_range: Annotated[str | None, typer.Option(
+        "--time-range", help="dynamic fields: the times the video runs through, START:END in "
+                             "[0, 1] (default 0:1; one number: bullet time at that instant)"
+        )] = None,
+    still: Annotated[bool, typer.Option(
+        "--still", help="dynamic fields: keep the camera at the path's first position while "
+                        "time runs")] = False,
     out: Annotated[str | None, hidden("--out")] = None,
 ) -> None:
     """Render a fitted field, whatever its kind: a radiance or distance field as a video along
-    a camera path (or a nerfstudio camera-path file); an INR (image, audio, volume, video)
-    sampled at `--scale` times its resolution (it is continuous)."""
-    from fields.kinds import RenderRequest, checkpoint_kind
+    a camera path (or a nerfstudio camera-path file); a dynamic field as a video that runs
+    through time while the camera orbits (--time-range, --still); an INR (image, audio,
+    volume, video) sampled at `--scale` times its resolution (it is continuous)."""
+    from fields.kinds import RenderRequest, checkpoint_kind, parse_time_range
 
     output = alias(output, out, "--out", "--output")
     if frames < 1 or fps < 1 or not scale > 0:
         raise error("--frames and --fps must be >= 1 and --scale > 0")
+    try:
+        times = parse_time_range(time_range)
+    except ValueError as e:
+        raise error(f"--time-range: {e}") from e
     with guarded():
         kind = checkpoint_kind(checkpoint)
         if kind.render is None:
@@ -287,7 +299,11 @@ def render_cmd(
         if camera_path is not None and kind.name != "nerf":
             raise ValueError(f"--camera-path: only radiance-field (nerf) checkpoints render "
                              f"camera-path files; {checkpoint} is a {kind.name} checkpoint")
-        kind.render(RenderRequest(checkpoint, output, path, frames, fps, scale, camera_path))
+        if (times is not None or still) and kind.name != "dynamic":
+            raise ValueError(f"--time-range / --still: only dynamic-field checkpoints have a "
+                             f"time; {checkpoint} is a {kind.name} checkpoint")
+        kind.render(RenderRequest(checkpoint, output, path, frames, fps, scale, camera_path,
+                                  times, still))
 
 
 NormalisedOpt = Annotated[bool, typer.Option(

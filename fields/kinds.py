@@ -26,6 +26,7 @@ KIND_MODULES: dict[str, str] = {
     "inr": "fields.inr.kind",
     "flow": "fields.flow.kind",
     "pinn": "fields.pinn.kind",
+    "dynamic": "fields.dynamic.kind",
 }
 
 
@@ -41,6 +42,9 @@ class RenderRequest:
         fps: frames per second of a video.
         scale: resolution relative to the data's.
         camera_path: a nerfstudio camera-path .json (replaces path, frames, fps and scale).
+        time_range: (start, end) times in [0, 1] a dynamic field's video runs through (None:
+            the kind's default).
+        still: a dynamic field's camera stays at the path's first position.
     """
 
     checkpoint: str
@@ -50,6 +54,24 @@ class RenderRequest:
     fps: int = 24
     scale: float = 1.0
     camera_path: str | None = None
+    time_range: tuple[float, float] | None = None
+    still: bool = False
+
+
+def parse_time_range(text: str | None) -> tuple[float, float] | None:
+    """``"START:END"`` (or one number: that instant) as two times in [0, 1]; None for None;
+    ValueError saying what was expected otherwise."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"got {text!r}; expected START:END with times in [0, 1] (e.g. 0:1, "
+                         "0.2:0.6) or one time (0.5: bullet time)")
+    return (values[0], values[-1])
 
 
 @dataclass(frozen=True)

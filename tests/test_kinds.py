@@ -21,12 +21,13 @@ from fields.kinds import (
 )
 
 FIT_COMMANDS = [["fit", k] for k in ("nerf", "sdf", "neus", "image", "audio", "volume", "video",
+                                     "dynamic",
                                      "flow")] + [["solve"]]
 COMMON = ("--output", "--max-seconds", "--steps", "--seed", "--config", "--resume", "--threads")
 
 
 def test_every_registered_kind_loads_and_names_itself():
-    assert kind_names() == ["nerf", "sdf", "inr", "flow", "pinn"]
+    assert kind_names() == ["nerf", "sdf", "inr", "flow", "pinn", "dynamic"]
     for name in KIND_MODULES:
         kind = get_kind(name)
         assert isinstance(kind, Kind) and kind.name == name and kind.summary

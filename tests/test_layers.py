@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fields"
 
-KINDS = ("fields.nerf", "fields.sdf", "fields.inr", "fields.flow", "fields.pinn")
+KINDS = ("fields.nerf", "fields.sdf", "fields.inr", "fields.flow", "fields.pinn",
+         "fields.dynamic")
 # Modules and packages below the kinds: none of them may import a kind.
 LOWER = (
     "fields.nn",

@@ -339,3 +339,22 @@ def test_nerf_trains_on_a_device(tiny_scene, device):
         used = {m.last_backend for m in task.module.modules()
                 if isinstance(m, (FusedMLP, GridEncoding))}
         assert used == {"cuda"}, used
+
+
+def test_grid_decay_is_the_gradient_of_the_normalised_weight_decay():
+    from fields.nerf.model import add_grid_decay, grid_decay_slices
+    from fields.nn.grid import GridEncoding
+
+    enc = GridEncoding(3, n_levels=3, n_features_per_level=2, log2_hashmap_size=8,
+                       base_resolution=2, per_level_scale=2.0)
+    with torch.no_grad():
+        enc.params.normal_()
+    slices = grid_decay_slices(torch.nn.Sequential(enc))
+    assert len(slices) == 3
+    add_grid_decay(slices, 0.1)  # no gradient yet: made
+    got = enc.params.grad.clone()
+    enc.params.grad = None
+    (0.1 * sum(enc.level_table(lv).square().mean() for lv in range(3))).backward()
+    torch.testing.assert_close(got, enc.params.grad)
+    add_grid_decay(slices, 0.1)  # added to the gradient already there
+    torch.testing.assert_close(enc.params.grad, 2 * got)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fields.data.dataset import SceneData
 
-FORMATS = ("blender", "ngp", "llff", "colmap", "neus")
+FORMATS = ("blender", "ngp", "llff", "dynerf", "colmap", "neus")
 _LOOKED_FOR = (
-    "transforms_train.json (Blender), transforms.json (instant-ngp), poses_bounds.npy (LLFF), "
+    "transforms_train.json (Blender), transforms.json (instant-ngp), poses_bounds.npy (LLFF; "
+    "with cam*.mp4 videos: DyNeRF), "
     "sparse/ or cameras.txt + images.txt / .bin (COLMAP), cameras_sphere.npz (NeuS / IDR)"
 )
 _PHOTOS = (".jpg", ".jpeg", ".png")
@@ -22,7 +23,8 @@ _VIDEOS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 def format_of(path: str | os.PathLike) -> str:
     """The format of a scene folder, one of `FORMATS`, by the files it holds (first match):
     ``transforms_train.json`` -> "blender", ``transforms.json`` -> "ngp",
-    ``poses_bounds.npy`` -> "llff", ``sparse/`` or ``cameras.txt`` + ``images.txt`` ->
+    ``poses_bounds.npy`` -> "llff" (with ``cam*`` videos and no ``images/``: "dynerf",
+    multi-view video), ``sparse/`` or ``cameras.txt`` + ``images.txt`` ->
     "colmap", ``cameras_sphere.npz`` -> "neus". A path to a ``.json`` file (other than
     ``transforms_<split>.json``, whose folder is the scene) is "ngp". Raises ValueError when
     nothing matches."""
@@ -41,7 +43,9 @@ def format_of(path: str | os.PathLike) -> str:
     if (p / "transforms.json").is_file():
         return "ngp"
     if (p / "poses_bounds.npy").is_file():
-        return "llff"
+        from fields.data.dynerf import is_dynerf
+
+        return "dynerf" if is_dynerf(p) else "llff"
     if (p / "sparse").is_dir() or ((p / "cameras.txt").is_file() and (p / "images.txt").is_file()):
         return "colmap"
     if (p / "cameras_sphere.npz").is_file():
@@ -54,7 +58,8 @@ def format_of(path: str | os.PathLike) -> str:
 
 def load_scene(path: str | os.PathLike, **kw: Any) -> SceneData:
     """Reads a scene in whichever format `format_of` detects; keyword arguments go to the
-    reader (`read_blender`, `read_ngp`, `read_llff`, `read_colmap`, `read_neus`). Returns a
+    reader (`read_blender`, `read_ngp`, `read_llff`, `read_dynerf`, `read_colmap`,
+    `read_neus`). Returns a
     SceneData."""
     fmt = format_of(path)
     if fmt == "blender":
@@ -63,6 +68,8 @@ def load_scene(path: str | os.PathLike, **kw: Any) -> SceneData:
         from fields.data.ngp import read_ngp as reader
     elif fmt == "llff":
         from fields.data.llff import read_llff as reader
+    elif fmt == "dynerf":
+        from fields.data.dynerf import read_dynerf as reader
     elif fmt == "neus":
         from fields.data.neus import read_neus as reader
     else:

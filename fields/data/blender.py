@@ -203,6 +203,7 @@ def hold_out_splits(
     every: int | None,
     alpha: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    times: torch.Tensor | None = None,
 ) -> dict[str, Split]:
     """{"train": Split, "test": Split} by `hold_out` (no "test" when nothing is held out)."""
     train, test = hold_out(len(names), every)
@@ -214,6 +215,7 @@ def hold_out_splits(
                 images[ix], cameras[ix], [names[i] for i in idx],
                 None if alpha is None else alpha[ix],
                 None if mask is None else mask[ix],
+                None if times is None else times[ix],
             )
     return splits
 
@@ -288,6 +290,29 @@ def frame_matrix(frame: Any, i: int, source: Path) -> np.ndarray:
         raise ValueError(f"{source}: frames[{i}].transform_matrix has non-finite values "
                          "(expected a finite 4x4 camera-to-world matrix)")
     return m[:3, :4]
+
+
+def frame_times(frames: Sequence[Any], source: Path) -> torch.Tensor | None:
+    """The frames' ``time`` keys (multi-view video: D-NeRF's and nerfstudio's convention,
+    each a number in [0, 1]) as an (N,) tensor, or None when no frame has one; ValueError
+    naming the file and frame when some frames have one and others not, or one is not a
+    number in [0, 1]."""
+    has = [isinstance(fr, dict) and "time" in fr for fr in frames]
+    if not any(has):
+        return None
+    out = []
+    for i, fr in enumerate(frames):
+        if not has[i]:
+            raise ValueError(f"{source}: frames[{i}] has no 'time' but frames[{has.index(True)}] "
+                             "has one (expected a time in [0, 1] on every frame of a video, "
+                             "or on none)")
+        t = fr["time"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
+                or not 0.0 <= t <= 1.0:
+            raise ValueError(f"{source}: frames[{i}].time is {json_snippet(t)} (expected a "
+                             "number in [0, 1]: the frame's time in the video, 0 first, 1 last)")
+        out.append(float(t))
+    return torch.tensor(out, dtype=torch.float32)
 
 
 def frame_file(frame: dict[str, Any], i: int, source: Path, suffixes: Sequence[str]) -> Path:
@@ -390,6 +415,7 @@ def _read_split(
         names.append(fr["file_path"])
     labels = [f"{json_path}: frames[{i}]" for i in range(len(frames))]
     c2w = checked_rotations(np.stack(mats), [f"{lb}.transform_matrix" for lb in labels])
+    times = frame_times(frames, json_path)
     images, alpha, (h0, w0) = load_images(files, downscale, background, json_path)
     h, w = images.shape[1:3]
     fx = 0.5 * w0 / math.tan(0.5 * angle_x)
@@ -397,7 +423,7 @@ def _read_split(
     sx, sy = w / w0, h / h0
     cams = Cameras(torch.from_numpy(c2w).float(), fx * sx, fy * sy, 0.5 * w, 0.5 * h, w, h)
     check_cameras(cams, labels, {"fx": "'camera_angle_x'", "fy": "'camera_angle_y'"})
-    return Split(images, cams, names, alpha), data
+    return Split(images, cams, names, alpha, times=times), data
 
 
 def read_blender(
@@ -417,7 +443,8 @@ def read_blender(
         (N, H, W, 3) composited, alpha (N, H, W, 1) for RGBA images, cameras with
         ``fx = 0.5 W / tan(0.5 camera_angle_x)``, ``fy = fx`` (or from ``camera_angle_y``),
         principal point at the image centre; aabb the json's ``aabb`` key or NeRF-synthetic's
-        standard [-1.5, 1.5]^3; bounded; near 0, far 1e10.
+        standard [-1.5, 1.5]^3; bounded; near 0, far 1e10; each split's ``times`` from the
+        frames' ``time`` keys (D-NeRF's dynamic scenes), None without them.
     """
     root = Path(path)
     train = root / "transforms_train.json"
@@ -449,7 +476,8 @@ def write_blender(path: str | os.PathLike, scene: SceneData) -> Path:
     Images with ``split.alpha`` are written RGBA with the colour un-composited from
     ``scene.background`` (``(image - (1 - alpha) * background) / alpha`` where alpha > 0,
     0 elsewhere), others as RGB. The json gets ``camera_angle_x`` (and ``camera_angle_y`` when
-    fy != fx), ``frames`` and an ``aabb`` key.
+    fy != fx), ``frames`` (with D-NeRF's ``time`` where the split has times) and an ``aabb``
+    key.
 
     Raises:
         ValueError if a split's cameras do not fit the format: fx or fy differing between
@@ -491,6 +519,8 @@ def write_blender(path: str | os.PathLike, scene: SceneData) -> Path:
             c2w = torch.cat((cams.c2w[i].double(), torch.tensor([[0.0, 0.0, 0.0, 1.0]],
                                                                  dtype=torch.float64)))
             frames.append({"file_path": f"./{name}/r_{i}", "transform_matrix": c2w.tolist()})
+            if split.times is not None:
+                frames[-1]["time"] = float(split.times[i])
         data["frames"] = frames
         data["aabb"] = scene.aabb.double().tolist()
         write_text_atomic(root / f"transforms_{name}.json", json.dumps(data, indent=2) + "\n")

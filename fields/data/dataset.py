@@ -28,6 +28,8 @@ class Split:
             (lets a trainer composite on random backgrounds).
         mask: (N, H, W, 1) bool, the pixels to train on (nerfstudio's per-frame `mask_path`:
             moving people, the capture rig), or None for all of them.
+        times: (N,) float32 in [0, 1], when each image was taken (multi-view video: D-NeRF's
+            and nerfstudio's per-frame ``time``), or None for a static scene.
     """
 
     images: torch.Tensor
@@ -35,6 +37,7 @@ class Split:
     names: list[str]
     alpha: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    times: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -53,6 +56,13 @@ class Split:
         if self.mask is not None and tuple(self.mask.shape) != (n, h, w, 1):
             raise ValueError(f"Split: mask must be ({n}, {h}, {w}, 1), got "
                              f"{tuple(self.mask.shape)}")
+        if self.times is not None:
+            self.times = torch.as_tensor(self.times, dtype=torch.float32).reshape(-1)
+            if self.times.shape[0] != n:
+                raise ValueError(f"Split: {n} images but {self.times.shape[0]} times")
+            if not bool(((self.times >= 0) & (self.times <= 1)).all()):
+                raise ValueError("Split: times must lie in [0, 1], got "
+                                 f"[{float(self.times.min()):g}, {float(self.times.max()):g}]")
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,60 @@ def _read_poses_bounds(npy: Path) -> np.ndarray:
     return arr
 
 
+def checked_poses_bounds(npy: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``poses_bounds.npy`` read and checked: (poses (N, 3, 5), bounds (N, 2), rotations
+    (N, 3, 3)); ValueError naming the file, the row and the columns otherwise."""
+    arr = _read_poses_bounds(npy)
+    poses = arr[:, :15].reshape(-1, 3, 5)
+    bounds = arr[:, 15:17]
+    bad = (bounds[:, 0] <= 0) | (bounds[:, 1] < bounds[:, 0])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{npy}: row {i}: near, far bounds (columns 15, 16) are "
+                         f"{bounds[i, 0]:g} {bounds[i, 1]:g} (expected 0 < near <= far)")
+    hwf = poses[:, :, 4]
+    bad = (hwf <= 0).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{npy}: row {i}: height, width, focal (columns 4, 9, 14) are "
+                         f"{hwf[i, 0]:g} {hwf[i, 1]:g} {hwf[i, 2]:g} (expected > 0)")
+    rot = checked_rotations(
+        np.concatenate((poses[:, :, :3], np.zeros((len(poses), 3, 1))), axis=2),
+        [f"{npy}: row {i}: rotation (columns 0-2, 5-7, 10-12)" for i in range(len(poses))],
+    )[:, :, :3]
+    return poses, bounds, rot
+
+
+def llff_geometry(poses: np.ndarray, bounds: np.ndarray, rot: np.ndarray, w: int, h: int
+                  ) -> dict[str, Any]:
+    """LLFF's cameras for images of w x h (see the module docstring): {"c2w" (N, 3, 4) OpenGL,
+    "focal" (N,), "bounds" (N, 2) rescaled, "aabb" (2, 3), "scale", "average_pose" (4, 4)}."""
+    hwf = poses[:, :, 4]
+    focal = hwf[:, 2] * w / hwf[:, 1]  # hwf's size is the original images'
+    c2w = np.concatenate((rot[:, :, 1:2], -rot[:, :, 0:1], rot[:, :, 2:3], poses[:, :, 3:4]),
+                         axis=2)
+    s = 1.0 / (bounds.min() * BD_FACTOR)
+    c2w[:, :, 3] *= s
+    bounds = bounds * s
+    avg = average_pose(c2w)
+    c2w = np.linalg.inv(avg)[None, :3, :] @ np.concatenate(
+        (c2w, np.broadcast_to([[[0.0, 0.0, 0.0, 1.0]]], (len(c2w), 1, 4))), axis=1
+    )
+
+    # aabb: camera centres and the far-bound corners of each frustum
+    corners_px = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
+    x = (corners_px[None, :, 0] - 0.5 * w) / focal[:, None]  # (N, 4)
+    y = (corners_px[None, :, 1] - 0.5 * h) / focal[:, None]
+    far = bounds[:, 1:2]
+    p_cam = np.stack((x * far, -y * far, -np.broadcast_to(far, x.shape)), axis=-1)  # (N, 4, 3)
+    p_world = np.einsum("nij,nkj->nki", c2w[:, :, :3], p_cam) + c2w[:, None, :, 3]
+    pts = np.concatenate((c2w[:, :, 3], p_world.reshape(-1, 3)))
+    aabb = np.stack((pts.min(0), pts.max(0)))
+
+    return {"c2w": c2w, "focal": focal, "bounds": bounds, "aabb": aabb, "scale": s,
+            "average_pose": avg}
+
+
 def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) -> SceneData:
     """Reads an LLFF scene folder (see the module docstring for the pose conventions).
 
@@ -106,25 +161,7 @@ def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) 
     if not npy.is_file():
         raise FileNotFoundError(f"{npy}: no such file; not an LLFF scene folder")
     d = check_downscale(downscale)
-    arr = _read_poses_bounds(npy)
-    poses = arr[:, :15].reshape(-1, 3, 5)
-    bounds = arr[:, 15:17]
-    bad = (bounds[:, 0] <= 0) | (bounds[:, 1] < bounds[:, 0])
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{npy}: row {i}: near, far bounds (columns 15, 16) are "
-                         f"{bounds[i, 0]:g} {bounds[i, 1]:g} (expected 0 < near <= far)")
-    hwf = poses[:, :, 4]
-    bad = (hwf <= 0).any(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{npy}: row {i}: height, width, focal (columns 4, 9, 14) are "
-                         f"{hwf[i, 0]:g} {hwf[i, 1]:g} {hwf[i, 2]:g} (expected > 0)")
-    rot = checked_rotations(
-        np.concatenate((poses[:, :, :3], np.zeros((len(poses), 3, 1))), axis=2),
-        [f"{npy}: row {i}: rotation (columns 0-2, 5-7, 10-12)" for i in range(len(poses))],
-    )[:, :, :3]
-
+    poses, bounds, rot = checked_poses_bounds(npy)
     folder = root / f"images_{d}"
     pre_shrunk = d > 1 and folder.is_dir()
     if not pre_shrunk:
@@ -139,27 +176,10 @@ def read_llff(path: str | os.PathLike, downscale: int = 1, hold_every: int = 8) 
         )
     images, _, _ = load_images(files, 1 if pre_shrunk else d, source=folder)
     h, w = images.shape[1:3]
-    focal = hwf[:, 2] * w / hwf[:, 1]  # hwf's size is the original images'
 
-    c2w = np.concatenate((rot[:, :, 1:2], -rot[:, :, 0:1], rot[:, :, 2:3], poses[:, :, 3:4]),
-                         axis=2)
-    s = 1.0 / (bounds.min() * BD_FACTOR)
-    c2w[:, :, 3] *= s
-    bounds = bounds * s
-    avg = average_pose(c2w)
-    c2w = np.linalg.inv(avg)[None, :3, :] @ np.concatenate(
-        (c2w, np.broadcast_to([[[0.0, 0.0, 0.0, 1.0]]], (len(c2w), 1, 4))), axis=1
-    )
-
-    # aabb: camera centres and the far-bound corners of each frustum
-    corners_px = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    x = (corners_px[None, :, 0] - 0.5 * w) / focal[:, None]  # (N, 4)
-    y = (corners_px[None, :, 1] - 0.5 * h) / focal[:, None]
-    far = bounds[:, 1:2]
-    p_cam = np.stack((x * far, -y * far, -np.broadcast_to(far, x.shape)), axis=-1)  # (N, 4, 3)
-    p_world = np.einsum("nij,nkj->nki", c2w[:, :, :3], p_cam) + c2w[:, None, :, 3]
-    pts = np.concatenate((c2w[:, :, 3], p_world.reshape(-1, 3)))
-    aabb = np.stack((pts.min(0), pts.max(0)))
+    geo = llff_geometry(poses, bounds, rot, w, h)
+    c2w, focal, bounds, aabb = geo["c2w"], geo["focal"], geo["bounds"], geo["aabb"]
+    s, avg = geo["scale"], geo["average_pose"]
 
     cams = Cameras(torch.from_numpy(c2w).float(), torch.from_numpy(focal).float(),
                    torch.from_numpy(focal).float(), 0.5 * w, 0.5 * h, w, h)

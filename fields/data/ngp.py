@@ -47,6 +47,7 @@ from fields.data.blender import (
     check_downscale,
     frame_file,
     frame_matrix,
+    frame_times,
     hold_out_splits,
     json_snippet,
     load_images,
@@ -273,6 +274,7 @@ def read_ngp(
         model = _check_camera_model(data, json_path)
         aabb_scale = 2.0
 
+    all_times = frame_times(frames, json_path)
     mats, files, names, keys = [], [], [], []
     all_mats = [frame_matrix(fr, i, json_path) for i, fr in enumerate(frames)]
     all_mats = list(checked_rotations(
@@ -319,7 +321,8 @@ def read_ngp(
     check_cameras(cams, [f"{json_path}: frames[{i}]" for i, _ in keys],
                   {"fx": "'fl_x'", "fy": "'fl_y'", "cx": "'cx'", "cy": "'cy'", "k1": "'k1'",
                    "k2": "'k2'", "p1": "'p1'", "p2": "'p2'"})
-    splits = hold_out_splits(images, cams, names, HOLD_EVERY, alpha, mask)
+    times = None if all_times is None else all_times[[i for i, _ in keys]]
+    splits = hold_out_splits(images, cams, names, HOLD_EVERY, alpha, mask, times)
     half = 0.5 * aabb_scale
     return SceneData(
         name=(json_path.parent.resolve().name), splits=splits,

@@ -101,7 +101,11 @@ class NerfConfig:
     (starting from `initial_rays`, at most `max_rays`); Adam (betas 0.9/0.99, eps 1e-15) with
     learning rate `lr`, constant until `lr_decay_start` of the budget, then decaying
     exponentially to `lr * lr_decay` at its end, after
-    `warmup_steps` of linear warm-up; L2 `weight_decay` on the networks; random background
+    `warmup_steps` of linear warm-up; L2 `weight_decay` on the networks;
+    `grid_weight_decay` x the sum over the hash grid's levels of the mean squared entry
+    (Zip-NeRF's normalised weight decay: every level weighs alike, so coarse levels are held
+    tighter; `add_grid_decay`; off by default: on the built-in scene 0.1 raised 5-minute
+    held-out PSNR by 0.45 dB and lowered SSIM by 0.005, README); random background
     colours when the images have alpha; rays through random points of their pixels
     (`pixel_jitter`, off by default: rays through pixel centres fit anti-aliased images
     better when evaluated the same way); occupancy-grid updates every `occupancy_every` steps.
@@ -147,6 +151,7 @@ class NerfConfig:
     lr_decay_start: float = 0.5
     warmup_steps: int = 100
     weight_decay: float = 1e-6
+    grid_weight_decay: float = 0.0
     random_background: bool = True
     pixel_jitter: bool = False
     occupancy_every: int = 16
@@ -448,6 +453,32 @@ def render_camera(
     return {k: torch.cat(v).reshape(h, w, -1) for k, v in parts.items()}
 
 
+def grid_decay_slices(model: nn.Module) -> list[tuple[torch.Tensor, int, int]]:
+    """(table, start, end) of every level of every grid encoding in `model`: the slices
+    `add_grid_decay` normalises by."""
+    from fields.nn.grid import GridEncoding
+
+    out = []
+    for m in model.modules():
+        if isinstance(m, GridEncoding):
+            nf = m.n_features_per_level
+            out += [(m.params, lv.offset * nf, (lv.offset + lv.size) * nf)
+                    for lv in m.layout.levels]
+    return out
+
+
+def add_grid_decay(slices: list[tuple[torch.Tensor, int, int]], weight: float) -> None:
+    """Adds the gradient of Zip-NeRF's normalised weight decay on the grids,
+    `weight` * sum over levels of mean(level values^2), to the tables' gradients (creating
+    them where the batch touched none): every level counts alike, however many entries it
+    has, so the coarse levels are held tighter than the fine ones."""
+    with torch.no_grad():
+        for p, a, b in slices:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad[a:b].add_(p[a:b], alpha=2.0 * weight / (b - a))
+
+
 def _param_groups(model: RadianceField, weight_decay: float) -> list[dict[str, Any]]:
     """The encodings' tables without weight decay, the networks' weights with it."""
     nets = [p for m in (model.density_network, model.color_network) for p in m.parameters()]
@@ -501,6 +532,7 @@ class NerfTask:
         self.optimizer = torch.optim.Adam(
             groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15, fused=True,
         )
+        self.decay_slices = grid_decay_slices(self.model) if config.grid_weight_decay else []
         self.rays = RayBatcher(data.train, data.background)
         self.n_rays = config.initial_rays
         self.generator = torch.Generator().manual_seed(seed)
@@ -568,6 +600,8 @@ class NerfTask:
                 with scope("phase:backward"):
                     mse.backward()
             with scope("phase:optimiser"):
+                if self.decay_slices:
+                    add_grid_decay(self.decay_slices, c.grid_weight_decay)
                 self.optimizer.step()  # gradients averaged over the ranks first
         n_samples = total
         rays = self.n_rays

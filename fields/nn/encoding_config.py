@@ -14,6 +14,8 @@
 | RandomFourierFeatures (ours) | n_frequencies (128), scale (10.0), seed (1337) |
 | Triplane (ours) | resolution (128), n_features (16), n_levels (1), per_level_scale (2.0), |
 | | reduce ("sum"), interpolation ("Linear") |
+| KPlanes (ours; 4-D) | as Triplane, defaults resolution (32), n_features (8), n_levels (3), |
+| | reduce ("product"), and time_resolution (None: as space) |
 
 Grids and triplanes also take ``backend`` ("auto", "torch" or "cpu"). otype names are matched
 without regard to case; unknown otypes, keys or values raise ValueError naming the key and
@@ -82,6 +84,19 @@ ENCODINGS: dict[str, tuple[Callable[..., InputEncoding], dict[str, Any]]] = {
             "per_level_scale": 2.0,
             "reduce": "sum",
             "interpolation": "Linear",
+            "backend": "auto",
+        },
+    ),
+    "KPlanes": (
+        Triplane,
+        {
+            "resolution": 32,
+            "n_features": 8,
+            "n_levels": 3,
+            "per_level_scale": 2.0,
+            "reduce": "product",
+            "interpolation": "Linear",
+            "time_resolution": None,
             "backend": "auto",
         },
     ),

@@ -317,9 +317,13 @@ class Viewer:
         self._leaving: list[ClientSession] = []
         self._closed = False
         self._field_controls: list[Any] = []
+        self._control_by_name: dict[str, Any] = {}
         self._training: dict[str, Any] | None = None
         self._last_refresh = 0.0
         self._build_gui(source)
+        self._animator = threading.Thread(target=self._animate, name="viewer-animation",
+                                          daemon=True)
+        self._animator.start()
         self.server.on_client_connect(self._on_connect)
         self.server.on_client_disconnect(self._on_disconnect)
         if view is not None:
@@ -368,6 +372,28 @@ class Viewer:
         for handle in self._field_controls:
             handle.remove()
         self._field_controls = []
+        self._control_by_name = {}
+
+    def _animate(self, tick: float = 0.1) -> None:
+        """Every `tick` seconds, lets the view advance its settings (`FieldView.advance`: a
+        playing time slider); what changed is shown in its control and rendered again."""
+        last = time.perf_counter()
+        while not self._closed:
+            time.sleep(tick)
+            now = time.perf_counter()
+            dt, last = now - last, now
+            view = self.view
+            if view is None or self._closed:
+                continue
+            with self.lock:
+                moved = view.advance(dt)
+                values = dict(view.settings) if moved else {}
+            if not moved:
+                continue
+            for name, handle in list(self._control_by_name.items()):
+                if name in values and handle.value != values[name]:
+                    handle.value = values[name]  # its callback invalidates the frame
+            self.invalidate()
 
     def _add_controls(self, view: FieldView) -> None:
         self._remove_controls()
@@ -389,6 +415,7 @@ class Viewer:
                                      f"{spec['type']!r}")
                 h.on_update(self._setting_callback(view, name, h))
                 self._field_controls.append(h)
+                self._control_by_name[name] = h
 
     def _setting_callback(self, view: FieldView, name: str, handle: Any) -> Callable:
         def callback(_: Any) -> None:
@@ -563,6 +590,7 @@ class Viewer:
             s.close()
         for s in sessions:
             s.thread.join(timeout=5.0)
+        self._animator.join(timeout=5.0)
         self.server.stop()
 
     def wait(self) -> None:

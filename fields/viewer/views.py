@@ -58,6 +58,12 @@ class FieldView:
         "options"). Their values land in `self.settings[name]`."""
         return []
 
+    def advance(self, seconds: float) -> bool:
+        """Animation: moves the view's settings on by `seconds` of wall time (a time slider
+        that plays); True when a setting changed (the viewer then shows it and renders
+        again). Nothing moves by default."""
+        return False
+
     def render(self, camera: Cameras, mode: str, cancel: Cancel,
                preview: bool = False) -> np.ndarray:
         """(H, W, 3) float32 picture in [0, 1] of camera 0 of `camera`; raises `Cancelled`
