@@ -3,14 +3,13 @@ page's time slider sets (`DynamicView`, registered by `fields.dynamic.kind`)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from fields.render.cameras import Cameras
-from fields.viewer.views import Cancel, Cancelled, FieldView, colormap
+from fields.viewer.views import Cancel, Cancelled, FieldView, colormap, orbit_view_camera
 
 
 class DynamicView(FieldView):
@@ -58,18 +57,7 @@ class DynamicView(FieldView):
         return True
 
     def initial_camera(self) -> dict[str, Any]:
-        o = self.info["orbit"]
-        centre = torch.tensor(o["centre"], dtype=torch.float32)
-        up = torch.tensor(o["up"], dtype=torch.float32)
-        up = up / up.norm().clamp_min(1e-9)
-        side = torch.linalg.cross(up, torch.tensor([0.0, 0.0, 1.0]))
-        if side.norm() < 1e-3:
-            side = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]))
-        side = side / side.norm()
-        pos = centre + float(o["radius"]) * (0.87 * side + 0.5 * up)
-        cam = self.info["camera"]
-        return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
-                "up": tuple(up.tolist()), "fov": 2.0 * math.atan(0.5 * cam["height"] / cam["fy"])}
+        return orbit_view_camera(self.info)
 
     def render(self, camera: Cameras, mode: str, cancel: Cancel,
                preview: bool = False) -> np.ndarray:

@@ -3,7 +3,6 @@ engine's renderer (`NerfView`, registered by `fields.nerf.kind`)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from fields.render.cameras import Cameras
-from fields.viewer.views import Cancel, Cancelled, FieldView, colormap
+from fields.viewer.views import Cancel, Cancelled, FieldView, colormap, orbit_view_camera
 
 
 class NerfView(FieldView):
@@ -47,20 +46,7 @@ class NerfView(FieldView):
                  "options": ["scene", "white", "black"]}]
 
     def initial_camera(self) -> dict[str, Any]:
-        o = self.info["orbit"]
-        centre = torch.tensor(o["centre"], dtype=torch.float32)
-        up = torch.tensor(o["up"], dtype=torch.float32)
-        up = up / up.norm().clamp_min(1e-9)
-        # a view from above the orbit's height, looking at the centre
-        side = torch.linalg.cross(up, torch.tensor([0.0, 0.0, 1.0]))
-        if side.norm() < 1e-3:
-            side = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]))
-        side = side / side.norm()
-        pos = centre + float(o["radius"]) * (0.87 * side + 0.5 * up)
-        cam = self.info["camera"]
-        fov = 2.0 * math.atan(0.5 * cam["height"] / cam["fy"])  # the training cameras'
-        return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
-                "up": tuple(up.tolist()), "fov": fov}
+        return orbit_view_camera(self.info)
 
     def _background(self) -> torch.Tensor:
         choice = self.settings.get("background", "scene")

@@ -75,6 +75,29 @@ class FieldView:
 # -- pictures of scalar maps --
 
 
+def orbit_view_camera(info: dict[str, Any]) -> dict[str, Any]:
+    """`FieldView.initial_camera` for a field seen through cameras: from above the orbit's
+    height (``info["orbit"]``: centre, radius, up), looking at its centre, with the vertical
+    field of view of the data's cameras (``info["camera"]``)."""
+    import math
+
+    import torch
+
+    o = info["orbit"]
+    centre = torch.tensor(o["centre"], dtype=torch.float32)
+    up = torch.tensor(o["up"], dtype=torch.float32)
+    up = up / up.norm().clamp_min(1e-9)
+    side = torch.linalg.cross(up, torch.tensor([0.0, 0.0, 1.0]))
+    if side.norm() < 1e-3:
+        side = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]))
+    side = side / side.norm()
+    pos = centre + float(o["radius"]) * (0.87 * side + 0.5 * up)
+    cam = info["camera"]
+    fov = 2.0 * math.atan(0.5 * cam["height"] / cam["fy"])  # the data's cameras'
+    return {"position": tuple(pos.tolist()), "look_at": tuple(centre.tolist()),
+            "up": tuple(up.tolist()), "fov": fov}
+
+
 def colormap(values: np.ndarray, lo: float, hi: float, name: str = "turbo") -> np.ndarray:
     """(…, 3) colours of `values` mapped linearly from [lo, hi] (clamped) through a
     matplotlib colormap."""
