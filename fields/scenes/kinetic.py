@@ -89,15 +89,18 @@ def arm_angle(t: float) -> float:
 
 
 def bob_centre(t: float) -> tuple[float, float, float]:
+    """The pendulum bob's centre at time t."""
     a = arm_angle(t)
     return (PIVOT[0] + ARM * math.sin(a), PIVOT[1], PIVOT[2] - ARM * math.cos(a))
 
 
 def box_yaw(t: float) -> float:
+    """The turning box's angle about z at time t (radians)."""
     return 0.3 + math.pi * t
 
 
 def ring_radius(t: float) -> float:
+    """The breathing ring's radius at time t."""
     return 0.2 + 0.08 * math.sin(2 * math.pi * t)
 
 
