@@ -57,6 +57,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def read_kind_checkpoint(path: str | os.PathLike, kind: str, info_key: str,
+                         label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`read_checkpoint`, then the payload and its `info_key` dict, which a checkpoint of
+    kind `kind` carries; ValueError naming the file and the 'kind' field otherwise (`label`:
+    how the message names the kind, e.g. "a NeRF")."""
+    payload = read_checkpoint(path)
+    info = payload.get(info_key)
+    if payload.get("kind") != kind or not isinstance(info, dict):
+        raise ValueError(f"{path}: not {label} checkpoint (field 'kind' is "
+                         f"{payload.get('kind')!r}, expected {kind!r})")
+    return payload, info
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
     """Loads a checkpoint written by `save_checkpoint` into `model`; returns the whole dict."""
     payload = read_checkpoint(path)

@@ -337,6 +337,90 @@ def test_fit_dynamic_command_eval_render_and_view(tiny_video_dir, tmp_path, monk
     assert view.advance(0.2 * view.play_seconds) and view.settings["time"] == pytest.approx(0.1)
 
 
+def test_static_baseline_ignores_time():
+    from fields.dynamic.model import DynamicConfig, DynamicField
+
+    torch.manual_seed(0)
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    f = DynamicField(aabb, DynamicConfig(model="static"))
+    assert not hasattr(f, "deform_network") and not hasattr(f, "deform_encoding")
+    with torch.no_grad():  # a field that is not flat in space
+        for p in f.encoding.parameters():
+            p.uniform_(-1, 1)
+    x = torch.rand(64, 3) * 2 - 1
+    a, b = f.density(x, torch.zeros(64)), f.density(x, torch.ones(64))
+    assert torch.equal(a, b) and a.std() > 0
+    assert float(f.regulariser()) == 0.0
+    planes = DynamicField(aabb, DynamicConfig(model="planes"))
+    with torch.no_grad():
+        for p in planes.encoding.parameters():
+            p.uniform_(0, 2)
+        assert not torch.equal(planes.density(x, torch.zeros(64)),
+                               planes.density(x, torch.ones(64)))
+    with pytest.raises(ValueError, match="model must be one of planes, deform, static"):
+        DynamicConfig.from_dict({"model": "hexplane"})
+
+
+def test_plane_resolution_follows_the_images(tiny_video):
+    from fields.dynamic.model import DynamicConfig, DynamicTask, plane_resolution
+
+    assert plane_resolution(96, 3, 2.0) == 12  # finest level 48: half the images' side
+    assert plane_resolution(1352, 3, 2.0) == 128  # finest capped at 512
+    assert plane_resolution(24, 3, 2.0) == 8  # finest at least 32
+    assert plane_resolution(200, 1, 2.0) == 100
+    task = DynamicTask(tiny_video, DynamicConfig(grid_resolution=16), seed=0)
+    assert task.config.planes["resolution"] == 8 and task.model.encoding.resolution == 8
+    # 5 training times -> half, at least 4; a resolution given is kept
+    assert task.config.planes["time_resolution"] == 4
+    cfg = DynamicConfig(planes={"otype": "KPlanes", "resolution": 40}, grid_resolution=16)
+    assert DynamicTask(tiny_video, cfg, seed=0).config.planes["resolution"] == 40
+
+
+def test_bench_summary_by_hand():
+    from fields.dynamic.bench import DynamicBenchRow, summarise
+
+    rows = [DynamicBenchRow("planes", 0, 28.0, 0.97, 29.0, 10, 1.0, 5.0, 100),
+            DynamicBenchRow("static", 0, 23.0, None, None, 10, 1.0, 5.0, 100),
+            DynamicBenchRow("planes", 1, 27.0, 0.95, 29.5, 12, 1.0, 5.0, 100)]
+    s = summarise(rows)
+    assert list(s) == ["planes", "static"]
+    assert s["planes"] == pytest.approx({"fits": 2, "psnr_mean": 27.5, "psnr_min": 27.0,
+                                         "psnr_max": 28.0, "ssim_mean": 0.96})
+    assert "ssim_mean" not in s["static"] and s["static"]["psnr_mean"] == 23.0
+    assert "history" not in rows[0].as_dict(history=False)
+
+
+def test_bench_dynamic_command(tiny_video_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FIELDS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    res = CliRunner().invoke(app, [
+        "bench", "dynamic", "--data", str(tiny_video_dir), "--model", "planes", "--model",
+        "static", "--seed", "0", "--seed", "1", "--seconds", "0.5", "--eval-every", "0.25",
+        "--out", str(out), "--config", json.dumps({
+            "grid_resolution": 16, "occupancy_warmup": 8, "target_samples": 4096,
+            "encoding": {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2,
+                         "log2_hashmap_size": 12, "base_resolution": 4,
+                         "per_level_scale": 2.0}})])
+    assert res.exit_code == 0, res.output
+    bench = json.loads((out / "bench.json").read_text())
+    assert [(r["model"], r["seed"]) for r in bench["rows"]] == [
+        ("planes", 0), ("planes", 1), ("static", 0), ("static", 1)]
+    assert bench["summary"]["planes"]["fits"] == 2 and bench["overrides"]["grid_resolution"] == 16
+    assert all(r["steps"] > 0 and math.isfinite(r["psnr"]) for r in bench["rows"])
+    for name in ("comparison.png", "psnr_vs_time.png"):
+        assert (out / name).stat().st_size > 0
+    # each row's checkpoint scores what the row says
+    row = bench["rows"][2]
+    res = CliRunner().invoke(app, ["eval", str(out / "static-seed0" / "checkpoint.pt"),
+                                   "--output", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e.json").read_text())["psnr"] == pytest.approx(
+        row["psnr"], abs=1e-3)
+    res = CliRunner().invoke(app, ["bench", "dynamic", "--data", str(tiny_video_dir),
+                                   "--model", "hexplane", "--out", str(out)])
+    assert res.exit_code == 2 and "unknown model(s) ['hexplane']" in res.output
+
+
 def test_viewer_plays_the_time_slider(tiny_video_dir, tmp_path):
     from fields.dynamic.view import DynamicView
     from fields.viewer import Viewer

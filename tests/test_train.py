@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from fields.checkpoint import load_checkpoint, read_checkpoint
+from fields.checkpoint import (
+    load_checkpoint,
+    read_checkpoint,
+    read_kind_checkpoint,
+    save_checkpoint,
+)
 from fields.train import TrainConfig, train
 
 
@@ -119,3 +124,24 @@ def test_bad_checkpoint_errors(tmp_path):
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="'format'"):
         read_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_checkpoint_of_another_kind_is_named(tmp_path):
+    from fields.dynamic.model import LoadedDynamic
+    from fields.inr import load_inr
+    from fields.nerf import LoadedNerf
+
+    path = tmp_path / "sdf.pt"
+    save_checkpoint(path, nn.Linear(1, 1), {"kind": "sdf", "sdf": {"aabb": [0, 1]}})
+    payload, info = read_kind_checkpoint(path, "sdf", "sdf", "an SDF")
+    assert info == {"aabb": [0, 1]} and payload["kind"] == "sdf"
+    with pytest.raises(ValueError, match=r"sdf\.pt: not a NeRF checkpoint \(field 'kind' is "
+                                         r"'sdf', expected 'nerf'\)"):
+        LoadedNerf(str(path))
+    with pytest.raises(ValueError, match="not a dynamic-field checkpoint"):
+        LoadedDynamic(str(path))
+    with pytest.raises(ValueError, match="not an INR checkpoint"):
+        load_inr(path)
+    save_checkpoint(path, nn.Linear(1, 1), {"kind": "sdf"})  # the kind's own field missing
+    with pytest.raises(ValueError, match="not an SDF checkpoint"):
+        read_kind_checkpoint(path, "sdf", "sdf", "an SDF")

@@ -33,8 +33,9 @@ from fields.command import (
 
 
 def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Adds `fields fit dynamic`."""
+    """Adds `fields fit dynamic` and `fields bench dynamic`."""
     fit_app.command("dynamic")(fit_dynamic_cmd)
+    bench_app.command("dynamic")(bench_dynamic_cmd)
 
 
 def load_video_scene(data: str | None, downscale: int = 1, scene_resolution: int = 96
@@ -78,8 +79,9 @@ def fit_dynamic_cmd(
     overwrite: OverwriteOpt = False,
     checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
     model: Annotated[str, typer.Option(
-        help="planes (K-Planes: six space-time feature planes) or deform (a deformation "
-             "into a canonical hash-grid field)")] = "planes",
+        help="planes (K-Planes: six space-time feature planes), deform (a deformation "
+             "into a canonical hash-grid field) or static (the canonical field alone, time "
+             "ignored: the baseline)")] = "planes",
     eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 60.0,
     downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
     scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 96,
@@ -161,3 +163,96 @@ def _run(task: Any, train_cfg: Any, out: Any, resume: str | None, on_eval: Any, 
     say(f"PSNR {metrics['psnr']:.2f} dB, {ssim} over {len(split)} held-out views at held-out "
         f"times{seen}, after {state.step} steps, {state.seconds:.0f} s of training "
         f"({metrics['rays_per_s'] / 1e3:.1f}k rays/s). Wrote {out}/")
+
+
+def bench_dynamic_cmd(
+    data: Annotated[str | None, typer.Option(
+        help="multi-view video folder, as for `fields fit dynamic` (default: the built-in "
+             "dynamic scene)")] = None,
+    models: Annotated[list[str] | None, typer.Option(
+        "--model", help="models to fit (repeatable; default: planes, deform, static)")] = None,
+    seeds: Annotated[list[int] | None, typer.Option(
+        "--seed", help="seeds (repeatable; every model is fitted with each; default: 0)")
+        ] = None,
+    seconds: Annotated[float, typer.Option(help="training seconds per fit")] = 300.0,
+    config: ConfigOpt = None,
+    out: Annotated[str, typer.Option(help="folder for the table, checkpoints and pictures")] =
+        "outputs/bench-dynamic",
+    eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 30.0,
+    downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
+    scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 96,
+    threads: ThreadsOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """The dynamic models and the static baseline on one multi-view video, one after the other
+    with the same training time, every seed: held-out PSNR / SSIM at held-out times, a table
+    with each model's mean and range over the seeds, and in OUT bench.json,
+    psnr_vs_time.png (first seed), comparison.png (held-out views: truth | each model) and
+    each fit's checkpoint."""
+    import json
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from fields.dynamic.bench import DynamicBenchRow, bench_dynamic, summarise
+    from fields.dynamic.model import MODELS
+    from fields.io import write_json
+    from fields.plots import write_psnr_time_figure
+
+    set_threads(threads)
+    chosen = list(models or MODELS)
+    seed_list = list(seeds if seeds else [DEFAULT_SEED])
+    with guarded():
+        bad = [m for m in chosen if m not in MODELS]
+        if bad:
+            raise ValueError(f"--model: unknown model(s) {bad}; expected some of {list(MODELS)}")
+        overrides = parse_config(config, "DynamicConfig")
+        overrides.pop("model", None)
+        scene, name = load_video_scene(data, downscale, scene_resolution)
+    split = scene.eval_split()
+    say(f"bench dynamic on {name}: {len(scene.train)} training images, {len(split)} held-out "
+        f"views at held-out times; models {', '.join(chosen)}; seeds "
+        f"{', '.join(map(str, seed_list))}; {seconds:g} s each, {torch.get_num_threads()} "
+        f"threads")
+    rows: list[DynamicBenchRow] = []
+
+    def on_row(row: DynamicBenchRow) -> None:
+        rows.append(row)
+        if as_json:
+            print(json.dumps(row.as_dict(history=False)), flush=True)
+        else:
+            say(f"{row.model} (seed {row.seed}): PSNR {row.psnr:.2f} dB, SSIM "
+                f"{row.ssim or float('nan'):.4f}, {row.steps} steps, "
+                f"{row.samples_per_s / 1e3:.0f}k samples/s")
+
+    out_dir = Path(out)
+    with guarded(out_dir):
+        bench_dynamic(scene, chosen, seed_list, seconds, out_dir, overrides, eval_every,
+                      run_info={"data": data, "downscale": downscale,
+                                "scene_resolution": scene_resolution},
+                      on_row=on_row, log=None if as_json else say)
+        summary = summarise(rows)
+        write_psnr_time_figure(out_dir / "psnr_vs_time.png",
+                               {r.model: r.history for r in rows if r.seed == seed_list[0]},
+                               f"{name}, held-out views at held-out times")
+        write_json(out_dir / "bench.json", {
+            "scene": name, "seconds": seconds, "threads": torch.get_num_threads(),
+            "overrides": overrides, "summary": summary, "rows": [r.as_dict() for r in rows]})
+    table = Table(title=f"fields bench dynamic ({name}, {seconds:g} s each, held-out views at "
+                        "held-out times)")
+    for col in ("model", "seed", "PSNR (dB)", "SSIM", "seen views (dB)", "steps",
+                "samples/s", "params"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r.model, str(r.seed), f"{r.psnr:.2f}",
+                      "-" if r.ssim is None else f"{r.ssim:.4f}",
+                      "-" if r.psnr_seen_views is None else f"{r.psnr_seen_views:.2f}",
+                      str(r.steps), f"{r.samples_per_s / 1e3:.0f}k", str(r.params))
+    if len(seed_list) > 1:
+        for model, s in summary.items():
+            table.add_row(model, "mean", f"{s['psnr_mean']:.2f}",
+                          f"{s['ssim_mean']:.4f}" if "ssim_mean" in s else "-",
+                          f"{s['psnr_min']:.2f}..{s['psnr_max']:.2f}", "", "", "")
+    if not as_json:
+        console.print(table)
+    say(f"wrote {out_dir}/bench.json, psnr_vs_time.png, comparison.png")

@@ -824,12 +824,9 @@ def load_flow_field(path: Any) -> tuple[FlowField, dict[str, Any]]:
     """The forward field of a scene-flow checkpoint (written by the training loop of
     `FlowTask`, or by `save_flow_checkpoint`) and the checkpoint's dict. A loop's checkpoint
     gives the best iterate (its task field 'best_state'), not the last."""
-    from fields.checkpoint import read_checkpoint
+    from fields.checkpoint import read_kind_checkpoint
 
-    payload = read_checkpoint(path)
-    if payload.get("kind") != "flow" or not isinstance(payload.get("flow_config"), dict):
-        raise ValueError(f"{path}: not a scene-flow checkpoint (field 'kind' is "
-                         f"{payload.get('kind')!r}, expected 'flow')")
+    payload, _ = read_kind_checkpoint(path, "flow", "flow_config", "a scene-flow")
     for key in ("source", "target"):
         if not torch.is_tensor(payload.get(key)):
             raise ValueError(f"{path}: field {key!r} is missing (expected the (N, 3) cloud)")

@@ -515,12 +515,9 @@ def save_inr_checkpoint(path: Any, fit_field: CoordinateField, signal: Mapping[s
 
 def load_inr(path: Any) -> tuple[CoordinateField, dict[str, Any]]:
     """The field of a checkpoint written by `save_inr_checkpoint`, and its signal description."""
-    from fields.checkpoint import read_checkpoint
+    from fields.checkpoint import read_kind_checkpoint
 
-    payload = read_checkpoint(path)
-    if payload.get("kind") != "inr" or not isinstance(payload.get("inr"), dict):
-        raise ValueError(f"{path}: not an INR checkpoint (field 'kind' is "
-                         f"{payload.get('kind')!r}, expected 'inr')")
+    payload, _ = read_kind_checkpoint(path, "inr", "inr", "an INR")
     try:
         model = CoordinateField.from_description(payload["inr"])
     except ValueError as e:

@@ -40,7 +40,7 @@ from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
 from fields.nn.mlp import use_cuda_kernels
 from fields.render.occupancy import OccupancyGrid, contract
-from fields.render.rays import RayBatcher
+from fields.render.rays import RayBatcher, RayBatchState
 from fields.render.volrend import composite, offsets_from_indices, prune_in_rounds
 
 CONTRACTIONS = ("none", "mipnerf360")
@@ -487,7 +487,7 @@ def _param_groups(model: RadianceField, weight_decay: float) -> list[dict[str, A
     return [{"params": rest, "weight_decay": 0.0}, {"params": nets, "weight_decay": weight_decay}]
 
 
-class NerfTask:
+class NerfTask(RayBatchState):
     """One NeRF training run for `fields.train.train`: model + occupancy grid, Adam, the
     adaptive ray batch, evaluation on held-out views."""
 
@@ -699,19 +699,7 @@ class NerfTask:
                          for oo, dd in zip(o.split(2**14), d.split(2**14), strict=True)])
         return {"rgb": rgb}, gt.reshape(-1, 3)[idx], keep.reshape(-1)[idx]
 
-    # -- state besides the module and optimiser, for resume --
-    def state_dict(self) -> dict[str, Any]:
-        return {"n_rays": self.n_rays, "rays_trained": self.rays_trained,
-                "samples_trained": self.samples_trained,
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.n_rays = int(state["n_rays"])
-        self.rays_trained = int(state["rays_trained"])
-        self.samples_trained = int(state["samples_trained"])
-        self.generator.set_state(state["generator"])
-
-    # -- what a checkpoint needs to rebuild the renderer --
+    # -- resume state: `RayBatchState`; what a checkpoint needs to rebuild the renderer --
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"kind": "nerf", "nerf": scene_info(self.data, self.config)}
 
@@ -791,13 +779,9 @@ class LoadedNerf:
     """A NeRF checkpoint, ready to render: model, grid, settings and the scene info."""
 
     def __init__(self, path: str) -> None:
-        from fields.checkpoint import read_checkpoint
+        from fields.checkpoint import read_kind_checkpoint
 
-        payload = read_checkpoint(path)
-        info = payload.get("nerf")
-        if payload.get("kind") != "nerf" or not isinstance(info, dict):
-            raise ValueError(f"{path}: not a NeRF checkpoint (field 'kind' is "
-                             f"{payload.get('kind')!r}, expected 'nerf')")
+        payload, info = read_kind_checkpoint(path, "nerf", "nerf", "a NeRF")
         self.info = info
         self.config = NerfConfig.from_dict(info["config"])
         aabb = torch.tensor(info["aabb"])

@@ -79,3 +79,27 @@ class RayBatcher:
             a = self.alpha[idx]
             target = target + (1.0 - a) * (bg - self.background)
         return origins, directions, target, bg
+
+
+class RayBatchState:
+    """What a ray-batch training task keeps besides its module and optimiser, for resume:
+    the adaptive batch size `n_rays`, the counts `rays_trained` / `samples_trained` and the
+    sampling `generator` (a mixin of `fields.nerf.NerfTask` and `fields.dynamic.DynamicTask`)."""
+
+    n_rays: int
+    rays_trained: int
+    samples_trained: int
+    generator: torch.Generator
+
+    def state_dict(self) -> dict[str, object]:
+        """The counters and the generator's state."""
+        return {"n_rays": self.n_rays, "rays_trained": self.rays_trained,
+                "samples_trained": self.samples_trained,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restores what `state_dict` gave."""
+        self.n_rays = int(state["n_rays"])  # type: ignore[call-overload]
+        self.rays_trained = int(state["rays_trained"])  # type: ignore[call-overload]
+        self.samples_trained = int(state["samples_trained"])  # type: ignore[call-overload]
+        self.generator.set_state(state["generator"])  # type: ignore[arg-type]

@@ -312,13 +312,9 @@ class PointCloudTask(SDFTask):
 def load_sdf(path: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The field of an SDF checkpoint (kind "sdf"; a module mapping points (N, 3) to signed
     distances (N,), with an `aabb`), and the checkpoint's dict."""
-    from fields.checkpoint import read_checkpoint
+    from fields.checkpoint import read_kind_checkpoint
 
-    payload = read_checkpoint(path)
-    info = payload.get("sdf")
-    if payload.get("kind") != "sdf" or not isinstance(info, dict):
-        raise ValueError(f"{path}: not an SDF checkpoint (field 'kind' is "
-                         f"{payload.get('kind')!r}, expected 'sdf')")
+    payload, info = read_kind_checkpoint(path, "sdf", "sdf", "an SDF")
     state = payload["state_dict"]
     try:
         if info.get("neus"):  # a NeuS run: the SDF part of its field
