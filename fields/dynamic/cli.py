@@ -234,7 +234,8 @@ def bench_dynamic_cmd(
         summary = summarise(rows)
         write_psnr_time_figure(out_dir / "psnr_vs_time.png",
                                {r.model: r.history for r in rows if r.seed == seed_list[0]},
-                               f"{name}, held-out views at held-out times")
+                               f"{name}, held-out views at held-out times (periodic: "
+                               "sampled pixels of 4 views)")
         write_json(out_dir / "bench.json", {
             "scene": name, "seconds": seconds, "threads": torch.get_num_threads(),
             "overrides": overrides, "summary": summary, "rows": [r.as_dict() for r in rows]})
