@@ -380,12 +380,6 @@ class DynamicTask(RayBatchState):
         self.rays_trained = 0
         self.samples_trained = 0
 
-    def learning_rate(self, step: int, progress: float) -> float:
-        c = self.config
-        warm = min(1.0, (step + 1) / max(c.warmup_steps, 1))
-        late = max(0.0, progress - c.lr_decay_start) / max(1.0 - c.lr_decay_start, 1e-9)
-        return c.lr * warm * c.lr_decay**late
-
     def train_step(self, step: int, progress: float) -> dict[str, float]:
         c = self.config
         if step % c.occupancy_every == 0:

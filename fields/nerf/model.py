@@ -543,12 +543,6 @@ class NerfTask(RayBatchState):
         self.samples_trained = 0
 
     # -- training --
-    def learning_rate(self, step: int, progress: float) -> float:
-        c = self.config
-        warm = min(1.0, (step + 1) / max(c.warmup_steps, 1))
-        late = max(0.0, progress - c.lr_decay_start) / max(1.0 - c.lr_decay_start, 1e-9)
-        return c.lr * warm * c.lr_decay**late
-
     def occupancy_density(self, x: torch.Tensor) -> torch.Tensor:
         """What the occupancy grid thresholds: the opacity of one marching step at x."""
         return self.model.density(x) * self.settings.step_size

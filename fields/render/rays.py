@@ -7,7 +7,7 @@ alpha) and draws batches of rays through them; radiance fields (`fields.nerf`) a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -82,14 +82,25 @@ class RayBatcher:
 
 
 class RayBatchState:
-    """What a ray-batch training task keeps besides its module and optimiser, for resume:
-    the adaptive batch size `n_rays`, the counts `rays_trained` / `samples_trained` and the
-    sampling `generator` (a mixin of `fields.nerf.NerfTask` and `fields.dynamic.DynamicTask`)."""
+    """What ray-batch training tasks share (a mixin of `fields.nerf.NerfTask` and
+    `fields.dynamic.DynamicTask`): the learning-rate schedule of their `config` (`lr`,
+    `warmup_steps`, `lr_decay_start`, `lr_decay`), and what they keep besides the module and
+    optimiser, for resume: the adaptive batch size `n_rays`, the counts `rays_trained` /
+    `samples_trained` and the sampling `generator`."""
 
+    config: Any
     n_rays: int
     rays_trained: int
     samples_trained: int
     generator: torch.Generator
+
+    def learning_rate(self, step: int, progress: float) -> float:
+        """Linear warm-up over `warmup_steps`, then from `lr_decay_start` of the budget an
+        exponential decay to `lr * lr_decay` at its end."""
+        c = self.config
+        warm = min(1.0, (step + 1) / max(c.warmup_steps, 1))
+        late = max(0.0, progress - c.lr_decay_start) / max(1.0 - c.lr_decay_start, 1e-9)
+        return c.lr * warm * c.lr_decay**late
 
     def state_dict(self) -> dict[str, object]:
         """The counters and the generator's state."""
