@@ -328,6 +328,117 @@ def bench_mlp(
     return rows
 
 
+@dataclass
+class BatchedBenchRow:
+    """One figure of `fields bench tiny-mlp`: one way of running many tiny networks (rows
+    grouped by network) against the fused batched kernels, timed in the same run."""
+
+    method: str  # "batched" (fused kernels) | "reference" (padded bmm) | "loop" (FusedMLP per net)
+    baseline: str
+    nets: int
+    width: int
+    depth: int
+    batch: int
+    mode: str  # "forward" | "train"
+    samples_per_s: float
+    speedup: float  # the baseline's time / this method's
+    gflops: float
+    ms: float
+    peak_fraction: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _batched_calls(fused: nn.Module, ref: nn.Module, one: FusedMLP, x: torch.Tensor,
+                   net: torch.Tensor, train: bool, loop: bool) -> dict[str, Callable[[], None]]:
+    """`bench_batched_mlp`'s calls: the batched module `fused` (its kernels), `ref` (its
+    reference) and, with `loop`, `one` fused MLP called network by network with each
+    network's weights of `fused`."""
+    from fields.nn.batched_mlp import group_rows
+
+    n_nets = fused.n_nets
+
+    def step(m: nn.Module) -> Callable[[], None]:
+        def fn() -> None:
+            with torch.set_grad_enabled(train):
+                y = m(x, net)
+                if train:
+                    m.zero_grad(set_to_none=True)
+                    y.sum().backward()
+        return fn
+
+    def looped() -> None:
+        order, offsets = group_rows(net, n_nets)
+        xs = x[order]
+        bounds = offsets.tolist()
+        for c in range(n_nets):
+            a, b = bounds[c], bounds[c + 1]
+            if a == b:
+                continue
+            for dst, src in zip([*one.weights, *one.biases], [*fused.weights, *fused.biases],
+                                strict=True):
+                dst.data = src.data[c]  # the network's weights, no copy
+            with torch.set_grad_enabled(train):
+                y = one(xs[a:b])
+                if train:
+                    y.sum().backward()
+
+    fns = {"batched": step(fused), "reference": step(ref)}
+    if loop:
+        fns["loop"] = looped
+    return fns
+
+
+def bench_batched_mlp(
+    nets: int = 4096,
+    width: int = 32,
+    depth: int = 2,
+    batches: Iterable[int] = (2**16, 2**18),
+    modes: Iterable[str] = ("forward", "train"),
+    n_in: int = 63,
+    n_out: int = 4,
+    loop: bool = True,
+    min_time: float = 1.0,
+    max_repeats: int = 20,
+    on_row: Callable[[BatchedBenchRow], None] | None = None,
+) -> list[BatchedBenchRow]:
+    """KiloNeRF's shape by default (16^3 networks, 63 inputs: a position with 10 frequency
+    bands): the fused batched kernels (`BatchedMLP`, backend "cpu") against its torch
+    reference (backend "torch") and, with `loop`, one fused `FusedMLP` call per network on
+    its rows (what a user would write without the batched kernels). Rows are uniformly random
+    over the networks; each call groups them (the sort is timed too)."""
+    from fields.nn.batched_mlp import BatchedMLP
+
+    if not _ext.available():
+        raise ValueError(f"bench_batched_mlp: {_ext.unavailable_reason()}")
+    peak = peak_gflops(kernel_isa_peak_name(_ext.cpu_isa()), torch.get_num_threads())
+    rows: list[BatchedBenchRow] = []
+    for batch in batches:
+        torch.manual_seed(0)
+        fused = BatchedMLP(nets, n_in, n_out, width, depth, backend="cpu")
+        ref = BatchedMLP(nets, n_in, n_out, width, depth, backend="torch")
+        ref.load_state_dict(fused.state_dict())
+        x = torch.rand(batch, n_in)
+        net = torch.randint(0, nets, (batch,))
+        one = FusedMLP(n_in, n_out, width, depth, bias=True, backend="cpu")
+        for mode in modes:
+            fns = _batched_calls(fused, ref, one, x, net, mode == "train", loop)
+            secs = time_interleaved(fns, torch.device("cpu"), min_time, max_repeats)
+            flops = mlp_flops(n_in, n_out, width, depth, batch, mode)
+            for name, sec in secs.items():
+                row = BatchedBenchRow(
+                    method=name, baseline="batched", nets=nets, width=width, depth=depth,
+                    batch=batch, mode=mode, samples_per_s=batch / sec,
+                    speedup=secs["batched"] / sec, gflops=flops / sec / 1e9, ms=sec * 1e3,
+                    peak_fraction=flops / sec / 1e9 / peak if peak else None,
+                )
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return rows
+
+
 ENCODING_MODES = ("forward", "forward+backward")
 
 

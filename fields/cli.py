@@ -250,6 +250,45 @@ def bench_march_cmd(
         raise error(e) from e
 
 
+@bench_app.command("tiny-mlp")
+def bench_tiny_mlp_cmd(
+    nets: Annotated[int, typer.Option(help="networks (KiloNeRF: 16^3)")] = 4096,
+    width: Annotated[int, typer.Option(help="neurons per hidden layer")] = 32,
+    depth: Annotated[int, typer.Option(help="hidden layers")] = 2,
+    batch: Annotated[list[int], typer.Option(help="rows per call")] = [2**16, 2**18],  # noqa: B006
+    n_in: Annotated[int, typer.Option(help="inputs per row")] = 63,
+    no_loop: Annotated[bool, typer.Option("--no-loop", help="skip the per-network loop")] = False,
+    threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
+    min_time: Annotated[float, typer.Option(help="seconds of timed calls per figure")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Many tiny MLPs (rows grouped by network): the fused batched kernels against their
+    torch reference and a loop of one fused MLP call per network."""
+    from fields.bench import BatchedBenchRow, bench_batched_mlp
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+    def cells(row: BatchedBenchRow) -> list[str]:
+        frac = f"{row.peak_fraction:.0%}" if row.peak_fraction is not None else "-"
+        return [row.method, row.mode, str(row.batch), f"{row.ms:.2f}",
+                f"{row.samples_per_s:.3g}", f"{row.gflops:.1f}", frac, f"{row.speedup:.2f}x"]
+
+    try:
+        report(
+            f"fields bench tiny-mlp ({nets} networks, {n_in} -> {width} x {depth} -> 4, "
+            f"{torch.get_num_threads()} threads)",
+            ["method", "mode", "rows", "ms", "rows/s", "GFLOP/s", "of peak", "vs batched"],
+            cells,
+            lambda on_row: bench_batched_mlp(nets, width, depth, batch, n_in=n_in,
+                                             loop=not no_loop, min_time=min_time,
+                                             on_row=on_row),
+            as_json,
+        )
+    except ValueError as e:
+        raise error(e) from e
+
+
 export_app = typer.Typer(help="Export a fitted field: meshes, point clouds, cameras.",
                          no_args_is_help=True)
 app.add_typer(export_app, name="export")

@@ -108,3 +108,17 @@ def test_bench_march_rows_agree():
     assert set(by) == {"torch", "cpu"}
     assert by["torch"].samples == by["cpu"].samples > 0  # same samples from both marchers
     assert by["torch"].speedup == 1.0 and by["cpu"].speedup > 0
+
+
+@pytest.mark.skipif(not _ext.available(), reason="fields._C not built")
+def test_cli_bench_tiny_mlp_rows():
+    result = CliRunner().invoke(
+        app, ["bench", "tiny-mlp", "--nets", "8", "--width", "16", "--depth", "1",
+              "--batch", "300", "--n-in", "5", "--min-time", "0.01", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert {(r["method"], r["mode"]) for r in rows} == {
+        (m, mode) for m in ("batched", "reference", "loop") for mode in ("forward", "train")}
+    for r in rows:
+        assert r["nets"] == 8 and r["batch"] == 300 and r["ms"] > 0
+        assert r["speedup"] == 1.0 if r["method"] == "batched" else r["speedup"] > 0

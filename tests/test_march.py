@@ -405,3 +405,32 @@ def test_contract_points_kernel_matches_contract(contraction):
         ext.contract_points_cpu(x.double(), aabb, 0)
     with pytest.raises(RuntimeError, match="contraction must be"):
         ext.contract_points_cpu(x, aabb, 2)
+
+
+def test_occupancy_update_is_the_ema_max_over_the_visited_cells():
+    """After warm-up: a visited cell's density is max(old * decay, the largest sigma drawn in
+    it), the others keep theirs (the visits are evaluated in memory order)."""
+    res = 8
+    grid = OccupancyGrid([-1.0] * 3 + [1.0] * 3, resolution=res, contraction="none")
+    gen = torch.Generator().manual_seed(3)
+    grid.density.copy_(torch.rand(grid.density.shape, generator=gen))
+    grid.occupied.copy_(grid.density > 0.5)
+    before = grid.density.clone().reshape(-1)
+    seen = []
+
+    def density_fn(p):
+        g = ((p + 1.0) / 2.0 * res).floor().long().clamp(0, res - 1)
+        cell = (g[:, 0] * res + g[:, 1]) * res + g[:, 2]
+        sigma = torch.rand(len(p), generator=gen)
+        seen.append((cell, sigma))
+        return sigma
+
+    grid.update(1000, density_fn, ema_decay=0.9, generator=gen)
+    cell = torch.cat([c for c, _ in seen])
+    sigma = torch.cat([s for _, s in seen])
+    assert len(cell) == res**3 // 2
+    assert bool((cell[1:] >= cell[:-1]).all())  # in memory order
+    want = before.clone()
+    for c in cell.unique().tolist():
+        want[c] = max(before[c] * 0.9, float(sigma[cell == c].max()))
+    torch.testing.assert_close(grid.density.reshape(-1), want)

@@ -358,3 +358,39 @@ def test_grid_decay_is_the_gradient_of_the_normalised_weight_decay():
     torch.testing.assert_close(got, enc.params.grad)
     add_grid_decay(slices, 0.1)  # added to the gradient already there
     torch.testing.assert_close(enc.params.grad, 2 * got)
+
+
+def _orbit_scene(resolution: int, angle_x: float, radius: float, half_width: float,
+                 unbounded: bool = False):
+    """A posed-image scene of 8 cameras on a circle looking at the box centre (images empty):
+    what `auto_finest_resolution` reads."""
+    from fields.data.dataset import SceneData, Split
+    from fields.render.cameras import Cameras, look_at
+
+    a = torch.linspace(0, 2 * math.pi, 9)[:8]
+    eye = torch.stack([radius * a.cos(), radius * a.sin(), torch.full_like(a, 1.0)], -1)
+    n = len(eye)
+    f = torch.full((n,), 0.5 * resolution / math.tan(0.5 * angle_x))
+    c = torch.full((n,), resolution / 2)
+    cams = Cameras(look_at(eye, torch.zeros(3)), f, f, c, c, resolution, resolution)
+    images = torch.zeros(1, 1, 1, 3).expand(n, resolution, resolution, 3)  # no memory
+    split = Split(images, cams, [str(i) for i in range(n)])
+    box = torch.tensor([[-half_width] * 3, [half_width] * 3])
+    return SceneData("orbit", {"train": split}, box, unbounded=unbounded)
+
+
+def test_auto_finest_resolution_is_two_cells_per_pixel_footprint():
+    from fields.nerf.model import auto_finest_resolution
+
+    angle = 0.6911112070083618  # NeRF-synthetic's camera_angle_x
+    # the built-in scene (128 px, radius 4, box [-1, 1]^3): 89 footprints across -> 128
+    assert auto_finest_resolution(_orbit_scene(128, angle, 4.0, 1.0)) == 128
+    # NeRF-synthetic (800 px, radius 4.03, box [-1.5, 1.5]^3): instant-ngp's 2048
+    assert auto_finest_resolution(_orbit_scene(800, angle, 4.03, 1.5)) == 2048
+    # an unbounded scene's box fills half the contracted cube: twice the cells
+    assert auto_finest_resolution(_orbit_scene(128, angle, 4.0, 1.0, unbounded=True)) == 256
+    # clamped to [64, 4096]
+    assert auto_finest_resolution(_orbit_scene(16, angle, 4.0, 1.0)) == 64
+    assert auto_finest_resolution(_orbit_scene(8000, angle, 4.0, 1.5)) == 4096
+    # the factor is the cells per footprint: 3 gives the old rule's 256 on the built-in scene
+    assert auto_finest_resolution(_orbit_scene(128, angle, 4.0, 1.0), factor=3.0) == 256

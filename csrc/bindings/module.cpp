@@ -1,6 +1,7 @@
 // The fields._C extension module: the only place that names the Python-visible functions.
 #include <torch/extension.h>
 
+#include "batched_mlp.h"
 #include "cpu_cache.h"
 #include "dt.h"
 #include "grid.h"
@@ -26,6 +27,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_output"), py::arg("x"), py::arg("weights"), py::arg("has_bias"),
         py::arg("saved"), py::arg("width"), py::arg("activation"),
         py::arg("output_activation"), py::arg("omega"), py::arg("need_dx"));
+  m.def("batched_mlp_cpu_forward", &fields::batched_mlp_cpu_forward,
+        "Batched MLP forward on the CPU (rows grouped by network)", py::arg("x"),
+        py::arg("offsets"), py::arg("weights"), py::arg("biases"), py::arg("width"),
+        py::arg("activation"), py::arg("output_activation"), py::arg("omega"), py::arg("save"));
+  m.def("batched_mlp_cpu_backward", &fields::batched_mlp_cpu_backward,
+        "Batched MLP backward on the CPU", py::arg("grad_output"), py::arg("x"),
+        py::arg("offsets"), py::arg("weights"), py::arg("has_bias"), py::arg("saved"),
+        py::arg("width"), py::arg("activation"), py::arg("output_activation"),
+        py::arg("omega"), py::arg("need_dx"));
   m.def("mlp_cpu_isa", &fields::mlp_cpu_isa,
         "Instruction set the CPU MLP kernels dispatch to on this machine");
   m.def("grid_cpu_forward", &fields::grid_cpu_forward, "Grid encoding forward on the CPU",

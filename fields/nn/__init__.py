@@ -7,6 +7,7 @@ The tiny-cuda-nn Python API names are here too (`Encoding`, `Network`,
 
 from fields.nn.activations import ACTIVATIONS, apply_activation, canonical_activation
 from fields.nn.backend import BACKENDS
+from fields.nn.batched_mlp import BatchedMLP
 from fields.nn.composite import Composite
 from fields.nn.config import from_config, to_config
 from fields.nn.encoding import (
@@ -30,6 +31,7 @@ from fields.nn.triplane import Triplane
 __all__ = [
     "ACTIVATIONS",
     "BACKENDS",
+    "BatchedMLP",
     "CoarseToFine",
     "Composite",
     "DenseGrid",
