@@ -26,8 +26,8 @@ from torch import nn
 
 from fields import _ext
 from fields.nn.activations import ACTIVATION_IDS, apply_activation, canonical_activation
-from fields.nn.backend import check_backend, cpu_kernels_reason, scope, select_backend, warn_once
-from fields.nn.mlp import CPU_MAX_WIDTH, FusedMLP
+from fields.nn.backend import check_backend, scope, select_backend, warn_once
+from fields.nn.mlp import FusedMLP, cpu_shape_unsupported
 from fields.nn.mlp_reference import MLPSpec
 
 __all__ = ["BatchedMLP", "batched_mlp_reference", "group_rows"]
@@ -228,16 +228,10 @@ class BatchedMLP(nn.Module):
                     dst[c].copy_(src)
 
     def _cpu_unsupported_static(self) -> str:
-        if cpu_kernels_reason():
-            return cpu_kernels_reason()
-        if not hasattr(_ext.extension(), "batched_mlp_cpu_forward"):
+        reason = cpu_shape_unsupported(self.spec)
+        if not reason and not hasattr(_ext.extension(), "batched_mlp_cpu_forward"):
             return "fields._C predates the batched MLP kernels (rebuild it: make setup)"
-        w = self.spec.width
-        if w % 16 != 0 or w > CPU_MAX_WIDTH:
-            return f"width {w} is not a multiple of 16 in [16, {CPU_MAX_WIDTH}]"
-        if self.spec.depth > 62:
-            return f"depth {self.spec.depth} exceeds 62"
-        return ""
+        return reason
 
     def _cpu_unsupported(self, x: torch.Tensor) -> str:
         reason = self._cpu_unsupported_static()

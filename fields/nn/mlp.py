@@ -152,6 +152,17 @@ class _CpuMLP(torch.autograd.Function):
         return (dx, None, None, *outs[1:])
 
 
+def cpu_shape_unsupported(spec: MLPSpec) -> str:
+    """Why the fused CPU kernels cannot run a network of this shape ('' when they can)."""
+    if cpu_kernels_reason():
+        return cpu_kernels_reason()
+    if spec.width % 16 != 0 or spec.width > CPU_MAX_WIDTH:
+        return f"width {spec.width} is not a multiple of 16 in [16, {CPU_MAX_WIDTH}]"
+    if spec.depth > 62:
+        return f"depth {spec.depth} exceeds 62"
+    return ""
+
+
 def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"FusedMLP: {name} must be an integer >= {minimum}, got {value!r}")
@@ -278,14 +289,7 @@ class FusedMLP(nn.Module):
 
     # -- backend selection --
     def _cpu_unsupported_static(self) -> str:
-        if cpu_kernels_reason():
-            return cpu_kernels_reason()
-        w = self.spec.width
-        if w % 16 != 0 or w > CPU_MAX_WIDTH:
-            return f"width {w} is not a multiple of 16 in [16, {CPU_MAX_WIDTH}]"
-        if self.spec.depth > 62:
-            return f"depth {self.spec.depth} exceeds 62"
-        return ""
+        return cpu_shape_unsupported(self.spec)
 
     @property
     def cuda_kernels(self) -> mlp_cuda.MLPKernels | None:
