@@ -77,7 +77,7 @@ def auto_finest_resolution(data: SceneData, factor: float = 2.0) -> int:
     pixel is the mean over its footprint; a ray samples its centre), which fits the training
     views and aliases in new ones. On the built-in scene the old factor, 3 (finest level 256),
     lost held-out PSNR as training went on (30.4 dB after a 5-minute fit); 128 ends at
-    31.7 dB and still rising (README, "CPU speed")."""
+    31.9-32.0 dB (three seeds) and still rising (README, Benchmarks)."""
     cams = data.train.cameras
     centre = data.aabb.mean(0)
     dist = (cams.c2w[:, :, 3] - centre).norm(dim=-1).median()
@@ -112,7 +112,8 @@ class NerfConfig:
     (Zip-NeRF's normalised weight decay: every level weighs alike, so coarse levels are held
     tighter; `add_grid_decay`; off by default: on the built-in scene with the finest level
     at 256, 0.1 raised 5-minute held-out PSNR by 0.45 dB and lowered SSIM by 0.005; the
-    grid sized by `auto_finest_resolution` now gains more on both, README); random background
+    coarser finest level of `auto_finest_resolution` since gained 1.4 dB and raised SSIM,
+    README); random background
     colours when the images have alpha; rays through random points of their pixels
     (`pixel_jitter`, off by default: rays through pixel centres fit anti-aliased images
     better when evaluated the same way); occupancy-grid updates every `occupancy_every` steps.

@@ -549,7 +549,8 @@ class OccupancyGrid(nn.Module):
 
         Cells visited: every cell while ``step < warmup_steps``; afterwards ``n_samples``
         cells (default ``R^3 / 2``): half uniformly at random among all cells, half at
-        random among the occupied ones (with repetition). ``density_fn`` gets a uniformly
+        random among the occupied ones (with repetition), evaluated in memory order (sorted:
+        the field's tables are then read in order). ``density_fn`` gets a uniformly
         random world point of each visited cell, ``(P, 3)`` float32 in chunks of at most
         `MAX_CHUNK` (2^18) points, under ``torch.no_grad``, and returns ``(P,)`` (or
         ``(P, 1)``) densities sigma (NaN read as 0). A visited cell's density becomes
