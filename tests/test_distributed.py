@@ -80,10 +80,12 @@ def test_image_fit_on_two_ranks_matches_one_process(tmp_path):
     args = ["fit", "image", "--steps", "20", "--eval-every", "0"]
     one = _fields([*args, "--output", str(tmp_path / "one")], 1)
     two = _fields([*args, "--output", str(tmp_path / "two")], 2)
-    # measured here: 1e-4 on the table, 3e-7 on the networks; allowed: a fifth of a
-    # learning-rate step (1e-2) on the table (see the module docstring)
+    # measured: 1e-4 on the table; on the networks 3e-7 on one machine of this kind and 7.5e-5
+    # on another (2026-12-05: the same code, other summation orders and kernels in torch);
+    # allowed: a fifth of a learning-rate step (1e-2) on the table, a twentieth on the
+    # networks (see the module docstring)
     _close(tmp_path / "one" / "checkpoint.pt", tmp_path / "two" / "checkpoint.pt",
-           {"encoding": 2e-3}, 1e-5)
+           {"encoding": 2e-3}, 5e-4)
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m1["steps"] == m2["steps"] == 20
