@@ -541,3 +541,16 @@ def test_sdf_view_sphere_traces_the_field(tmp_path):
     assert depth[16, 16].sum() > 0 and depth[0, 0].sum() == 0
     with pytest.raises(ValueError, match="mode"):
         view.render(cams, "rgb", never)
+
+
+def test_viewer_bench_summary_is_the_medians_over_the_drags():
+    from fields.viewer.bench import ViewerBenchRow, summarise_rows
+
+    rows = [ViewerBenchRow(i, fps, fps, size, 40.0, "512x288", 1.0, full)
+            for i, (fps, size, full) in enumerate(
+                [(12.0, "100x50", 0.5), (10.0, "200x100", 0.25), (14.0, "-", 1.0)])]
+    s = summarise_rows(rows)
+    assert s["full_fps"] == pytest.approx(2.0)  # 1 / median(0.5, 0.25, 1.0)
+    assert s["moving_fps"] == 12.0
+    # previews: 5000 x 12, 20000 x 10, none: the median is 60000 pixels per second
+    assert s["preview_pixels_per_s"] == pytest.approx(60000.0)

@@ -7,8 +7,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <string>
 
+#include "../kernels/march_cpu.h"
 #include "../kernels/mlp_cpu.h"
 
 namespace fields {
@@ -262,6 +265,292 @@ std::vector<at::Tensor> batched_mlp_cpu_backward(const at::Tensor& dy_in, const 
   std::vector<at::Tensor> result{need_dx ? dx : at::Tensor()};
   for (auto& t : dweights) result.push_back(t);
   for (auto& t : dbiases) result.push_back(t);
+  return result;
+}
+
+// -- KiloNeRF's field in one pass (inference) --
+
+namespace {
+
+constexpr int64_t kKiloChunk = 8 * mlp_cpu::kTileRows;  // rows of one network per pass
+
+// sin t and cos t for t in [0, pi] (as the local coordinates' first band has), in double
+// without libm: with u = t - pi/2, sin t = cos u and cos t = -sin u, by their Taylor series to
+// u^22 (the first omitted term is below 2.5e-16 for |u| <= pi/2), so that the double-angle
+// steps of the higher bands, which double the error each, stay far below float's rounding.
+inline void sincos_0_pi(double t, double* s, double* c) {
+  const double u = t - 1.5707963267948966;
+  const double u2 = u * u;
+  // (-1)^k / (2k+1)! and (-1)^k / (2k)!
+  static constexpr double kS[11] = {1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880,
+                                    -1.0 / 39916800, 1.0 / 6227020800.0,
+                                    -1.0 / 1307674368000.0, 1.0 / 355687428096000.0,
+                                    -1.0 / 121645100408832000.0,
+                                    1.0 / 51090942171709440000.0};
+  static constexpr double kC[12] = {1.0, -1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320,
+                                    -1.0 / 3628800, 1.0 / 479001600.0,
+                                    -1.0 / 87178291200.0, 1.0 / 20922789888000.0,
+                                    -1.0 / 6402373705728000.0, 1.0 / 2432902008176640000.0,
+                                    -1.0 / 1124000727777607680000.0};
+  double ps = kS[10], pc = kC[11];
+  for (int i = 9; i >= 0; --i) ps = ps * u2 + kS[i];
+  for (int i = 10; i >= 0; --i) pc = pc * u2 + kC[i];
+  *s = pc;        // sin t = cos u
+  *c = -u * ps;   // cos t = -sin u
+}
+
+Dims kilo_dims(const std::vector<at::Tensor>& weights, bool has_bias, int n_in, int width,
+               int out_act, const char* which) {
+  TORCH_CHECK(!weights.empty() && weights[0].dim() == 3, kWho, which,
+              " weights must have shape (nets, out, in)");
+  Dims d;
+  d.n_in = n_in;
+  d.n_out = static_cast<int>(weights.back().size(1));
+  d.width = width;
+  d.depth = static_cast<int>(weights.size()) - 1;
+  d.act = mlp_cpu::kReLU;
+  d.out_act = out_act;
+  d.bias = has_bias;
+  const std::string err = mlp_cpu::check_dims(d);
+  TORCH_CHECK(err.empty(), kWho, which, ": ", err);
+  return d;
+}
+
+// Both networks of every cell, checked: the density network (n_in = 6 frequencies -> ...
+// -> 1 + features) and the colour network (view dims + features -> ... -> 3, sigmoid).
+struct KiloNets {
+  Dims dd, cd;
+  int64_t nets = 0;
+  int features = 0, n_view = 0;
+  std::vector<at::Tensor> dw, db, cw, cb;
+  int64_t packed_size() const {
+    return static_cast<int64_t>(mlp_cpu::packed_forward_size(dd) +
+                                mlp_cpu::packed_forward_size(cd));
+  }
+  // Packs cell c's two networks into out (packed_size() floats).
+  void pack(int64_t c, float* out) const {
+    const auto wp = slice_pointers(dw, c);
+    const auto bp = slice_pointers(db, c);
+    mlp_cpu::pack_forward(dd, wp.data(), bp.empty() ? nullptr : bp.data(), out);
+    const auto cwp = slice_pointers(cw, c);
+    const auto cbp = slice_pointers(cb, c);
+    mlp_cpu::pack_forward(cd, cwp.data(), cbp.empty() ? nullptr : cbp.data(),
+                          out + mlp_cpu::packed_forward_size(dd));
+  }
+};
+
+void check_layers(const Dims& d, const std::vector<at::Tensor>& w,
+                  const std::vector<at::Tensor>& b, int64_t nets, const char* which) {
+  TORCH_CHECK(static_cast<int>(w.size()) == d.n_layers() &&
+                  (b.empty() || static_cast<int>(b.size()) == d.n_layers()),
+              kWho, which, ": expected ", d.n_layers(), " weights and 0 or as many biases");
+  for (int l = 0; l < d.n_layers(); ++l) {
+    check_f32(w[l], which);
+    TORCH_CHECK(w[l].dim() == 3 && w[l].size(0) == nets && w[l].size(1) == d.out_dim(l) &&
+                    w[l].size(2) == d.in_dim(l),
+                kWho, which, " weight ", l, " must be (", nets, ", ", d.out_dim(l), ", ",
+                d.in_dim(l), "), got ", w[l].sizes());
+    if (!b.empty()) {
+      check_f32(b[l], which);
+      TORCH_CHECK(b[l].dim() == 2 && b[l].size(0) == nets && b[l].size(1) == d.out_dim(l), kWho,
+                  which, " bias ", l, " must be (", nets, ", ", d.out_dim(l), "), got ",
+                  b[l].sizes());
+    }
+  }
+}
+
+KiloNets kilo_nets(int64_t cells, int64_t frequencies, const std::vector<at::Tensor>& dweights,
+                   const std::vector<at::Tensor>& dbiases,
+                   const std::vector<at::Tensor>& cweights,
+                   const std::vector<at::Tensor>& cbiases, int64_t width) {
+  TORCH_CHECK(cells >= 1 && cells <= 64, kWho, "cells must be in [1, 64], got ", cells);
+  TORCH_CHECK(frequencies >= 1 && frequencies <= 32, kWho, "frequencies must be in [1, 32]");
+  KiloNets k;
+  k.nets = cells * cells * cells;
+  k.dd = kilo_dims(dweights, !dbiases.empty(), static_cast<int>(6 * frequencies),
+                   static_cast<int>(width), mlp_cpu::kNone, "density network");
+  k.features = k.dd.n_out - 1;
+  TORCH_CHECK(!cweights.empty() && cweights[0].dim() == 3, kWho,
+              "colour weights must have shape (nets, out, in)");
+  k.n_view = static_cast<int>(cweights[0].size(2)) - k.features;
+  TORCH_CHECK(k.n_view >= 0, kWho, "the colour network's input is narrower than the features");
+  k.cd = kilo_dims(cweights, !cbiases.empty(), k.n_view + k.features, static_cast<int>(width),
+                   mlp_cpu::kSigmoid, "colour network");
+  for (const auto& t : dweights) k.dw.push_back(t.contiguous());
+  for (const auto& t : dbiases) k.db.push_back(t.contiguous());
+  for (const auto& t : cweights) k.cw.push_back(t.contiguous());
+  for (const auto& t : cbiases) k.cb.push_back(t.contiguous());
+  check_layers(k.dd, k.dw, k.db, k.nets, "density network");
+  check_layers(k.cd, k.cw, k.cb, k.nets, "colour network");
+  return k;
+}
+
+}  // namespace
+
+at::Tensor kilo_pack_cpu(int64_t cells, int64_t frequencies,
+                         const std::vector<at::Tensor>& dweights,
+                         const std::vector<at::Tensor>& dbiases,
+                         const std::vector<at::Tensor>& cweights,
+                         const std::vector<at::Tensor>& cbiases, int64_t width) {
+  const KiloNets k = kilo_nets(cells, frequencies, dweights, dbiases, cweights, cbiases, width);
+  at::Tensor packed = at::empty({k.nets, k.packed_size()}, k.dw[0].options());
+  float* p = packed.data_ptr<float>();
+  at::parallel_for(0, k.nets, 16, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) k.pack(c, p + c * k.packed_size());
+  });
+  return packed;
+}
+
+std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
+                                         const std::optional<at::Tensor>& view_opt,
+                                         const at::Tensor& aabb_in, int64_t cells,
+                                         int64_t frequencies,
+                                         const std::vector<at::Tensor>& dweights_in,
+                                         const std::vector<at::Tensor>& dbiases_in,
+                                         const std::vector<at::Tensor>& cweights_in,
+                                         const std::vector<at::Tensor>& cbiases_in,
+                                         int64_t width, double density_bias,
+                                         const std::optional<at::Tensor>& packed_opt) {
+  TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == 3, kWho, "x must be (n, 3), got ",
+              x_in.sizes());
+  check_f32(x_in, "x");
+  check_f32(aabb_in, "aabb");
+  TORCH_CHECK(aabb_in.numel() == 6, kWho, "aabb must hold 6 values");
+  const KiloNets k = kilo_nets(cells, frequencies, dweights_in, dbiases_in, cweights_in,
+                               cbiases_in, width);
+  const int64_t nets = k.nets;
+  const Dims& dd = k.dd;
+  const Dims& cd = k.cd;
+  const int n_in = dd.n_in;
+  const int features = k.features;
+  const int n_view = k.n_view;
+  const at::Tensor view_in = view_opt.has_value() ? *view_opt : at::Tensor();
+  const bool colour = view_in.defined();
+  if (colour) {
+    check_f32(view_in, "view");
+    TORCH_CHECK(view_in.dim() == 2 && view_in.size(0) == x_in.size(0) &&
+                    view_in.size(1) == n_view,
+                kWho, "view must be (n, ", n_view, ") for the n points, got ", view_in.sizes());
+  }
+  const float* cached = nullptr;
+  at::Tensor packed_all;
+  if (packed_opt.has_value()) {
+    packed_all = packed_opt->contiguous();
+    check_f32(packed_all, "packed");
+    TORCH_CHECK(packed_all.dim() == 2 && packed_all.size(0) == nets &&
+                    packed_all.size(1) == k.packed_size(),
+                kWho, "packed must be kilo_pack_cpu's (", nets, ", ", k.packed_size(),
+                "), got ", packed_all.sizes());
+    cached = packed_all.data_ptr<float>();
+  }
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor view = colour ? view_in.contiguous() : at::Tensor();
+  const at::Tensor aabb = aabb_in.contiguous();
+  float box[6];
+  std::copy(aabb.data_ptr<float>(), aabb.data_ptr<float>() + 6, box);
+  const int64_t n = x.size(0);
+
+  // the box coordinates (as contract_points_cpu), each point's cell and local coordinates
+  at::Tensor gc = at::empty({n, 3}, x.options());
+  at::Tensor inside = at::empty({n}, x.options().dtype(at::kBool));
+  std::vector<int32_t> cell(n);
+  float* gp = gc.data_ptr<float>();
+  bool* ip = inside.data_ptr<bool>();
+  const float fc = static_cast<float>(cells);
+  at::parallel_for(0, n, 8192, [&](int64_t b, int64_t e) {
+    march_cpu::contract_points(box, march_cpu::kNone, x.data_ptr<float>(), b, e, gp, ip);
+    for (int64_t i = b; i < e; ++i) {
+      int32_t c = 0;
+      for (int k = 0; k < 3; ++k) {
+        const float s = gp[3 * i + k] * fc;
+        const float f = std::min(std::max(std::floor(s), 0.0f), fc - 1.0f);
+        gp[3 * i + k] = s - f;  // now the local coordinate
+        c = c * static_cast<int32_t>(cells) + static_cast<int32_t>(f);
+      }
+      cell[i] = c;
+    }
+  });
+  // counting sort by cell
+  std::vector<int64_t> off(nets + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++off[cell[i] + 1];
+  for (int64_t c = 0; c < nets; ++c) off[c + 1] += off[c];
+  std::vector<int64_t> order(n), fill(off.begin(), off.end() - 1);
+  for (int64_t i = 0; i < n; ++i) order[fill[cell[i]]++] = i;
+
+  at::Tensor sigma = at::empty({n}, x.options());
+  at::Tensor rgb = colour ? at::empty({n, 3}, x.options()) : at::Tensor();
+  float* sp = sigma.data_ptr<float>();
+  float* rp = colour ? rgb.data_ptr<float>() : nullptr;
+  const float* vp = colour ? view.data_ptr<float>() : nullptr;
+  const int threads = at::get_num_threads();
+  const int64_t pkd = static_cast<int64_t>(mlp_cpu::packed_forward_size(dd));
+  const int64_t pk = k.packed_size();
+  const int64_t wsd = static_cast<int64_t>(mlp_cpu::forward_workspace_size(dd));
+  const int64_t wsc = static_cast<int64_t>(mlp_cpu::forward_workspace_size(cd));
+  const int64_t n_cin = n_view + features;
+  // per thread: packed weights, workspaces and the chunk's encoded inputs and outputs
+  const int64_t per_thread = mlp_cpu::round_up(
+      static_cast<int>((cached ? 0 : pk) + std::max(wsd, wsc) +
+                       kKiloChunk * (2 * n_in + dd.n_out + n_cin + 3 + 4)), 16);
+  std::vector<float> buffers(static_cast<size_t>(threads * per_thread));
+  const float pi = static_cast<float>(M_PI);
+  const float bias = static_cast<float>(density_bias);
+  if (n > 0) {
+    for_each_net(off, [&](int64_t c, int thread) {
+      float* base = buffers.data() + thread * per_thread;
+      const float* packed_d = cached ? cached + c * pk : base;
+      const float* packed_c = packed_d + pkd;
+      if (!cached) k.pack(c, base);
+      float* ws = base + (cached ? 0 : pk);
+      float* enc = ws + std::max(wsd, wsc);
+      float* h = enc + kKiloChunk * n_in;
+      float* cin = h + kKiloChunk * dd.n_out;
+      float* out = cin + kKiloChunk * n_cin;
+      float* soa = out + kKiloChunk * 3;
+      double* sn = reinterpret_cast<double*>(soa + kKiloChunk * n_in);
+      double* cs = sn + kKiloChunk;
+      for (int64_t start = off[c]; start < off[c + 1]; start += kKiloChunk) {
+        const int64_t m = std::min(kKiloChunk, off[c + 1] - start);
+        // the frequency encoding, (dim, band, sin/cos) per row: band by band over the rows
+        // (independent lanes the compiler vectorises), then transposed into the rows
+        for (int k = 0; k < 3; ++k) {
+          for (int64_t r = 0; r < m; ++r) sn[r] = gp[3 * order[start + r] + k] * pi;
+#pragma omp simd
+          for (int64_t r = 0; r < m; ++r) sincos_0_pi(sn[r], &sn[r], &cs[r]);
+          for (int f = 0; f < frequencies; ++f) {
+            float* ps = soa + (2 * (k * frequencies + f)) * kKiloChunk;
+            float* pc = ps + kKiloChunk;
+#pragma omp simd
+            for (int64_t r = 0; r < m; ++r) {
+              ps[r] = static_cast<float>(sn[r]);
+              pc[r] = static_cast<float>(cs[r]);
+              const double s2 = 2.0 * sn[r] * cs[r];
+              cs[r] = (cs[r] - sn[r]) * (cs[r] + sn[r]);
+              sn[r] = s2;
+            }
+          }
+        }
+        for (int64_t r = 0; r < m; ++r)
+          for (int j = 0; j < n_in; ++j) enc[r * n_in + j] = soa[j * kKiloChunk + r];
+        mlp_cpu::forward(dd, packed_d, enc, h, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
+        for (int64_t r = 0; r < m; ++r) {
+          const int64_t i = order[start + r];
+          sp[i] = ip[i] ? std::exp(h[r * dd.n_out] + bias) : 0.0f;
+        }
+        if (!colour) continue;
+        for (int64_t r = 0; r < m; ++r) {
+          float* ci = cin + r * n_cin;
+          std::copy(vp + order[start + r] * n_view, vp + (order[start + r] + 1) * n_view, ci);
+          std::copy(h + r * dd.n_out + 1, h + (r + 1) * dd.n_out, ci + n_view);
+        }
+        mlp_cpu::forward(cd, packed_c, cin, out, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
+        for (int64_t r = 0; r < m; ++r) std::copy(out + 3 * r, out + 3 * r + 3,
+                                                  rp + 3 * order[start + r]);
+      }
+    });
+  }
+  std::vector<at::Tensor> result{sigma};
+  if (colour) result.push_back(rgb);
   return result;
 }
 

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <vector>
 
 namespace fields {
@@ -29,5 +30,30 @@ std::vector<at::Tensor> batched_mlp_cpu_backward(const at::Tensor& dy, const at:
                                                  int64_t width, int64_t activation,
                                                  int64_t output_activation, double omega,
                                                  bool need_dx);
+
+// KiloNeRF's field at world points x (n, 3), no gradients: each point's cell of the cells^3
+// grid over aabb (6,), its local coordinates frequency-encoded (`frequencies` bands, sin/cos
+// per band, dimension-major), the cell's density network (ReLU, no output activation) ->
+// sigma = exp(out[0] + density_bias) inside the box, 0 outside; with view (n, dims) given,
+// the cell's colour network on [view, out[1:]] -> rgb (sigmoid). Returns {sigma (n,)} or
+// {sigma, rgb (n, 3)}. packed: kilo_pack_cpu's packing of these weights (or none: each cell's
+// networks are packed as they are used).
+std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x,
+                                         const std::optional<at::Tensor>& view,
+                                         const at::Tensor& aabb, int64_t cells,
+                                         int64_t frequencies,
+                                         const std::vector<at::Tensor>& density_weights,
+                                         const std::vector<at::Tensor>& density_biases,
+                                         const std::vector<at::Tensor>& colour_weights,
+                                         const std::vector<at::Tensor>& colour_biases,
+                                         int64_t width, double density_bias,
+                                         const std::optional<at::Tensor>& packed);
+
+// Every cell's two networks packed for kilo_forward_cpu: (cells^3, floats per cell).
+at::Tensor kilo_pack_cpu(int64_t cells, int64_t frequencies,
+                         const std::vector<at::Tensor>& density_weights,
+                         const std::vector<at::Tensor>& density_biases,
+                         const std::vector<at::Tensor>& colour_weights,
+                         const std::vector<at::Tensor>& colour_biases, int64_t width);
 
 }  // namespace fields

@@ -36,6 +36,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("offsets"), py::arg("weights"), py::arg("has_bias"), py::arg("saved"),
         py::arg("width"), py::arg("activation"), py::arg("output_activation"),
         py::arg("omega"), py::arg("need_dx"));
+  m.def("kilo_forward_cpu", &fields::kilo_forward_cpu,
+        "KiloNeRF's field (cells of tiny networks) at world points, inference", py::arg("x"),
+        py::arg("view"), py::arg("aabb"), py::arg("cells"), py::arg("frequencies"),
+        py::arg("density_weights"), py::arg("density_biases"), py::arg("colour_weights"),
+        py::arg("colour_biases"), py::arg("width"), py::arg("density_bias"),
+        py::arg("packed") = py::none());
+  m.def("kilo_pack_cpu", &fields::kilo_pack_cpu,
+        "Every cell's two KiloNeRF networks packed for kilo_forward_cpu", py::arg("cells"),
+        py::arg("frequencies"), py::arg("density_weights"), py::arg("density_biases"),
+        py::arg("colour_weights"), py::arg("colour_biases"), py::arg("width"));
   m.def("mlp_cpu_isa", &fields::mlp_cpu_isa,
         "Instruction set the CPU MLP kernels dispatch to on this machine");
   m.def("grid_cpu_forward", &fields::grid_cpu_forward, "Grid encoding forward on the CPU",

@@ -41,8 +41,10 @@ from fields.command import (
 
 
 def register(app: typer.Typer, fit_app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Adds `fields fit nerf`, `fields bench poses` and `fields bench nerf`."""
+    """Adds `fields fit nerf`, `fields distill`, `fields bench poses` and `fields bench
+    nerf`."""
     fit_app.command("nerf")(fit_nerf_cmd)
+    app.command("distill")(distill_cmd)
     bench_app.command("poses")(bench_poses_cmd)
     bench_app.command("nerf")(bench_nerf_cmd)
 
@@ -184,7 +186,9 @@ def fit_nerf_cmd(
     threads: ThreadsOpt = 0,
     overwrite: OverwriteOpt = False,
     checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
-    model: Annotated[str, typer.Option(help="ngp (hash grid) or vanilla (frequency)")] = "ngp",
+    model: Annotated[str, typer.Option(
+        help="ngp (hash grid), vanilla (frequency), planes (tri-planes) or kilo (16^3 cells of "
+             "tiny MLPs; bounded scenes)")] = "ngp",
     eval_every: Annotated[float, typer.Option(help="seconds between held-out evaluations")] = 60.0,
     downscale: Annotated[int | None, typer.Option(
         help="downscale images by this factor (default: automatic, see --max-size)")] = None,
@@ -356,3 +360,128 @@ def _metrics(task, state, final, name, wall_seconds) -> dict:
     if notes:
         metrics["notes"] = notes
     return metrics
+
+
+def distill_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="the teacher: a NeRF checkpoint.pt")],
+    into: Annotated[str, typer.Option(
+        help="the student's architecture: ngp (hash grid), vanilla (frequency MLP), planes "
+             "(tri-planes) or kilo (16^3 cells of tiny MLPs)")] = "kilo",
+    data: Annotated[str | None, typer.Option(
+        help="the images to fine-tune on (default: the teacher's, from its config.json)")
+    ] = None,
+    output: OutputOpt = None,
+    max_seconds: MaxSecondsOpt = 300.0,
+    steps: StepsOpt = 20_000,
+    seed: SeedOpt = DEFAULT_SEED,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = None,
+    threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
+    checkpoint_every: CheckpointEveryOpt = DEFAULT_CHECKPOINT_EVERY,
+    stage1: Annotated[float, typer.Option(
+        help="fraction of the budget matching the teacher's samples; the rest fine-tunes on "
+             "the images")] = 0.5,
+    baseline: Annotated[bool, typer.Option(
+        "--baseline/--no-baseline",
+        help="also fit the same student from scratch on the images for the same budget "
+             "(into scratch/) and report the three PSNRs")] = False,
+    video_frames: Annotated[int, typer.Option(help="frames of the orbit video (0: none)")] = 48,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Distil a fitted radiance field into another architecture (PVD's two stages: match the
+    teacher's density and colour on samples where the scene is, then fine-tune on the
+    images); writes the student's checkpoint.pt, metrics.json (student and teacher PSNR on
+    the same held-out views; with --baseline, the student fitted from scratch too),
+    renders/ and orbit.mp4."""
+    from fields.checkpoint import run_config
+    from fields.nerf import MODELS, LoadedNerf, NerfConfig, NerfTask
+    from fields.nerf.distill import DistillConfig, DistillTask
+    from fields.train import seed_everything
+
+    opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
+                      checkpoint_every)
+    set_threads(threads)
+    if into not in MODELS:
+        raise typer.BadParameter(f"expected one of {sorted(MODELS)}", param_hint="--into")
+    with guarded():
+        opts.check("nerf", "distill")
+        dev = check_device(device)
+        distill = DistillConfig(stage1=stage1)
+        teacher = LoadedNerf(checkpoint)
+        run = run_config(checkpoint)
+        source = data if data is not None else run.get("data")
+        downscale = int(run.get("downscale", 1) or 1) if data is None else 1
+        scene, name = load_posed_images(source, downscale,
+                                        int(run.get("scene_resolution", 128)))
+        overrides = parse_config(config, "NerfConfig")
+        cfg = NerfConfig.from_dict({**MODELS[into]().to_dict(), **overrides})
+        out = opts.folder(name, f"distill-{into}")
+        train_cfg = opts.train_config(eval_every=0.0)
+        seed_everything(seed)
+        task = DistillTask(scene, cfg, teacher, distill, seed=seed, device=dev)
+        write_run_config(out, "nerf", name, opts, task.config.to_dict(), data=source,
+                         model=into, downscale=downscale,
+                         scene_resolution=int(run.get("scene_resolution", 128)),
+                         device=device, teacher=str(checkpoint), distill=distill.to_dict())
+    say(f"distilling {checkpoint} into {into} on {name}: {len(scene.train)} training views; "
+        f"budget {steps} steps / {max_seconds:g} s ({stage1:.0%} matching the teacher, the "
+        f"rest on the images); output {out}")
+    scratch = None
+    if baseline:
+        seed_everything(seed)
+        scratch = NerfTask(scene, task.config, seed=seed, device=dev)
+        (out / "scratch").mkdir(exist_ok=True)
+        write_run_config(out / "scratch", "nerf", name, opts, task.config.to_dict(),
+                         data=source, model=into, downscale=downscale,
+                         scene_resolution=int(run.get("scene_resolution", 128)), device=device)
+    _distill_run(task, scratch, train_cfg, out, resume, scene, name, into, checkpoint,
+                 video_frames)
+
+
+def _distill_run(task, scratch, train_cfg, out, resume, scene, name, into, teacher_checkpoint,
+                 video_frames) -> None:
+    """Trains the student (and, with `baseline`, the scratch student), evaluates the three on
+    the held-out views and writes the outputs."""
+    import time
+
+    from fields.command import write_metrics
+    from fields.nerf import write_outputs
+    from fields.nerf.distill import teacher_psnr
+    from fields.train import train
+
+    split = scene.eval_split()
+    wall = time.perf_counter()
+    with guarded(out):
+        state = train(task, train_cfg, checkpoint=out / "checkpoint.pt", resume=resume,
+                      checkpoint_extra=task.checkpoint_extra(), log=say)
+        console.print("evaluating the student and the teacher on every held-out view...")
+        task.module.eval()
+        with torch.no_grad():
+            final = task.evaluate(final=True)
+        t_psnrs = teacher_psnr(task.teacher, split, scene.background)
+        metrics = _metrics(task, state, final, name, time.perf_counter() - wall)
+        metrics["teacher"] = {"checkpoint": str(teacher_checkpoint),
+                              "psnr": sum(t_psnrs) / len(t_psnrs), "psnr_per_view": t_psnrs}
+        metrics["student"] = into
+        metrics["stage1_steps"] = task.stage2_step if task.stage == 2 else state.step
+        if scratch is not None:
+            console.print(f"fitting the same {into} student from scratch for the same budget...")
+            s_out = out / "scratch"
+            s_state = train(scratch, train_cfg, checkpoint=s_out / "checkpoint.pt",
+                            checkpoint_extra=scratch.checkpoint_extra(), log=say)
+            scratch.module.eval()
+            with torch.no_grad():
+                s_final = scratch.evaluate(final=True)
+            metrics["scratch"] = {"psnr": s_final["psnr"], "ssim": s_final["ssim"],
+                                  "steps": s_state.step, "seconds": s_state.seconds,
+                                  "psnr_per_view": s_final["psnr_per_view"]}
+            write_metrics(s_out, s_state.step, s_state.seconds, s_state.seconds,
+                          {"psnr": s_final["psnr"], "ssim": s_final["ssim"]})
+        write_outputs(task, out, metrics, video_frames=video_frames)
+    line = (f"student ({into}) PSNR {metrics['psnr']:.2f} dB, teacher "
+            f"{metrics['teacher']['psnr']:.2f} dB")
+    if scratch is not None:
+        line += f", the {into} student from scratch {metrics['scratch']['psnr']:.2f} dB"
+    say(f"{line} over {len(split)} held-out views after {state.seconds:.0f} s of training. "
+        f"Wrote {out}/")

@@ -27,6 +27,7 @@ from torch import nn
 from fields import _ext, distributed
 from fields.config import dataclass_from_dict, require_positive
 from fields.data.dataset import SceneData, Split
+from fields.nerf.kilo import KiloField, KiloSpec
 from fields.nerf.poses import (
     ColourCorrection,
     PoseRefinement,
@@ -35,6 +36,7 @@ from fields.nerf.poses import (
     fit_colour,
     similarity_between,
 )
+from fields.nn.activations import trunc_exp
 from fields.nn.backend import scope
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
@@ -44,27 +46,6 @@ from fields.render.rays import RayBatcher, RayBatchState
 from fields.render.volrend import composite, offsets_from_indices, prune_in_rounds
 
 CONTRACTIONS = ("none", "mipnerf360")
-
-
-class _TruncExp(torch.autograd.Function):
-    """exp(x) whose gradient uses exp(min(x, 15)): instant-ngp's density activation, kept
-    from blowing up where the log-density grows large."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.exp(x)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return g * torch.exp(x.clamp(max=15.0))
-
-
-def trunc_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp(x) whose gradient uses exp(min(x, 15)), so that large densities do not explode
-    the backward pass (instant-ngp's density activation); any shape."""
-    return _TruncExp.apply(x)
 
 
 def auto_finest_resolution(data: SceneData, factor: float = 2.0) -> int:
@@ -117,6 +98,9 @@ class NerfConfig:
     colours when the images have alpha; rays through random points of their pixels
     (`pixel_jitter`, off by default: rays through pixel centres fit anti-aliased images
     better when evaluated the same way); occupancy-grid updates every `occupancy_every` steps.
+
+    `kilo` (a `fields.nerf.kilo.KiloSpec` as a dict) replaces the encoding and both networks
+    by KiloNeRF's grid of tiny networks (`KiloField`; `kilo_config()`).
 
     Real captures (`fields.nerf.poses`): `refine_poses` (off by default: structure from
     motion's poses are better than a short refinement leaves them) optimises an SE(3)
@@ -173,6 +157,7 @@ class NerfConfig:
     coarse_to_fine_levels: float = 2.0
     appearance: bool | None = None
     appearance_lr: float = 1e-3
+    kilo: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,6 +175,11 @@ class NerfConfig:
             raise ValueError("NerfConfig: coarse_to_fine must be two fractions of the budget "
                              f"0 <= start < end <= 1, got {list(cfg.coarse_to_fine)}")
         cfg.coarse_to_fine = c2f  # type: ignore[assignment]
+        if cfg.kilo is not None:
+            KiloSpec.from_dict(dict(cfg.kilo))
+            if cfg.refine_poses:
+                raise ValueError("NerfConfig: refine_poses needs a position encoding to reveal "
+                                 "coarse to fine; the kilo model has none")
         if cfg.coarse_to_fine_levels < 0:
             raise ValueError("NerfConfig: coarse_to_fine_levels must be >= 0, got "
                              f"{cfg.coarse_to_fine_levels}")
@@ -201,7 +191,7 @@ class NerfConfig:
         capture = is_capture(data)
         return replace(
             self,
-            encoding=self.encoding if self.encoding is not None
+            encoding=self.encoding if self.encoding is not None or self.kilo is not None
             else hash_grid_config(auto_finest_resolution(data)),
             appearance=capture if self.appearance is None else self.appearance,
         )
@@ -240,7 +230,32 @@ def vanilla_config() -> NerfConfig:
     )
 
 
-MODELS: dict[str, Callable[[], NerfConfig]] = {"ngp": NerfConfig, "vanilla": vanilla_config}
+def planes_config() -> NerfConfig:
+    """A tri-plane factorisation (K-Planes' static model, Fridovich-Keil et al. 2023): three
+    levels of axis-aligned feature planes (64, 128, 256), multiplied per level, instead of
+    the hash grid."""
+    return NerfConfig(
+        encoding={"otype": "Triplane", "resolution": 64, "n_features": 8, "n_levels": 3,
+                  "per_level_scale": 2.0, "reduce": "product"},
+    )
+
+
+def kilo_config() -> NerfConfig:
+    """KiloNeRF's model (Reiser et al. 2021): 16^3 cells, each with tiny networks of width 32
+    (`fields.nerf.kilo`); bounded scenes."""
+    return NerfConfig(kilo=asdict(KiloSpec()), lr=5e-3)
+
+
+MODELS: dict[str, Callable[[], NerfConfig]] = {
+    "ngp": NerfConfig, "vanilla": vanilla_config, "planes": planes_config, "kilo": kilo_config}
+
+
+def build_field(aabb: torch.Tensor, contraction: str, config: NerfConfig) -> nn.Module:
+    """The field a config describes: `KiloField` when `config.kilo` is set, else
+    `RadianceField`."""
+    if config.kilo is not None:
+        return KiloField(aabb, contraction, config)
+    return RadianceField(aabb, contraction, config)
 
 
 class RadianceField(nn.Module):
@@ -510,7 +525,7 @@ class NerfTask(RayBatchState):
         config = config.resolved(data)
         self.config = config
         self.contraction = "mipnerf360" if data.unbounded else "none"
-        self.model = RadianceField(data.aabb, self.contraction, config)
+        self.model = build_field(data.aabb, self.contraction, config)
         self.grid = OccupancyGrid(
             data.aabb.reshape(6), config.grid_resolution, self.contraction
         )
@@ -547,6 +562,7 @@ class NerfTask(RayBatchState):
         self.eval_views = eval_views
         self.eval_pixels = eval_pixels
         self.last_eval_images: list[dict[str, torch.Tensor]] = []
+        self.update_grid = True  # the occupancy grid follows the field (a student keeps its own)
         self.rays_trained = 0
         self.samples_trained = 0
 
@@ -558,7 +574,7 @@ class NerfTask(RayBatchState):
     def train_step(self, step: int, progress: float) -> dict[str, float]:
         c = self.config
         ranks = distributed.active()  # torchrun: each rank takes its share of the work
-        if step % c.occupancy_every == 0:
+        if self.update_grid and step % c.occupancy_every == 0:
             with scope("phase:grid update"):
                 self.grid.update(
                     step, self.occupancy_density, occ_thre=c.occupancy_threshold,
@@ -592,6 +608,7 @@ class NerfTask(RayBatchState):
                 rgb = self.colour(image, fg) + (1.0 - out["opacity"]) * bg \
                     - (1.0 - out["opacity"]) * self.colour.offset[image]
             mse = (rgb - target).square().mean()
+            extra = self.extra_loss()
         self.optimizer.zero_grad(set_to_none=True)
         n_samples = int(out["n_samples"])
         total = n_samples
@@ -600,7 +617,7 @@ class NerfTask(RayBatchState):
         if total > 0:
             if n_samples > 0:
                 with scope("phase:backward"):
-                    mse.backward()
+                    (mse if extra is None else mse + extra).backward()
             with scope("phase:optimiser"):
                 if self.decay_slices:
                     add_grid_decay(self.decay_slices, c.grid_weight_decay)
@@ -620,6 +637,11 @@ class NerfTask(RayBatchState):
             "samples": float(n_samples),
             "lr": lr,
         }
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term added to the photometric loss of each step (None here; a distillation
+        student's density matching, `fields.nerf.distill`)."""
+        return None
 
     # -- evaluation --
     def refined_cameras(self) -> torch.Tensor:
@@ -788,7 +810,7 @@ class LoadedNerf:
         self.config = NerfConfig.from_dict(info["config"])
         aabb = torch.tensor(info["aabb"])
         contraction = "mipnerf360" if info["unbounded"] else "none"
-        self.model = RadianceField(aabb, contraction, self.config)
+        self.model = build_field(aabb, contraction, self.config)
         self.grid = OccupancyGrid(aabb.reshape(6), self.config.grid_resolution, contraction)
         parts: dict[str, nn.Module] = {"field": self.model, "grid": self.grid}
         self.poses: PoseRefinement | None = None

@@ -89,3 +89,24 @@ def apply_activation(name: str, z: torch.Tensor, omega0: float = 30.0) -> torch.
     if name == "Finer":
         return torch.sin(omega0 * (z.abs() + 1.0) * z)
     raise ValueError(f"unknown activation {name!r}")
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp(x) whose gradient uses exp(min(x, 15)): instant-ngp's density activation, kept
+    from blowing up where the log-density grows large."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) whose gradient uses exp(min(x, 15)), so that large densities do not explode
+    the backward pass (instant-ngp's density activation); any shape."""
+    return _TruncExp.apply(x)

@@ -245,8 +245,11 @@ class BatchedMLP(nn.Module):
             return "the parameters are not float32 on the CPU"
         return ""
 
-    def forward(self, x: torch.Tensor, net: torch.Tensor) -> torch.Tensor:
-        """(N, n_out): row i of x (N, n_in) through network net[i]."""
+    def forward(self, x: torch.Tensor, net: torch.Tensor,
+                offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, n_out): row i of x (N, n_in) through network net[i]. `offsets`: given when the
+        rows are already grouped by network (net non-decreasing; `group_rows`' offsets, network
+        c's rows at offsets[c]:offsets[c + 1]): the rows are then used in place, unsorted."""
         if x.dim() != 2 or x.shape[1] != self.spec.n_in:
             raise ValueError(f"BatchedMLP: x must have shape (N, {self.spec.n_in}), got "
                              f"{tuple(x.shape)}")
@@ -259,6 +262,12 @@ class BatchedMLP(nn.Module):
         if backend == "torch":
             return batched_mlp_reference(x, net, list(self.weights), list(self.biases) or None,
                                          s.activation, s.output_activation, s.omega0)
+        if offsets is not None:
+            if offsets.shape != (self.n_nets + 1,) or offsets.dtype != torch.int64:
+                raise ValueError(f"BatchedMLP: offsets must be ({self.n_nets + 1},) int64, got "
+                                 f"{offsets.dtype} {tuple(offsets.shape)}")
+            return _CpuBatchedMLP.apply(x.contiguous(), net.long(), offsets, s, *self.weights,
+                                        *self.biases)
         order, offsets = group_rows(net.long(), self.n_nets)
         y_sorted = _CpuBatchedMLP.apply(x[order].contiguous(), net.long()[order], offsets, s,
                                         *self.weights, *self.biases)

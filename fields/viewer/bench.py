@@ -125,3 +125,21 @@ def bench_viewer(checkpoint: str, *, seconds: float = 5.0, drags: int = 3,
     finally:
         viewer.close()
     return rows
+
+
+def summarise_rows(rows: list[ViewerBenchRow]) -> dict[str, float]:
+    """Medians over the drags: ``full_fps`` (1 / the full frame's render + encode + send
+    time), ``moving_fps`` and ``preview_pixels_per_s`` (the preview's pixels x the moving FPS:
+    what the viewer renders per second while holding its FPS target)."""
+    def pixels(size: str) -> int:
+        if "x" not in size:
+            return 0
+        w, h = size.split("x")
+        return int(w) * int(h)
+
+    return {
+        "full_fps": 1.0 / max(statistics.median(r.full_frame_s for r in rows), 1e-9),
+        "moving_fps": statistics.median(r.moving_fps for r in rows),
+        "preview_pixels_per_s": statistics.median(pixels(r.preview_size) * r.moving_fps
+                                                  for r in rows),
+    }

@@ -71,9 +71,15 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         chromium: Annotated[str, typer.Option(help="chromium executable")] = "/usr/bin/chromium",
         threads: Annotated[int, typer.Option(help="torch threads (0: leave as is)")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="one JSON line per drag")] = False,
+        against: Annotated[str | None, typer.Option(
+            help="a second checkpoint measured the same way right after (e.g. the hash-grid "
+                 "model a kilo model was distilled from): the two side by side, with the "
+                 "ratios of their full-frame rates and preview pixel rates")] = None,
     ) -> None:
         """Frames per second while the camera moves and seconds to the full frame after it
-        stops, end to end: the viewer and headless chromium (Playwright drags the mouse)."""
+        stops, end to end: the viewer and headless chromium (Playwright drags the mouse).
+        While moving, the viewer sizes its previews to hold the FPS target, so the preview's
+        pixels per second, not the FPS, is what a faster field raises."""
         import json
         import os
 
@@ -86,24 +92,45 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if not os.path.exists(chromium):
             raise error(FileNotFoundError(f"{chromium}: no chromium (make setup installs "
                                           "Debian's chromium where apt is available)"))
-        try:
-            rows = bench_viewer(checkpoint, seconds=seconds, drags=drags,
-                                viewport=(width, height), max_resolution=max_resolution,
-                                target_fps=fps, chromium=chromium,
-                                on_row=(lambda r: print(json.dumps(r.as_dict()), flush=True))
-                                if as_json else None)
-        except (ValueError, OSError, RuntimeError) as e:
-            raise error(e) from e
-        if as_json:
-            return
-        table = Table(title=f"viewer, {checkpoint} ({width}x{height} page, "
-                            f"{torch.get_num_threads()} threads)")
-        for col in ("drag", "moving FPS", "camera msgs/s", "preview", "preview ms", "full",
-                    "full after stop s", "full frame s"):
-            table.add_column(col, justify="right")
-        for r in rows:
-            table.add_row(str(r.drag), f"{r.moving_fps:.1f}", f"{r.camera_updates_per_s:.1f}",
-                          r.preview_size,
-                          f"{r.preview_frame_ms:.0f}", r.full_size, f"{r.full_after_stop_s:.2f}",
-                          f"{r.full_frame_s:.2f}")
-        console.print(table)
+        from fields.viewer.bench import summarise_rows
+
+        summaries = {}
+        for path in [checkpoint] + ([against] if against else []):
+            try:
+                rows = bench_viewer(
+                    path, seconds=seconds, drags=drags, viewport=(width, height),
+                    max_resolution=max_resolution, target_fps=fps, chromium=chromium,
+                    on_row=(lambda r, p=path: print(json.dumps({"checkpoint": p,
+                                                                 **r.as_dict()}), flush=True))
+                    if as_json else None)
+            except (ValueError, OSError, RuntimeError) as e:
+                raise error(e) from e
+            summaries[path] = summarise_rows(rows)
+            if as_json:
+                continue
+            table = Table(title=f"viewer, {path} ({width}x{height} page, "
+                                f"{torch.get_num_threads()} threads)")
+            for col in ("drag", "moving FPS", "camera msgs/s", "preview", "preview ms", "full",
+                        "full after stop s", "full frame s"):
+                table.add_column(col, justify="right")
+            for r in rows:
+                table.add_row(str(r.drag), f"{r.moving_fps:.1f}",
+                              f"{r.camera_updates_per_s:.1f}", r.preview_size,
+                              f"{r.preview_frame_ms:.0f}", r.full_size,
+                              f"{r.full_after_stop_s:.2f}", f"{r.full_frame_s:.2f}")
+            console.print(table)
+        if against:
+            a, b = summaries[checkpoint], summaries[against]
+            line = {"checkpoint": checkpoint, "against": against, **{
+                f"{k}_ratio": round(a[k] / max(b[k], 1e-12), 3)
+                for k in ("full_fps", "preview_pixels_per_s")}, "medians": summaries}
+            if as_json:
+                print(json.dumps(line), flush=True)
+            else:
+                console.print(
+                    f"{checkpoint} against {against} (medians over the drags): full frames "
+                    f"{a['full_fps']:.2f} vs {b['full_fps']:.2f} per s "
+                    f"({line['full_fps_ratio']:.2f}x); preview pixels "
+                    f"{a['preview_pixels_per_s'] / 1e3:.0f}k vs "
+                    f"{b['preview_pixels_per_s'] / 1e3:.0f}k per s "
+                    f"({line['preview_pixels_per_s_ratio']:.2f}x)", highlight=False)
