@@ -237,3 +237,20 @@ def test_cli_distill_writes_a_student_that_loads(tiny_scene_dir, tiny_nerf, tmp_
     res = runner.invoke(app, ["distill", str(tmp_path / "none.pt"), "--into", "kilo",
                               "--output", str(tmp_path / "x")])
     assert res.exit_code == 2 and "none.pt" in res.output
+
+
+def test_cli_distill_resumes_in_its_stage(tiny_scene_dir, tiny_nerf, tmp_path):
+    runner = CliRunner()
+    cfg = json.dumps({"kilo": {"cells": 4}, "grid_resolution": 32, "render_steps": 128,
+                      "target_samples": 2**13, "initial_rays": 512})
+    common = ["distill", str(tiny_nerf), "--into", "kilo", "--data", str(tiny_scene_dir),
+              "--config", cfg, "--video-frames", "0"]
+    res = runner.invoke(app, [*common, "--output", str(tmp_path / "a"), "--steps", "12"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["stage1_steps"] == 6
+    res = runner.invoke(app, [*common, "--output", str(tmp_path / "b"), "--steps", "16",
+                              "--resume", str(tmp_path / "a" / "checkpoint.pt")])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    # the second stage began at step 6 in the first run, and the resumed run knows it
+    assert metrics["steps"] == 16 and metrics["stage1_steps"] == 6

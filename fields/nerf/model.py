@@ -562,7 +562,8 @@ class NerfTask(RayBatchState):
         self.eval_views = eval_views
         self.eval_pixels = eval_pixels
         self.last_eval_images: list[dict[str, torch.Tensor]] = []
-        self.update_grid = True  # the occupancy grid follows the field (a student keeps its own)
+        # False: the occupancy grid stays as it is (a distilled student keeps its teacher's)
+        self.update_grid = True
         self.rays_trained = 0
         self.samples_trained = 0
 
