@@ -7,7 +7,9 @@ PIP := $(PY) -m pip
 # torch: reuse one that the system Python already has (e.g. a CUDA build on a GPU machine);
 # otherwise install the pinned CPU build (never an unpinned torch: that pulls a CUDA build).
 TORCH_PIN ?= torch==2.13.0
-SYSTEM_HAS_TORCH := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo 1)
+# (a python3 that is itself a virtual environment does not count: a venv made from it with
+# --system-site-packages would see its base interpreter's packages, not that torch)
+SYSTEM_HAS_TORCH := $(shell python3 -c "import sys, torch; sys.exit(sys.prefix != sys.base_prefix)" >/dev/null 2>&1 && echo 1)
 STAMP := $(VENV)/.fields-setup
 SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu) setup.py pyproject.toml
 
