@@ -75,7 +75,8 @@ assert e.available(), e.unavailable_reason()
 assert e.has_cuda_kernels(), "fields._C was built without its CUDA kernels"
 ext = e.extension()
 missing = [f for f in ("mlp_cuda_forward", "mlp_cuda_backward", "mlp_cuda_double_backward",
-                       "grid_cuda_forward", "mlp_cpu_forward") if not hasattr(ext, f)]
+                       "grid_cuda_forward", "mlp_cpu_forward", "batched_mlp_cuda_forward",
+                       "batched_mlp_cuda_backward") if not hasattr(ext, f)]
 assert not missing, f"fields._C lacks {missing}"
 assert not torch.cuda.is_available(), "a GPU is visible: this check is for machines without one"
 net = FusedMLP(8, 4, 32, 2)

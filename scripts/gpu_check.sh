@@ -44,7 +44,7 @@ echo "build: $(( $(date +%s) - start )) s (prebuilt objects: ${FIELDS_CUDA_PREBU
 $PY -c "import fields._ext as e; assert e.has_cuda_kernels(), 'no CUDA kernels'" || exit 1
 
 timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -p no:dash tests/test_mlp_cuda.py \
-  tests/test_grid_cuda.py tests/test_march_cuda.py tests/test_nerf.py 2>&1 | tee "$OUT/tests.log" | tail -25
+  tests/test_grid_cuda.py tests/test_march_cuda.py tests/test_batched_mlp_cuda.py tests/test_nerf.py 2>&1 | tee "$OUT/tests.log" | tail -25
 
 timeout ${BENCH_TIMEOUT:-240} $PY -m fields.cli bench mlp --device cuda --widths 64 --widths 128 --depth 2 \
   --depth 4 --batches 262144 --batches 1048576 --batches 4194304 --min-time 0.3 --json \

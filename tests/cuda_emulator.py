@@ -24,7 +24,8 @@ from fields.nn.mlp_cuda import NEEDS_PREACTIVATION
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 SOURCES = [CSRC / "emulator" / "warp_emulator.cpp", CSRC / "emulator" / "mlp_emulated.cpp",
-           CSRC / "emulator" / "grid_emulated.cpp", CSRC / "emulator" / "march_emulated.cpp"]
+           CSRC / "emulator" / "grid_emulated.cpp", CSRC / "emulator" / "march_emulated.cpp",
+           CSRC / "emulator" / "batched_mlp_emulated.cpp"]
 # every kernel source and header: a change to any of them rebuilds the emulated library
 DEPENDS = [*SOURCES, CSRC / "emulator" / "warp_emulator.h",
            *sorted((CSRC / "kernels").glob("*_cuda*")), CSRC / "kernels" / "warp_ops.cuh",
@@ -121,6 +122,10 @@ def library() -> ctypes.CDLL:
                                      p, p, p, p, i32]
     dll.fields_emu_grid.argtypes = [i32, i32, i32, i32, i32, p, p, i32, p, i64, p, p, i32, p, i32,
                                     p, p, p, i32]
+    dll.fields_emu_batched_mlp.argtypes = [i32, p, f32, i64, p, p, p, p, i64, p, p, p, p, p, p,
+                                           p, i32]
+    dll.fields_emu_batched_mlp_saved_size.argtypes = [p, i64]
+    dll.fields_emu_batched_mlp_saved_size.restype = i64
     return dll
 
 
@@ -288,3 +293,53 @@ class EmulatedMarchKernels:
                                               _ptr(t_starts), _ptr(t_ends), err, 512),
                    err, "march (fill)")
         return [ray_indices, t_starts, t_ends, offsets]
+
+
+class EmulatedBatchedKernels:
+    """`fields.nn.batched_mlp_cuda.BatchedKernels` on the emulator: CPU tensors in and out."""
+
+    host_memory = True  # BatchedMLP: these kernels take CPU tensors
+
+    @staticmethod
+    def _pointers(tensors):
+        return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
+
+    @staticmethod
+    def _dims(x_cols, weights, has_bias, width, act, out_act):
+        return [x_cols, weights[-1].shape[1], width, len(weights) - 1, act, out_act,
+                int(has_bias)]
+
+    def batched_mlp_cuda_forward(self, x, offsets, weights, biases, width, activation,
+                                 output_activation, omega, save, stream=0):
+        assert x.is_contiguous() and x.dtype == torch.float32
+        weights = [w.detach().contiguous() for w in weights]
+        biases = [b.detach().contiguous() for b in biases]
+        dims = self._dims(x.shape[1], weights, bool(biases), width, activation,
+                          output_activation)
+        rows = x.shape[0]
+        y = torch.empty(rows, dims[1])
+        z = (torch.empty(library().fields_emu_batched_mlp_saved_size(_dims(dims), rows))
+             if save else torch.empty(0))
+        err = ctypes.create_string_buffer(512)
+        rc = library().fields_emu_batched_mlp(
+            0, _dims(dims), omega, weights[0].shape[0], self._pointers(weights),
+            self._pointers(biases), _ptr(x), _ptr(offsets), rows, _ptr(y), _ptr(z), None,
+            None, None, None, err, 512)
+        _check(rc, err, "batched forward")
+        return [y, z] if save else [y]
+
+    def batched_mlp_cuda_backward(self, dy, x, offsets, weights, has_bias, z, width,
+                                  activation, output_activation, omega, need_dx, stream=0):
+        weights = [w.detach().contiguous() for w in weights]
+        dims = self._dims(x.shape[1], weights, has_bias, width, activation, output_activation)
+        rows = x.shape[0]
+        dx = torch.empty(rows, dims[0]) if need_dx else torch.empty(0)
+        gw = [torch.zeros_like(w) for w in weights]
+        gb = [torch.zeros(w.shape[0], w.shape[1]) for w in weights] if has_bias else []
+        err = ctypes.create_string_buffer(512)
+        rc = library().fields_emu_batched_mlp(
+            1, _dims(dims), omega, weights[0].shape[0], self._pointers(weights), None, _ptr(x),
+            _ptr(offsets), rows, None, _ptr(z), _ptr(dy.contiguous()), _ptr(dx),
+            self._pointers(gw), self._pointers(gb), err, 512)
+        _check(rc, err, "batched backward")
+        return [dx, *gw, *gb]

@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 
 #include "batched_mlp.h"
+#include "batched_mlp_cuda.h"
 #include "cpu_cache.h"
 #include "dt.h"
 #include "grid.h"
@@ -134,6 +135,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("directions"), py::arg("t_min"), py::arg("t_max"), py::arg("occupancy"),
         py::arg("aabb"), py::arg("contraction"), py::arg("step_size"), py::arg("cone_angle"),
         py::arg("max_step"), py::arg("stream"));
+  m.def("batched_mlp_cuda_forward", &fields::batched_mlp_cuda_forward,
+        "Batched MLP forward on CUDA (fp32; rows grouped by network)", py::arg("x"),
+        py::arg("offsets"), py::arg("weights"), py::arg("biases"), py::arg("width"),
+        py::arg("activation"), py::arg("output_activation"), py::arg("omega"), py::arg("save"),
+        py::arg("stream"));
+  m.def("batched_mlp_cuda_backward", &fields::batched_mlp_cuda_backward,
+        "Batched MLP backward on CUDA: dx and the per-network weight gradients", py::arg("dy"),
+        py::arg("x"), py::arg("offsets"), py::arg("weights"), py::arg("has_bias"), py::arg("z"),
+        py::arg("width"), py::arg("activation"), py::arg("output_activation"),
+        py::arg("omega"), py::arg("need_dx"), py::arg("stream"));
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;

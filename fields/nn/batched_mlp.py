@@ -9,7 +9,10 @@ Backends (`fields.nn.backend`):
 - ``"cpu"``: the fused C++ kernels of `FusedMLP` run network by network on the rows of each
   (`csrc/bindings/batched_mlp.cpp`): float32, widths a multiple of 16, first derivatives (a
   second derivative differentiates the reference, with a warning the first time).
-- ``"auto"``: ``"cpu"`` where it can run the call, else the reference.
+- ``"cuda"``: the CUDA kernels (`fields.nn.batched_mlp_cuda`, `csrc/kernels/batched_mlp_cuda.cu`):
+  float32, one row per thread, widths up to 64, first derivatives.
+- ``"auto"``: ``"cuda"`` for CUDA inputs where the kernels can run the call, ``"cpu"`` where
+  the C++ kernels can, else the reference.
 
 Parameters: ``weights[l]`` of shape ``(n_nets, out_dim, in_dim)`` and, with ``bias=True``,
 ``biases[l]`` of shape ``(n_nets, out_dim)``: network ``c`` is ``FusedMLP`` with
@@ -25,8 +28,10 @@ import torch
 from torch import nn
 
 from fields import _ext
+from fields.nn import batched_mlp_cuda
 from fields.nn.activations import ACTIVATION_IDS, apply_activation, canonical_activation
-from fields.nn.backend import check_backend, scope, select_backend, warn_once
+from fields.nn.backend import NO_CUDA_KERNELS, check_backend, scope, select_backend, warn_once
+from fields.nn.backend import stream as _stream
 from fields.nn.mlp import FusedMLP, cpu_shape_unsupported
 from fields.nn.mlp_reference import MLPSpec
 
@@ -94,21 +99,18 @@ def batched_mlp_reference(
     return y_sorted.new_empty(y_sorted.shape).index_put((order,), y_sorted)
 
 
-class _CpuBatchedMLP(torch.autograd.Function):
-    """Fused CPU forward/backward on rows sorted by network; double backward goes through the
-    reference."""
+class _KernelBatchedMLP(torch.autograd.Function):
+    """Fused forward/backward on rows grouped by network, through `calls` (`_CpuCalls` or
+    `_CudaCalls`); a double backward goes through the reference."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, net: torch.Tensor, offsets: torch.Tensor, spec: MLPSpec,
-                *params: torch.Tensor) -> torch.Tensor:
+                calls: _CpuCalls, *params: torch.Tensor) -> torch.Tensor:
         n = spec.n_layers
         save = any(ctx.needs_input_grad)
         with scope("kernel:batched mlp forward"):
-            outs = _ext.extension().batched_mlp_cpu_forward(
-                x, offsets, list(params[:n]), list(params[n:]), spec.width,
-                ACTIVATION_IDS[spec.activation], ACTIVATION_IDS[spec.output_activation],
-                spec.omega0, save)
-        ctx.spec = spec
+            outs = calls.forward(x, offsets, list(params[:n]), list(params[n:]), spec, save)
+        ctx.spec, ctx.calls = spec, calls
         ctx.n_params = len(params)
         if save:
             ctx.save_for_backward(x, net, offsets, *params, *outs[1:])
@@ -125,25 +127,70 @@ class _CpuBatchedMLP(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():
             warn_once(
-                "cpu-batched-double-backward",
-                "BatchedMLP(backend='cpu'): a higher-order derivative was requested; the fused "
-                "CPU kernels compute first derivatives only, so this backward runs through "
-                "the torch reference (correct, slower).",
+                f"{ctx.calls.name}-batched-double-backward",
+                f"BatchedMLP(backend='{ctx.calls.name}'): a higher-order derivative was "
+                "requested; the fused kernels compute first derivatives only, so this backward "
+                "runs through the torch reference (correct, slower).",
             )
-            inputs = [t for t, need in zip((x, *params), (needs[0], *needs[4:]), strict=False)
+            inputs = [t for t, need in zip((x, *params), (needs[0], *needs[5:]), strict=False)
                       if need]
             y = batched_mlp_reference(x, net, weights, biases or None, spec.activation,
                                       spec.output_activation, spec.omega0)
             grads = iter(torch.autograd.grad(y, inputs, grad_out, create_graph=True))
             dx = next(grads) if needs[0] else None
-            return (dx, None, None, None, *[next(grads) if nd else None for nd in needs[4:]])
+            return (dx, None, None, None, None,
+                    *[next(grads) if nd else None for nd in needs[5:]])
         with scope("kernel:batched mlp backward"):
-            outs = _ext.extension().batched_mlp_cpu_backward(
-                grad_out.contiguous(), x, offsets, list(weights), bool(biases), list(saved),
-                spec.width, ACTIVATION_IDS[spec.activation],
-                ACTIVATION_IDS[spec.output_activation], spec.omega0, bool(needs[0]))
+            outs = ctx.calls.backward(grad_out.contiguous(), x, offsets, list(weights),
+                                      bool(biases), list(saved), spec, bool(needs[0]))
         dx = outs[0] if needs[0] else None
-        return (dx, None, None, None, *outs[1:])
+        return (dx, None, None, None, None, *outs[1:])
+
+
+class _CpuCalls:
+    """The C++ kernels (`fields._C`, csrc/bindings/batched_mlp.cpp)."""
+
+    name = "cpu"
+
+    @staticmethod
+    def forward(x: torch.Tensor, offsets: torch.Tensor, weights: list[torch.Tensor],
+                biases: list[torch.Tensor], spec: MLPSpec, save: bool) -> list[torch.Tensor]:
+        return _ext.extension().batched_mlp_cpu_forward(
+            x, offsets, weights, biases, spec.width, ACTIVATION_IDS[spec.activation],
+            ACTIVATION_IDS[spec.output_activation], spec.omega0, save)
+
+    @staticmethod
+    def backward(dy: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor,
+                 weights: list[torch.Tensor], has_bias: bool, saved: list[torch.Tensor],
+                 spec: MLPSpec, need_dx: bool) -> list[torch.Tensor]:
+        return _ext.extension().batched_mlp_cpu_backward(
+            dy, x, offsets, weights, has_bias, saved, spec.width,
+            ACTIVATION_IDS[spec.activation], ACTIVATION_IDS[spec.output_activation],
+            spec.omega0, need_dx)
+
+
+class _CudaCalls:
+    """The CUDA kernels (`fields.nn.batched_mlp_cuda.BatchedKernels`: `fields._C`, or the
+    emulator in the tests)."""
+
+    name = "cuda"
+
+    def __init__(self, kernels: batched_mlp_cuda.BatchedKernels) -> None:
+        self.kernels = kernels
+
+    def forward(self, x: torch.Tensor, offsets: torch.Tensor, weights: list[torch.Tensor],
+                biases: list[torch.Tensor], spec: MLPSpec, save: bool) -> list[torch.Tensor]:
+        return self.kernels.batched_mlp_cuda_forward(
+            x, offsets, weights, biases, spec.width, ACTIVATION_IDS[spec.activation],
+            ACTIVATION_IDS[spec.output_activation], spec.omega0, save, _stream(x))
+
+    def backward(self, dy: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor,
+                 weights: list[torch.Tensor], has_bias: bool, saved: list[torch.Tensor],
+                 spec: MLPSpec, need_dx: bool) -> list[torch.Tensor]:
+        return self.kernels.batched_mlp_cuda_backward(
+            dy, x, offsets, weights, has_bias, saved[0], spec.width,
+            ACTIVATION_IDS[spec.activation], ACTIVATION_IDS[spec.output_activation],
+            spec.omega0, need_dx, _stream(x))
 
 
 class BatchedMLP(nn.Module):
@@ -153,7 +200,7 @@ class BatchedMLP(nn.Module):
         n_nets: number of networks.
         n_in, n_out, width, depth, activation, output_activation, bias, omega0: each
             network's shape, as `FusedMLP`'s (and its initialisation, network by network).
-        backend: "auto", "torch" or "cpu".
+        backend: "auto", "torch", "cpu" or "cuda".
         dtype, device: of the parameters.
 
     Input x (N, n_in) and net (N,) integer network indices; output (N, n_out).
@@ -180,9 +227,6 @@ class BatchedMLP(nn.Module):
                             (width, "width"), (depth, "depth")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BatchedMLP: {name} must be an integer >= 1, got {value!r}")
-        if backend == "cuda":
-            raise ValueError("BatchedMLP: backend='cuda' has no kernels yet; use 'auto', "
-                             "'torch' or 'cpu'")
         check_backend("BatchedMLP", backend)
         if not (isinstance(omega0, (int, float)) and math.isfinite(omega0) and omega0 > 0):
             raise ValueError(f"BatchedMLP: omega0 must be a positive number, got {omega0!r}")
@@ -195,6 +239,13 @@ class BatchedMLP(nn.Module):
         )
         self.backend = backend
         self.last_backend: str | None = None
+        # the CUDA kernels to use instead of fields._C's (the tests' emulator)
+        self.kernels_override: batched_mlp_cuda.BatchedKernels | None = None
+        if backend == "cuda":
+            why = (NO_CUDA_KERNELS if batched_mlp_cuda.cuda_kernels() is None
+                   else batched_mlp_cuda.unsupported(self.spec))
+            if why:
+                raise ValueError(f"BatchedMLP: backend='cuda' is unavailable: {why}")
         if backend == "cpu" and self._cpu_unsupported_static():
             raise ValueError("BatchedMLP: backend='cpu' cannot run this network: "
                              f"{self._cpu_unsupported_static()}")
@@ -245,6 +296,18 @@ class BatchedMLP(nn.Module):
             return "the parameters are not float32 on the CPU"
         return ""
 
+    def _cuda_unsupported(self, x: torch.Tensor) -> str:
+        kernels = self.kernels_override or batched_mlp_cuda.cuda_kernels()
+        if kernels is None:
+            return NO_CUDA_KERNELS
+        if x.device.type != "cuda" and not getattr(kernels, "host_memory", False):
+            return f"the input is on {x.device}"
+        if x.dtype != torch.float32:
+            return f"the input is {x.dtype}, not float32"
+        if any(p.dtype != torch.float32 or p.device != x.device for p in self.parameters()):
+            return f"the parameters are not float32 on {x.device}"
+        return batched_mlp_cuda.unsupported(self.spec)
+
     def forward(self, x: torch.Tensor, net: torch.Tensor,
                 offsets: torch.Tensor | None = None) -> torch.Tensor:
         """(N, n_out): row i of x (N, n_in) through network net[i]. `offsets`: given when the
@@ -256,19 +319,21 @@ class BatchedMLP(nn.Module):
         check_net_index("BatchedMLP", net, x.shape[0], self.n_nets)
         backend = select_backend("BatchedMLP", self.backend, x,
                                  lambda: self._cpu_unsupported(x),
-                                 lambda auto: "no CUDA kernels for the batched MLP yet")
+                                 lambda auto: self._cuda_unsupported(x))
         self.last_backend = backend
         s = self.spec
         if backend == "torch":
             return batched_mlp_reference(x, net, list(self.weights), list(self.biases) or None,
                                          s.activation, s.output_activation, s.omega0)
+        calls = (_CpuCalls() if backend == "cpu" else
+                 _CudaCalls(self.kernels_override or batched_mlp_cuda.cuda_kernels()))
         if offsets is not None:
             if offsets.shape != (self.n_nets + 1,) or offsets.dtype != torch.int64:
                 raise ValueError(f"BatchedMLP: offsets must be ({self.n_nets + 1},) int64, got "
                                  f"{offsets.dtype} {tuple(offsets.shape)}")
-            return _CpuBatchedMLP.apply(x.contiguous(), net.long(), offsets, s, *self.weights,
-                                        *self.biases)
+            return _KernelBatchedMLP.apply(x.contiguous(), net.long(), offsets, s, calls,
+                                           *self.weights, *self.biases)
         order, offsets = group_rows(net.long(), self.n_nets)
-        y_sorted = _CpuBatchedMLP.apply(x[order].contiguous(), net.long()[order], offsets, s,
-                                        *self.weights, *self.biases)
+        y_sorted = _KernelBatchedMLP.apply(x[order].contiguous(), net.long()[order], offsets, s,
+                                           calls, *self.weights, *self.biases)
         return y_sorted.new_empty(y_sorted.shape).index_put((order,), y_sorted)
