@@ -405,16 +405,17 @@ def auto_downscale(data: str | None, downscale: int | None, max_size: int) -> in
     return d
 
 
-def load_posed_images(data: str | None, downscale: int = 1, scene_resolution: int = 128) -> Any:
+def load_posed_images(data: str | None, downscale: int = 1, scene_resolution: int = 128,
+                      scene: str = "tabletop") -> Any:
     """`(SceneData, name)`: posed images from a folder in any supported format, or the
-    built-in procedural scene (rendered once with a progress bar, then cached)."""
+    built-in procedural scene `scene` (rendered once with a progress bar, then cached)."""
     from rich.progress import Progress
 
     from fields.data import load_scene
     from fields.scenes.tabletop import SceneSpec, ensure_scene
 
     if data is None:
-        spec = SceneSpec(resolution=scene_resolution)
+        spec = SceneSpec(name=scene, resolution=scene_resolution)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("rendering the built-in scene (once, then cached)", total=1)
             folder = ensure_scene(

@@ -3,6 +3,9 @@ from an installed wheel, not only from a source checkout):
 
 - `tabletop`: the default posed-image scene (`fields fit nerf`, `fields fit neus`), rendered
   by sphere tracing an exact SDF and written in the Blender format;
+- `glossy`: the tabletop with a mirror-like sphere, a glossy capsule and a polished table
+  (one reflection bounce), for surfaces from images under reflections
+  (`fields fit neus --scene glossy --model ref-neus`);
 - `street`: a street scene seen by a simulated lidar, pairs and sequences with exact flow
   (`fields fit flow`);
 - `shapes`: signed distance shapes and CSG (`fields fit sdf --shape`);

@@ -35,9 +35,8 @@ import torch
 from fields.data.dataset import SceneData, Split
 from fields.io import cache_root
 from fields.render.cameras import Cameras, look_at
+from fields.scenes.shading import LIGHT, TABLE_TOP, solid_noise
 
-LIGHT = torch.tensor([0.45, -0.35, 0.82])
-LIGHT = LIGHT / LIGHT.norm()
 SCENE_VERSION = 1
 
 
@@ -60,13 +59,12 @@ class SceneSpec:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-SCENES = ("tabletop",)
+SCENES = ("tabletop", "glossy")  # glossy: fields.scenes.glossy (reflective objects)
 
 
 # -- signed distances of the primitives, (P, 3) -> (P,) --
 
 
-TABLE_TOP = -0.55
 PILLARS = ((-0.62, 0.55), (0.05, 0.72), (0.66, -0.05))
 PILLAR_TOP = 0.55
 
@@ -139,27 +137,6 @@ def tabletop_albedo(p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
     )
     for i, colour in enumerate((table, sphere, torus, box, pillars, capsule)):
         out = torch.where((obj == i)[:, None], colour, out)
-    return out
-
-
-def solid_noise(p: torch.Tensor, frequency: float, seed: int = 0) -> torch.Tensor:
-    """Value noise in [0, 1) at points p (P, 3): random values on the integer lattice of
-    ``p * frequency``, blended with smoothstep weights (a solid texture: the same colour from
-    every view, as paint on a surface)."""
-    q = p * frequency
-    base = torch.floor(q)
-    f = q - base
-    w = f * f * (3 - 2 * f)
-    i = base.long()
-    out = torch.zeros(p.shape[0], dtype=p.dtype)
-    for corner in range(8):  # the cube's 8 corners, each over every point at once
-        o = torch.tensor([(corner >> k) & 1 for k in range(3)])
-        c = i + o
-        h = (c[:, 0] * 73856093) ^ (c[:, 1] * 19349663) ^ (c[:, 2] * 83492791) ^ (seed * 2654435761)
-        h = (h ^ (h >> 13)) * 1274126177 & 0xFFFFFFFF
-        h = (h ^ (h >> 16)) & 0xFFFFFF
-        weight = torch.where(o.bool(), w, 1 - w).prod(-1)
-        out = out + weight * (h.to(p.dtype) / float(1 << 24))
     return out
 
 
@@ -244,6 +221,10 @@ def render_scene(spec: SceneSpec, progress: Callable[[int, int], None] | None = 
     res, ss = spec.resolution, spec.supersample
     focal = 0.5 * res / math.tan(0.5 * spec.camera_angle_x)
     white = torch.ones(3)
+    if spec.name == "glossy":
+        from fields.scenes.glossy import shade as shader
+    else:
+        shader = shade
     positions = _camera_positions(spec)
     total = sum(len(v) for v in positions.values())
     done = 0
@@ -258,10 +239,10 @@ def render_scene(spec: SceneSpec, progress: Callable[[int, int], None] | None = 
         for i in range(len(cams)):
             o, d = fine.pixel_rays(i)
             if device is None:
-                rgb, cover = shade(o, d, white)
+                rgb, cover = shader(o, d, white)
             else:
                 with torch.device(device):  # the constants the shaders make, there too
-                    rgb, cover = shade(o.to(device), d.to(device), white.to(device))
+                    rgb, cover = shader(o.to(device), d.to(device), white.to(device))
             rgb = rgb.reshape(res, ss, res, ss, 3).mean(dim=(1, 3)).cpu()
             alpha = cover.reshape(res, ss, res, ss).mean(dim=(1, 3)).cpu()
             images.append(rgb)

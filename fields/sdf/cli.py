@@ -158,34 +158,53 @@ def fit_neus_cmd(
     resolution: Annotated[int, typer.Option(help="marching-cubes grid for mesh.ply")] = 385,
     scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 128,
     downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
+    model: Annotated[str, typer.Option(
+        help="neus, or ref-neus: colour from the reflected view direction and Ref-NeuS's "
+             "reflection score down-weighting pixels other views disagree with (shiny "
+             "objects; --config's reflected / reflection_score turn either off)")] = "neus",
+    scene: Annotated[str, typer.Option(
+        help="the built-in scene without --data: tabletop, or glossy (reflective objects)")
+    ] = "tabletop",
 ) -> None:
     """Fit a surface to posed images (NeuS: SDF-to-opacity volume rendering with a learned
     sharpness, eikonal term, masks from the images' alpha); writes config.json, checkpoint.pt
     (an SDF checkpoint: `fields export mesh`, `fields render`, `fields view`, `fields eval`
     take it), mesh.ply, metrics.json (surface metrics when the truth is known) and
     renders/compare.png."""
+    from fields.scenes.tabletop import SCENES
     from fields.sdf.neus import NeusConfig
-    from fields.sdf.run import fit_neus, tabletop_truth
+    from fields.sdf.run import fit_neus, scene_truth
 
     opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
                       checkpoint_every)
     set_threads(threads)
     if resolution < 8:
         raise error("--resolution must be >= 8")
+    if model not in ("neus", "ref-neus"):
+        raise error(f"--model: expected neus or ref-neus, got {model!r}")
+    if scene not in SCENES:
+        raise error(f"--scene: expected one of {', '.join(SCENES)}, got {scene!r}")
     with guarded():
         opts.check("sdf", "fit neus")
-        cfg = NeusConfig.from_dict(parse_config(config, "NeusConfig"))
-        scene, name = load_posed_images(data, downscale, scene_resolution)
-        truth = tabletop_truth() if data is None else None
-        out = opts.folder(name, "neus")
+        given = parse_config(config, "NeusConfig")
+        cfg = NeusConfig.from_dict(given)
+        if model == "ref-neus":  # both parts of Ref-NeuS, unless --config sets one (ablations)
+            for key in ("reflected", "reflection_score"):
+                if key not in given:
+                    setattr(cfg, key, True)
+        images, name = load_posed_images(data, downscale, scene_resolution, scene)
+        truth = scene_truth(scene) if data is None else None
+        out = opts.folder(name, "neus" if model == "neus" else "ref_neus")
         write_run_config(out, "neus", name, opts, cfg.to_dict(), data=data,
                          downscale=downscale, scene_resolution=scene_resolution,
-                         resolution=resolution, eval_every=eval_every)
-    say(f"fitting {name}: {len(scene.train)} views {scene.train.cameras.width}x"
-        f"{scene.train.cameras.height}{' with masks' if scene.train.alpha is not None else ''}; "
+                         resolution=resolution, eval_every=eval_every, model=model,
+                         scene=scene if data is None else None)
+    say(f"fitting {name} ({model}): {len(images.train)} views {images.train.cameras.width}x"
+        f"{images.train.cameras.height}"
+        f"{' with masks' if images.train.alpha is not None else ''}; "
         f"budget {steps} steps / {max_seconds:g} s; output {out}")
     with guarded(out):
-        metrics = fit_neus(scene, cfg, out, steps, max_seconds, eval_every, seed, resolution,
+        metrics = fit_neus(images, cfg, out, steps, max_seconds, eval_every, seed, resolution,
                            truth=truth, on_eval=_log_surface, resume=resume,
                            checkpoint_every=checkpoint_every, log=say)
     if not distributed.is_main():
@@ -211,7 +230,7 @@ def evaluate_checkpoint(checkpoint: str, data: str | None) -> dict[str, Any]:
     from fields.checkpoint import run_config
     from fields.mesh import extract_surface, is_watertight, load_mesh, surface_metrics
     from fields.sdf.field import load_sdf
-    from fields.sdf.run import builtin_target, tabletop_truth
+    from fields.sdf.run import builtin_target, scene_truth
 
     field, _ = load_sdf(checkpoint)
     run = run_config(checkpoint)
@@ -222,7 +241,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None) -> dict[str, Any]:
         if run.get("data") is not None:
             raise ValueError(f"{checkpoint}: fitted to {run['data']}, whose true surface is not "
                              "known; give a mesh of it with --data")
-        truth, source = tabletop_truth(), "built-in scene"
+        scene = run.get("scene") or "tabletop"
+        truth, source = scene_truth(scene), f"built-in scene {scene!r}"
     elif run.get("mesh"):
         truth, source = load_mesh(run["mesh"]), run["mesh"]
     elif run.get("gt"):

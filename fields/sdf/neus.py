@@ -29,6 +29,7 @@ from torch import nn
 from fields.config import dataclass_from_dict, require_positive
 from fields.nn.config import from_config
 from fields.nn.encoding_config import encoding_from_config, hash_grid_config
+from fields.nn.spherical_harmonics import spherical_harmonics
 from fields.render.occupancy import OccupancyGrid
 from fields.render.rays import RayBatcher
 from fields.render.volrend import composite, offsets_from_indices, prune_samples
@@ -57,6 +58,13 @@ class NeusConfig:
     mask_weight: float = 0.1
     init_variance: float = 0.3  # s = exp(10 variance)
     cos_anneal_steps: int = 500
+    # Ref-NeuS (`fields fit neus --model ref-neus` sets both):
+    reflected: bool = False  # colour from the view direction mirrored about the normal
+    reflection_degree: int = 4  # SH bands of the reflected direction (1..8)
+    reflection_score: bool = False  # down-weight pixels whose colour other views disagree with
+    reflection_views: int = 8  # other training views a step's surface points are seen in
+    reflection_scale: float = 0.05  # colour difference (0-1) at which a pixel's weight halves
+    reflection_start: float = 0.2  # fraction of the run trained before the score is used
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +77,13 @@ class NeusConfig:
         require_positive("NeusConfig", cfg, (
             "lr", "finest_resolution", "log2_hashmap_size", "n_levels", "render_steps",
             "grid_resolution", "occupancy_every", "target_samples", "initial_rays",
-            "max_rays"))
+            "max_rays", "reflection_views", "reflection_scale", "reflection_degree"))
+        if cfg.reflection_degree > 8:
+            raise ValueError("NeusConfig.reflection_degree: expected 1..8 SH bands, got "
+                             f"{cfg.reflection_degree}")
+        if not 0.0 <= cfg.reflection_start <= 1.0:
+            raise ValueError("NeusConfig.reflection_start: expected a fraction in [0, 1], got "
+                             f"{cfg.reflection_start}")
         return cfg
 
 
@@ -88,9 +102,11 @@ class NeusField(nn.Module):
         self.sdf_network = from_config(mlp, self.encoding.n_output_dims, 1 + config.n_features)
         self.direction_encoding = encoding_from_config(3, {"otype": "SphericalHarmonics",
                                                            "degree": 4})
+        # Ref-NeuS's radiance sees the reflected direction and n . w_o (as Ref-NeRF)
+        n_direction = (config.reflection_degree ** 2 + 1 if config.reflected
+                       else self.direction_encoding.n_output_dims)
         self.color_network = from_config(
-            {**mlp, "output_activation": "Sigmoid"},
-            self.direction_encoding.n_output_dims + 3 + config.n_features, 3)
+            {**mlp, "output_activation": "Sigmoid"}, n_direction + 3 + config.n_features, 3)
         self.variance = nn.Parameter(torch.tensor(float(config.init_variance)))
         self.init_radius = 0.35 * extent
         self.eps = extent / config.finest_resolution  # finite-difference step
@@ -124,9 +140,25 @@ class NeusField(nn.Module):
         """The encoded view directions (R, D) of unit directions (R, 3)."""
         return self.direction_encoding((d + 1.0) * 0.5)
 
+    def direction_inputs(self, d: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """What the colour network sees of the direction at samples seen along unit d (S, 3)
+        with unit normals (S, 3): the encoded view direction, or, with `reflected`, the
+        `reflection_degree` SH bands of the view direction mirrored about the normal and
+        n . w_o (w_o = -d). The mirrored direction takes the normals without their gradient:
+        through the hash grid's normals the colour loss would otherwise roughen the surface
+        to paint reflections on it (README, Ref-NeuS); the normals still reach the colour
+        network as an input of their own, as in NeuS."""
+        if not self.config.reflected:
+            return self.view_encoding(d)
+        n = normals.detach()
+        wo = -d
+        cos = (wo * n).sum(-1, keepdim=True)
+        r = 2.0 * cos * n - wo
+        return torch.cat((spherical_harmonics(r, self.config.reflection_degree), cos), -1)
+
     def color(self, view: torch.Tensor, normals: torch.Tensor,
               feat: torch.Tensor) -> torch.Tensor:
-        """Colour (S, 3) from encoded view directions (`view_encoding`), normals, features."""
+        """Colour (S, 3) from encoded directions (`direction_inputs`), normals, features."""
         return self.color_network(torch.cat((view, normals, feat), dim=-1))
 
 
@@ -139,7 +171,7 @@ def vertex_colours(field: NeusField, vertices: torch.Tensor,
         for v in vertices.float().split(chunk):
             _, g, feat = field.sdf_gradient(v)
             n = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            parts.append(field.color(field.view_encoding(-n), n, feat))
+            parts.append(field.color(field.direction_inputs(-n, n), n, feat))
     return (torch.cat(parts).clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")
 
 
@@ -153,6 +185,76 @@ def neus_alpha(sdf: torch.Tensor, grad: torch.Tensor, dirs: torch.Tensor, dt: to
     prev = torch.sigmoid((sdf - iter_cos * dt * 0.5) * s)
     nxt = torch.sigmoid((sdf + iter_cos * dt * 0.5) * s)
     return ((prev - nxt + 1e-5) / (prev + 1e-5)).clamp(0.0, 1.0)
+
+
+def _bilinear(colors: torch.Tensor, view: int, hw: tuple[int, int],
+              uv: torch.Tensor) -> torch.Tensor:
+    """Colours (P, C) of image `view` of the flat pixels `colors` (n * H * W, C) at image
+    coordinates uv (P, 2) (pixel centres at i + 0.5; clamped at the borders)."""
+    h, w = hw
+    x = (uv[:, 0] - 0.5).clamp(0, w - 1)
+    y = (uv[:, 1] - 0.5).clamp(0, h - 1)
+    x0, y0 = x.floor().long().clamp(max=w - 2 if w > 1 else 0), \
+        y.floor().long().clamp(max=h - 2 if h > 1 else 0)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    base = view * h * w
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return colors[base + yy * w + xx]
+
+    return ((at(y0, x0) * (1 - fx) + at(y0, x1) * fx) * (1 - fy)
+            + (at(y1, x0) * (1 - fx) + at(y1, x1) * fx) * fy)
+
+
+def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor,
+                      images: torch.Tensor, cameras: Any, views: torch.Tensor, sdf: Any,
+                      aabb: torch.Tensor, alpha: torch.Tensor | None = None,
+                      margin: float = 0.03, occlusion_samples: int = 8) -> torch.Tensor:
+    """Ref-NeuS's reflection score (P,) of pixels of colour `ref` (P, 3), seen in views
+    `own` (P,), whose surface points are `points` (P, 3): how far the pixel's colour lies from
+    the colours the same point has in the other training views `views` (K,). A point of a
+    diffuse surface looks alike from everywhere (a score near 0); a reflection moves over the
+    surface as the view changes, so its pixel is an outlier (a large score).
+
+    `images` (n * H * W, 3) are the training images' pixels, flat (as `RayBatcher.colors`),
+    `alpha` (n * H * W, 1) their coverage, `cameras` theirs. A point is projected into each
+    view of `views` and counted there only when it lands inside the image, on the object
+    (alpha > 0.5, when given) and unoccluded: `sdf` stays positive at `occlusion_samples`
+    points on the segment from `margin` off the point towards the camera (clipped to
+    `aabb`; an occluder thinner than the samples' spacing can slip between them). The score
+    is the median over the counted views of the mean absolute RGB
+    difference; 0 where fewer than two views count. No gradients."""
+    from fields.render.sphere_trace import ray_box
+
+    h, w = cameras.height, cameras.width
+    n = points.shape[0]
+    diffs = torch.full((n, len(views)), float("nan"))
+    with torch.no_grad():
+        for k, v in enumerate(views.tolist()):  # a few views; every point at once in each
+            uv, depth = cameras.project(points, v)
+            ok = ((depth > 0) & (own != v) & (uv[:, 0] >= 0) & (uv[:, 0] < w)
+                  & (uv[:, 1] >= 0) & (uv[:, 1] < h))
+            if alpha is not None:
+                ok &= _bilinear(alpha, v, (h, w), uv)[:, 0] > 0.5
+            idx = torch.nonzero(ok).reshape(-1)
+            if idx.numel() == 0:
+                continue
+            p = points[idx]
+            to_cam = cameras.c2w[v, :, 3] - p
+            length = to_cam.norm(dim=-1).clamp_min(1e-9)
+            u = to_cam / length[:, None]
+            far = torch.minimum(ray_box(p, u, aabb)[1], length).clamp_min(margin)
+            frac = (torch.arange(occlusion_samples, dtype=p.dtype) + 0.5) / occlusion_samples
+            t = margin + (far - margin)[:, None] * frac
+            q = (p[:, None] + u[:, None] * t[..., None]).reshape(-1, 3)
+            clear = sdf(q).reshape(-1, occlusion_samples).min(-1).values > 0
+            idx = idx[clear]
+            theirs = _bilinear(images, v, (h, w), uv[idx])
+            diffs[idx, k] = (theirs - ref[idx]).abs().mean(-1)
+        counted = (~diffs.isnan()).sum(-1)
+        score = diffs.nanmedian(dim=-1).values
+        return torch.where(counted >= 2, score, torch.zeros_like(score))
 
 
 class NeusTask:
@@ -203,9 +305,12 @@ class NeusTask:
             normals = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-9)
             a = neus_alpha(f, g, d[ri], te - ts, s, self.anneal)
             sig = -torch.log1p(-a.clamp(max=1 - 1e-6)) / (te - ts).clamp_min(1e-10)
-            with torch.no_grad():  # per ray, not per sample
-                view = self.field.view_encoding(d)
-            rgb = self.field.color(view[ri], normals, feat)
+            if self.field.config.reflected:  # per sample: it depends on the normal
+                view = self.field.direction_inputs(d[ri], normals)
+            else:
+                with torch.no_grad():  # per ray, not per sample
+                    view = self.field.view_encoding(d)[ri]
+            rgb = self.field.color(view, normals, feat)
             out = composite(sig, rgb, ts, te, ri, offsets, bg)
         out["grad"] = g
         out["n_samples"] = torch.tensor(ri.shape[0])
@@ -222,7 +327,16 @@ class NeusTask:
         o, d, target, bg = self.rays.sample(self.n_rays, self.generator, False, True)
         idx = self.rays.last_index
         out = self.render_rays(o, d, bg)
-        l1 = (out["rgb"] - target).abs().mean()
+        l1_rays = (out["rgb"] - target).abs().mean(-1)
+        stats: dict[str, float] = {}
+        if c.reflection_score and progress >= c.reflection_start:
+            # Ref-NeuS: the colour as a distribution whose spread grows with the pixel's
+            # reflection score, i.e. its L1 divided by 1 + score / scale
+            weight = 1.0 / (1.0 + self.pixel_scores(o, d, out, target, idx) / c.reflection_scale)
+            l1 = (weight * l1_rays).mean()
+            stats["reflection_weight"] = float(weight.mean())
+        else:
+            l1 = l1_rays.mean()
         eik = ((out["grad"].norm(dim=-1) - 1.0).square().mean() if out["grad"].shape[0]
                else torch.zeros(()))
         loss = l1 + c.eikonal_weight * eik
@@ -238,7 +352,26 @@ class NeusTask:
         self.n_rays = int(min(c.max_rays, max(256, c.target_samples / per_ray)))
         mse = float((out["rgb"].detach() - target).square().mean())
         return {"loss": loss.item(), "psnr": -10 * math.log10(max(mse, 1e-10)),
-                "s": self.field.sharpness().item(), "rays": float(o.shape[0])}
+                "s": self.field.sharpness().item(), "rays": float(o.shape[0]), **stats}
+
+    def pixel_scores(self, o: torch.Tensor, d: torch.Tensor, out: dict[str, torch.Tensor],
+                     target: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """`reflection_scores` (R,) of a batch's pixels `idx` at their rendered depth, against
+        `reflection_views` training views drawn at random; 0 for rays that miss (opacity
+        below 0.5)."""
+        c = self.config
+        h, w = self.rays.hw
+        n_views = len(self.data.train)
+        hit = torch.nonzero(out["opacity"].detach()[:, 0] > 0.5).reshape(-1)
+        scores = torch.zeros(o.shape[0])
+        if hit.numel() == 0 or n_views < 2:
+            return scores
+        views = torch.randperm(n_views, generator=self.generator)[:c.reflection_views]
+        x = o[hit] + d[hit] * out["depth"].detach()[hit]
+        scores[hit] = reflection_scores(
+            x, target[hit], idx[hit] // (h * w), self.rays.colors, self.rays.cameras, views,
+            self.field.sdf, self.field.aabb, self.rays.alpha, margin=4 * self.step_size)
+        return scores
 
     def evaluate(self, final: bool) -> dict[str, float]:
         return {} if self.evaluate_fn is None else self.evaluate_fn(self.field, final)

@@ -241,13 +241,16 @@ def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds:
 # -- surfaces from images (NeuS) --
 
 
-def tabletop_truth(resolution: int = 385) -> tuple[np.ndarray, np.ndarray]:
-    """The built-in scene's exact surface (its procedural SDF), meshed."""
+def scene_truth(scene: str = "tabletop", resolution: int = 385
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A built-in posed-image scene's exact surface (its procedural SDF), meshed."""
+    from fields.scenes.glossy import glossy_sdf
     from fields.scenes.tabletop import tabletop_sdf
 
+    sdf = {"tabletop": tabletop_sdf, "glossy": glossy_sdf}[scene]
     lo = torch.tensor([-1.1, -1.1, -0.8])
     hi = torch.tensor([1.1, 1.1, 0.7])
-    return extract_surface(lambda p: tabletop_sdf(p)[0], torch.stack([lo, hi]), resolution)
+    return extract_surface(lambda p: sdf(p)[0], torch.stack([lo, hi]), resolution)
 
 
 def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,

@@ -1,0 +1,31 @@
+"""What the procedural posed-image scenes share (`tabletop`, `glossy`): the key light, the
+table's height and a solid value-noise texture."""
+
+from __future__ import annotations
+
+import torch
+
+LIGHT = torch.tensor([0.45, -0.35, 0.82])
+LIGHT = LIGHT / LIGHT.norm()
+TABLE_TOP = -0.55  # the height of the table's top face
+
+
+def solid_noise(p: torch.Tensor, frequency: float, seed: int = 0) -> torch.Tensor:
+    """Value noise in [0, 1) at points p (P, 3): random values on the integer lattice of
+    ``p * frequency``, blended with smoothstep weights (a solid texture: the same colour from
+    every view, as paint on a surface)."""
+    q = p * frequency
+    base = torch.floor(q)
+    f = q - base
+    w = f * f * (3 - 2 * f)
+    i = base.long()
+    out = torch.zeros(p.shape[0], dtype=p.dtype)
+    for corner in range(8):  # the cube's 8 corners, each over every point at once
+        o = torch.tensor([(corner >> k) & 1 for k in range(3)])
+        c = i + o
+        h = (c[:, 0] * 73856093) ^ (c[:, 1] * 19349663) ^ (c[:, 2] * 83492791) ^ (seed * 2654435761)
+        h = (h ^ (h >> 13)) * 1274126177 & 0xFFFFFFFF
+        h = (h ^ (h >> 16)) & 0xFFFFFF
+        weight = torch.where(o.bool(), w, 1 - w).prod(-1)
+        out = out + weight * (h.to(p.dtype) / float(1 << 24))
+    return out

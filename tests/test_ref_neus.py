@@ -1,0 +1,196 @@
+"""Ref-NeuS: the glossy built-in scene, the reflected-direction radiance and the reflection
+score that down-weights pixels other views disagree with."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fields.render.cameras import Cameras, look_at
+
+
+def _surface_rays(point, normal, offsets):
+    """Rays from eyes at `point + offset` (offsets in the normal's hemisphere) to `point`."""
+    eyes = torch.tensor(point) + torch.tensor(offsets)
+    d = torch.tensor(point) - eyes
+    return eyes, d / d.norm(dim=-1, keepdim=True)
+
+
+def test_glossy_scene_reflects_and_its_diffuse_parts_do_not():
+    """The same point of the mirror sphere changes colour with the view; a point of the
+    diffuse box lid does not (Lambert), and the scene's truth is its SDF's zero set."""
+    from fields.scenes.glossy import BOX_CENTRE, SPHERE, glossy_sdf, shade
+    from fields.sdf.run import scene_truth
+
+    white = torch.ones(3)
+    n = torch.tensor([0.0, -0.6, 0.8])
+    p = (torch.tensor(SPHERE) + 0.36 * n).tolist()
+    views = [[0.0, -0.9, 0.4], [0.5, -0.5, 0.7], [-0.5, -0.6, 0.6]]
+    o, d = _surface_rays(p, n, views)
+    rgb, hit = shade(o, d, white)
+    assert bool(hit.all())
+    assert float((rgb[0] - rgb[1]).abs().max()) > 0.1
+    assert float((rgb[0] - rgb[2]).abs().max()) > 0.1
+    lid = [BOX_CENTRE[0], BOX_CENTRE[1], BOX_CENTRE[2] + 0.17]
+    o, d = _surface_rays(lid, [0, 0, 1], [[0.0, 0.0, 0.8], [0.3, -0.2, 0.7], [-0.2, -0.3, 0.6]])
+    rgb, hit = shade(o, d, white)
+    assert bool(hit.all())
+    torch.testing.assert_close(rgb[1:], rgb[:1].expand(2, 3), atol=2e-3, rtol=0)
+    verts, faces = scene_truth("glossy", 48)
+    assert len(faces) > 1000
+    assert float(glossy_sdf(torch.from_numpy(verts).float())[0].abs().max()) < 0.03
+
+
+def test_reflected_direction_inputs_and_their_gradient():
+    from fields.nn.spherical_harmonics import spherical_harmonics
+    from fields.sdf.neus import NeusConfig, NeusField
+
+    cfg = NeusConfig(finest_resolution=32, log2_hashmap_size=10, n_levels=2, n_features=3,
+                     reflected=True)
+    field = NeusField(torch.tensor([[-1.0] * 3, [1.0] * 3]), cfg)
+    d = torch.tensor([[1.0, 0.0, -1.0]]) / math.sqrt(2)
+    n = torch.tensor([[0.0, 0.0, 1.0]], requires_grad=True)
+    x = field.direction_inputs(d, n)
+    r = torch.tensor([[1.0, 0.0, 1.0]]) / math.sqrt(2)  # d mirrored about the normal, reversed
+    torch.testing.assert_close(x[:, :16], spherical_harmonics(r, 4))
+    torch.testing.assert_close(x[:, 16], torch.tensor([1 / math.sqrt(2)]))
+    assert not x.requires_grad  # the mirrored direction takes the normals without gradient
+    rgb = field.color(x, n, torch.zeros(1, 3))
+    rgb.sum().backward()
+    assert rgb.shape == (1, 3) and float(n.grad.abs().sum()) > 0  # the normal input does
+    # without `reflected`, the view direction itself (NeuS)
+    plain = NeusField(field.aabb, NeusConfig(finest_resolution=32, log2_hashmap_size=10,
+                                             n_levels=2, n_features=3))
+    torch.testing.assert_close(plain.direction_inputs(d, n.detach()), plain.view_encoding(d))
+    with pytest.raises(ValueError, match="reflection_start"):
+        NeusConfig.from_dict({"reflection_start": 1.5})
+    with pytest.raises(ValueError, match="reflection_degree"):
+        NeusConfig.from_dict({"reflection_degree": 9})
+    eight = NeusField(field.aabb, NeusConfig(finest_resolution=32, log2_hashmap_size=10,
+                                             n_levels=2, n_features=3, reflected=True,
+                                             reflection_degree=8))
+    assert eight.direction_inputs(d, n).shape == (1, 65)
+    assert eight.color(eight.direction_inputs(d, n), n, torch.zeros(1, 3)).shape == (1, 3)
+
+
+def _plane_views(n_views=6, size=48):
+    """Cameras around and above the textured plane z = 0 (|x|, |y| < 1), its images
+    (smooth diffuse texture, white and alpha 0 off the plane) as a RayBatcher's flat arrays."""
+    ang = torch.arange(n_views) * (2 * math.pi / n_views)
+    eyes = torch.stack((1.5 * torch.cos(ang), 1.5 * torch.sin(ang), torch.full_like(ang, 2.5)), -1)
+    f = 0.5 * size / math.tan(0.35)
+    cams = Cameras(look_at(eyes, torch.zeros(3)), f, f, size / 2, size / 2, size, size)
+    images, alphas = [], []
+    for i in range(n_views):
+        o, d = cams.pixel_rays(i)
+        t = -o[:, 2] / d[:, 2]
+        p = o + t[:, None] * d
+        on = (p[:, :2].abs() < 1).all(-1)
+        c = torch.stack((0.5 + 0.4 * torch.sin(3 * p[:, 0]), 0.5 + 0.4 * torch.cos(2 * p[:, 1]),
+                         torch.full_like(t, 0.5)), -1)
+        images.append(torch.where(on[:, None], c, torch.ones(3)))
+        alphas.append(on[:, None].float())
+    return cams, torch.cat(images), torch.cat(alphas)
+
+
+def test_reflection_scores_find_the_pixels_other_views_disagree_with():
+    from fields.sdf.neus import reflection_scores
+
+    cams, images, alpha = _plane_views()
+    size = cams.width
+    o, d = cams.pixel_rays(0)
+    t = -o[:, 2] / d[:, 2]
+    p = o + t[:, None] * d
+    inside = (p[:, :2].abs() < 0.8).all(-1)
+    p, ref = p[inside], images[: size * size][inside]
+    own = torch.zeros(p.shape[0], dtype=torch.long)
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    views = torch.arange(6)  # its own view among them: never counted
+
+    def plane(q):
+        return q[:, 2]
+
+    scores = reflection_scores(p, ref, own, images, cams, views, plane, aabb, alpha)
+    assert float(scores.max()) < 0.02  # a diffuse surface: every view agrees
+    shiny = torch.arange(p.shape[0]) % 3 == 0  # a highlight only view 0 saw
+    glint = ref.clone()
+    glint[shiny] = (glint[shiny] + 0.3).clamp(max=1)
+    scores = reflection_scores(p, glint, own, images, cams, views, plane, aabb, alpha)
+    want = (glint - ref).abs().mean(-1)
+    torch.testing.assert_close(scores[shiny], want[shiny], atol=0.02, rtol=0)
+    assert float(scores[~shiny].max()) < 0.02
+
+    def roofed(q):  # a slab above the plane hides it from every camera: nothing counts
+        return torch.minimum(q[:, 2], (q[:, 2] - 0.5).abs() - 0.2)
+
+    scores = reflection_scores(p, glint, own, images, cams, views, roofed, aabb, alpha)
+    assert float(scores.abs().max()) == 0.0
+
+
+def test_ref_neus_task_trains_weights_and_reloads(tmp_path):
+    from fields.checkpoint import save_checkpoint
+    from fields.data import load_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
+    from fields.sdf.field import load_sdf
+    from fields.sdf.neus import NeusConfig, NeusTask
+
+    cfg = NeusConfig(finest_resolution=128, log2_hashmap_size=14, n_levels=8, n_features=7,
+                     render_steps=96, grid_resolution=32, target_samples=2**12,
+                     initial_rays=256, max_rays=1024, reflected=True, reflection_score=True,
+                     reflection_start=0.5, reflection_views=4)
+    scene = load_scene(ensure_scene(SceneSpec(name="glossy", resolution=24, n_train=12,
+                                              n_val=1, n_test=1), root=tmp_path / "scenes"))
+    task = NeusTask(scene, cfg)
+    out = [task.train_step(i, i / 20) for i in range(20)]
+    assert all(np.isfinite(o["loss"]) for o in out)
+    assert np.mean([o["psnr"] for o in out[-4:]]) > np.mean([o["psnr"] for o in out[:4]])
+    assert all("reflection_weight" not in o for o in out[:10])
+    weights = [o["reflection_weight"] for o in out[10:]]
+    assert all(0.0 < w <= 1.0 for w in weights)
+    save_checkpoint(tmp_path / "ref.pt", task.module, extra={
+        "kind": "sdf", "sdf": {"aabb": scene.aabb.tolist(), "config": cfg.to_dict(),
+                               "neus": True}})
+    loaded, _ = load_sdf(tmp_path / "ref.pt")
+    assert loaded.config.reflected
+    x = torch.rand(16, 3) - 0.5
+    torch.testing.assert_close(loaded(x), task.field(x))
+
+
+def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import fields.sdf.run as run_module
+    from fields.cli import app
+
+    truth = run_module.scene_truth
+    monkeypatch.setattr(run_module, "scene_truth", lambda scene: truth(scene, 48))
+    monkeypatch.setenv("FIELDS_CACHE", str(tmp_path / "cache"))
+    cfg = json.dumps({"finest_resolution": 128, "log2_hashmap_size": 14, "n_levels": 8,
+                      "n_features": 7, "render_steps": 96, "grid_resolution": 32,
+                      "target_samples": 4096, "initial_rays": 256, "max_rays": 1024,
+                      "reflection_start": 0.5})
+    out = tmp_path / "ref"
+    res = CliRunner().invoke(app, ["fit", "neus", "--scene", "glossy", "--model", "ref-neus",
+                                   "--scene-resolution", "16", "--steps", "6",
+                                   "--resolution", "32", "--eval-every", "0", "--config", cfg,
+                                   "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "config.json").read_text())
+    assert run["model"] == "ref-neus" and run["scene"] == "glossy"
+    assert run["config"]["reflected"] and run["config"]["reflection_score"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["chamfer_l1"] > 0
+    # an ablation: Ref-NeuS's reflected direction without the reflection score
+    ablation = json.dumps({**json.loads(cfg), "reflection_score": False})
+    res = CliRunner().invoke(app, ["fit", "neus", "--scene", "glossy", "--model", "ref-neus",
+                                   "--scene-resolution", "16", "--steps", "2",
+                                   "--resolution", "16", "--eval-every", "0", "--config",
+                                   ablation, "--output", str(tmp_path / "ablation")])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "ablation" / "config.json").read_text())
+    assert run["config"]["reflected"] and not run["config"]["reflection_score"]
+    for bad in (["--model", "refneus"], ["--scene", "shiny"]):
+        res = CliRunner().invoke(app, ["fit", "neus", *bad, "--output", str(tmp_path / "x")])
+        assert res.exit_code == 2 and bad[1] in res.output
