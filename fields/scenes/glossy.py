@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from fields.scenes.shading import LIGHT, TABLE_TOP, solid_noise
+from fields.scenes.shading import LIGHT, TABLE_TOP, first_hits, solid_noise
 
 SPHERE = (-0.3, -0.3, TABLE_TOP + 0.36)
 CAPSULE = ((-0.5, 0.45, TABLE_TOP + 0.16), (-0.5, 0.45, TABLE_TOP + 0.62), 0.16)
@@ -104,19 +104,10 @@ def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
           texture: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Colour (R, 3) and coverage (R,) of rays through the glossy scene (one reflection
     bounce; `texture` is accepted for the tabletop's signature and unused)."""
-    from fields.render.sphere_trace import sdf_normals, sphere_trace
-
-    def distance(p: torch.Tensor) -> torch.Tensor:
-        return glossy_sdf(p)[0]
-
-    t, hit = sphere_trace(distance, origins, dirs, max_steps=160, epsilon=1e-4, relax=1.0,
-                          t_max=8.0, relative=True)
+    hit, p, obj, n = first_hits(glossy_sdf, origins, dirs)
     rgb = background.expand(origins.shape[0], 3).clone()
     if hit.any():
         d = dirs[hit]
-        p = origins[hit] + t[hit, None] * d
-        _, obj = glossy_sdf(p)
-        n = sdf_normals(distance, p, 1e-4)
         diffuse = _diffuse(p, n, obj)
         cos = (-(n * d).sum(-1)).clamp(0, 1)
         k = REFLECTANCE.to(p.device)[obj]
@@ -126,14 +117,10 @@ def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
         if shiny.any():
             ns, ds = n[shiny], d[shiny]
             r = ds - 2 * (ds * ns).sum(-1, keepdim=True) * ns
-            start = p[shiny] + 3e-3 * ns
-            t2, hit2 = sphere_trace(distance, start, r, max_steps=120, epsilon=1e-4,
-                                    relax=1.0, t_max=4.0, relative=True)
+            hit2, q, obj2, n2 = first_hits(glossy_sdf, p[shiny] + 3e-3 * ns, r, 120, 4.0)
             incoming = environment(r)
             if hit2.any():
-                q = start[hit2] + t2[hit2, None] * r[hit2]
-                _, obj2 = glossy_sdf(q)
-                incoming[hit2] = _diffuse(q, sdf_normals(distance, q, 1e-4), obj2)
+                incoming[hit2] = _diffuse(q, n2, obj2)
             f = fresnel[shiny, None]
             colour = colour.clone()
             colour[shiny] = (1 - f) * diffuse[shiny] + f * TINT.to(p.device)[obj[shiny]] * incoming

@@ -3,6 +3,8 @@ table's height and a solid value-noise texture."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 LIGHT = torch.tensor([0.45, -0.35, 0.82])
@@ -29,3 +31,21 @@ def solid_noise(p: torch.Tensor, frequency: float, seed: int = 0) -> torch.Tenso
         weight = torch.where(o.bool(), w, 1 - w).prod(-1)
         out = out + weight * (h.to(p.dtype) / float(1 << 24))
     return out
+
+
+def first_hits(sdf: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+               origins: torch.Tensor, dirs: torch.Tensor, max_steps: int = 160,
+               t_max: float = 8.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where rays first meet a scene whose `sdf` gives (distance, object id): hit (R,) bool,
+    and for the rays that hit, the points (H, 3), object ids (H,) and unit normals (H, 3)
+    (sphere tracing to `t_max`, tolerance growing with the distance)."""
+    from fields.render.sphere_trace import sdf_normals, sphere_trace
+
+    def distance(p: torch.Tensor) -> torch.Tensor:
+        return sdf(p)[0]
+
+    t, hit = sphere_trace(distance, origins, dirs, max_steps=max_steps, epsilon=1e-4,
+                          relax=1.0, t_max=t_max, relative=True)
+    p = origins[hit] + t[hit, None] * dirs[hit]
+    return hit, p, sdf(p)[1], sdf_normals(distance, p, 1e-4)

@@ -35,7 +35,7 @@ import torch
 from fields.data.dataset import SceneData, Split
 from fields.io import cache_root
 from fields.render.cameras import Cameras, look_at
-from fields.scenes.shading import LIGHT, TABLE_TOP, solid_noise
+from fields.scenes.shading import LIGHT, TABLE_TOP, first_hits, solid_noise
 
 SCENE_VERSION = 1
 
@@ -146,18 +146,9 @@ def shade(
     """Colour (R, 3) and coverage (R,) of rays through the tabletop scene; `texture` in [0, 1]
     mixes three octaves of `solid_noise` into the albedo (features for structure from
     motion)."""
-    from fields.render.sphere_trace import sdf_normals, sphere_trace
-
-    def distance(p: torch.Tensor) -> torch.Tensor:
-        return tabletop_sdf(p)[0]
-
-    t, hit = sphere_trace(distance, origins, dirs, max_steps=160, epsilon=1e-4, relax=1.0,
-                          t_max=8.0, relative=True)
+    hit, p, obj, n = first_hits(tabletop_sdf, origins, dirs)
     rgb = background.expand(origins.shape[0], 3).clone()
     if hit.any():
-        p = origins[hit] + t[hit, None] * dirs[hit]
-        _, obj = tabletop_sdf(p)
-        n = sdf_normals(distance, p, 1e-4)
         albedo = tabletop_albedo(p, obj)
         if texture > 0:
             n3 = sum(solid_noise(p, f, k) / 2**k for k, f in enumerate((9.0, 23.0, 61.0)))
