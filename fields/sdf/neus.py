@@ -192,19 +192,11 @@ def _bilinear(colors: torch.Tensor, view: int, hw: tuple[int, int],
     """Colours (P, C) of image `view` of the flat pixels `colors` (n * H * W, C) at image
     coordinates uv (P, 2) (pixel centres at i + 0.5; clamped at the borders)."""
     h, w = hw
-    x = (uv[:, 0] - 0.5).clamp(0, w - 1)
-    y = (uv[:, 1] - 0.5).clamp(0, h - 1)
-    x0, y0 = x.floor().long().clamp(max=w - 2 if w > 1 else 0), \
-        y.floor().long().clamp(max=h - 2 if h > 1 else 0)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    base = view * h * w
-
-    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        return colors[base + yy * w + xx]
-
-    return ((at(y0, x0) * (1 - fx) + at(y0, x1) * fx) * (1 - fy)
-            + (at(y1, x0) * (1 - fx) + at(y1, x1) * fx) * fy)
+    image = colors[view * h * w:(view + 1) * h * w].reshape(1, h, w, -1).permute(0, 3, 1, 2)
+    grid = (uv * uv.new_tensor([2.0 / w, 2.0 / h]) - 1.0).reshape(1, 1, -1, 2)
+    out = nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)
+    return out[0, :, 0].transpose(0, 1)
 
 
 def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor,
