@@ -82,10 +82,11 @@ def test_kilo_field_matches_the_reference_in_values_and_gradients():
     assert field.density_network.last_backend == "cpu"
 
 
-def test_kilo_fused_inference_matches_the_reference():
+@pytest.mark.parametrize("features", [15, 7])  # 1 + 15 and 16 view dims: whole-vector copies
+def test_kilo_fused_inference_matches_the_reference(features):
     """Without gradients the whole field runs in one C++ pass (kilo_forward_cpu)."""
     torch.manual_seed(1)
-    field = KiloField(BOX, "none", small_kilo(frequencies=3))
+    field = KiloField(BOX, "none", small_kilo(frequencies=3, features=features))
     x = BOX[0] - 0.2 + torch.rand(5000, 3) * (BOX[1] - BOX[0] + 0.4)  # some outside the box
     x[:8] = BOX[0] + torch.tensor([0.5, 1.0, 1.0]) * (BOX[1] - BOX[0]) * torch.rand(8, 1)
     d = torch.nn.functional.normalize(torch.randn(5000, 3), dim=-1)
@@ -109,6 +110,55 @@ def test_kilo_fused_inference_matches_the_reference():
         changed = field(x, d)[1]
     assert field._pack is not packed
     torch.testing.assert_close(changed, _manual(field, x, d)[1].detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_kilo_fused_pass_reads_each_points_view_by_index():
+    """Rendering hands `kilo_forward_cpu` one view encoding per ray and each sample's ray
+    (`sample_colours`): the same values as one view row per sample; bad indices are refused."""
+    torch.manual_seed(3)
+    field = KiloField(BOX, "none", small_kilo(frequencies=3)).eval()
+    rays = torch.nn.functional.normalize(torch.randn(40, 3), dim=-1)
+    ray_of = torch.randint(0, 40, (3000,))
+    x = BOX[0] + torch.rand(3000, 3) * (BOX[1] - BOX[0])
+    with torch.no_grad():
+        view = field.view_features(rays)
+        sigma, rgb = field.sample_colours(x, view, ray_of)
+        ref_sigma, ref_rgb = field(x, None, view=view.index_select(0, ray_of))
+        assert field.colours_while_pruning(x)
+    assert torch.equal(sigma, ref_sigma) and torch.equal(rgb, ref_rgb)
+    ref = _manual(field, x, rays.index_select(0, ray_of))
+    torch.testing.assert_close(rgb, ref[1].detach(), rtol=1e-4, atol=1e-5)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="outside the 40 rows"):
+        field.sample_colours(x, view, torch.full((3000,), 40))
+    field.train()
+    assert not field.colours_while_pruning(x)  # training renders with gradients: two passes
+
+
+def test_rendering_kilo_in_one_pass_gives_the_two_pass_image():
+    """In eval mode rendering takes each evaluated sample's colour with its density (one
+    pass); the image is the one the two passes (density, then the kept samples) give."""
+    from fields.nerf import RenderSettings
+    from fields.render.occupancy import OccupancyGrid
+
+    torch.manual_seed(4)
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    cfg = small_kilo()
+    field = KiloField(aabb, "none", cfg).eval()
+    with torch.no_grad():  # some opaque content: a dense slab of cells
+        field.density_network.biases[-1][:, 0] += torch.linspace(-4, 6, 64)
+    grid = OccupancyGrid(aabb.reshape(6), 32, "none")
+    o = torch.tensor([[0.0, 0.0, -3.0]]).repeat(300, 1) + torch.randn(300, 3) * 0.3
+    d = torch.nn.functional.normalize(torch.randn(300, 3) * 0.2 + torch.tensor([0, 0, 1.0]),
+                                      dim=-1)
+    settings = RenderSettings.for_scene(aabb, False, cfg)
+    with torch.no_grad():
+        one = render_rays(field, grid, o, d, settings, torch.ones(3))
+        field.colours_while_pruning = lambda x: False  # the two passes
+        two = render_rays(field, grid, o, d, settings, torch.ones(3))
+    assert int(one["n_samples"]) > 300
+    assert int(one["n_samples"]) == int(two["n_samples"])
+    for key in ("rgb", "opacity", "depth"):
+        torch.testing.assert_close(one[key], two[key], rtol=1e-5, atol=1e-6)
 
 
 def test_kilo_rejects_unbounded_scenes_and_bad_specs():
@@ -204,23 +254,48 @@ def test_distillation_matches_the_teacher_then_fine_tunes(tiny_scene_dir, tiny_n
     assert state["stage"] == 2 and state["stage2_step"] == 120
 
 
+def test_fine_tuning_matches_the_teachers_colour_when_asked(tiny_scene_dir, tiny_nerf):
+    """`fine_tune_colour_weight` adds the colour matching on the teacher's samples to the
+    fine-tuning's extra loss: it reaches the colour networks only when it is on."""
+    scene = load_scene(tiny_scene_dir)
+    teacher = LoadedNerf(str(tiny_nerf))
+    for weight in (0.0, 1.0):
+        seed_everything(0)
+        task = DistillTask(scene, small_kilo(), teacher,
+                           DistillConfig(stage1=0.5, points=4096, fine_tune_density_points=2048,
+                                         fine_tune_colour_weight=weight), seed=0)
+        task.stage = 2
+        task.model.zero_grad(set_to_none=True)
+        task.extra_loss().backward()
+        colour_grads = [p.grad for p in task.model.color_network.parameters()]
+        reached = any(g is not None and bool(g.abs().sum() > 0) for g in colour_grads)
+        assert reached == (weight > 0)
+
+
 def test_distill_config_is_checked():
     with pytest.raises(ValueError, match="stage1 must be a fraction"):
         DistillConfig(stage1=1.5)
     with pytest.raises(ValueError, match="points must be an integer >= 64"):
         DistillConfig(points=8)
+    with pytest.raises(ValueError, match="fine_tune_colour_weight must be >= 0"):
+        DistillConfig(fine_tune_colour_weight=-1.0)
+    with pytest.raises(ValueError, match="colour_weight"):
+        DistillConfig.from_dict({"colour_weight": 1.0})
 
 
 def test_cli_distill_writes_a_student_that_loads(tiny_scene_dir, tiny_nerf, tmp_path):
     runner = CliRunner()
     out = tmp_path / "kilo"
     cfg = json.dumps({"kilo": {"cells": 4}, "grid_resolution": 32, "render_steps": 128,
-                      "target_samples": 2**13, "initial_rays": 512})
+                      "target_samples": 2**13, "initial_rays": 512,
+                      "distill": {"fine_tune_colour_weight": 1.0}})
     res = runner.invoke(app, [
         "distill", str(tiny_nerf), "--into", "kilo", "--data", str(tiny_scene_dir),
         "--output", str(out), "--steps", "24", "--config", cfg, "--video-frames", "0",
         "--baseline"])
     assert res.exit_code == 0, res.output
+    run = json.loads((out / "config.json").read_text())
+    assert run["distill"]["fine_tune_colour_weight"] == 1.0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["student"] == "kilo" and metrics["steps"] == 24
     assert metrics["stage1_steps"] == 12
@@ -231,7 +306,10 @@ def test_cli_distill_writes_a_student_that_loads(tiny_scene_dir, tiny_nerf, tmp_
     assert (out / "scratch" / "checkpoint.pt").is_file()
     res = runner.invoke(app, ["eval", str(out / "checkpoint.pt")])
     assert res.exit_code == 0, res.output
-    # bad input: an unknown architecture, a missing teacher
+    # bad input: an unknown architecture, a missing teacher, an unknown distill field
+    res = runner.invoke(app, ["distill", str(tiny_nerf), "--into", "kilo", "--config",
+                              '{"distill": {"colour": 1}}', "--output", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "colour" in res.output
     res = runner.invoke(app, ["distill", str(tiny_nerf), "--into", "kilonerf"])
     assert res.exit_code == 2 and "--into" in res.output
     res = runner.invoke(app, ["distill", str(tmp_path / "none.pt"), "--into", "kilo",

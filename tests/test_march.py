@@ -133,6 +133,37 @@ def test_rays_on_and_along_cell_faces_match_the_reference(frac):
 
 
 @needs_ext
+@pytest.mark.parametrize(("frac", "step"), [(0.002, 0.0021), (0.01, 0.00917), (0.05, 0.0313)])
+def test_empty_space_skipping_gives_the_reference_bit_for_bit(frac, step):
+    """Bounded scenes with constant steps skip the blocks of 4^3 cells with nothing occupied
+    near them, and jump the step chain a binade at a time: the samples are still the
+    reference's, exactly (t_starts and t_ends compared with no tolerance), for rays from
+    inside the box (t_min 0, the chain from 0 through many binades), from outside, along
+    and on block faces, and for sparse grids where most of each ray is skipped."""
+    res, n = 64, 700
+    g = torch.Generator().manual_seed(11)
+    lo, hi = torch.tensor(AABB[:3]), torch.tensor(AABB[3:])
+    o, d = _rays(n, seed=3)
+    o[100:300] = lo + torch.rand(200, 3, generator=g) * (hi - lo)  # inside: t_min = 0
+    cell = (hi - lo) / res
+    k = torch.randint(0, res // 4 + 1, (100, 3), generator=g).float() * 4  # on block faces
+    o[300:400] = lo + k * cell
+    d[300:350, 2] = 0.0  # along z faces of the blocks
+    d[350:400] = torch.tensor([0.0, 1.0, 0.0])  # axis-aligned, on block edges
+    d = torch.nn.functional.normalize(d, dim=-1)
+    t_min, t_max = ray_aabb(o, d, AABB)
+    t_min = t_min.clamp(min=0.0)
+    occ = _occupancy(res, frac, seed=13)
+    occ[40:44, 10:30, 33] = True  # a thin occupied sheet on a block boundary
+    args = (o, d, t_min, t_max, occ, AABB, "none", step, 0.0, 1e10)
+    out = march_rays(*args)
+    ref = march_rays_reference(*args)
+    assert out.t_starts.numel() > 300
+    assert torch.equal(out.offsets, ref.offsets)
+    assert torch.equal(out.t_starts, ref.t_starts) and torch.equal(out.t_ends, ref.t_ends)
+
+
+@needs_ext
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_single_cell_hand_checked(backend):
     # Cells of size 1 over [0, 4]^3; only cell (2, 1, 1) = [2, 3] x [1, 2] x [1, 2] occupied.

@@ -8,8 +8,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
 
 #include "../kernels/march_cpu.h"
 #include "../kernels/mlp_cpu.h"
@@ -114,14 +120,40 @@ void slice_saved(const Dims& d, const std::vector<at::Tensor>& a, const std::vec
   s->view.out = out.defined() ? out.data_ptr<float>() + row * d.out_pad(d.depth) : nullptr;
 }
 
-// Runs fn(c, thread) for the networks with rows, spread over torch's threads.
+// Flush-to-zero and denormals-are-zero while in scope (x86; nothing elsewhere). The networks
+// of cells that training rarely reaches hold weights decayed to 1e-30 and less, whose
+// products are denormal floats, and each denormal operand or result of a multiply-add costs a
+// microcode assist of about a hundred cycles: on a distilled KiloNeRF field this was a
+// quarter of the whole forward. What changes is values below 1.2e-38, read or written as 0.
+struct FlushDenormals {
+#if defined(__x86_64__) || defined(_M_X64)
+  unsigned saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+// Runs fn(c, thread) for the networks with rows, spread over torch's threads in contiguous
+// runs of networks holding about the same number of rows each (not the same number of
+// networks: a few cells hold most of a scene's rows).
 template <typename Fn>
 void for_each_net(const std::vector<int64_t>& off, Fn fn) {
   const int64_t nets = static_cast<int64_t>(off.size()) - 1;
-  at::parallel_for(0, nets, 1, [&](int64_t b, int64_t e) {
+  const int64_t rows = off[nets];
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), nets));
+  std::vector<int64_t> first(parts + 1, nets);
+  first[0] = 0;
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t target = rows * p / parts;
+    const int64_t c = std::lower_bound(off.begin(), off.end(), target) - off.begin();
+    first[p] = std::max(first[p - 1], std::min(c, nets));
+  }
+  at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
+    const FlushDenormals ftz;
     const int thread = at::get_thread_num();
-    for (int64_t c = b; c < e; ++c)
-      if (off[c + 1] > off[c]) fn(c, thread);
+    for (int64_t p = b; p < e; ++p)
+      for (int64_t c = first[p]; c < first[p + 1]; ++c)
+        if (off[c + 1] > off[c]) fn(c, thread);
   });
 }
 
@@ -278,7 +310,7 @@ constexpr int64_t kKiloChunk = 8 * mlp_cpu::kTileRows;  // rows of one network p
 // without libm: with u = t - pi/2, sin t = cos u and cos t = -sin u, by their Taylor series to
 // u^22 (the first omitted term is below 2.5e-16 for |u| <= pi/2), so that the double-angle
 // steps of the higher bands, which double the error each, stay far below float's rounding.
-inline void sincos_0_pi(double t, double* s, double* c) {
+static inline __attribute__((always_inline)) void sincos_0_pi(double t, double* s, double* c) {
   const double u = t - 1.5707963267948966;
   const double u2 = u * u;
   // (-1)^k / (2k+1)! and (-1)^k / (2k)!
@@ -297,6 +329,62 @@ inline void sincos_0_pi(double t, double* s, double* c) {
   for (int i = 10; i >= 0; --i) pc = pc * u2 + kC[i];
   *s = pc;        // sin t = cos u
   *c = -u * ps;   // cos t = -sin u
+}
+
+// The frequency encoding of m rows (rows of `order` from `first`; local coordinates gp,
+// (points, 3)) into enc (m, 6 * frequencies), each row (dim, band, sin/cos): band by band
+// over the rows (independent lanes the compiler vectorises, in double: the double-angle
+// steps of the higher bands double the error each), then transposed into the rows. sn, cs:
+// m doubles each; soa: 6 * frequencies * kKiloChunk floats. Compiled for the baseline and,
+// where the CPU has them, AVX2 + FMA (4 doubles a vector instead of 2).
+#define FIELDS_KILO_ENCODE_BODY                                                             \
+  const float pi = static_cast<float>(M_PI);                                                \
+  const int n_in = 6 * frequencies;                                                         \
+  for (int k = 0; k < 3; ++k) {                                                             \
+    for (int64_t r = 0; r < m; ++r) sn[r] = gp[3 * order[first + r] + k] * pi;              \
+    _Pragma("omp simd") for (int64_t r = 0; r < m; ++r) sincos_0_pi(sn[r], &sn[r], &cs[r]); \
+    for (int f = 0; f < frequencies; ++f) {                                                 \
+      float* ps = soa + (2 * (k * frequencies + f)) * kKiloChunk;                           \
+      float* pc = ps + kKiloChunk;                                                          \
+      _Pragma("omp simd") for (int64_t r = 0; r < m; ++r) {                                 \
+        ps[r] = static_cast<float>(sn[r]);                                                  \
+        pc[r] = static_cast<float>(cs[r]);                                                  \
+        const double s2 = 2.0 * sn[r] * cs[r];                                              \
+        cs[r] = (cs[r] - sn[r]) * (cs[r] + sn[r]);                                          \
+        sn[r] = s2;                                                                         \
+      }                                                                                     \
+    }                                                                                       \
+  }                                                                                         \
+  for (int64_t r = 0; r < m; ++r)                                                           \
+    for (int j = 0; j < n_in; ++j) enc[r * n_in + j] = soa[j * kKiloChunk + r];
+
+void kilo_encode_base(const float* gp, const int64_t* order, int64_t first, int64_t m,
+                      int frequencies, double* sn, double* cs, float* soa, float* enc) {
+  FIELDS_KILO_ENCODE_BODY
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void kilo_encode_avx2(const float* gp, const int64_t* order,
+                                                          int64_t first, int64_t m,
+                                                          int frequencies, double* sn,
+                                                          double* cs, float* soa, float* enc) {
+  FIELDS_KILO_ENCODE_BODY
+}
+#endif
+#undef FIELDS_KILO_ENCODE_BODY
+
+using KiloEncode = void (*)(const float*, const int64_t*, int64_t, int64_t, int, double*,
+                            double*, float*, float*);
+
+KiloEncode kilo_encode() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const KiloEncode fn =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? kilo_encode_avx2
+                                                                        : kilo_encode_base;
+  return fn;
+#else
+  return kilo_encode_base;
+#endif
 }
 
 Dims kilo_dims(const std::vector<at::Tensor>& weights, bool has_bias, int n_in, int width,
@@ -318,23 +406,40 @@ Dims kilo_dims(const std::vector<at::Tensor>& weights, bool has_bias, int n_in, 
 
 // Both networks of every cell, checked: the density network (n_in = 6 frequencies -> ...
 // -> 1 + features) and the colour network (view dims + features -> ... -> 3, sigmoid).
+//
+// The colour network is packed for the input [density output | view] (cp: dd.n_out + n_view
+// inputs; the log-density column's weights are zero), so that a row's input is the density
+// network's output row as it is, then its view encoding: two whole-row copies, and with
+// KiloNeRF's sizes (16 + 16) an input of whole vectors.
 struct KiloNets {
-  Dims dd, cd;
+  Dims dd, cd, cp;
   int64_t nets = 0;
   int features = 0, n_view = 0;
   std::vector<at::Tensor> dw, db, cw, cb;
   int64_t packed_size() const {
     return static_cast<int64_t>(mlp_cpu::packed_forward_size(dd) +
-                                mlp_cpu::packed_forward_size(cd));
+                                mlp_cpu::packed_forward_size(cp));
   }
-  // Packs cell c's two networks into out (packed_size() floats).
-  void pack(int64_t c, float* out) const {
+  // Floats of scratch `pack` needs.
+  int64_t scratch_size() const { return static_cast<int64_t>(cp.width) * cp.n_in; }
+  // Packs cell c's two networks into out (packed_size() floats), using scratch.
+  void pack(int64_t c, float* out, float* scratch) const {
     const auto wp = slice_pointers(dw, c);
     const auto bp = slice_pointers(db, c);
     mlp_cpu::pack_forward(dd, wp.data(), bp.empty() ? nullptr : bp.data(), out);
-    const auto cwp = slice_pointers(cw, c);
+    auto cwp = slice_pointers(cw, c);
     const auto cbp = slice_pointers(cb, c);
-    mlp_cpu::pack_forward(cd, cwp.data(), cbp.empty() ? nullptr : cbp.data(),
+    // the first layer's columns moved to the packed input order: [0 | features | view]
+    const float* w0 = cwp[0];
+    const int n = cd.n_in;
+    for (int o = 0; o < cp.width; ++o) {
+      float* r = scratch + static_cast<int64_t>(o) * cp.n_in;
+      r[0] = 0.0f;
+      std::copy(w0 + o * n + n_view, w0 + (o + 1) * n, r + 1);
+      std::copy(w0 + o * n, w0 + o * n + n_view, r + 1 + features);
+    }
+    cwp[0] = scratch;
+    mlp_cpu::pack_forward(cp, cwp.data(), cbp.empty() ? nullptr : cbp.data(),
                           out + mlp_cpu::packed_forward_size(dd));
   }
 };
@@ -376,6 +481,10 @@ KiloNets kilo_nets(int64_t cells, int64_t frequencies, const std::vector<at::Ten
   TORCH_CHECK(k.n_view >= 0, kWho, "the colour network's input is narrower than the features");
   k.cd = kilo_dims(cweights, !cbiases.empty(), k.n_view + k.features, static_cast<int>(width),
                    mlp_cpu::kSigmoid, "colour network");
+  k.cp = k.cd;
+  k.cp.n_in = k.dd.n_out + k.n_view;
+  const std::string err = mlp_cpu::check_dims(k.cp);
+  TORCH_CHECK(err.empty(), kWho, "colour network: ", err);
   for (const auto& t : dweights) k.dw.push_back(t.contiguous());
   for (const auto& t : dbiases) k.db.push_back(t.contiguous());
   for (const auto& t : cweights) k.cw.push_back(t.contiguous());
@@ -396,7 +505,8 @@ at::Tensor kilo_pack_cpu(int64_t cells, int64_t frequencies,
   at::Tensor packed = at::empty({k.nets, k.packed_size()}, k.dw[0].options());
   float* p = packed.data_ptr<float>();
   at::parallel_for(0, k.nets, 16, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) k.pack(c, p + c * k.packed_size());
+    std::vector<float> scratch(k.scratch_size());
+    for (int64_t c = b; c < e; ++c) k.pack(c, p + c * k.packed_size(), scratch.data());
   });
   return packed;
 }
@@ -410,7 +520,8 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
                                          const std::vector<at::Tensor>& cweights_in,
                                          const std::vector<at::Tensor>& cbiases_in,
                                          int64_t width, double density_bias,
-                                         const std::optional<at::Tensor>& packed_opt) {
+                                         const std::optional<at::Tensor>& packed_opt,
+                                         const std::optional<at::Tensor>& view_index_opt) {
   TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == 3, kWho, "x must be (n, 3), got ",
               x_in.sizes());
   check_f32(x_in, "x");
@@ -420,18 +531,38 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
                                cbiases_in, width);
   const int64_t nets = k.nets;
   const Dims& dd = k.dd;
-  const Dims& cd = k.cd;
+  const Dims& cp = k.cp;
   const int n_in = dd.n_in;
-  const int features = k.features;
   const int n_view = k.n_view;
   const at::Tensor view_in = view_opt.has_value() ? *view_opt : at::Tensor();
   const bool colour = view_in.defined();
+  // view_index: point i's view is row view_index[i] of view (rendering: one row per ray,
+  // small enough to stay in cache, rather than one per sample)
+  at::Tensor view_index;
+  if (view_index_opt.has_value()) {
+    TORCH_CHECK(colour, kWho, "view_index is given without view");
+    view_index = view_index_opt->contiguous();
+    TORCH_CHECK(view_index.device().is_cpu() && view_index.scalar_type() == at::kLong &&
+                    view_index.dim() == 1 && view_index.size(0) == x_in.size(0),
+                kWho, "view_index must be a CPU int64 tensor of one entry per point (",
+                x_in.size(0), "), got ", view_index.scalar_type(), " ", view_index.sizes());
+  }
   if (colour) {
     check_f32(view_in, "view");
-    TORCH_CHECK(view_in.dim() == 2 && view_in.size(0) == x_in.size(0) &&
-                    view_in.size(1) == n_view,
-                kWho, "view must be (n, ", n_view, ") for the n points, got ", view_in.sizes());
+    TORCH_CHECK(view_in.dim() == 2 && view_in.size(1) == n_view &&
+                    (view_index.defined() || view_in.size(0) == x_in.size(0)),
+                kWho, "view must be (n, ", n_view, ") for the n points (or as many rows as ",
+                "view_index needs), got ", view_in.sizes());
   }
+  const int64_t* vidx = view_index.defined() ? view_index.data_ptr<int64_t>() : nullptr;
+  if (vidx != nullptr) {
+    const int64_t rows = view_in.size(0);
+    for (int64_t i = 0; i < view_index.size(0); ++i)
+      TORCH_CHECK(vidx[i] >= 0 && vidx[i] < rows, kWho, "view_index[", i, "] = ", vidx[i],
+                  " is outside the ", rows, " rows of view");
+  }
+  auto view_row = [vidx](int64_t i) { return vidx != nullptr ? vidx[i] : i; };
+  const int n_h = dd.n_out;
   const float* cached = nullptr;
   at::Tensor packed_all;
   if (packed_opt.has_value()) {
@@ -486,66 +617,60 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
   const int64_t pkd = static_cast<int64_t>(mlp_cpu::packed_forward_size(dd));
   const int64_t pk = k.packed_size();
   const int64_t wsd = static_cast<int64_t>(mlp_cpu::forward_workspace_size(dd));
-  const int64_t wsc = static_cast<int64_t>(mlp_cpu::forward_workspace_size(cd));
-  const int64_t n_cin = n_view + features;
-  // per thread: packed weights, workspaces and the chunk's encoded inputs and outputs
+  const int64_t wsc = static_cast<int64_t>(mlp_cpu::forward_workspace_size(cp));
+  const int64_t n_cin = cp.n_in;  // [density output | view]
+  // per thread: packed weights (and the packing's scratch), workspaces and the chunk's
+  // encoded inputs and outputs
+  const int64_t own = cached ? 0 : pk + k.scratch_size();
   const int64_t per_thread = mlp_cpu::round_up(
-      static_cast<int>((cached ? 0 : pk) + std::max(wsd, wsc) +
-                       kKiloChunk * (2 * n_in + dd.n_out + n_cin + 3 + 4)), 16);
+      static_cast<int>(own + std::max(wsd, wsc) +
+                       kKiloChunk * (2 * n_in + n_h + n_cin + 3 + 4)), 16);
   std::vector<float> buffers(static_cast<size_t>(threads * per_thread));
-  const float pi = static_cast<float>(M_PI);
+  const KiloEncode encode = kilo_encode();
   const float bias = static_cast<float>(density_bias);
   if (n > 0) {
     for_each_net(off, [&](int64_t c, int thread) {
       float* base = buffers.data() + thread * per_thread;
       const float* packed_d = cached ? cached + c * pk : base;
       const float* packed_c = packed_d + pkd;
-      if (!cached) k.pack(c, base);
-      float* ws = base + (cached ? 0 : pk);
+      if (!cached) k.pack(c, base, base + pk);
+      float* ws = base + own;
       float* enc = ws + std::max(wsd, wsc);
       float* h = enc + kKiloChunk * n_in;
-      float* cin = h + kKiloChunk * dd.n_out;
+      float* cin = h + kKiloChunk * n_h;
       float* out = cin + kKiloChunk * n_cin;
       float* soa = out + kKiloChunk * 3;
       double* sn = reinterpret_cast<double*>(soa + kKiloChunk * n_in);
       double* cs = sn + kKiloChunk;
       for (int64_t start = off[c]; start < off[c + 1]; start += kKiloChunk) {
         const int64_t m = std::min(kKiloChunk, off[c + 1] - start);
-        // the frequency encoding, (dim, band, sin/cos) per row: band by band over the rows
-        // (independent lanes the compiler vectorises), then transposed into the rows
-        for (int k = 0; k < 3; ++k) {
-          for (int64_t r = 0; r < m; ++r) sn[r] = gp[3 * order[start + r] + k] * pi;
-#pragma omp simd
-          for (int64_t r = 0; r < m; ++r) sincos_0_pi(sn[r], &sn[r], &cs[r]);
-          for (int f = 0; f < frequencies; ++f) {
-            float* ps = soa + (2 * (k * frequencies + f)) * kKiloChunk;
-            float* pc = ps + kKiloChunk;
-#pragma omp simd
-            for (int64_t r = 0; r < m; ++r) {
-              ps[r] = static_cast<float>(sn[r]);
-              pc[r] = static_cast<float>(cs[r]);
-              const double s2 = 2.0 * sn[r] * cs[r];
-              cs[r] = (cs[r] - sn[r]) * (cs[r] + sn[r]);
-              sn[r] = s2;
-            }
-          }
-        }
-        for (int64_t r = 0; r < m; ++r)
-          for (int j = 0; j < n_in; ++j) enc[r * n_in + j] = soa[j * kKiloChunk + r];
+        encode(gp, order.data(), start, m, static_cast<int>(frequencies), sn, cs, soa, enc);
         mlp_cpu::forward(dd, packed_d, enc, h, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
         for (int64_t r = 0; r < m; ++r) {
           const int64_t i = order[start + r];
-          sp[i] = ip[i] ? std::exp(h[r * dd.n_out] + bias) : 0.0f;
+          sp[i] = ip[i] ? std::exp(h[r * n_h] + bias) : 0.0f;
         }
         if (!colour) continue;
-        for (int64_t r = 0; r < m; ++r) {
-          float* ci = cin + r * n_cin;
-          std::copy(vp + order[start + r] * n_view, vp + (order[start + r] + 1) * n_view, ci);
-          std::copy(h + r * dd.n_out + 1, h + (r + 1) * dd.n_out, ci + n_view);
+        if (n_h == 16 && n_view == 16) {  // KiloNeRF's sizes: fixed-size copies, inlined
+          for (int64_t r = 0; r < m; ++r) {
+            std::memcpy(cin + r * 32, h + r * 16, 16 * sizeof(float));
+            std::memcpy(cin + r * 32 + 16, vp + view_row(order[start + r]) * 16,
+                        16 * sizeof(float));
+          }
+        } else {
+          for (int64_t r = 0; r < m; ++r) {
+            std::copy(h + r * n_h, h + (r + 1) * n_h, cin + r * n_cin);
+            const float* v = vp + view_row(order[start + r]) * n_view;
+            std::copy(v, v + n_view, cin + r * n_cin + n_h);
+          }
         }
-        mlp_cpu::forward(cd, packed_c, cin, out, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
-        for (int64_t r = 0; r < m; ++r) std::copy(out + 3 * r, out + 3 * r + 3,
-                                                  rp + 3 * order[start + r]);
+        mlp_cpu::forward(cp, packed_c, cin, out, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
+        for (int64_t r = 0; r < m; ++r) {
+          float* dst = rp + 3 * order[start + r];
+          dst[0] = out[3 * r];
+          dst[1] = out[3 * r + 1];
+          dst[2] = out[3 * r + 2];
+        }
       }
     });
   }

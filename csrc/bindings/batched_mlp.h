@@ -37,7 +37,8 @@ std::vector<at::Tensor> batched_mlp_cpu_backward(const at::Tensor& dy, const at:
 // sigma = exp(out[0] + density_bias) inside the box, 0 outside; with view (n, dims) given,
 // the cell's colour network on [view, out[1:]] -> rgb (sigmoid). Returns {sigma (n,)} or
 // {sigma, rgb (n, 3)}. packed: kilo_pack_cpu's packing of these weights (or none: each cell's
-// networks are packed as they are used).
+// networks are packed as they are used). view_index (n,): point i's view is row
+// view_index[i] of view (one row per ray, when rendering), instead of row i.
 std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x,
                                          const std::optional<at::Tensor>& view,
                                          const at::Tensor& aabb, int64_t cells,
@@ -47,7 +48,8 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x,
                                          const std::vector<at::Tensor>& colour_weights,
                                          const std::vector<at::Tensor>& colour_biases,
                                          int64_t width, double density_bias,
-                                         const std::optional<at::Tensor>& packed);
+                                         const std::optional<at::Tensor>& packed,
+                                         const std::optional<at::Tensor>& view_index);
 
 // Every cell's two networks packed for kilo_forward_cpu: (cells^3, floats per cell).
 at::Tensor kilo_pack_cpu(int64_t cells, int64_t frequencies,

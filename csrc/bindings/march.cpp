@@ -73,6 +73,15 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
     march_cpu::pack_bits(grid.occupancy, cells, b0, b1, bits.data());
   });
   grid.bits = bits.data();
+  // Blocks of 4^3 cells that hold an occupied one, for skipping empty space (bounded scenes
+  // with constant steps; see march_cpu::march).
+  std::vector<uint8_t> coarse;
+  if (grid.res % 8 == 0) {
+    const int64_t cr = grid.res / march_cpu::kCoarse;
+    coarse.resize(static_cast<size_t>(cr * cr * cr));
+    march_cpu::pack_coarse(bits.data(), grid.res, coarse.data());
+    grid.coarse = coarse.data();
+  }
   march_cpu::Stepping stepping;
   stepping.step_size = static_cast<float>(step_size);
   stepping.cone_angle = static_cast<float>(cone_angle);

@@ -42,7 +42,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("view"), py::arg("aabb"), py::arg("cells"), py::arg("frequencies"),
         py::arg("density_weights"), py::arg("density_biases"), py::arg("colour_weights"),
         py::arg("colour_biases"), py::arg("width"), py::arg("density_bias"),
-        py::arg("packed") = py::none());
+        py::arg("packed") = py::none(), py::arg("view_index") = py::none());
   m.def("kilo_pack_cpu", &fields::kilo_pack_cpu,
         "Every cell's two KiloNeRF networks packed for kilo_forward_cpu", py::arg("cells"),
         py::arg("frequencies"), py::arg("density_weights"), py::arg("density_biases"),

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace fields {
 namespace march_cpu {
@@ -102,6 +104,51 @@ void pack_bits(const uint8_t* occupancy, int64_t n, int64_t begin, int64_t end, 
     for (int k = 0; k < 8 && c0 + k < n; ++k) b |= static_cast<uint8_t>(occupancy[c0 + k] != 0) << k;
     bits[j] = b;
   }
+}
+
+void pack_coarse(const uint8_t* bits, int32_t res, uint8_t* coarse) {
+  // Block b is marked when a cell within one cell of it is occupied (the blocks are dilated by
+  // a cell, so that a point computed in float32 a hair across a block's face, where the exact
+  // ray runs along it, still finds its cell inside a marked block). The dilation runs on the
+  // bits, axis by axis (z within each row's bytes, then y and x across rows).
+  static_assert(kCoarse == 4, "a block's row is half a byte of bits");
+  const int64_t rb = res / 8, n_rows = static_cast<int64_t>(res) * res;
+  std::vector<uint8_t> a(static_cast<size_t>(n_rows * rb)), b(a.size());
+  for (int64_t row = 0; row < n_rows; ++row) {
+    const uint8_t* r = bits + row * rb;
+    uint8_t* o = a.data() + row * rb;
+    for (int64_t j = 0; j < rb; ++j) {
+      const uint8_t v = r[j];
+      o[j] = static_cast<uint8_t>(v | (v << 1) | (v >> 1) | (j > 0 ? r[j - 1] >> 7 : 0) |
+                                  (j + 1 < rb ? r[j + 1] << 7 : 0));
+    }
+  }
+  for (int64_t ix = 0; ix < res; ++ix)
+    for (int64_t iy = 0; iy < res; ++iy) {
+      uint8_t* o = b.data() + (ix * res + iy) * rb;
+      const uint8_t* m = a.data() + (ix * res + iy) * rb;
+      const uint8_t* lo = iy > 0 ? m - rb : m;
+      const uint8_t* hi = iy + 1 < res ? m + rb : m;
+      for (int64_t j = 0; j < rb; ++j) o[j] = lo[j] | m[j] | hi[j];
+    }
+  for (int64_t ix = 0; ix < res; ++ix) {
+    uint8_t* o = a.data() + ix * res * rb;
+    const uint8_t* m = b.data() + ix * res * rb;
+    const uint8_t* lo = ix > 0 ? m - res * rb : m;
+    const uint8_t* hi = ix + 1 < res ? m + res * rb : m;
+    for (int64_t j = 0; j < res * rb; ++j) o[j] = lo[j] | m[j] | hi[j];
+  }
+  const int64_t cr = res / kCoarse;
+  std::fill(coarse, coarse + cr * cr * cr, 0);
+  for (int64_t ix = 0; ix < res; ++ix)
+    for (int64_t iy = 0; iy < res; ++iy) {
+      const uint8_t* r = a.data() + (ix * res + iy) * rb;
+      uint8_t* c = coarse + ((ix / kCoarse) * cr + iy / kCoarse) * cr;
+      for (int64_t j = 0; j < rb; ++j) {
+        c[2 * j] |= (r[j] & 0x0f) != 0;
+        c[2 * j + 1] |= (r[j] & 0xf0) != 0;
+      }
+    }
 }
 
 void contract_points(const float aabb[6], int contraction, const float* x, int64_t begin,
@@ -229,11 +276,176 @@ inline void occupied4(const Frame& f, const float o[3], const float d[3], const 
     occ[i] = static_cast<uint8_t>(inside[i] != 0 && cell_occupied(f, flat[i]));
 }
 
+// -- empty-space skipping (bounded scenes, constant steps) --
+//
+// The samples must be the reference's bit for bit, so the steps still follow its chain of
+// float32 additions t <- t + dt; what is skipped is the occupancy test of steps whose midpoints
+// lie in blocks of the coarse grid with no occupied cell (dilated by a cell), and most of the
+// chain itself: within one binade [2^(e-1), 2^e) every addition of dt adds the same delta
+// (the sum is rounded to the same grid of multiples of the binade's ulp), so k steps are one
+// exact addition of k * delta. (Where dt falls exactly halfway between two multiples of the
+// ulp, the rounding depends on t's last bit; that binade is then stepped one by one.)
+
+// The first value of the chain from t whose next value exceeds a (every step before it ends
+// at or before a), or the value where the chain stalls (t + dt == t).
+inline float skip_steps(float t, float dt, float a) {
+  for (;;) {
+    const float tn = t + dt;
+    if (!(tn > t) || tn > a) return t;
+    if (t >= 1e-30f) {  // a normal, positive t: whole binades at once
+      int e = 0;
+      std::frexp(t, &e);
+      const float top = std::ldexp(1.0f, e);
+      const float t2 = std::nextafter(t, top);
+      if (tn < top && t2 + dt < top) {
+        const float delta = tn - t;  // exact: both in the binade
+        if ((t2 + dt) - t2 == delta) {  // not a tie: every step of the binade adds delta
+          const double by_a = std::floor((static_cast<double>(a) - t) / delta) - 1.0;
+          const double by_top = std::floor((static_cast<double>(top) - t) / delta) - 2.0;
+          const double k = std::min(by_a, by_top);
+          if (k >= 1.0) {
+            t = static_cast<float>(static_cast<double>(t) + k * static_cast<double>(delta));
+            continue;
+          }
+        }
+      }
+    }
+    t = tn;
+  }
+}
+
+// The t-intervals of a ray (in [t0, t1]) through marked blocks of the coarse grid, by a 3D DDA
+// over the blocks, each widened by `margin` and merged where they touch.
+void coarse_spans(const Frame& f, const uint8_t* coarse, const float o[3], const float d[3],
+                  float t0, float t1, std::vector<std::pair<float, float>>* spans) {
+  spans->clear();
+  const int32_t cr = f.res / kCoarse;
+  const double crd = cr;
+  double A[3], B[3];
+  double lo = t0, hi = t1;
+  for (int k = 0; k < 3; ++k) {
+    A[k] = (static_cast<double>(o[k]) - f.lo[k]) / f.extent[k] * crd;
+    B[k] = static_cast<double>(d[k]) / f.extent[k] * crd;
+    if (B[k] == 0.0) {
+      if (A[k] < -1e-3 || A[k] > crd + 1e-3) return;  // runs beside the box
+    } else {
+      double a = (0.0 - A[k]) / B[k], b = (crd - A[k]) / B[k];
+      if (a > b) std::swap(a, b);
+      lo = std::max(lo, a);
+      hi = std::min(hi, b);
+    }
+  }
+  double bmax = 0.0;
+  for (int k = 0; k < 3; ++k) bmax = std::max(bmax, std::fabs(B[k]));
+  // a thousandth of a block along the ray, and never less than float32's reach at these t
+  const double margin = std::max(bmax > 0.0 ? 1e-3 / bmax : 0.0,
+                                 4e-6 * std::max(std::fabs(lo), std::fabs(hi)));
+  lo -= margin;
+  hi += margin;
+  if (!(lo < hi)) return;
+  int32_t c[3], step[3];
+  double t_next[3], t_delta[3];
+  const double start = lo + margin;  // inside the box's widened span
+  for (int k = 0; k < 3; ++k) {
+    const double u = A[k] + B[k] * start;
+    c[k] = static_cast<int32_t>(std::min(std::max(std::floor(u), 0.0), crd - 1.0));
+    if (B[k] > 0.0) {
+      step[k] = 1;
+      t_next[k] = (c[k] + 1 - A[k]) / B[k];
+      t_delta[k] = 1.0 / B[k];
+    } else if (B[k] < 0.0) {
+      step[k] = -1;
+      t_next[k] = (c[k] - A[k]) / B[k];
+      t_delta[k] = -1.0 / B[k];
+    } else {
+      step[k] = 0;
+      t_next[k] = INFINITY;
+      t_delta[k] = INFINITY;
+    }
+  }
+  double t = lo;
+  for (;;) {
+    const int axis = t_next[0] <= t_next[1] ? (t_next[0] <= t_next[2] ? 0 : 2)
+                                            : (t_next[1] <= t_next[2] ? 1 : 2);
+    const double exit = std::min(t_next[axis], hi);
+    if (coarse[(static_cast<int64_t>(c[0]) * cr + c[1]) * cr + c[2]] != 0) {
+      const float a = static_cast<float>(t - margin), b = static_cast<float>(exit + margin);
+      if (!spans->empty() && spans->back().second >= a) spans->back().second = b;
+      else spans->emplace_back(a, b);
+    }
+    if (exit >= hi) break;
+    t = exit;
+    c[axis] += step[axis];
+    if (c[axis] < 0 || c[axis] >= cr) break;
+    t_next[axis] += t_delta[axis];
+  }
+}
+
+void march_skipping(const Frame& f, const uint8_t* coarse, float dt, const Rays& rays,
+                    int64_t begin, int64_t end, int64_t* counts, Samples& out) {
+  constexpr int kChunk = 64;
+  alignas(16) float ts[kChunk + 4], tes[kChunk + 4];
+  alignas(16) uint8_t occ[kChunk + 4];
+  std::vector<std::pair<float, float>> spans;
+  for (int64_t r = begin; r < end; ++r) {
+    const float* o = rays.origins + r * 3;
+    const float* d = rays.directions + r * 3;
+    const float t_max = rays.t_max[r];
+    float t = rays.t_min[r];
+    int64_t count = 0;
+    if (std::isfinite(t) && std::isfinite(t_max) && t < t_max)
+      coarse_spans(f, coarse, o, d, t, t_max, &spans);
+    else
+      spans.clear();
+    bool more = true;
+    for (size_t i = 0; i < spans.size() && more && t < t_max; ++i) {
+      t = skip_steps(t, dt, spans[i].first);
+      const float limit = std::min(t_max, spans[i].second);
+      while (more && t < limit) {
+        int n = 0;
+        while (n < kChunk) {
+          if (!(t < limit)) break;
+          const float t_next = t + dt;
+          if (!(t_next > t)) { more = false; break; }  // the step no longer moves t
+          ts[n] = t;
+          tes[n] = std::min(t_next, t_max);
+          ++n;
+          t = t_next;
+        }
+        if (n == 0) break;
+        for (int j = n; j < ((n + 3) & ~3); ++j) ts[j] = tes[j] = ts[n - 1];
+        for (int j = 0; j < n; j += 4) occupied4(f, o, d, ts + j, tes + j, occ + j);
+        const size_t base = out.t_start.size();
+        out.t_start.resize(base + n);
+        out.t_end.resize(base + n);
+        float* os = out.t_start.data() + base;
+        float* oe = out.t_end.data() + base;
+        int kept = 0;
+        for (int j = 0; j < n; ++j) {
+          os[kept] = ts[j];
+          oe[kept] = tes[j];
+          kept += occ[j];
+        }
+        out.t_start.resize(base + kept);
+        out.t_end.resize(base + kept);
+        count += kept;
+      }
+    }
+    counts[r] = count;
+  }
+}
+
 }  // namespace
 
 void march(const Grid& g, const Stepping& s, const Rays& rays, int64_t begin, int64_t end,
            int64_t* counts, Samples& out) {
   const Frame f = make_frame(g);
+  if (g.coarse != nullptr && s.cone_angle == 0.f && g.contraction == kNone && f.res <= 1024 &&
+      f.res % 8 == 0) {
+    march_skipping(f, g.coarse, std::min(std::max(0.f, s.step_size), s.max_step), rays, begin,
+                   end, counts, out);
+    return;
+  }
   const float cone = s.cone_angle;
   const float step = s.step_size;
   const float max_step = s.max_step;

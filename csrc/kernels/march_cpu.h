@@ -32,6 +32,9 @@ struct Grid {
   // Optional: the same grid as bits (bit i % 8 of byte i / 8 for cell i; pack_bits), read
   // instead of the bytes when given: 8x less memory for the steps' scattered reads.
   const uint8_t* bits = nullptr;
+  // Optional: whether each block of kCoarse^3 cells holds an occupied one ((res / kCoarse)^3
+  // bytes, x-major; pack_coarse), for skipping empty space (res a multiple of kCoarse).
+  const uint8_t* coarse = nullptr;
   int32_t res = 0;
   float aabb[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   int contraction = kNone;
@@ -55,6 +58,12 @@ struct Samples {
   std::vector<float> t_start;
   std::vector<float> t_end;
 };
+
+constexpr int kCoarse = 4;  // cells per side of a block of the coarse grid
+
+// coarse[b] (the (res / kCoarse)^3 blocks, x-major) = whether a cell within one cell of block
+// b is occupied, from the packed bits (res a multiple of 8).
+void pack_coarse(const uint8_t* bits, int32_t res, uint8_t* coarse);
 
 // bits[j] = the occupancy (nonzero or not) of cells 8 j .. 8 j + 7, bit k for cell 8 j + k, for
 // j in [begin, end) (bytes of the packed grid; cells past n count as empty).

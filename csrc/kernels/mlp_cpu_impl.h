@@ -444,11 +444,22 @@ static void apply_derivative(int act, float omega, int rows, int cols, float* g,
 // weight gradient alike.
 constexpr int kNarrowMax = 4;
 
+// The sum of a vector's lanes as a tree of halves (a serial lane-by-lane sum is a chain of
+// kVec dependent adds, which cost the narrow forward more than its multiply-adds).
+typedef float v4 __attribute__((vector_size(16)));
 static inline float hsum(vec v) {
-  float s = 0.f;
-#pragma GCC unroll 16
-  for (int i = 0; i < kVec; ++i) s += v[i];
-  return s;
+#if FIELDS_MLP_VEC == 16
+  const v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#elif FIELDS_MLP_VEC == 8
+  const v8 h = v;
+#else
+#error "hsum: FIELDS_MLP_VEC must be 8 or 16"
+#endif
+  v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  q += __builtin_shufflevector(q, q, 2, 3, 0, 1);
+  q += __builtin_shufflevector(q, q, 1, 0, 3, 2);
+  return q[0];
 }
 
 // c[r, j] = epilogue(bias[j] + a[r, :K] . wt[j, :K]) for j < n_out, c[r, j] = epilogue(bias[j])
@@ -466,9 +477,12 @@ static void narrow_forward(int epi, int rows, const float* a, int64_t lda, int K
 #pragma GCC unroll 4
       for (int j = 0; j < NO; ++j) acc[j] += x * vecload(wt + j * K + k);
     }
+    float sum[NO];
+#pragma GCC unroll 4
+    for (int j = 0; j < NO; ++j) sum[j] = hsum(acc[j]);
     float* cr = c + r * ldc;
     for (int j = 0; j < n_pad; ++j) {
-      float v = (bias != nullptr ? bias[j] : 0.f) + (j < NO ? hsum(acc[j < NO ? j : 0]) : 0.f);
+      float v = (bias != nullptr ? bias[j] : 0.f) + (j < NO ? sum[j] : 0.f);
       if (epi == kStoreReLU) v = v > 0.f ? v : 0.f;
       else if (epi == kStoreLeaky) v = v > 0.f ? v : kLeakySlope * v;
       cr[j] = v;

@@ -407,14 +407,19 @@ def distill_cmd(
     with guarded():
         opts.check("nerf", "distill")
         dev = check_device(device)
-        distill = DistillConfig(stage1=stage1)
+        overrides = parse_config(config, "NerfConfig")
+        # {"distill": {...}} in --config: DistillConfig's fields (the rest are NerfConfig's)
+        distill_overrides = overrides.pop("distill", {})
+        if not isinstance(distill_overrides, dict):
+            raise ValueError(f"--config: distill must be an object of DistillConfig's fields, "
+                             f"got {distill_overrides!r}")
+        distill = DistillConfig.from_dict({"stage1": stage1, **distill_overrides})
         teacher = LoadedNerf(checkpoint)
         run = run_config(checkpoint)
         source = data if data is not None else run.get("data")
         downscale = int(run.get("downscale", 1) or 1) if data is None else 1
         scene, name = load_posed_images(source, downscale,
                                         int(run.get("scene_resolution", 128)))
-        overrides = parse_config(config, "NerfConfig")
         cfg = NerfConfig.from_dict({**MODELS[into]().to_dict(), **overrides})
         out = opts.folder(name, f"distill-{into}")
         train_cfg = opts.train_config(eval_every=0.0)

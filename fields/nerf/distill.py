@@ -47,7 +47,10 @@ class DistillConfig:
     weight; 0: images only), so that surfaces stay as opaque and space as empty as the
     teacher's, which is what lets rays terminate early; `keep_teacher_grid`: the student
     renders through the teacher's occupancy grid, never updated (KiloNeRF's recipe), rather
-    than updating its own while fine-tuning."""
+    than updating its own while fine-tuning; `fine_tune_colour_weight`: the weight of the
+    colour matching on those same teacher samples (their random view directions) while
+    fine-tuning (0: the density only), which holds the student's view-dependent colour to the
+    teacher's in directions the training images do not show."""
 
     stage1: float = 0.5
     points: int = 2**16
@@ -55,6 +58,7 @@ class DistillConfig:
     density_weight: float = 0.1
     fine_tune_density_points: int = 2**14
     keep_teacher_grid: bool = True
+    fine_tune_colour_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.stage1 <= 1.0:
@@ -70,6 +74,9 @@ class DistillConfig:
         if not self.density_weight >= 0.0:
             raise ValueError(f"DistillConfig: density_weight must be >= 0, got "
                              f"{self.density_weight}")
+        if not self.fine_tune_colour_weight >= 0.0:
+            raise ValueError(f"DistillConfig: fine_tune_colour_weight must be >= 0, got "
+                             f"{self.fine_tune_colour_weight}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
@@ -199,12 +206,20 @@ class DistillTask(NerfTask):
 
     def extra_loss(self) -> torch.Tensor | None:
         """While fine-tuning: the density matching on `fine_tune_density_points` teacher
-        samples, weighted as in the first stage."""
+        samples, weighted as in the first stage, and with `fine_tune_colour_weight` the colour
+        matching there too."""
         n = self.distill.fine_tune_density_points
-        if self.stage != 2 or n <= 0 or self.distill.density_weight == 0:
+        wd, wc = self.distill.density_weight, self.distill.fine_tune_colour_weight
+        if self.stage != 2 or n <= 0 or (wd == 0 and wc == 0):
             return None
-        x, _ = self.teacher_samples(n)
-        return self.distill.density_weight * self.density_loss(x, self.model.density(x))
+        x, d = self.teacher_samples(n)
+        if wc == 0:
+            return wd * self.density_loss(x, self.model.density(x))
+        with torch.no_grad(), scope("phase:teacher"):
+            sigma_t, rgb_t = self.teacher.model(x, d)
+        sigma_s, rgb_s = self.model(x, d)
+        return (wd * self.density_loss(x, sigma_s, sigma_t)
+                + wc * (rgb_s - rgb_t).square().mean())
 
     def _match_step(self, step: int, progress: float) -> dict[str, float]:
         lr = self.learning_rate(step, progress)

@@ -141,24 +141,31 @@ class KiloField(nn.Module):
             out.append(v.new_empty(v.shape).index_put((order,), v))
         return out
 
-    def _fused(self, x: torch.Tensor, view: torch.Tensor | None) -> list[torch.Tensor] | None:
+    def _kernel_runs(self, x: torch.Tensor) -> bool:
+        """Whether `kilo_forward_cpu` can evaluate the field at x."""
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and _ext.available()
+                and hasattr(_ext.extension(), "kilo_forward_cpu")
+                and self.density_network.backend != "torch"
+                and self.density_network.spec.activation == "ReLU")
+
+    def _fused(self, x: torch.Tensor, view: torch.Tensor | None,
+               view_index: torch.Tensor | None = None) -> list[torch.Tensor] | None:
         """The field in one C++ pass (`kilo_forward_cpu`: cells, encoding, both networks) when
-        nothing needs gradients and the kernels can run it; None otherwise."""
+        nothing needs gradients and the kernels can run it; None otherwise. `view_index`:
+        point i's view is `view[view_index[i]]`."""
         if torch.is_grad_enabled() and (
                 x.requires_grad or (view is not None and view.requires_grad)
                 or any(p.requires_grad for p in self.parameters())):
             return None
-        if not (x.device.type == "cpu" and x.dtype == torch.float32 and _ext.available()
-                and hasattr(_ext.extension(), "kilo_forward_cpu")
-                and self.density_network.backend != "torch"
-                and self.density_network.spec.activation == "ReLU"):
+        if not self._kernel_runs(x):
             return None
         dn, cn = self.density_network, self.color_network
         with scope("kernel:kilo forward"):
             return _ext.extension().kilo_forward_cpu(
                 x, view, self.aabb, self.spec.cells, self.spec.frequencies, list(dn.weights),
                 list(dn.biases), list(cn.weights), list(cn.biases), self.spec.width,
-                float(self.config.density_bias), None if self.training else self._packed())
+                float(self.config.density_bias), None if self.training else self._packed(),
+                view_index)
 
     def _packed(self) -> torch.Tensor:
         """Every cell's networks packed for the kernels (`kilo_pack_cpu`), kept while the
@@ -187,6 +194,23 @@ class KiloField(nn.Module):
         """Density (P,) at world points x (P, 3), and None: there is no shared position
         encoding to hand to `forward`."""
         return self.density(x), None
+
+    def colours_while_pruning(self, x: torch.Tensor) -> bool:
+        """Whether rendering (`render_rays`, without gradients) should take each sample's
+        colour when it takes its density, in one pass, rather than evaluate the samples it
+        keeps a second time: in eval mode on the fused CPU kernel, where the colour network
+        is a third of the work and a second pass would sort, encode and run the density
+        networks again."""
+        return not self.training and not torch.is_grad_enabled() and self._kernel_runs(x)
+
+    def sample_colours(self, x: torch.Tensor, view: torch.Tensor, view_index: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (P,) and colour (P, 3) at points x (P, 3) seen with `view[view_index]`
+        (view: `view_features` of each ray's direction, view_index (P,): each point's ray)."""
+        fused = self._fused(x, view, view_index)
+        if fused is not None:
+            return fused[0], fused[1]
+        return self(x, None, view=view.index_select(0, view_index))
 
     def view_features(self, d: torch.Tensor) -> torch.Tensor:
         """The direction encoding of unit directions d (P, 3), as `forward` computes it."""

@@ -398,17 +398,21 @@ def render_rays(
                 + directions.index_select(0, ri) * (0.5 * (ts + te))[:, None])
 
     fast = origins.device.type == "cpu" and _ext.available()
-    encoded = None
+    encoded = kept_sigmas = kept_rgbs = None
     if n_marched > 0:
         with scope("phase:pruning"), torch.no_grad():
             # the encoding of every evaluated sample is kept (row[i]: its row in the rounds'
-            # outputs), so that the kept ones are not encoded twice (only where gradients
-            # follow: rendering has no second pass)
+            # outputs), so that the kept ones are not encoded twice
             raws: list[torch.Tensor] = []
-            row = (torch.empty(n_marched, dtype=torch.long, device=ray_indices.device)
-                   if outer_grad else None)
+            colours: list[torch.Tensor] = []  # the one pass's colours (raws: its sigmas)
+            row = torch.empty(n_marched, dtype=torch.long, device=ray_indices.device)
             if fast:
                 o_c, d_c = origins.detach().contiguous(), directions.detach().contiguous()
+            # a model that takes each sample's colour with its density (KiloNeRF's tiny
+            # networks): one pass, its (sigma, rgb) kept as the raw rows
+            one_pass = (not outer_grad and hasattr(model, "colours_while_pruning")
+                        and model.colours_while_pruning(origins))
+            ray_view = model.view_features(directions) if one_pass else None
 
             def density(i: torch.Tensor) -> torch.Tensor:
                 if fast:
@@ -416,8 +420,11 @@ def render_rays(
                                                            t_ends, i)
                 else:
                     p = points(*(v.index_select(0, i) for v in (ray_indices, t_starts, t_ends)))
-                if row is None:
-                    return model.density(p)
+                if one_pass:
+                    sigma, rgb = model.sample_colours(p, ray_view, ray_indices.index_select(0, i))
+                    raws.append(sigma[:, None])
+                    colours.append(rgb)
+                    return sigma
                 sigma, raw = model.density_and_encoding(p)
                 if raw is not None:
                     raws.append(raw)
@@ -427,26 +434,35 @@ def render_rays(
                 density, t_starts, t_ends, ray_indices, offsets,
                 transmittance_threshold=settings.transmittance_threshold, row=row,
             )
-            if raws and row is not None:
+            if raws:
                 at = row.index_select(0, keep)
-                if fast:
-                    with scope("kernel:gather rows"):
-                        encoded = _ext.extension().gather_rows_cpu(raws, at)
+
+                def gather(rows: list[torch.Tensor]) -> torch.Tensor:
+                    if fast:
+                        with scope("kernel:gather rows"):
+                            return _ext.extension().gather_rows_cpu(rows, at)
+                    return torch.cat(rows).index_select(0, at)
+
+                if one_pass:
+                    kept_sigmas, kept_rgbs = gather(raws).reshape(-1), gather(colours)
                 else:
-                    encoded = torch.cat(raws).index_select(0, at)
+                    encoded = gather(raws)
             ray_indices, t_starts, t_ends = (
                 v.index_select(0, keep) for v in (ray_indices, t_starts, t_ends))
             offsets = offsets_from_indices(ray_indices, n_rays)
-    with scope("phase:field forward"):
-        # one direction encoding per ray, gathered for its samples
-        view = model.view_features(directions).index_select(0, ray_indices)
-        if fast and not (origins.requires_grad or directions.requires_grad):
-            x = _ext.extension().sample_points_cpu(origins.contiguous(),
-                                                   directions.contiguous(), ray_indices,
-                                                   t_starts, t_ends, None)
-        else:
-            x = points(ray_indices, t_starts, t_ends)
-        sigmas, rgbs = model(x, None, encoded=encoded, view=view)
+    if kept_sigmas is not None:  # the kept samples' sigma and rgb from the pruning pass
+        sigmas, rgbs = kept_sigmas, kept_rgbs
+    else:
+        with scope("phase:field forward"):
+            # one direction encoding per ray, gathered for its samples
+            view = model.view_features(directions).index_select(0, ray_indices)
+            if fast and not (origins.requires_grad or directions.requires_grad):
+                x = _ext.extension().sample_points_cpu(origins.contiguous(),
+                                                       directions.contiguous(), ray_indices,
+                                                       t_starts, t_ends, None)
+            else:
+                x = points(ray_indices, t_starts, t_ends)
+            sigmas, rgbs = model(x, None, encoded=encoded, view=view)
     with scope("phase:compositing"):
         out = composite(sigmas, rgbs, t_starts, t_ends, ray_indices, offsets, background)
     out["n_samples"] = torch.tensor(ray_indices.shape[0])
