@@ -270,6 +270,11 @@ def test_fine_tuning_matches_the_teachers_colour_when_asked(tiny_scene_dir, tiny
         colour_grads = [p.grad for p in task.model.color_network.parameters()]
         reached = any(g is not None and bool(g.abs().sum() > 0) for g in colour_grads)
         assert reached == (weight > 0)
+    # unset, it is on for the kilo student and off for the others
+    kilo = DistillTask(scene, small_kilo(), teacher, DistillConfig(), seed=0)
+    assert kilo.distill.fine_tune_colour_weight == 4.0
+    planes = DistillTask(scene, MODELS["planes"](), teacher, DistillConfig(), seed=0)
+    assert planes.distill.fine_tune_colour_weight == 0.0
 
 
 def test_distill_config_is_checked():

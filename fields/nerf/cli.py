@@ -428,7 +428,8 @@ def distill_cmd(
         write_run_config(out, "nerf", name, opts, task.config.to_dict(), data=source,
                          model=into, downscale=downscale,
                          scene_resolution=int(run.get("scene_resolution", 128)),
-                         device=device, teacher=str(checkpoint), distill=distill.to_dict())
+                         device=device, teacher=str(checkpoint),
+                         distill=task.distill.to_dict())
     say(f"distilling {checkpoint} into {into} on {name}: {len(scene.train)} training views; "
         f"budget {steps} steps / {max_seconds:g} s ({stage1:.0%} matching the teacher, the "
         f"rest on the images); output {out}")

@@ -24,7 +24,7 @@ ordinary NeRF checkpoint of the student's architecture.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -50,7 +50,9 @@ class DistillConfig:
     than updating its own while fine-tuning; `fine_tune_colour_weight`: the weight of the
     colour matching on those same teacher samples (their random view directions) while
     fine-tuning (0: the density only), which holds the student's view-dependent colour to the
-    teacher's in directions the training images do not show."""
+    teacher's in directions the training images do not show; None: 4 for KiloNeRF's tiny
+    networks (each cell's colour network sees its cell from the few training views that
+    reach it), 0 for the other students."""
 
     stage1: float = 0.5
     points: int = 2**16
@@ -58,7 +60,7 @@ class DistillConfig:
     density_weight: float = 0.1
     fine_tune_density_points: int = 2**14
     keep_teacher_grid: bool = True
-    fine_tune_colour_weight: float = 0.0
+    fine_tune_colour_weight: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.stage1 <= 1.0:
@@ -74,7 +76,7 @@ class DistillConfig:
         if not self.density_weight >= 0.0:
             raise ValueError(f"DistillConfig: density_weight must be >= 0, got "
                              f"{self.density_weight}")
-        if not self.fine_tune_colour_weight >= 0.0:
+        if self.fine_tune_colour_weight is not None and not self.fine_tune_colour_weight >= 0.0:
             raise ValueError(f"DistillConfig: fine_tune_colour_weight must be >= 0, got "
                              f"{self.fine_tune_colour_weight}")
 
@@ -109,6 +111,8 @@ class DistillTask(NerfTask):
         teacher.grid.to(self.device)
         for p in teacher.model.parameters():
             p.requires_grad_(False)
+        if distill.fine_tune_colour_weight is None:
+            distill = replace(distill, fine_tune_colour_weight=4.0 if config.kilo else 0.0)
         self.distill = distill
         self.stage = 1 if distill.stage1 > 0 else 2
         self.stage2_step = 0
@@ -209,7 +213,7 @@ class DistillTask(NerfTask):
         samples, weighted as in the first stage, and with `fine_tune_colour_weight` the colour
         matching there too."""
         n = self.distill.fine_tune_density_points
-        wd, wc = self.distill.density_weight, self.distill.fine_tune_colour_weight
+        wd, wc = self.distill.density_weight, self.distill.fine_tune_colour_weight or 0.0
         if self.stage != 2 or n <= 0 or (wd == 0 and wc == 0):
             return None
         x, d = self.teacher_samples(n)
