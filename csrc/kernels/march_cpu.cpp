@@ -276,6 +276,56 @@ inline void occupied4(const Frame& f, const float o[3], const float d[3], const 
     occ[i] = static_cast<uint8_t>(inside[i] != 0 && cell_occupied(f, flat[i]));
 }
 
+// Up to kChunkSteps steps of a ray's chain from *t while *t < limit, as the reference takes
+// them: [t, min(t + dt, t_max)) with dt = dt_of(t), t <- t + dt; *more = false where a step
+// no longer moves t. Returns how many (ts, tes get them).
+constexpr int kChunkSteps = 64;
+template <typename Dt>
+inline int chain_steps(float* t, float limit, float t_max, Dt dt_of, float* ts, float* tes,
+                       bool* more) {
+  int n = 0;
+  while (n < kChunkSteps && *t < limit) {
+    const float t_next = *t + dt_of(*t);
+    if (!(t_next > *t)) {  // the step no longer moves t
+      *more = false;
+      break;
+    }
+    ts[n] = *t;
+    tes[n] = std::min(t_next, t_max);
+    ++n;
+    *t = t_next;
+  }
+  return n;
+}
+
+// occ[i] = occupancy of the midpoints of steps [ts[i], tes[i]), i < n, 4 at a time (ts and tes
+// padded in place to a multiple of 4, with room for it).
+inline void occupied_steps(const Frame& f, const float o[3], const float d[3], float* ts,
+                           float* tes, int n, uint8_t* occ) {
+  for (int i = n; i < ((n + 3) & ~3); ++i) ts[i] = tes[i] = ts[n - 1];
+  for (int i = 0; i < n; i += 4) occupied4(f, o, d, ts + i, tes + i, occ + i);
+}
+
+// Appends the steps [ts[i], tes[i]) with occ[i] (0 or 1) set, i < n, without branches;
+// returns how many.
+inline int append_kept(const float* ts, const float* tes, const uint8_t* occ, int n,
+                       Samples& out) {
+  const size_t base = out.t_start.size();
+  out.t_start.resize(base + n);
+  out.t_end.resize(base + n);
+  float* os = out.t_start.data() + base;
+  float* oe = out.t_end.data() + base;
+  int kept = 0;
+  for (int i = 0; i < n; ++i) {
+    os[kept] = ts[i];
+    oe[kept] = tes[i];
+    kept += occ[i];
+  }
+  out.t_start.resize(base + kept);
+  out.t_end.resize(base + kept);
+  return kept;
+}
+
 // -- empty-space skipping (bounded scenes, constant steps) --
 //
 // The samples must be the reference's bit for bit, so the steps still follow its chain of
@@ -383,9 +433,8 @@ void coarse_spans(const Frame& f, const uint8_t* coarse, const float o[3], const
 
 void march_skipping(const Frame& f, const uint8_t* coarse, float dt, const Rays& rays,
                     int64_t begin, int64_t end, int64_t* counts, Samples& out) {
-  constexpr int kChunk = 64;
-  alignas(16) float ts[kChunk + 4], tes[kChunk + 4];
-  alignas(16) uint8_t occ[kChunk + 4];
+  alignas(16) float ts[kChunkSteps + 4], tes[kChunkSteps + 4];
+  alignas(16) uint8_t occ[kChunkSteps + 4];
   std::vector<std::pair<float, float>> spans;
   for (int64_t r = begin; r < end; ++r) {
     const float* o = rays.origins + r * 3;
@@ -402,33 +451,10 @@ void march_skipping(const Frame& f, const uint8_t* coarse, float dt, const Rays&
       t = skip_steps(t, dt, spans[i].first);
       const float limit = std::min(t_max, spans[i].second);
       while (more && t < limit) {
-        int n = 0;
-        while (n < kChunk) {
-          if (!(t < limit)) break;
-          const float t_next = t + dt;
-          if (!(t_next > t)) { more = false; break; }  // the step no longer moves t
-          ts[n] = t;
-          tes[n] = std::min(t_next, t_max);
-          ++n;
-          t = t_next;
-        }
+        const int n = chain_steps(&t, limit, t_max, [dt](float) { return dt; }, ts, tes, &more);
         if (n == 0) break;
-        for (int j = n; j < ((n + 3) & ~3); ++j) ts[j] = tes[j] = ts[n - 1];
-        for (int j = 0; j < n; j += 4) occupied4(f, o, d, ts + j, tes + j, occ + j);
-        const size_t base = out.t_start.size();
-        out.t_start.resize(base + n);
-        out.t_end.resize(base + n);
-        float* os = out.t_start.data() + base;
-        float* oe = out.t_end.data() + base;
-        int kept = 0;
-        for (int j = 0; j < n; ++j) {
-          os[kept] = ts[j];
-          oe[kept] = tes[j];
-          kept += occ[j];
-        }
-        out.t_start.resize(base + kept);
-        out.t_end.resize(base + kept);
-        count += kept;
+        occupied_steps(f, o, d, ts, tes, n, occ);
+        count += append_kept(ts, tes, occ, n, out);
       }
     }
     counts[r] = count;
@@ -449,14 +475,13 @@ void march(const Grid& g, const Stepping& s, const Rays& rays, int64_t begin, in
   const float cone = s.cone_angle;
   const float step = s.step_size;
   const float max_step = s.max_step;
-  // Each ray in chunks of kChunk steps: the step boundaries first (a sequential chain of
+  // Each ray in chunks of kChunkSteps steps: the step boundaries first (a sequential chain of
   // additions, as the reference), then the occupancy tests 4 at a time, then the kept ones
   // appended without branches. The 4-wide test needs res^3 in int32.
-  constexpr int kChunk = 64;
   const float fixed_dt = std::min(std::max(0.f, step), max_step);
   const bool wide = f.res <= 1024;
-  alignas(16) float ts[kChunk + 4], tes[kChunk + 4];
-  alignas(16) uint8_t occ[kChunk + 4];
+  alignas(16) float ts[kChunkSteps + 4], tes[kChunkSteps + 4];
+  alignas(16) uint8_t occ[kChunkSteps + 4];
   for (int64_t r = begin; r < end; ++r) {
     const float* o = rays.origins + r * 3;
     const float* d = rays.directions + r * 3;
@@ -466,22 +491,16 @@ void march(const Grid& g, const Stepping& s, const Rays& rays, int64_t begin, in
     if (std::isfinite(t) && std::isfinite(t_max)) {
       bool more = true;
       while (more && t < t_max) {
-        int n = 0;
-        while (n < kChunk) {
-          if (!(t < t_max)) { more = false; break; }
-          // (cone 0: t * 0 is +-0 for the finite t here, so dt is the constant fixed_dt)
-          const float dt = cone == 0.f ? fixed_dt : std::min(std::max(t * cone, step), max_step);
-          const float t_next = t + dt;
-          if (!(t_next > t)) { more = false; break; }  // the step no longer moves t
-          ts[n] = t;
-          tes[n] = std::min(t_next, t_max);
-          ++n;
-          t = t_next;
-        }
+        // (cone 0: t * 0 is +-0 for the finite t here, so dt is the constant fixed_dt)
+        const int n = chain_steps(
+            &t, t_max, t_max,
+            [&](float tt) {
+              return cone == 0.f ? fixed_dt : std::min(std::max(tt * cone, step), max_step);
+            },
+            ts, tes, &more);
         if (n == 0) break;
         if (wide) {
-          for (int i = n; i < ((n + 3) & ~3); ++i) ts[i] = tes[i] = ts[n - 1];
-          for (int i = 0; i < n; i += 4) occupied4(f, o, d, ts + i, tes + i, occ + i);
+          occupied_steps(f, o, d, ts, tes, n, occ);
         } else {
           for (int i = 0; i < n; ++i) {
             const float mid = (ts[i] + tes[i]) * 0.5f;
@@ -490,20 +509,7 @@ void march(const Grid& g, const Stepping& s, const Rays& rays, int64_t begin, in
             occ[i] = occupied_at(f, p) ? 1 : 0;
           }
         }
-        const size_t base = out.t_start.size();
-        out.t_start.resize(base + n);
-        out.t_end.resize(base + n);
-        float* os = out.t_start.data() + base;
-        float* oe = out.t_end.data() + base;
-        int kept = 0;
-        for (int i = 0; i < n; ++i) {
-          os[kept] = ts[i];
-          oe[kept] = tes[i];
-          kept += occ[i];
-        }
-        out.t_start.resize(base + kept);
-        out.t_end.resize(base + kept);
-        count += kept;
+        count += append_kept(ts, tes, occ, n, out);
       }
     }
     counts[r] = count;
