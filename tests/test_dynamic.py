@@ -3,6 +3,7 @@ occupancy grid, the readers' per-frame times, and fits of the built-in dynamic s
 
 import json
 import math
+import threading
 import time
 
 import numpy as np
@@ -443,8 +444,46 @@ def test_viewer_plays_the_time_slider(tiny_video_dir, tmp_path):
         slider = viewer._control_by_name["time"].value
         assert slider == pytest.approx(view.settings["time"], abs=0.2)
         viewer._control_by_name["play"].value = False
-        time.sleep(0.3)
+        assert view.settings["play"] is False  # the callback runs before the setter returns
+        time.sleep(0.3)  # an animation step already past advance() may still land
         stopped = view.settings["time"]
+        time.sleep(0.3)
+        assert view.settings["time"] == stopped
+    finally:
+        viewer.close()
+
+
+def test_viewer_animation_keeps_a_control_changed_while_it_advances(tiny_video_dir, tmp_path):
+    """The user unchecks "play" while the animation writes the advanced time to its slider
+    (after the animation's lock is released): the write-back must not check "play" again (it
+    once did, and CI saw the time run on after "play" was off)."""
+    from fields.dynamic.view import DynamicView
+    from fields.viewer import Viewer
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "fit", "dynamic", "--data", str(tiny_video_dir), "--steps", "3", "--output", str(out),
+        "--video-frames", "0", "--eval-every", "0",
+        "--config", '{"grid_resolution": 16, "occupancy_warmup": 2, "target_samples": 1024}'])
+    assert res.exit_code == 0, res.output
+    view = DynamicView.from_checkpoint(str(out / "checkpoint.pt"))
+    viewer = Viewer(view, port=0)
+    unchecked = threading.Event()
+
+    def uncheck_once(_: object) -> None:
+        if threading.current_thread().name == "viewer-animation" and not unchecked.is_set():
+            unchecked.set()
+            viewer._control_by_name["play"].value = False  # the user, at that moment
+
+    viewer._control_by_name["time"].on_update(uncheck_once)
+    try:
+        viewer._control_by_name["play"].value = True
+        assert unchecked.wait(5.0)
+        time.sleep(0.5)  # several animation ticks
+        assert view.settings["play"] is False
+        assert viewer._control_by_name["play"].value is False
+        stopped = view.settings["time"]
+        assert stopped > 0.0
         time.sleep(0.3)
         assert view.settings["time"] == stopped
     finally:

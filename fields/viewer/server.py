@@ -386,13 +386,17 @@ class Viewer:
             if view is None or self._closed:
                 continue
             with self.lock:
+                before = dict(view.settings)
                 moved = view.advance(dt)
-                values = dict(view.settings) if moved else {}
+                changed = {k: v for k, v in view.settings.items() if before.get(k) != v}
             if not moved:
                 continue
+            # Only what advance changed is written back: a snapshot of every setting would
+            # undo a control the user changed meanwhile (unchecking "play" re-checked).
             for name, handle in list(self._control_by_name.items()):
-                if name in values and handle.value != values[name]:
-                    handle.value = values[name]  # its callback invalidates the frame
+                if name in changed and view.settings.get(name) == changed[name] \
+                        and handle.value != changed[name]:
+                    handle.value = changed[name]  # its callback invalidates the frame
             self.invalidate()
 
     def _add_controls(self, view: FieldView) -> None:
