@@ -151,6 +151,7 @@ def test_rendering_kilo_in_one_pass_gives_the_two_pass_image():
     d = torch.nn.functional.normalize(torch.randn(300, 3) * 0.2 + torch.tensor([0, 0, 1.0]),
                                       dim=-1)
     settings = RenderSettings.for_scene(aabb, False, cfg)
+    field.render_fused = lambda *a: None  # the general renderer
     with torch.no_grad():
         one = render_rays(field, grid, o, d, settings, torch.ones(3))
         field.colours_while_pruning = lambda x: False  # the two passes
@@ -159,6 +160,71 @@ def test_rendering_kilo_in_one_pass_gives_the_two_pass_image():
     assert int(one["n_samples"]) == int(two["n_samples"])
     for key in ("rgb", "opacity", "depth"):
         torch.testing.assert_close(one[key], two[key], rtol=1e-5, atol=1e-6)
+
+
+def _kilo_scene(resolution: int, seed: int = 5):
+    """A kilo field with opaque and faint cells, a grid with some cells empty, and rays from
+    in front (some missing the box, one from inside it)."""
+    from fields.nerf import RenderSettings
+    from fields.render.occupancy import OccupancyGrid
+
+    g = torch.Generator().manual_seed(seed)
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    cfg = small_kilo()
+    field = KiloField(aabb, "none", cfg).eval()
+    with torch.no_grad():
+        field.density_network.biases[-1][:, 0] += torch.linspace(-4, 6, 64)[
+            torch.randperm(64, generator=g)]
+    grid = OccupancyGrid(aabb.reshape(6), resolution, "none")
+    grid.occupied.copy_(torch.rand(grid.occupied.shape, generator=g) < 0.6)
+    grid.occupied[: resolution // 2, : resolution // 3] = False  # a stretch of empty blocks
+    n = 400
+    o = torch.tensor([[0.0, 0.0, -3.0]]).repeat(n, 1) + torch.randn(n, 3, generator=g) * 0.4
+    d = torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0, 0, 1.0])
+    d[:20] = torch.tensor([0.0, 0.0, -1.0])  # away from the box
+    o[20] = torch.tensor([0.1, 0.2, 0.3])  # inside it
+    d = torch.nn.functional.normalize(d, dim=-1)
+    return field, grid, o, d, RenderSettings.for_scene(aabb, False, cfg)
+
+
+@pytest.mark.parametrize("resolution", [32, 20])  # with the coarse grid's skipping, without
+@pytest.mark.parametrize("threshold", [1e-4, 1e-2])
+def test_kilo_fused_renderer_gives_the_general_renderers_image(resolution, threshold):
+    """`KiloField.render_fused` (marching in rounds, the networks and compositing in one C++
+    pass) gives the general renderer's image and keeps the same samples, while marching
+    fewer: a ray's later samples only while it is still seen through."""
+    from dataclasses import replace
+
+    field, grid, o, d, settings = _kilo_scene(resolution)
+    settings = replace(settings, transmittance_threshold=threshold)
+    background = torch.rand(o.shape[0], 3)
+    with torch.no_grad():
+        fused = field.render_fused(grid, o, d, settings, background)
+        assert fused is not None
+        assert render_rays(field, grid, o, d, settings, background)["rgb"].equal(fused["rgb"])
+        field.render_fused = lambda *a: None
+        general = render_rays(field, grid, o, d, settings, background)
+    assert int(fused["n_samples"]) == int(general["n_samples"]) > 400
+    assert int(fused["n_marched"]) < int(general["n_marched"])
+    for key in ("rgb", "opacity", "depth"):
+        torch.testing.assert_close(fused[key], general[key], rtol=0, atol=1e-6)
+    assert bool((fused["opacity"][:20] == 0).all())  # the rays that miss the box
+
+
+def test_kilo_fused_renderer_steps_aside_where_it_cannot_run():
+    """Training, gradients and growing steps take the general renderer (render_fused: None)."""
+    from dataclasses import replace
+
+    field, grid, o, d, settings = _kilo_scene(32)
+    bg = torch.ones(3)
+    with torch.no_grad():
+        assert field.render_fused(grid, o, d, replace(settings, cone_angle=0.01), bg) is None
+        field.train()
+        assert field.render_fused(grid, o, d, settings, bg) is None
+        field.eval()
+    assert field.render_fused(grid, o, d, settings, bg) is None  # gradients enabled
+    with torch.no_grad():
+        assert field.render_fused(grid, o, d, settings, bg) is not None
 
 
 def test_kilo_rejects_unbounded_scenes_and_bad_specs():

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -19,6 +20,7 @@
 
 #include "../kernels/march_cpu.h"
 #include "../kernels/mlp_cpu.h"
+#include "march.h"
 
 namespace fields {
 namespace {
@@ -494,6 +496,106 @@ KiloNets kilo_nets(int64_t cells, int64_t frequencies, const std::vector<at::Ten
   return k;
 }
 
+// One cell's two networks on its rows, kKiloChunk at a time, in one thread's scratch
+// (`scratch_size` floats): the encoding, the density network, sigma, and with views the
+// colour network on [density output | view].
+class KiloRows {
+ public:
+  // cached: kilo_pack_cpu's packing of every cell, or null (each cell packed when it runs)
+  KiloRows(const KiloNets& k, int frequencies, double density_bias, const float* cached)
+      : k_(k), frequencies_(frequencies), bias_(static_cast<float>(density_bias)),
+        cached_(cached), encode_(kilo_encode()) {
+    const Dims& dd = k.dd;
+    pkd_ = static_cast<int64_t>(mlp_cpu::packed_forward_size(dd));
+    pk_ = k.packed_size();
+    ws_ = std::max(static_cast<int64_t>(mlp_cpu::forward_workspace_size(dd)),
+                   static_cast<int64_t>(mlp_cpu::forward_workspace_size(k.cp)));
+    own_ = cached ? 0 : pk_ + k.scratch_size();
+    n_in_ = dd.n_in;
+    n_h_ = dd.n_out;
+    n_cin_ = k.cp.n_in;  // [density output | view]
+    scratch_ = mlp_cpu::round_up(
+        static_cast<int>(own_ + ws_ + kKiloChunk * (2 * n_in_ + n_h_ + n_cin_ + 3 + 4)), 16);
+  }
+  int64_t scratch_size() const { return scratch_; }
+
+  // Cell c's packed networks: the cache's, or packed into the scratch.
+  const float* weights(int64_t c, float* scratch) const {
+    if (cached_) return cached_ + c * pk_;
+    k_.pack(c, scratch, scratch + pk_);
+    return scratch;
+  }
+
+  // Rows i = order[start + r], r < m <= kKiloChunk, of the cell whose `weights` are w: local
+  // coordinates gp[3 i..], inside[i]; sigma[i]; with vp, the view vp[view_row(i) * n_view..]
+  // and rgb[3 i..].
+  template <typename ViewRow>
+  void run(const float* w, float* scratch, const float* gp, const bool* inside,
+           const int64_t* order, int64_t start, int64_t m, const float* vp, ViewRow view_row,
+           float* sigma, float* rgb) const {
+    const int n_view = k_.n_view;
+    float* ws = scratch + own_;
+    float* enc = ws + ws_;
+    float* h = enc + kKiloChunk * n_in_;
+    float* cin = h + kKiloChunk * n_h_;
+    float* out = cin + kKiloChunk * n_cin_;
+    float* soa = out + kKiloChunk * 3;
+    double* sn = reinterpret_cast<double*>(soa + kKiloChunk * n_in_);
+    double* cs = sn + kKiloChunk;
+    encode_(gp, order, start, m, frequencies_, sn, cs, soa, enc);
+    mlp_cpu::forward(k_.dd, w, enc, h, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
+    for (int64_t r = 0; r < m; ++r) {
+      const int64_t i = order[start + r];
+      sigma[i] = inside[i] ? std::exp(h[r * n_h_] + bias_) : 0.0f;
+    }
+    if (vp == nullptr) return;
+    if (n_h_ == 16 && n_view == 16) {  // KiloNeRF's sizes: fixed-size copies, inlined
+      for (int64_t r = 0; r < m; ++r) {
+        std::memcpy(cin + r * 32, h + r * 16, 16 * sizeof(float));
+        std::memcpy(cin + r * 32 + 16, vp + view_row(order[start + r]) * 16,
+                    16 * sizeof(float));
+      }
+    } else {
+      for (int64_t r = 0; r < m; ++r) {
+        std::copy(h + r * n_h_, h + (r + 1) * n_h_, cin + r * n_cin_);
+        const float* v = vp + view_row(order[start + r]) * n_view;
+        std::copy(v, v + n_view, cin + r * n_cin_ + n_h_);
+      }
+    }
+    mlp_cpu::forward(k_.cp, w + pkd_, cin, out, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
+    for (int64_t r = 0; r < m; ++r) {
+      float* dst = rgb + 3 * order[start + r];
+      dst[0] = out[3 * r];
+      dst[1] = out[3 * r + 1];
+      dst[2] = out[3 * r + 2];
+    }
+  }
+
+ private:
+  const KiloNets& k_;
+  int frequencies_;
+  float bias_;
+  const float* cached_;
+  KiloEncode encode_;
+  int64_t pkd_ = 0, pk_ = 0, ws_ = 0, own_ = 0, scratch_ = 0;
+  int n_in_ = 0, n_h_ = 0, n_cin_ = 0;
+};
+
+// Local coordinates and cells of points: gp[3 i..] holds the box coordinates (as
+// contract_points writes them) and becomes the local coordinates in the point's cell;
+// returns the cell.
+inline int32_t kilo_cell(float* g, int64_t cells) {
+  const float fc = static_cast<float>(cells);
+  int32_t c = 0;
+  for (int k = 0; k < 3; ++k) {
+    const float s = g[k] * fc;
+    const float f = std::min(std::max(std::floor(s), 0.0f), fc - 1.0f);
+    g[k] = s - f;
+    c = c * static_cast<int32_t>(cells) + static_cast<int32_t>(f);
+  }
+  return c;
+}
+
 }  // namespace
 
 at::Tensor kilo_pack_cpu(int64_t cells, int64_t frequencies,
@@ -530,9 +632,6 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
   const KiloNets k = kilo_nets(cells, frequencies, dweights_in, dbiases_in, cweights_in,
                                cbiases_in, width);
   const int64_t nets = k.nets;
-  const Dims& dd = k.dd;
-  const Dims& cp = k.cp;
-  const int n_in = dd.n_in;
   const int n_view = k.n_view;
   const at::Tensor view_in = view_opt.has_value() ? *view_opt : at::Tensor();
   const bool colour = view_in.defined();
@@ -562,7 +661,6 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
                   " is outside the ", rows, " rows of view");
   }
   auto view_row = [vidx](int64_t i) { return vidx != nullptr ? vidx[i] : i; };
-  const int n_h = dd.n_out;
   const float* cached = nullptr;
   at::Tensor packed_all;
   if (packed_opt.has_value()) {
@@ -587,19 +685,9 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
   std::vector<int32_t> cell(n);
   float* gp = gc.data_ptr<float>();
   bool* ip = inside.data_ptr<bool>();
-  const float fc = static_cast<float>(cells);
   at::parallel_for(0, n, 8192, [&](int64_t b, int64_t e) {
     march_cpu::contract_points(box, march_cpu::kNone, x.data_ptr<float>(), b, e, gp, ip);
-    for (int64_t i = b; i < e; ++i) {
-      int32_t c = 0;
-      for (int k = 0; k < 3; ++k) {
-        const float s = gp[3 * i + k] * fc;
-        const float f = std::min(std::max(std::floor(s), 0.0f), fc - 1.0f);
-        gp[3 * i + k] = s - f;  // now the local coordinate
-        c = c * static_cast<int32_t>(cells) + static_cast<int32_t>(f);
-      }
-      cell[i] = c;
-    }
+    for (int64_t i = b; i < e; ++i) cell[i] = kilo_cell(gp + 3 * i, cells);
   });
   // counting sort by cell
   std::vector<int64_t> off(nets + 1, 0);
@@ -613,70 +701,256 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x_in,
   float* sp = sigma.data_ptr<float>();
   float* rp = colour ? rgb.data_ptr<float>() : nullptr;
   const float* vp = colour ? view.data_ptr<float>() : nullptr;
-  const int threads = at::get_num_threads();
-  const int64_t pkd = static_cast<int64_t>(mlp_cpu::packed_forward_size(dd));
-  const int64_t pk = k.packed_size();
-  const int64_t wsd = static_cast<int64_t>(mlp_cpu::forward_workspace_size(dd));
-  const int64_t wsc = static_cast<int64_t>(mlp_cpu::forward_workspace_size(cp));
-  const int64_t n_cin = cp.n_in;  // [density output | view]
-  // per thread: packed weights (and the packing's scratch), workspaces and the chunk's
-  // encoded inputs and outputs
-  const int64_t own = cached ? 0 : pk + k.scratch_size();
-  const int64_t per_thread = mlp_cpu::round_up(
-      static_cast<int>(own + std::max(wsd, wsc) +
-                       kKiloChunk * (2 * n_in + n_h + n_cin + 3 + 4)), 16);
-  std::vector<float> buffers(static_cast<size_t>(threads * per_thread));
-  const KiloEncode encode = kilo_encode();
-  const float bias = static_cast<float>(density_bias);
+  const KiloRows runner(k, static_cast<int>(frequencies), density_bias, cached);
+  const int64_t per_thread = runner.scratch_size();
+  std::vector<float> buffers(static_cast<size_t>(at::get_num_threads() * per_thread));
   if (n > 0) {
     for_each_net(off, [&](int64_t c, int thread) {
-      float* base = buffers.data() + thread * per_thread;
-      const float* packed_d = cached ? cached + c * pk : base;
-      const float* packed_c = packed_d + pkd;
-      if (!cached) k.pack(c, base, base + pk);
-      float* ws = base + own;
-      float* enc = ws + std::max(wsd, wsc);
-      float* h = enc + kKiloChunk * n_in;
-      float* cin = h + kKiloChunk * n_h;
-      float* out = cin + kKiloChunk * n_cin;
-      float* soa = out + kKiloChunk * 3;
-      double* sn = reinterpret_cast<double*>(soa + kKiloChunk * n_in);
-      double* cs = sn + kKiloChunk;
+      float* scratch = buffers.data() + thread * per_thread;
+      const float* w = runner.weights(c, scratch);
       for (int64_t start = off[c]; start < off[c + 1]; start += kKiloChunk) {
         const int64_t m = std::min(kKiloChunk, off[c + 1] - start);
-        encode(gp, order.data(), start, m, static_cast<int>(frequencies), sn, cs, soa, enc);
-        mlp_cpu::forward(dd, packed_d, enc, h, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
-        for (int64_t r = 0; r < m; ++r) {
-          const int64_t i = order[start + r];
-          sp[i] = ip[i] ? std::exp(h[r * n_h] + bias) : 0.0f;
-        }
-        if (!colour) continue;
-        if (n_h == 16 && n_view == 16) {  // KiloNeRF's sizes: fixed-size copies, inlined
-          for (int64_t r = 0; r < m; ++r) {
-            std::memcpy(cin + r * 32, h + r * 16, 16 * sizeof(float));
-            std::memcpy(cin + r * 32 + 16, vp + view_row(order[start + r]) * 16,
-                        16 * sizeof(float));
-          }
-        } else {
-          for (int64_t r = 0; r < m; ++r) {
-            std::copy(h + r * n_h, h + (r + 1) * n_h, cin + r * n_cin);
-            const float* v = vp + view_row(order[start + r]) * n_view;
-            std::copy(v, v + n_view, cin + r * n_cin + n_h);
-          }
-        }
-        mlp_cpu::forward(cp, packed_c, cin, out, m, 0, mlp_cpu::n_tiles(m), ws, nullptr);
-        for (int64_t r = 0; r < m; ++r) {
-          float* dst = rp + 3 * order[start + r];
-          dst[0] = out[3 * r];
-          dst[1] = out[3 * r + 1];
-          dst[2] = out[3 * r + 2];
-        }
+        runner.run(w, scratch, gp, ip, order.data(), start, m, vp, view_row, sp, rp);
       }
     });
   }
   std::vector<at::Tensor> result{sigma};
   if (colour) result.push_back(rgb);
   return result;
+}
+
+// -- KiloNeRF's renderer: marching, the tiny networks and compositing in one pass --
+
+namespace {
+
+constexpr int64_t kRenderTile = 1024;  // rays a thread renders together
+
+// One thread's buffers for kilo_render_cpu, kept from tile to tile.
+struct RenderScratch {
+  std::vector<int32_t> live, next_live, ray_of, n_of;
+  std::vector<int64_t> first_of, order, view_of;
+  std::vector<float> ts, te, pts, gp, sigma, rgb;
+  std::vector<uint8_t> inside;
+  std::vector<int32_t> cell, used, count;  // count: one entry per network, zero between uses
+  std::vector<int64_t> group;               // where each used cell's rows start in `order`
+  // per ray of the tile
+  std::vector<float> t, span_end;
+  std::vector<uint8_t> done;
+  std::vector<double> pruned, before;  // optical depths: the pruning's and the compositing's
+  std::vector<float> acc;             // r, g, b, opacity, sum of w * t_mid
+};
+
+}  // namespace
+
+std::vector<at::Tensor> kilo_render_cpu(
+    const at::Tensor& origins_in, const at::Tensor& directions_in, const at::Tensor& t_min_in,
+    const at::Tensor& t_max_in, const at::Tensor& occupancy, const at::Tensor& grid_aabb,
+    double step_size, const at::Tensor& view_in, const at::Tensor& background_in,
+    double threshold, int64_t first, const at::Tensor& aabb_in, int64_t cells,
+    int64_t frequencies, const std::vector<at::Tensor>& dweights_in,
+    const std::vector<at::Tensor>& dbiases_in, const std::vector<at::Tensor>& cweights_in,
+    const std::vector<at::Tensor>& cbiases_in, int64_t width, double density_bias,
+    const at::Tensor& packed_in) {
+  const char* who = "fields._C kilo_render_cpu: ";
+  TORCH_CHECK(origins_in.dim() == 2 && origins_in.size(1) == 3, who,
+              "origins must be (n, 3), got ", origins_in.sizes());
+  const int64_t n = origins_in.size(0);
+  for (const auto* t : {&origins_in, &directions_in, &t_min_in, &t_max_in, &view_in,
+                        &background_in, &aabb_in, &packed_in})
+    check_f32(*t, "an input");
+  TORCH_CHECK(directions_in.sizes() == origins_in.sizes() && t_min_in.numel() == n &&
+                  t_max_in.numel() == n, who, "directions must be (n, 3) and t_min, t_max (n,)");
+  TORCH_CHECK(background_in.dim() == 2 && background_in.size(0) == n &&
+                  background_in.size(1) == 3, who, "background must be (n, 3), got ",
+              background_in.sizes());
+  TORCH_CHECK(aabb_in.numel() == 6, who, "aabb must hold 6 values");
+  TORCH_CHECK(first >= 1, who, "first must be >= 1");
+  const KiloNets k = kilo_nets(cells, frequencies, dweights_in, dbiases_in, cweights_in,
+                               cbiases_in, width);
+  const int n_view = k.n_view;
+  TORCH_CHECK(view_in.dim() == 2 && view_in.size(0) == n && view_in.size(1) == n_view, who,
+              "view must be (n, ", n_view, "), got ", view_in.sizes());
+  TORCH_CHECK(packed_in.dim() == 2 && packed_in.size(0) == k.nets &&
+                  packed_in.size(1) == k.packed_size(),
+              who, "packed must be kilo_pack_cpu's (", k.nets, ", ", k.packed_size(), "), got ",
+              packed_in.sizes());
+  PackedGrid pg;
+  pack_grid(occupancy, grid_aabb, march_cpu::kNone, "kilo_render_cpu", &pg);
+  march_cpu::Stepping stepping;
+  stepping.step_size = static_cast<float>(step_size);
+  stepping.max_step = 1e10f;
+  const std::string err = march_cpu::check(pg.grid, stepping);
+  TORCH_CHECK(err.empty(), who, err);
+  TORCH_CHECK(pg.grid.res <= 1024, who, "the occupancy grid must be at most 1024^3");
+  const float dt = std::min(std::max(0.f, stepping.step_size), stepping.max_step);
+
+  const at::Tensor origins = origins_in.contiguous(), directions = directions_in.contiguous();
+  const at::Tensor t_min = t_min_in.contiguous(), t_max = t_max_in.contiguous();
+  const at::Tensor view = view_in.contiguous(), background = background_in.contiguous();
+  const at::Tensor packed = packed_in.contiguous();
+  const at::Tensor aabb = aabb_in.contiguous();
+  float box[6];
+  std::copy(aabb.data_ptr<float>(), aabb.data_ptr<float>() + 6, box);
+  const float* op = origins.data_ptr<float>();
+  const float* dp = directions.data_ptr<float>();
+  const float* tminp = t_min.data_ptr<float>();
+  const float* tmaxp = t_max.data_ptr<float>();
+  const float* vp = view.data_ptr<float>();
+  const float* bgp = background.data_ptr<float>();
+
+  at::Tensor rgb = at::empty({n, 3}, origins.options());
+  at::Tensor opacity = at::empty({n, 1}, origins.options());
+  at::Tensor depth = at::empty({n, 1}, origins.options());
+  float* o_rgb = rgb.data_ptr<float>();
+  float* o_op = opacity.data_ptr<float>();
+  float* o_d = depth.data_ptr<float>();
+  const KiloRows runner(k, static_cast<int>(frequencies), density_bias,
+                        packed.data_ptr<float>());
+  const float thr = static_cast<float>(threshold);
+  const int64_t n_tiles = (n + kRenderTile - 1) / kRenderTile;
+  std::vector<int64_t> kept_of(n_tiles, 0), evaluated_of(n_tiles, 0);
+
+  // the tiles handed out one at a time (their work differs widely: sky, or a surface)
+  std::atomic<int64_t> next_tile{0};
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tiles));
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    const FlushDenormals ftz;
+    march_cpu::RayMarcher marcher(pg.grid, dt);
+    RenderScratch s;
+    s.count.assign(static_cast<size_t>(k.nets), 0);
+    std::vector<float> scratch(static_cast<size_t>(runner.scratch_size()));
+    for (int64_t tile = next_tile++; tile < n_tiles; tile = next_tile++) {
+      const int64_t r0 = tile * kRenderTile;
+      const int32_t nr = static_cast<int32_t>(std::min(n, r0 + kRenderTile) - r0);
+      s.t.assign(tminp + r0, tminp + r0 + nr);
+      s.span_end.assign(nr, -INFINITY);
+      s.done.assign(nr, 0);
+      s.pruned.assign(nr, 0.0);
+      s.before.assign(nr, 0.0);
+      s.acc.assign(static_cast<size_t>(nr) * 5, 0.f);
+      s.live.resize(nr);
+      for (int32_t r = 0; r < nr; ++r) s.live[r] = r;
+      int64_t size = first, kept = 0, evaluated = 0;
+      while (!s.live.empty()) {
+        // march the live rays' next `size` samples (prune_in_rounds' rounds)
+        const size_t L = s.live.size();
+        const size_t cap = L * static_cast<size_t>(size);
+        s.ts.resize(cap);
+        s.te.resize(cap);
+        s.first_of.resize(L);
+        s.n_of.resize(L);
+        int64_t m = 0;
+        for (size_t l = 0; l < L; ++l) {
+          const int32_t r = s.live[l];
+          const int64_t g = r0 + r;
+          bool done = false;
+          const int got = marcher.next(op + 3 * g, dp + 3 * g, &s.t[r], &s.span_end[r], tmaxp[g],
+                                       static_cast<int>(size), s.ts.data() + m,
+                                       s.te.data() + m, &done);
+          s.done[r] = done ? 1 : 0;
+          s.first_of[l] = m;
+          s.n_of[l] = got;
+          m += got;
+        }
+        // the samples' points (as sample_points_cpu), cells and local coordinates, sorted
+        // by cell
+        s.pts.resize(3 * m);
+        s.gp.resize(3 * m);
+        s.inside.resize(m);
+        s.cell.resize(m);
+        s.ray_of.resize(m);
+        for (size_t l = 0; l < L; ++l)
+          for (int32_t j = 0; j < s.n_of[l]; ++j) s.ray_of[s.first_of[l] + j] = s.live[l];
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t g = r0 + s.ray_of[i];
+          const float tm = 0.5f * (s.ts[i] + s.te[i]);
+          for (int c = 0; c < 3; ++c) s.pts[3 * i + c] = op[3 * g + c] + dp[3 * g + c] * tm;
+        }
+        march_cpu::contract_points(box, march_cpu::kNone, s.pts.data(), 0, m, s.gp.data(),
+                                   reinterpret_cast<bool*>(s.inside.data()));
+        // counting sort by cell over the cells used (in increasing cell, rows in order)
+        s.used.clear();
+        for (int64_t i = 0; i < m; ++i) {
+          const int32_t c = kilo_cell(s.gp.data() + 3 * i, cells);
+          s.cell[i] = c;
+          if (s.count[c]++ == 0) s.used.push_back(c);
+        }
+        std::sort(s.used.begin(), s.used.end());
+        s.group.resize(s.used.size() + 1);
+        int64_t at = 0;
+        for (size_t u = 0; u < s.used.size(); ++u) {
+          const int32_t c = s.used[u];
+          s.group[u] = at;
+          const int64_t rows = s.count[c];
+          s.count[c] = static_cast<int32_t>(at);
+          at += rows;
+        }
+        s.group[s.used.size()] = at;
+        s.order.resize(m);
+        s.view_of.resize(m);
+        for (int64_t i = 0; i < m; ++i) {
+          s.order[s.count[s.cell[i]]++] = i;
+          s.view_of[i] = r0 + s.ray_of[i];
+        }
+        for (const int32_t c : s.used) s.count[c] = 0;
+        s.sigma.resize(m);
+        s.rgb.resize(3 * m);
+        const int64_t* vrow = s.view_of.data();
+        for (size_t u = 0; u < s.used.size(); ++u) {
+          const int64_t a = s.group[u], b = s.group[u + 1];
+          const float* w = runner.weights(s.used[u], scratch.data());
+          for (int64_t start = a; start < b; start += kKiloChunk)
+            runner.run(w, scratch.data(), s.gp.data(),
+                       reinterpret_cast<const bool*>(s.inside.data()), s.order.data(), start,
+                       std::min(kKiloChunk, b - start), vp,
+                       [vrow](int64_t i) { return vrow[i]; }, s.sigma.data(), s.rgb.data());
+        }
+        evaluated += m;
+        // composite the kept samples (prune_accumulate_cpu's rule, composite_forward_cpu's
+        // sums), ray by ray in order; a ray goes on while it is seen through and has samples
+        s.next_live.clear();
+        for (size_t l = 0; l < L; ++l) {
+          const int32_t r = s.live[l];
+          double pruned = s.pruned[r], before = s.before[r];
+          float* acc = s.acc.data() + 5 * r;
+          for (int64_t i = s.first_of[l]; i < s.first_of[l] + s.n_of[l]; ++i) {
+            const float sd = s.sigma[i] * (s.te[i] - s.ts[i]);
+            if (std::exp(-static_cast<float>(pruned)) > thr) {
+              const float wi = std::exp(-static_cast<float>(before)) * (1.f - std::exp(-sd));
+              for (int c = 0; c < 3; ++c) acc[c] += wi * s.rgb[3 * i + c];
+              acc[3] += wi;
+              acc[4] += wi * (0.5f * (s.ts[i] + s.te[i]));
+              before += static_cast<double>(sd);
+              ++kept;
+            }
+            // NaN reads as empty; an optical depth of 50 ends any ray (as the pruning)
+            pruned += static_cast<double>(std::isnan(sd) ? 0.f : std::min(sd, 50.f));
+          }
+          s.pruned[r] = pruned;
+          s.before[r] = before;
+          if (!s.done[r] && std::exp(-static_cast<float>(pruned)) > thr) s.next_live.push_back(r);
+        }
+        s.live.swap(s.next_live);
+        size *= 2;
+      }
+      for (int32_t r = 0; r < nr; ++r) {
+        const int64_t g = r0 + r;
+        const float* acc = s.acc.data() + 5 * r;
+        for (int c = 0; c < 3; ++c) o_rgb[3 * g + c] = acc[c] + (1.f - acc[3]) * bgp[3 * g + c];
+        o_op[g] = acc[3];
+        o_d[g] = acc[4] / std::max(acc[3], 1e-10f);
+      }
+      kept_of[tile] = kept;
+      evaluated_of[tile] = evaluated;
+    }
+  });
+  at::Tensor counts = at::zeros({2}, origins.options().dtype(at::kLong));
+  int64_t* cp = counts.data_ptr<int64_t>();
+  for (int64_t t = 0; t < n_tiles; ++t) {
+    cp[0] += kept_of[t];
+    cp[1] += evaluated_of[t];
+  }
+  return {rgb, opacity, depth, counts};
 }
 
 }  // namespace fields

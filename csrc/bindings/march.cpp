@@ -26,6 +26,50 @@ void check_float(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
 
 }  // namespace
 
+void pack_grid(const at::Tensor& occupancy_in, const at::Tensor& aabb_in, int64_t contraction,
+               const char* who, PackedGrid* out) {
+  TORCH_CHECK(aabb_in.device().is_cpu() && aabb_in.scalar_type() == at::kFloat &&
+                  aabb_in.numel() == 6,
+              "fields._C ", who, ": aabb must be 6 float32 values on the CPU");
+  TORCH_CHECK(occupancy_in.device().is_cpu() && (occupancy_in.scalar_type() == at::kBool ||
+                                                 occupancy_in.scalar_type() == at::kByte),
+              "fields._C ", who, ": occupancy must be bool or uint8 on the CPU, got ",
+              occupancy_in.scalar_type(), " on ", occupancy_in.device());
+  TORCH_CHECK(occupancy_in.dim() == 3 && occupancy_in.size(0) == occupancy_in.size(1) &&
+                  occupancy_in.size(0) == occupancy_in.size(2) && occupancy_in.size(0) >= 1,
+              "fields._C ", who, ": occupancy must have shape (G, G, G), got ",
+              occupancy_in.sizes());
+  TORCH_CHECK(occupancy_in.size(0) <= (int64_t{1} << 20),
+              "fields._C ", who, ": occupancy resolution too large");
+  out->occupancy = occupancy_in.contiguous();
+  march_cpu::Grid& grid = out->grid;
+  grid = march_cpu::Grid();
+  grid.occupancy = static_cast<const uint8_t*>(out->occupancy.data_ptr());
+  grid.res = static_cast<int32_t>(out->occupancy.size(0));
+  grid.contraction = static_cast<int>(contraction);
+  const at::Tensor aabb = aabb_in.contiguous();
+  const float* ap = aabb.data_ptr<float>();
+  std::copy(ap, ap + 6, grid.aabb);
+  // the bits, packed here, in parallel, for every call (res^3 / 8 bytes written, a fraction
+  // of the marching's time)
+  const int64_t cells = grid.res * static_cast<int64_t>(grid.res) * grid.res;
+  out->bits.assign(static_cast<size_t>((cells + 7) / 8), 0);
+  uint8_t* bits = out->bits.data();
+  at::parallel_for(0, static_cast<int64_t>(out->bits.size()), 4096, [&](int64_t b0, int64_t b1) {
+    march_cpu::pack_bits(grid.occupancy, cells, b0, b1, bits);
+  });
+  grid.bits = bits;
+  // blocks of 4^3 cells that hold an occupied one, for skipping empty space (bounded scenes
+  // with constant steps; see march_cpu::march)
+  out->coarse.clear();
+  if (grid.res % 8 == 0) {
+    const int64_t cr = grid.res / march_cpu::kCoarse;
+    out->coarse.resize(static_cast<size_t>(cr * cr * cr));
+    march_cpu::pack_coarse(bits, grid.res, out->coarse.data());
+    grid.coarse = out->coarse.data();
+  }
+}
+
 std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
                                        const at::Tensor& directions_in,
                                        const at::Tensor& t_min_in, const at::Tensor& t_max_in,
@@ -41,47 +85,13 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
   check_float(t_min_in, "t_min", {n});
   check_float(t_max_in, "t_max", {n});
   check_float(aabb_in, "aabb", {6});
-  TORCH_CHECK(occupancy_in.device().is_cpu() && (occupancy_in.scalar_type() == at::kBool ||
-                                                 occupancy_in.scalar_type() == at::kByte),
-              "fields._C march_rays_cpu: occupancy must be bool or uint8 on the CPU, got ",
-              occupancy_in.scalar_type(), " on ", occupancy_in.device());
-  TORCH_CHECK(occupancy_in.dim() == 3 && occupancy_in.size(0) == occupancy_in.size(1) &&
-                  occupancy_in.size(0) == occupancy_in.size(2) && occupancy_in.size(0) >= 1,
-              "fields._C march_rays_cpu: occupancy must have shape (G, G, G), got ",
-              occupancy_in.sizes());
-  TORCH_CHECK(occupancy_in.size(0) <= (int64_t{1} << 20),
-              "fields._C march_rays_cpu: occupancy resolution too large");
-
+  PackedGrid packed;
+  pack_grid(occupancy_in, aabb_in, contraction, "march_rays_cpu", &packed);
+  const march_cpu::Grid& grid = packed.grid;
   const at::Tensor origins = origins_in.contiguous();
   const at::Tensor directions = directions_in.contiguous();
   const at::Tensor t_min = t_min_in.contiguous();
   const at::Tensor t_max = t_max_in.contiguous();
-  const at::Tensor occupancy = occupancy_in.contiguous();
-  const at::Tensor aabb = aabb_in.contiguous();
-
-  march_cpu::Grid grid;
-  grid.occupancy = static_cast<const uint8_t*>(occupancy.data_ptr());
-  grid.res = static_cast<int32_t>(occupancy.size(0));
-  grid.contraction = static_cast<int>(contraction);
-  const float* ap = aabb.data_ptr<float>();
-  std::copy(ap, ap + 6, grid.aabb);
-  // The grid as bits (8x smaller: the steps' scattered reads stay in cache), packed here, in
-  // parallel, for every call (res^3 / 8 bytes written, a fraction of the marching's time).
-  const int64_t cells = grid.res * static_cast<int64_t>(grid.res) * grid.res;
-  std::vector<uint8_t> bits(static_cast<size_t>((cells + 7) / 8));
-  at::parallel_for(0, static_cast<int64_t>(bits.size()), 4096, [&](int64_t b0, int64_t b1) {
-    march_cpu::pack_bits(grid.occupancy, cells, b0, b1, bits.data());
-  });
-  grid.bits = bits.data();
-  // Blocks of 4^3 cells that hold an occupied one, for skipping empty space (bounded scenes
-  // with constant steps; see march_cpu::march).
-  std::vector<uint8_t> coarse;
-  if (grid.res % 8 == 0) {
-    const int64_t cr = grid.res / march_cpu::kCoarse;
-    coarse.resize(static_cast<size_t>(cr * cr * cr));
-    march_cpu::pack_coarse(bits.data(), grid.res, coarse.data());
-    grid.coarse = coarse.data();
-  }
   march_cpu::Stepping stepping;
   stepping.step_size = static_cast<float>(step_size);
   stepping.cone_angle = static_cast<float>(cone_angle);

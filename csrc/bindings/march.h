@@ -3,9 +3,24 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <vector>
 
+#include "../kernels/march_cpu.h"
+
 namespace fields {
+
+// An occupancy grid (G, G, G) bool or uint8 and its aabb (6,) f32 as march_cpu reads them,
+// checked (`who` names the caller in errors): the bytes, the bits (8x less memory for the
+// steps' scattered reads) and, where G is a multiple of 8, the coarse blocks for skipping
+// empty space; `grid` points into the other members.
+struct PackedGrid {
+  march_cpu::Grid grid;
+  at::Tensor occupancy;
+  std::vector<uint8_t> bits, coarse;
+};
+void pack_grid(const at::Tensor& occupancy, const at::Tensor& aabb, int64_t contraction,
+               const char* who, PackedGrid* out);
 
 // Marches rays through an occupancy grid (conventions in csrc/kernels/march_cpu.h).
 // origins, directions (n, 3) f32; t_min, t_max (n,) f32; occupancy (G, G, G) bool or uint8;

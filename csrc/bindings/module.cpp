@@ -43,6 +43,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("density_weights"), py::arg("density_biases"), py::arg("colour_weights"),
         py::arg("colour_biases"), py::arg("width"), py::arg("density_bias"),
         py::arg("packed") = py::none(), py::arg("view_index") = py::none());
+  m.def("kilo_render_cpu", &fields::kilo_render_cpu,
+        "KiloNeRF's field rendered: marching in rounds, the tiny networks and compositing in "
+        "one pass (inference)",
+        py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
+        py::arg("occupancy"), py::arg("grid_aabb"), py::arg("step_size"), py::arg("view"),
+        py::arg("background"), py::arg("threshold"), py::arg("first"), py::arg("aabb"),
+        py::arg("cells"), py::arg("frequencies"), py::arg("density_weights"),
+        py::arg("density_biases"), py::arg("colour_weights"), py::arg("colour_biases"),
+        py::arg("width"), py::arg("density_bias"), py::arg("packed"));
   m.def("kilo_pack_cpu", &fields::kilo_pack_cpu,
         "Every cell's two KiloNeRF networks packed for kilo_forward_cpu", py::arg("cells"),
         py::arg("frequencies"), py::arg("density_weights"), py::arg("density_biases"),

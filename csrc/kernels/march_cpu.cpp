@@ -1,10 +1,10 @@
 // Ray marching through an occupancy grid on the CPU (see march_cpu.h for the conventions).
 //
-// The stepping is the dense one (every step of every ray is visited); what is kept cheap is
-// the test of a step: a handful of float operations, 4 steps at a time, and one byte read
-// from the grid. Skipping
-// empty cells by jumping to their exit would change where the float32 steps land, and the
-// reference must reproduce the kernel's samples exactly.
+// Every step of a ray follows the reference's chain of float32 additions; what is kept cheap
+// is the test of a step (a handful of float operations, 4 steps at a time, and one bit read
+// from the grid) and, for bounded scenes with constant steps, the steps through empty space:
+// blocks of the grid with nothing occupied are crossed by jumping along the same chain
+// (`skip_steps`), so that the samples stay the reference's bit for bit.
 #include "march_cpu.h"
 
 #include <algorithm>
@@ -282,9 +282,9 @@ inline void occupied4(const Frame& f, const float o[3], const float d[3], const 
 constexpr int kChunkSteps = 64;
 template <typename Dt>
 inline int chain_steps(float* t, float limit, float t_max, Dt dt_of, float* ts, float* tes,
-                       bool* more) {
+                       bool* more, int max_steps = kChunkSteps) {
   int n = 0;
-  while (n < kChunkSteps && *t < limit) {
+  while (n < max_steps && *t < limit) {
     const float t_next = *t + dt_of(*t);
     if (!(t_next > *t)) {  // the step no longer moves t
       *more = false;
@@ -365,9 +365,11 @@ inline float skip_steps(float t, float dt, float a) {
 }
 
 // The t-intervals of a ray (in [t0, t1]) through marked blocks of the coarse grid, by a 3D DDA
-// over the blocks, each widened by `margin` and merged where they touch.
+// over the blocks, each widened by `margin` and merged where they touch; `first_only`: only the
+// first (the DDA stops at the first unmarked block after it).
 void coarse_spans(const Frame& f, const uint8_t* coarse, const float o[3], const float d[3],
-                  float t0, float t1, std::vector<std::pair<float, float>>* spans) {
+                  float t0, float t1, std::vector<std::pair<float, float>>* spans,
+                  bool first_only = false) {
   spans->clear();
   const int32_t cr = f.res / kCoarse;
   const double crd = cr;
@@ -422,6 +424,8 @@ void coarse_spans(const Frame& f, const uint8_t* coarse, const float o[3], const
       const float a = static_cast<float>(t - margin), b = static_cast<float>(exit + margin);
       if (!spans->empty() && spans->back().second >= a) spans->back().second = b;
       else spans->emplace_back(a, b);
+    } else if (first_only && !spans->empty()) {
+      break;
     }
     if (exit >= hi) break;
     t = exit;
@@ -462,6 +466,58 @@ void march_skipping(const Frame& f, const uint8_t* coarse, float dt, const Rays&
 }
 
 }  // namespace
+
+int RayMarcher::next(const float o[3], const float d[3], float* t_io, float* span_end,
+                     float t_max, int budget, float* out_s, float* out_e, bool* done) {
+  float t = *t_io;
+  *done = false;
+  if (!(std::isfinite(t) && std::isfinite(t_max) && t < t_max)) {
+    *done = true;
+    return 0;
+  }
+  const Frame f = make_frame(grid_);
+  alignas(16) float ts[kChunkSteps + 4], tes[kChunkSteps + 4];
+  alignas(16) uint8_t occ[kChunkSteps + 4];
+  const float dt = dt_;
+  int count = 0;
+  bool more = true;
+  while (count < budget) {
+    if (!more || !(t < t_max)) {
+      *done = true;
+      break;
+    }
+    if (grid_.coarse != nullptr && !(t < *span_end)) {
+      // past the marked span the last call was in (or none known yet): the next one ahead
+      coarse_spans(f, grid_.coarse, o, d, t, t_max, &spans_, true);
+      if (spans_.empty()) {
+        *done = true;
+        break;
+      }
+      t = skip_steps(t, dt, spans_[0].first);
+      // (a span that ends where t is would not move the marching on: step densely instead)
+      *span_end = spans_[0].second > t ? spans_[0].second : t_max;
+      continue;
+    }
+    const float limit = grid_.coarse != nullptr ? std::min(t_max, *span_end) : t_max;
+    // no more steps than the samples still wanted (each kept step is one), 4 at a time
+    const int want = std::min(kChunkSteps, (budget - count + 3) & ~3);
+    const int n =
+        chain_steps(&t, limit, t_max, [dt](float) { return dt; }, ts, tes, &more, want);
+    if (n == 0) continue;  // at the span's end, the ray's end, or the chain stalled
+    occupied_steps(f, o, d, ts, tes, n, occ);
+    for (int j = 0; j < n; ++j) {
+      if (!occ[j]) continue;
+      out_s[count] = ts[j];
+      out_e[count] = tes[j];
+      if (++count == budget) {
+        if (j + 1 < n) t = ts[j + 1];  // the next call goes on from the step after it
+        break;
+      }
+    }
+  }
+  *t_io = t;
+  return count;
+}
 
 void march(const Grid& g, const Stepping& s, const Rays& rays, int64_t begin, int64_t end,
            int64_t* counts, Samples& out) {

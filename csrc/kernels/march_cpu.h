@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fields {
@@ -85,6 +86,30 @@ std::string check(const Grid& g, const Stepping& s);
 // to counts[r] (counts is indexed by ray, like the ray arrays).
 void march(const Grid& g, const Stepping& s, const Rays& rays, int64_t begin, int64_t end,
            int64_t* counts, Samples& out);
+
+// One ray's samples in installments, for rendering with early termination (a ray's later
+// samples are marched only while it is still seen through): constant steps (cone angle 0) and
+// contraction kNone, with the empty-space skipping of `march` where g.coarse is given. The
+// samples of the installments, one after the other, are `march`'s for that ray, bit for bit.
+class RayMarcher {
+ public:
+  // dt: the step (min(max(0, step_size), max_step)); g must pass `check` with cone 0 and have
+  // contraction kNone and res <= 1024.
+  RayMarcher(const Grid& g, float dt) : grid_(g), dt_(dt) {}
+  // Marches the ray (o, d) on from *t (its t_min, or where the last call stopped) towards
+  // t_max: writes at most `budget` samples [ts[i], te[i]) and returns how many; *t becomes
+  // where the next call goes on, *span_end (-inf before the first call) keeps the end of the
+  // marked stretch of the coarse grid the ray is in, and *done is set once the ray has no
+  // samples left (a call that fills its budget may leave that to the next call, which then
+  // returns none).
+  int next(const float o[3], const float d[3], float* t, float* span_end, float t_max,
+           int budget, float* ts, float* te, bool* done);
+
+ private:
+  Grid grid_;
+  float dt_;
+  std::vector<std::pair<float, float>> spans_;
+};
 
 }  // namespace march_cpu
 }  // namespace fields

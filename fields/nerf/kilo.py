@@ -10,7 +10,10 @@ coordinates in that cell (in [0, 1]^3) are frequency-encoded (`frequencies` band
 
 The rows are sorted by cell once per call and both networks run on the grouped rows (with
 gradients: `BatchedMLP`'s kernels; without, for rendering: all of it in one C++ pass,
-`kilo_forward_cpu`, that scatters each row's density and colour back in place). Bounded
+`kilo_forward_cpu`, that scatters each row's density and colour back in place). Rendering in
+eval mode goes further, as KiloNeRF's own renderer does: `render_fused` marches, evaluates and
+composites rays in one C++ pass (`kilo_render_cpu`), and marches a ray's later samples only
+while it is still seen through (the general renderer marches every ray to its end). Bounded
 scenes only (the cells tile the scene box). KiloNeRF's recipe is to distil the tiny networks
 from a trained field, then fine-tune them on the images: `fields distill CKPT --into kilo`
 (`fields.nerf.distill`).
@@ -30,7 +33,7 @@ from fields.nn.backend import scope
 from fields.nn.batched_mlp import BatchedMLP, group_rows
 from fields.nn.encoding import Frequency
 from fields.nn.encoding_config import encoding_from_config
-from fields.render.occupancy import contract
+from fields.render.occupancy import OccupancyGrid, contract, ray_aabb
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,45 @@ class KiloField(nn.Module):
         """Density (P,) at world points x (P, 3), and None: there is no shared position
         encoding to hand to `forward`."""
         return self.density(x), None
+
+    def render_fused(self, grid: OccupancyGrid, origins: torch.Tensor, directions: torch.Tensor,
+                     settings: Any, background: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """`fields.nerf.render_rays`' result in one C++ pass (`kilo_render_cpu`) where it can
+        run: in eval mode, without gradients, on the CPU kernels, with constant steps through
+        a grid over the scene box; None otherwise. The samples, the rule that drops those
+        behind opaque content and the sums are the general renderer's (the same image, to
+        float rounding); the rounds of `prune_in_rounds` march a ray's next samples only while
+        it is still seen through. "n_marched" counts the samples marched, which here are the
+        samples evaluated."""
+        if (self.training or torch.is_grad_enabled() or not self._kernel_runs(origins)
+                or not hasattr(_ext.extension(), "kilo_render_cpu")
+                or grid.contraction != "none" or float(settings.cone_angle) != 0.0
+                or grid.occupied.device.type != "cpu" or origins.dtype != torch.float32
+                or directions.dtype != torch.float32):
+            return None
+        n = origins.shape[0]
+        limits = []
+        for v in (settings.near, settings.far):
+            t = torch.as_tensor(v, dtype=torch.float32)
+            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
+                return None  # the general path says what is wrong
+            limits.append(t.expand(n))
+        hit_near, hit_far = ray_aabb(origins, directions, grid.aabb)
+        t_min = torch.maximum(hit_near, limits[0]).contiguous()
+        t_max = torch.minimum(hit_far, limits[1]).contiguous()
+        bg = background.to(torch.float32).expand(n, 3).contiguous()
+        dn, cn = self.density_network, self.color_network
+        view = self.view_features(directions)
+        with scope("kernel:kilo render"):
+            rgb, opacity, depth, counts = _ext.extension().kilo_render_cpu(
+                origins.contiguous(), directions.contiguous(), t_min, t_max, grid.occupied,
+                grid.aabb, float(settings.step_size), view.contiguous(), bg,
+                float(settings.transmittance_threshold), 8, self.aabb, self.spec.cells,
+                self.spec.frequencies, list(dn.weights), list(dn.biases), list(cn.weights),
+                list(cn.biases), self.spec.width, float(self.config.density_bias),
+                self._packed())
+        return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": counts[0],
+                "n_marched": counts[1]}
 
     def colours_while_pruning(self, x: torch.Tensor) -> bool:
         """Whether rendering (`render_rays`, without gradients) should take each sample's

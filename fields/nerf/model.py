@@ -386,6 +386,13 @@ def render_rays(
     n_rays = origins.shape[0]
     outer_grad = torch.is_grad_enabled()
     background = background.to(origins.device)
+    # a field with a renderer of its own (KiloNeRF's tiny networks: marching, networks and
+    # compositing in one C++ pass) renders where that can run
+    fused = None if outer_grad else getattr(model, "render_fused", None)
+    if fused is not None:
+        out = fused(grid, origins, directions, settings, background)
+        if out is not None:
+            return out
     with scope("phase:marching"):
         ray_indices, t_starts, t_ends, offsets = grid.sample(
             origins, directions, settings.near, settings.far, settings.step_size,
