@@ -164,6 +164,35 @@ def test_empty_space_skipping_gives_the_reference_bit_for_bit(frac, step):
 
 
 @needs_ext
+def test_grid_packing_is_kept_until_the_grid_changes():
+    """`OccupancyGrid.packed_cpu` packs the grid once for many calls and again once it changes;
+    marching with a packing gives the samples marching without one gives; a packing of another
+    grid size is refused, naming what was expected."""
+    res = 32
+    grid = OccupancyGrid(AABB, resolution=res)
+    grid.occupied.copy_(_occupancy(res, 0.2, seed=5))
+    o, d = _rays(300, seed=6)
+    first = grid.packed_cpu()
+    assert grid.packed_cpu() is first  # kept
+    bits, coarse = first
+    assert bits.dtype == torch.uint8 and bits.numel() == res**3 // 8
+    assert coarse.numel() == (res // 4) ** 3
+    a = grid.sample(o, d, 0.0, 1e10, 0.02)
+    t_min, t_max = ray_aabb(o, d, AABB)
+    t_min = t_min.clamp(min=0.0)  # as sample's near = 0
+    b = march_rays(o, d, t_min, t_max, grid.occupied, AABB, "none", 0.02)
+    assert torch.equal(a.t_starts, b.t_starts) and torch.equal(a.offsets, b.offsets)
+    grid.occupied[: res // 2] = False  # in place: the packing is made again
+    assert grid.packed_cpu() is not first
+    c = grid.sample(o, d, 0.0, 1e10, 0.02)
+    d2 = march_rays(o, d, t_min, t_max, grid.occupied, AABB, "none", 0.02)
+    assert torch.equal(c.t_starts, d2.t_starts) and c.t_starts.numel() < a.t_starts.numel()
+    with pytest.raises(RuntimeError, match=r"packed\[0\] must be pack_occupancy_cpu's"):
+        march_rays(o, d, t_min, t_max, grid.occupied, AABB, "none", 0.02,
+                   packed=OccupancyGrid(AABB, resolution=16).packed_cpu())
+
+
+@needs_ext
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_single_cell_hand_checked(backend):
     # Cells of size 1 over [0, 4]^3; only cell (2, 1, 1) = [2, 3] x [1, 2] x [1, 2] occupied.

@@ -746,11 +746,12 @@ std::vector<at::Tensor> kilo_render_cpu(
     const at::Tensor& origins_in, const at::Tensor& directions_in, const at::Tensor& t_min_in,
     const at::Tensor& t_max_in, const at::Tensor& occupancy, const at::Tensor& grid_aabb,
     double step_size, const at::Tensor& view_in, const at::Tensor& background_in,
-    double threshold, int64_t first, const at::Tensor& aabb_in, int64_t cells,
+    double threshold, int64_t round_samples, const at::Tensor& aabb_in, int64_t cells,
     int64_t frequencies, const std::vector<at::Tensor>& dweights_in,
     const std::vector<at::Tensor>& dbiases_in, const std::vector<at::Tensor>& cweights_in,
     const std::vector<at::Tensor>& cbiases_in, int64_t width, double density_bias,
-    const at::Tensor& packed_in) {
+    const at::Tensor& packed_in,
+    const std::optional<std::vector<at::Tensor>>& packed_grid) {
   const char* who = "fields._C kilo_render_cpu: ";
   TORCH_CHECK(origins_in.dim() == 2 && origins_in.size(1) == 3, who,
               "origins must be (n, 3), got ", origins_in.sizes());
@@ -764,7 +765,8 @@ std::vector<at::Tensor> kilo_render_cpu(
                   background_in.size(1) == 3, who, "background must be (n, 3), got ",
               background_in.sizes());
   TORCH_CHECK(aabb_in.numel() == 6, who, "aabb must hold 6 values");
-  TORCH_CHECK(first >= 1, who, "first must be >= 1");
+  TORCH_CHECK(round_samples >= 1 && round_samples <= 4096, who,
+              "round_samples must be in [1, 4096], got ", round_samples);
   const KiloNets k = kilo_nets(cells, frequencies, dweights_in, dbiases_in, cweights_in,
                                cbiases_in, width);
   const int n_view = k.n_view;
@@ -775,7 +777,7 @@ std::vector<at::Tensor> kilo_render_cpu(
               who, "packed must be kilo_pack_cpu's (", k.nets, ", ", k.packed_size(), "), got ",
               packed_in.sizes());
   PackedGrid pg;
-  pack_grid(occupancy, grid_aabb, march_cpu::kNone, "kilo_render_cpu", &pg);
+  pack_grid(occupancy, grid_aabb, march_cpu::kNone, "kilo_render_cpu", &pg, packed_grid);
   march_cpu::Stepping stepping;
   stepping.step_size = static_cast<float>(step_size);
   stepping.max_step = 1e10f;
@@ -830,9 +832,10 @@ std::vector<at::Tensor> kilo_render_cpu(
       s.acc.assign(static_cast<size_t>(nr) * 5, 0.f);
       s.live.resize(nr);
       for (int32_t r = 0; r < nr; ++r) s.live[r] = r;
-      int64_t size = first, kept = 0, evaluated = 0;
+      const int64_t size = round_samples;
+      int64_t kept = 0, evaluated = 0;
       while (!s.live.empty()) {
-        // march the live rays' next `size` samples (prune_in_rounds' rounds)
+        // march the live rays' next `size` samples
         const size_t L = s.live.size();
         const size_t cap = L * static_cast<size_t>(size);
         s.ts.resize(cap);
@@ -931,7 +934,6 @@ std::vector<at::Tensor> kilo_render_cpu(
           if (!s.done[r] && std::exp(-static_cast<float>(pruned)) > thr) s.next_live.push_back(r);
         }
         s.live.swap(s.next_live);
-        size *= 2;
       }
       for (int32_t r = 0; r < nr; ++r) {
         const int64_t g = r0 + r;

@@ -27,7 +27,8 @@ void check_float(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
 }  // namespace
 
 void pack_grid(const at::Tensor& occupancy_in, const at::Tensor& aabb_in, int64_t contraction,
-               const char* who, PackedGrid* out) {
+               const char* who, PackedGrid* out,
+               const std::optional<std::vector<at::Tensor>>& packed) {
   TORCH_CHECK(aabb_in.device().is_cpu() && aabb_in.scalar_type() == at::kFloat &&
                   aabb_in.numel() == 6,
               "fields._C ", who, ": aabb must be 6 float32 values on the CPU");
@@ -50,24 +51,48 @@ void pack_grid(const at::Tensor& occupancy_in, const at::Tensor& aabb_in, int64_
   const at::Tensor aabb = aabb_in.contiguous();
   const float* ap = aabb.data_ptr<float>();
   std::copy(ap, ap + 6, grid.aabb);
-  // the bits, packed here, in parallel, for every call (res^3 / 8 bytes written, a fraction
-  // of the marching's time)
   const int64_t cells = grid.res * static_cast<int64_t>(grid.res) * grid.res;
-  out->bits.assign(static_cast<size_t>((cells + 7) / 8), 0);
-  uint8_t* bits = out->bits.data();
-  at::parallel_for(0, static_cast<int64_t>(out->bits.size()), 4096, [&](int64_t b0, int64_t b1) {
-    march_cpu::pack_bits(grid.occupancy, cells, b0, b1, bits);
+  const int64_t n_bits = (cells + 7) / 8;
+  const int64_t cr = grid.res / march_cpu::kCoarse;
+  const int64_t n_coarse = grid.res % 8 == 0 ? cr * cr * cr : 0;
+  if (packed.has_value()) {
+    const auto& pk = *packed;
+    TORCH_CHECK(pk.size() == 2, "fields._C ", who, ": packed must be pack_occupancy_cpu's "
+                "{bits, coarse}");
+    for (int i = 0; i < 2; ++i)
+      TORCH_CHECK(pk[i].device().is_cpu() && pk[i].scalar_type() == at::kByte &&
+                      pk[i].dim() == 1 && pk[i].is_contiguous() &&
+                      pk[i].numel() == (i == 0 ? n_bits : n_coarse),
+                  "fields._C ", who, ": packed[", i, "] must be pack_occupancy_cpu's (",
+                  i == 0 ? n_bits : n_coarse, ",) uint8 for this ", grid.res, "^3 grid, got ",
+                  pk[i].scalar_type(), " ", pk[i].sizes());
+    out->packed = pk;
+    grid.bits = pk[0].data_ptr<uint8_t>();
+    grid.coarse = n_coarse > 0 ? pk[1].data_ptr<uint8_t>() : nullptr;
+    return;
+  }
+  // the bits (8x less memory for the steps' scattered reads), packed in parallel
+  at::Tensor bits = at::empty({n_bits}, out->occupancy.options().dtype(at::kByte));
+  uint8_t* bp = bits.data_ptr<uint8_t>();
+  at::parallel_for(0, n_bits, 4096, [&](int64_t b0, int64_t b1) {
+    march_cpu::pack_bits(grid.occupancy, cells, b0, b1, bp);
   });
-  grid.bits = bits;
+  grid.bits = bp;
   // blocks of 4^3 cells that hold an occupied one, for skipping empty space (bounded scenes
   // with constant steps; see march_cpu::march)
-  out->coarse.clear();
-  if (grid.res % 8 == 0) {
-    const int64_t cr = grid.res / march_cpu::kCoarse;
-    out->coarse.resize(static_cast<size_t>(cr * cr * cr));
-    march_cpu::pack_coarse(bits, grid.res, out->coarse.data());
-    grid.coarse = out->coarse.data();
+  at::Tensor coarse = at::empty({n_coarse}, bits.options());
+  if (n_coarse > 0) {
+    march_cpu::pack_coarse(bp, grid.res, coarse.data_ptr<uint8_t>());
+    grid.coarse = coarse.data_ptr<uint8_t>();
   }
+  out->packed = {bits, coarse};
+}
+
+std::vector<at::Tensor> pack_occupancy_cpu(const at::Tensor& occupancy) {
+  PackedGrid pg;
+  const at::Tensor unit = at::tensor({0.f, 0.f, 0.f, 1.f, 1.f, 1.f});
+  pack_grid(occupancy, unit, march_cpu::kNone, "pack_occupancy_cpu", &pg);
+  return pg.packed;
 }
 
 std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
@@ -75,7 +100,8 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
                                        const at::Tensor& t_min_in, const at::Tensor& t_max_in,
                                        const at::Tensor& occupancy_in, const at::Tensor& aabb_in,
                                        int64_t contraction, double step_size, double cone_angle,
-                                       double max_step) {
+                                       double max_step,
+                                       const std::optional<std::vector<at::Tensor>>& packed_in) {
   TORCH_CHECK(origins_in.dim() == 2 && origins_in.size(1) == 3,
               "fields._C march_rays_cpu: origins must have shape (n, 3), got ",
               origins_in.sizes());
@@ -86,7 +112,7 @@ std::vector<at::Tensor> march_rays_cpu(const at::Tensor& origins_in,
   check_float(t_max_in, "t_max", {n});
   check_float(aabb_in, "aabb", {6});
   PackedGrid packed;
-  pack_grid(occupancy_in, aabb_in, contraction, "march_rays_cpu", &packed);
+  pack_grid(occupancy_in, aabb_in, contraction, "march_rays_cpu", &packed, packed_in);
   const march_cpu::Grid& grid = packed.grid;
   const at::Tensor origins = origins_in.contiguous();
   const at::Tensor directions = directions_in.contiguous();

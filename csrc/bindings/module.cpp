@@ -48,10 +48,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "one pass (inference)",
         py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
         py::arg("occupancy"), py::arg("grid_aabb"), py::arg("step_size"), py::arg("view"),
-        py::arg("background"), py::arg("threshold"), py::arg("first"), py::arg("aabb"),
+        py::arg("background"), py::arg("threshold"), py::arg("round_samples"), py::arg("aabb"),
         py::arg("cells"), py::arg("frequencies"), py::arg("density_weights"),
         py::arg("density_biases"), py::arg("colour_weights"), py::arg("colour_biases"),
-        py::arg("width"), py::arg("density_bias"), py::arg("packed"));
+        py::arg("width"), py::arg("density_bias"), py::arg("packed"),
+        py::arg("packed_grid") = py::none());
   m.def("kilo_pack_cpu", &fields::kilo_pack_cpu,
         "Every cell's two KiloNeRF networks packed for kilo_forward_cpu", py::arg("cells"),
         py::arg("frequencies"), py::arg("density_weights"), py::arg("density_biases"),
@@ -85,7 +86,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Ray marching through an occupancy grid on the CPU (packed samples)",
         py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
         py::arg("occupancy"), py::arg("aabb"), py::arg("contraction"), py::arg("step_size"),
-        py::arg("cone_angle"), py::arg("max_step"));
+        py::arg("cone_angle"), py::arg("max_step"), py::arg("packed") = py::none());
+  m.def("pack_occupancy_cpu", &fields::pack_occupancy_cpu,
+        "An occupancy grid packed as the CPU marchers read it: {bits, coarse blocks}",
+        py::arg("occupancy"));
   m.def("contract_points_cpu", &fields::contract_points_cpu,
         "Points in grid space, clamped to [0, 1]^3, and whether they were inside: {gc, in_unit}",
         py::arg("x"), py::arg("aabb"), py::arg("contraction"));

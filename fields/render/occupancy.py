@@ -318,6 +318,7 @@ def march_rays(
     cone_angle: float = 0.0,
     max_step: float = 1e10,
     kernels: object | None = None,
+    packed: list[torch.Tensor] | None = None,
 ) -> RaySamples:
     """Marches rays through an occupancy grid with the C++ kernel on CPU tensors, the CUDA
     kernel (`csrc/kernels/march_cuda.cu`, CUDA builds) on CUDA tensors (see the module
@@ -335,6 +336,8 @@ def march_rays(
         max_step: the largest step.
         kernels: what provides ``march_rays_cuda`` instead of fields._C (the tests' CPU
             emulator of the CUDA kernel, which takes CPU tensors).
+        packed: the CPU kernel's packing of `occupancy` (`OccupancyGrid.packed_cpu`), kept
+            between calls instead of packed in each (CPU only).
 
     Returns:
         `RaySamples` ``(ray_indices (S,) int64, t_starts (S,) f32, t_ends (S,) f32,
@@ -381,6 +384,7 @@ def march_rays(
             a.step_size,
             a.cone_angle,
             a.max_step,
+            packed,
         )
     return RaySamples(*out)
 
@@ -508,6 +512,19 @@ class OccupancyGrid(nn.Module):
 
     def extra_repr(self) -> str:
         return f"resolution={self.resolution}, contraction={self.contraction!r}"
+
+    def packed_cpu(self) -> list[torch.Tensor] | None:
+        """The CPU marchers' packing of `occupied` (`fields._C.pack_occupancy_cpu`: its bits
+        and its coarse blocks), kept while `occupied` is unchanged (rendering a fixed grid
+        packs it once, not once per call); None off the CPU or without the kernels."""
+        occ = self.occupied
+        if occ.device.type != "cpu" or not _ext.available():
+            return None
+        key = (occ.data_ptr(), occ._version, tuple(occ.shape))
+        if getattr(self, "_packed_key", None) != key:
+            self._packed = _ext.extension().pack_occupancy_cpu(occ)
+            self._packed_key = key
+        return self._packed
 
     @property
     def occupancy_fraction(self) -> float:
@@ -669,16 +686,10 @@ class OccupancyGrid(nn.Module):
             or ("" if device.type == "cpu" else f"the rays are on {device}"),
             cuda_reason=lambda auto: "" if cuda_kernels() is not None else NO_CUDA_KERNELS,
         )
-        march = march_rays_reference if backend == "torch" else march_rays
-        return march(
-            origins,
-            directions,
-            t_near.contiguous(),
-            t_far.contiguous(),
-            self.occupied,
-            self.aabb,
-            self.contraction,
-            step_size,
-            cone_angle,
-            max_step,
-        )
+        args = (origins, directions, t_near.contiguous(), t_far.contiguous(), self.occupied,
+                self.aabb, self.contraction, step_size, cone_angle, max_step)
+        if backend == "torch":
+            return march_rays_reference(*args)
+        if backend == "cpu":
+            return march_rays(*args, packed=self.packed_cpu())
+        return march_rays(*args)
