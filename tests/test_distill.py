@@ -211,6 +211,34 @@ def test_kilo_fused_renderer_gives_the_general_renderers_image(resolution, thres
     assert bool((fused["opacity"][:20] == 0).all())  # the rays that miss the box
 
 
+def test_kilo_fused_renderer_encodes_the_view_as_the_field_does():
+    """Given no view, the kernel takes the spherical harmonics of each ray's direction itself:
+    the image of the view encoded by the field (`view_features`) handed to it."""
+    from fields import _ext
+
+    field, grid, o, d, settings = _kilo_scene(32)
+    n = o.shape[0]
+    dn, cn = field.density_network, field.color_network
+    near, far = torch.full((n,), 0.0), torch.full((n,), 1e10)
+
+    def render(view, degree):
+        return _ext.extension().kilo_render_cpu(
+            o, d, near, far, grid.occupied, grid.aabb, float(settings.step_size), view, degree,
+            torch.rand(n, 3, generator=torch.Generator().manual_seed(1)), 1e-4, 8, field.aabb,
+            field.spec.cells, field.spec.frequencies, list(dn.weights), list(dn.biases),
+            list(cn.weights), list(cn.biases), field.spec.width,
+            float(field.config.density_bias), field._packed())
+
+    with torch.no_grad():
+        own = render(None, field.direction_encoding.degree)
+        given = render(field.view_features(d).contiguous(), 0)
+    assert int(own[3][0]) == int(given[3][0]) > 400
+    for a, b in zip(own[:3], given[:3], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    with pytest.raises(RuntimeError, match="sh_degree must be in"):
+        render(None, 3)
+
+
 def test_kilo_fused_renderer_steps_aside_where_it_cannot_run():
     """Training, gradients and growing steps take the general renderer (render_fused: None)."""
     from dataclasses import replace

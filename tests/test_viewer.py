@@ -155,6 +155,18 @@ def test_normals_from_depth_of_a_plane_and_a_sphere():
     assert float((normals * want).sum(-1).min()) > 0.995
 
 
+def test_chunk_fits_the_measured_speed(tiny_nerf):
+    """The rays between two checks of cancel follow the viewer's measured speed (about
+    chunk_seconds of rendering), within [2^14, 2^17]."""
+    view = load_view(str(tiny_nerf))
+    view.fit_chunk(1e6)
+    assert view.chunk == int(1e6 * view.chunk_seconds)
+    view.fit_chunk(1e3)
+    assert view.chunk == 2**14
+    view.fit_chunk(1e9)
+    assert view.chunk == 2**17
+
+
 def test_render_is_abandoned_when_cancelled(tiny_nerf):
     view = load_view(str(tiny_nerf))
     view.chunk = 256

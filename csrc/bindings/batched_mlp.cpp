@@ -725,6 +725,72 @@ namespace {
 
 constexpr int64_t kRenderTile = 1024;  // rays a thread renders together
 
+// Where a ray enters and leaves the box (6,) within [near, far], as OccupancyGrid.sample
+// computes it for contraction "none" (ray_aabb's slab test, float32 operation by operation):
+// a ray that misses the box gets [1e10, min(1e10, far)] (no samples).
+inline void box_span(const float o[3], const float d[3], const float box[6], float near,
+                     float far, float* t_min, float* t_max) {
+  const float tiny = 1e-12f;
+  float t_near = -INFINITY, t_far = INFINITY;
+  bool nan = false;
+  for (int k = 0; k < 3; ++k) {
+    const float safe = std::fabs(d[k]) < tiny ? std::copysign(tiny, d[k]) : d[k];
+    const float t1 = (box[k] - o[k]) / safe, t2 = (box[3 + k] - o[k]) / safe;
+    nan = nan || std::isnan(t1) || std::isnan(t2);
+    t_near = std::max(t_near, std::min(t1, t2));
+    t_far = std::min(t_far, std::max(t1, t2));
+  }
+  const bool hit = !nan && t_far > t_near && t_far > 0.f;
+  const float miss = 1e10f;
+  const float hn = hit ? t_near : miss, hf = hit ? t_far : miss;
+  *t_min = std::isnan(near) ? near : std::max(hn, near);
+  *t_max = std::isnan(far) ? far : std::min(hf, far);
+}
+
+// The real spherical harmonics of bands 0 .. degree - 1 (degree <= 8) of a unit direction d,
+// as fields.nn.spherical_harmonics computes them from the encoding's input (d + 1) / 2 (the
+// associated Legendre recurrence in Cartesian form, float32 in the same order of operations).
+inline void sh_basis(const float d[3], int degree, float* out) {
+  float v[3];
+  for (int k = 0; k < 3; ++k) v[k] = 2.0f * ((d[k] + 1.0f) * 0.5f) - 1.0f;
+  const float x = v[0], y = v[1], z = v[2];
+  float re[8], im[8];
+  re[0] = 1.0f;
+  im[0] = 0.0f;
+  for (int i = 1; i < degree; ++i) {
+    re[i] = re[i - 1] * x - im[i - 1] * y;
+    im[i] = re[i - 1] * y + im[i - 1] * x;
+  }
+  for (int m = 0; m < degree; ++m) {
+    double p_mm = (m % 2 == 0) ? 1.0 : -1.0;
+    for (int j = 1; j < 2 * m; j += 2) p_mm *= j;
+    float p_prev = 0.0f, p = static_cast<float>(p_mm);
+    for (int l = m; l < degree; ++l) {
+      if (l == m + 1) {
+        p_prev = p;
+        p = z * static_cast<float>(2 * m + 1) * p;
+      } else if (l > m + 1) {
+        const float np = (z * static_cast<float>(2 * l - 1) * p -
+                          p_prev * static_cast<float>(l + m - 1)) /
+                         static_cast<float>(l - m);
+        p_prev = p;
+        p = np;
+      }
+      double fa = 1.0, fb = 1.0;  // (l - m)! and (l + m)!, exact in double up to 15!
+      for (int j = 2; j <= l - m; ++j) fa *= j;
+      for (int j = 2; j <= l + m; ++j) fb *= j;
+      const double k = std::sqrt((2 * l + 1) / (4 * M_PI) * fa / fb);
+      if (m == 0) {
+        out[l * l + l] = p * static_cast<float>(k);
+      } else {
+        const float c = static_cast<float>(std::sqrt(2.0) * k);
+        out[l * l + l + m] = p * c * re[m];
+        out[l * l + l - m] = p * c * im[m];
+      }
+    }
+  }
+}
+
 // One thread's buffers for kilo_render_cpu, kept from tile to tile.
 struct RenderScratch {
   std::vector<int32_t> live, next_live, ray_of, n_of;
@@ -734,7 +800,7 @@ struct RenderScratch {
   std::vector<int32_t> cell, used, count;  // count: one entry per network, zero between uses
   std::vector<int64_t> group;               // where each used cell's rows start in `order`
   // per ray of the tile
-  std::vector<float> t, span_end;
+  std::vector<float> t, t_end, span_end, view;
   std::vector<uint8_t> done;
   std::vector<double> pruned, before;  // optical depths: the pruning's and the compositing's
   std::vector<float> acc;             // r, g, b, opacity, sum of w * t_mid
@@ -743,9 +809,10 @@ struct RenderScratch {
 }  // namespace
 
 std::vector<at::Tensor> kilo_render_cpu(
-    const at::Tensor& origins_in, const at::Tensor& directions_in, const at::Tensor& t_min_in,
-    const at::Tensor& t_max_in, const at::Tensor& occupancy, const at::Tensor& grid_aabb,
-    double step_size, const at::Tensor& view_in, const at::Tensor& background_in,
+    const at::Tensor& origins_in, const at::Tensor& directions_in, const at::Tensor& near_in,
+    const at::Tensor& far_in, const at::Tensor& occupancy, const at::Tensor& grid_aabb_in,
+    double step_size, const std::optional<at::Tensor>& view_opt, int64_t sh_degree,
+    const at::Tensor& background_in,
     double threshold, int64_t round_samples, const at::Tensor& aabb_in, int64_t cells,
     int64_t frequencies, const std::vector<at::Tensor>& dweights_in,
     const std::vector<at::Tensor>& dbiases_in, const std::vector<at::Tensor>& cweights_in,
@@ -756,11 +823,12 @@ std::vector<at::Tensor> kilo_render_cpu(
   TORCH_CHECK(origins_in.dim() == 2 && origins_in.size(1) == 3, who,
               "origins must be (n, 3), got ", origins_in.sizes());
   const int64_t n = origins_in.size(0);
-  for (const auto* t : {&origins_in, &directions_in, &t_min_in, &t_max_in, &view_in,
-                        &background_in, &aabb_in, &packed_in})
+  for (const auto* t : {&origins_in, &directions_in, &near_in, &far_in, &background_in,
+                        &aabb_in, &grid_aabb_in, &packed_in})
     check_f32(*t, "an input");
-  TORCH_CHECK(directions_in.sizes() == origins_in.sizes() && t_min_in.numel() == n &&
-                  t_max_in.numel() == n, who, "directions must be (n, 3) and t_min, t_max (n,)");
+  TORCH_CHECK(directions_in.sizes() == origins_in.sizes() && near_in.numel() == n &&
+                  far_in.numel() == n, who, "directions must be (n, 3) and near, far (n,)");
+  TORCH_CHECK(grid_aabb_in.numel() == 6, who, "grid_aabb must hold 6 values");
   TORCH_CHECK(background_in.dim() == 2 && background_in.size(0) == n &&
                   background_in.size(1) == 3, who, "background must be (n, 3), got ",
               background_in.sizes());
@@ -770,14 +838,22 @@ std::vector<at::Tensor> kilo_render_cpu(
   const KiloNets k = kilo_nets(cells, frequencies, dweights_in, dbiases_in, cweights_in,
                                cbiases_in, width);
   const int n_view = k.n_view;
-  TORCH_CHECK(view_in.dim() == 2 && view_in.size(0) == n && view_in.size(1) == n_view, who,
-              "view must be (n, ", n_view, "), got ", view_in.sizes());
+  const bool own_view = !view_opt.has_value();
+  if (own_view) {
+    TORCH_CHECK(sh_degree >= 1 && sh_degree <= 8 && sh_degree * sh_degree == n_view, who,
+                "without view, sh_degree must be in [1, 8] with sh_degree^2 = the colour "
+                "network's ", n_view, " view inputs, got ", sh_degree);
+  } else {
+    check_f32(*view_opt, "view");
+    TORCH_CHECK(view_opt->dim() == 2 && view_opt->size(0) == n && view_opt->size(1) == n_view,
+                who, "view must be (n, ", n_view, "), got ", view_opt->sizes());
+  }
   TORCH_CHECK(packed_in.dim() == 2 && packed_in.size(0) == k.nets &&
                   packed_in.size(1) == k.packed_size(),
               who, "packed must be kilo_pack_cpu's (", k.nets, ", ", k.packed_size(), "), got ",
               packed_in.sizes());
   PackedGrid pg;
-  pack_grid(occupancy, grid_aabb, march_cpu::kNone, "kilo_render_cpu", &pg, packed_grid);
+  pack_grid(occupancy, grid_aabb_in, march_cpu::kNone, "kilo_render_cpu", &pg, packed_grid);
   march_cpu::Stepping stepping;
   stepping.step_size = static_cast<float>(step_size);
   stepping.max_step = 1e10f;
@@ -787,17 +863,19 @@ std::vector<at::Tensor> kilo_render_cpu(
   const float dt = std::min(std::max(0.f, stepping.step_size), stepping.max_step);
 
   const at::Tensor origins = origins_in.contiguous(), directions = directions_in.contiguous();
-  const at::Tensor t_min = t_min_in.contiguous(), t_max = t_max_in.contiguous();
-  const at::Tensor view = view_in.contiguous(), background = background_in.contiguous();
+  const at::Tensor near = near_in.contiguous(), far = far_in.contiguous();
+  const at::Tensor view = own_view ? at::Tensor() : view_opt->contiguous();
+  const at::Tensor background = background_in.contiguous();
   const at::Tensor packed = packed_in.contiguous();
   const at::Tensor aabb = aabb_in.contiguous();
   float box[6];
   std::copy(aabb.data_ptr<float>(), aabb.data_ptr<float>() + 6, box);
   const float* op = origins.data_ptr<float>();
   const float* dp = directions.data_ptr<float>();
-  const float* tminp = t_min.data_ptr<float>();
-  const float* tmaxp = t_max.data_ptr<float>();
-  const float* vp = view.data_ptr<float>();
+  const float* nearp = near.data_ptr<float>();
+  const float* farp = far.data_ptr<float>();
+  const float* gbox = pg.grid.aabb;
+  const float* vp = own_view ? nullptr : view.data_ptr<float>();
   const float* bgp = background.data_ptr<float>();
 
   at::Tensor rgb = at::empty({n, 3}, origins.options());
@@ -824,7 +902,18 @@ std::vector<at::Tensor> kilo_render_cpu(
     for (int64_t tile = next_tile++; tile < n_tiles; tile = next_tile++) {
       const int64_t r0 = tile * kRenderTile;
       const int32_t nr = static_cast<int32_t>(std::min(n, r0 + kRenderTile) - r0);
-      s.t.assign(tminp + r0, tminp + r0 + nr);
+      s.t.resize(nr);
+      s.t_end.resize(nr);
+      for (int32_t r = 0; r < nr; ++r)
+        box_span(op + 3 * (r0 + r), dp + 3 * (r0 + r), gbox, nearp[r0 + r], farp[r0 + r],
+                 &s.t[r], &s.t_end[r]);
+      if (own_view) {  // the tile's rays' view encodings
+        s.view.resize(static_cast<size_t>(nr) * n_view);
+        for (int32_t r = 0; r < nr; ++r)
+          sh_basis(dp + 3 * (r0 + r), static_cast<int>(sh_degree), s.view.data() + r * n_view);
+      }
+      const float* tile_view = own_view ? s.view.data() : vp;
+      const int64_t view_base = own_view ? 0 : r0;  // the tile's first ray's row in it
       s.span_end.assign(nr, -INFINITY);
       s.done.assign(nr, 0);
       s.pruned.assign(nr, 0.0);
@@ -847,7 +936,7 @@ std::vector<at::Tensor> kilo_render_cpu(
           const int32_t r = s.live[l];
           const int64_t g = r0 + r;
           bool done = false;
-          const int got = marcher.next(op + 3 * g, dp + 3 * g, &s.t[r], &s.span_end[r], tmaxp[g],
+          const int got = marcher.next(op + 3 * g, dp + 3 * g, &s.t[r], &s.span_end[r], s.t_end[r],
                                        static_cast<int>(size), s.ts.data() + m,
                                        s.te.data() + m, &done);
           s.done[r] = done ? 1 : 0;
@@ -893,7 +982,7 @@ std::vector<at::Tensor> kilo_render_cpu(
         s.view_of.resize(m);
         for (int64_t i = 0; i < m; ++i) {
           s.order[s.count[s.cell[i]]++] = i;
-          s.view_of[i] = r0 + s.ray_of[i];
+          s.view_of[i] = view_base + s.ray_of[i];
         }
         for (const int32_t c : s.used) s.count[c] = 0;
         s.sigma.resize(m);
@@ -905,7 +994,7 @@ std::vector<at::Tensor> kilo_render_cpu(
           for (int64_t start = a; start < b; start += kKiloChunk)
             runner.run(w, scratch.data(), s.gp.data(),
                        reinterpret_cast<const bool*>(s.inside.data()), s.order.data(), start,
-                       std::min(kKiloChunk, b - start), vp,
+                       std::min(kKiloChunk, b - start), tile_view,
                        [vrow](int64_t i) { return vrow[i]; }, s.sigma.data(), s.rgb.data());
         }
         evaluated += m;

@@ -51,21 +51,24 @@ std::vector<at::Tensor> kilo_forward_cpu(const at::Tensor& x,
                                          const std::optional<at::Tensor>& packed,
                                          const std::optional<at::Tensor>& view_index);
 
-// KiloNeRF's field rendered (no gradients): rays (origins, directions (n, 3), t_min, t_max (n,),
-// the aabb's span within near / far) marched through the occupancy grid (G, G, G) over
-// grid_aabb (6,) with constant steps `step_size` (march_rays_cpu's samples, bit for bit), in
-// rounds of `round_samples` samples a ray, for the rays whose transmittance is still above
-// `threshold` (the samples kept are prune_in_rounds'); each sample's density and colour from
-// its cell's networks (kilo_forward_cpu's values, the view encoding view (n, dims) of its ray,
-// packed: kilo_pack_cpu's), composited as composite_forward_cpu on background (n, 3).
-// packed_grid: pack_occupancy_cpu's packing of occupancy, or none. Returns {rgb (n, 3),
+// KiloNeRF's field rendered (no gradients): rays (origins, directions (n, 3)) over their span
+// in the box grid_aabb (6,) within [near, far] ((n,) each; OccupancyGrid.sample's span),
+// marched through the occupancy grid (G, G, G) over that box with constant steps `step_size`
+// (march_rays_cpu's samples, bit for bit), in rounds of `round_samples` samples a ray, for the
+// rays whose transmittance is still above `threshold` (the samples kept are
+// prune_in_rounds'); each sample's density and colour from its cell's networks
+// (kilo_forward_cpu's values; packed: kilo_pack_cpu's), seen with its ray's view encoding:
+// view (n, dims), or without view, the real spherical harmonics of degree `sh_degree` of the
+// direction (fields.nn.SphericalHarmonics); composited as composite_forward_cpu on background
+// (n, 3). packed_grid: pack_occupancy_cpu's packing of occupancy, or none. Returns {rgb (n, 3),
 // opacity (n, 1), depth (n, 1), counts (2,) int64: the samples composited and the samples
 // evaluated}.
 std::vector<at::Tensor> kilo_render_cpu(
-    const at::Tensor& origins, const at::Tensor& directions, const at::Tensor& t_min,
-    const at::Tensor& t_max, const at::Tensor& occupancy, const at::Tensor& grid_aabb,
-    double step_size, const at::Tensor& view, const at::Tensor& background, double threshold,
-    int64_t round_samples, const at::Tensor& aabb, int64_t cells, int64_t frequencies,
+    const at::Tensor& origins, const at::Tensor& directions, const at::Tensor& near,
+    const at::Tensor& far, const at::Tensor& occupancy, const at::Tensor& grid_aabb,
+    double step_size, const std::optional<at::Tensor>& view, int64_t sh_degree,
+    const at::Tensor& background, double threshold, int64_t round_samples,
+    const at::Tensor& aabb, int64_t cells, int64_t frequencies,
     const std::vector<at::Tensor>& density_weights,
     const std::vector<at::Tensor>& density_biases,
     const std::vector<at::Tensor>& colour_weights,

@@ -46,9 +46,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("kilo_render_cpu", &fields::kilo_render_cpu,
         "KiloNeRF's field rendered: marching in rounds, the tiny networks and compositing in "
         "one pass (inference)",
-        py::arg("origins"), py::arg("directions"), py::arg("t_min"), py::arg("t_max"),
+        py::arg("origins"), py::arg("directions"), py::arg("near"), py::arg("far"),
         py::arg("occupancy"), py::arg("grid_aabb"), py::arg("step_size"), py::arg("view"),
-        py::arg("background"), py::arg("threshold"), py::arg("round_samples"), py::arg("aabb"),
+        py::arg("sh_degree"), py::arg("background"), py::arg("threshold"), py::arg("round_samples"), py::arg("aabb"),
         py::arg("cells"), py::arg("frequencies"), py::arg("density_weights"),
         py::arg("density_biases"), py::arg("colour_weights"), py::arg("colour_biases"),
         py::arg("width"), py::arg("density_bias"), py::arg("packed"),

@@ -33,7 +33,8 @@ from fields.nn.backend import scope
 from fields.nn.batched_mlp import BatchedMLP, group_rows
 from fields.nn.encoding import Frequency
 from fields.nn.encoding_config import encoding_from_config
-from fields.render.occupancy import OccupancyGrid, contract, ray_aabb
+from fields.nn.spherical_harmonics import SphericalHarmonics
+from fields.render.occupancy import OccupancyGrid, contract
 
 
 @dataclass(frozen=True)
@@ -227,22 +228,24 @@ class KiloField(nn.Module):
             t = torch.as_tensor(v, dtype=torch.float32)
             if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
                 return None  # the general path says what is wrong
-            limits.append(t.expand(n))
-        hit_near, hit_far = ray_aabb(origins, directions, grid.aabb)
-        t_min = torch.maximum(hit_near, limits[0]).contiguous()
-        t_max = torch.minimum(hit_far, limits[1]).contiguous()
+            limits.append(t.expand(n).contiguous())
         bg = background.to(torch.float32).expand(n, 3).contiguous()
         dn, cn = self.density_network, self.color_network
-        view = self.view_features(directions)
+        # the kernel encodes the directions itself where the encoding is plain spherical
+        # harmonics (no progressive mask); otherwise they come encoded
+        enc = self.direction_encoding
+        own = isinstance(enc, SphericalHarmonics) and (
+            enc.progress is None or (not callable(enc.progress) and enc.progress >= enc.n_levels))
+        view = None if own else self.view_features(directions).contiguous()
         with scope("kernel:kilo render"):
             rgb, opacity, depth, counts = _ext.extension().kilo_render_cpu(
-                origins.contiguous(), directions.contiguous(), t_min, t_max, grid.occupied,
-                grid.aabb, float(settings.step_size), view.contiguous(), bg,
-                float(settings.transmittance_threshold), self.round_samples, self.aabb,
-                self.spec.cells,
-                self.spec.frequencies, list(dn.weights), list(dn.biases), list(cn.weights),
-                list(cn.biases), self.spec.width, float(self.config.density_bias),
-                self._packed(), grid.packed_cpu())
+                origins.contiguous(), directions.contiguous(), limits[0], limits[1],
+                grid.occupied, grid.aabb, float(settings.step_size), view,
+                enc.degree if own else 0, bg, float(settings.transmittance_threshold),
+                self.round_samples, self.aabb, self.spec.cells, self.spec.frequencies,
+                list(dn.weights), list(dn.biases), list(cn.weights), list(cn.biases),
+                self.spec.width, float(self.config.density_bias), self._packed(),
+                grid.packed_cpu())
         return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": counts[0],
                 "n_marched": counts[1]}
 

@@ -215,6 +215,7 @@ class ClientSession:
         with viewer.lock:
             if view is not viewer.view:
                 return True
+            view.fit_chunk(viewer.rays_per_second)
             try:
                 picture = view.render(cam.cameras(w, h), mode, cancel, preview=not full)
             except Cancelled:
