@@ -213,9 +213,9 @@ class KiloField(nn.Module):
 
         The rays go in rounds of `round_samples` samples each (the general renderer's rounds
         double, as each costs it a pass of tensor operations; here a round costs little, and
-        short ones evaluate fewer samples behind the surfaces: 8 against doubling rounds cut
-        the samples evaluated on the built-in scene from 2.13M to 1.69M a 512^2 frame, and the
-        frame's time by a tenth)."""
+        short ones evaluate fewer samples behind the surfaces: on a 512^2 frame of a student
+        distilled on the built-in scene, rounds of 8 against doubling rounds cut the samples
+        evaluated from 2.13M to 1.69M, and the frame's time by about a tenth)."""
         if (self.training or torch.is_grad_enabled() or not self._kernel_runs(origins)
                 or not hasattr(_ext.extension(), "kilo_render_cpu")
                 or grid.contraction != "none" or float(settings.cone_angle) != 0.0
