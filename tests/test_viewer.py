@@ -155,6 +155,18 @@ def test_normals_from_depth_of_a_plane_and_a_sphere():
     assert float((normals * want).sum(-1).min()) > 0.995
 
 
+def test_block_order_walks_the_screen_tile_by_tile():
+    from fields.viewer.views import block_order
+
+    order = block_order(5, 7, block=3)  # tiles of 3x3, the last ones cut by the edges
+    assert sorted(order.tolist()) == list(range(35))
+    assert order[:9].tolist() == [0, 1, 2, 7, 8, 9, 14, 15, 16]  # the first tile
+    assert order[9:18].tolist() == [3, 4, 5, 10, 11, 12, 17, 18, 19]  # the one to its right
+    assert order[18:21].tolist() == [6, 13, 20]  # the cut column
+    with pytest.raises(ValueError, match="block_order"):
+        block_order(0, 7)
+
+
 def test_chunk_fits_the_measured_speed(tiny_nerf):
     """The rays between two checks of cancel follow the viewer's measured speed (about
     chunk_seconds of rendering), within [2^14, 2^17]."""

@@ -747,49 +747,68 @@ inline void box_span(const float o[3], const float d[3], const float box[6], flo
   *t_max = std::isnan(far) ? far : std::min(hf, far);
 }
 
-// The real spherical harmonics of bands 0 .. degree - 1 (degree <= 8) of a unit direction d,
-// as fields.nn.spherical_harmonics computes them from the encoding's input (d + 1) / 2 (the
-// associated Legendre recurrence in Cartesian form, float32 in the same order of operations).
-inline void sh_basis(const float d[3], int degree, float* out) {
-  float v[3];
-  for (int k = 0; k < 3; ++k) v[k] = 2.0f * ((d[k] + 1.0f) * 0.5f) - 1.0f;
-  const float x = v[0], y = v[1], z = v[2];
-  float re[8], im[8];
-  re[0] = 1.0f;
-  im[0] = 0.0f;
-  for (int i = 1; i < degree; ++i) {
-    re[i] = re[i - 1] * x - im[i - 1] * y;
-    im[i] = re[i - 1] * y + im[i - 1] * x;
-  }
-  for (int m = 0; m < degree; ++m) {
-    double p_mm = (m % 2 == 0) ? 1.0 : -1.0;
-    for (int j = 1; j < 2 * m; j += 2) p_mm *= j;
-    float p_prev = 0.0f, p = static_cast<float>(p_mm);
-    for (int l = m; l < degree; ++l) {
-      if (l == m + 1) {
-        p_prev = p;
-        p = z * static_cast<float>(2 * m + 1) * p;
-      } else if (l > m + 1) {
-        const float np = (z * static_cast<float>(2 * l - 1) * p -
-                          p_prev * static_cast<float>(l + m - 1)) /
-                         static_cast<float>(l - m);
-        p_prev = p;
-        p = np;
-      }
-      double fa = 1.0, fb = 1.0;  // (l - m)! and (l + m)!, exact in double up to 15!
-      for (int j = 2; j <= l - m; ++j) fa *= j;
-      for (int j = 2; j <= l + m; ++j) fb *= j;
-      const double k = std::sqrt((2 * l + 1) / (4 * M_PI) * fa / fb);
-      if (m == 0) {
-        out[l * l + l] = p * static_cast<float>(k);
-      } else {
-        const float c = static_cast<float>(std::sqrt(2.0) * k);
-        out[l * l + l + m] = p * c * re[m];
-        out[l * l + l - m] = p * c * im[m];
+// The real spherical harmonics of bands 0 .. degree - 1 (degree <= 8) of unit directions, as
+// fields.nn.spherical_harmonics computes them from the encoding's input (d + 1) / 2 (the
+// associated Legendre recurrence in Cartesian form, float32 in the same order of operations);
+// the constants of each band and order computed once.
+class ShBasis {
+ public:
+  explicit ShBasis(int degree) : degree_(degree) {
+    for (int m = 0; m < degree; ++m) {
+      double p_mm = (m % 2 == 0) ? 1.0 : -1.0;
+      for (int j = 1; j < 2 * m; j += 2) p_mm *= j;
+      p_mm_[m] = static_cast<float>(p_mm);
+      for (int l = m; l < degree; ++l) {
+        double fa = 1.0, fb = 1.0;  // (l - m)! and (l + m)!, exact in double up to 15!
+        for (int j = 2; j <= l - m; ++j) fa *= j;
+        for (int j = 2; j <= l + m; ++j) fb *= j;
+        const double k = std::sqrt((2 * l + 1) / (4 * M_PI) * fa / fb);
+        coef_[l][m] = static_cast<float>(m == 0 ? k : std::sqrt(2.0) * k);
       }
     }
   }
-}
+
+  // out: degree^2 values, ordered l^2 + l + m.
+  void operator()(const float d[3], float* out) const {
+    const int degree = degree_;
+    float v[3];
+    for (int k = 0; k < 3; ++k) v[k] = 2.0f * ((d[k] + 1.0f) * 0.5f) - 1.0f;
+    const float x = v[0], y = v[1], z = v[2];
+    float re[8], im[8];
+    re[0] = 1.0f;
+    im[0] = 0.0f;
+    for (int i = 1; i < degree; ++i) {
+      re[i] = re[i - 1] * x - im[i - 1] * y;
+      im[i] = re[i - 1] * y + im[i - 1] * x;
+    }
+    for (int m = 0; m < degree; ++m) {
+      float p_prev = 0.0f, p = p_mm_[m];
+      for (int l = m; l < degree; ++l) {
+        if (l == m + 1) {
+          p_prev = p;
+          p = z * static_cast<float>(2 * m + 1) * p;
+        } else if (l > m + 1) {
+          const float np = (z * static_cast<float>(2 * l - 1) * p -
+                            p_prev * static_cast<float>(l + m - 1)) /
+                           static_cast<float>(l - m);
+          p_prev = p;
+          p = np;
+        }
+        if (m == 0) {
+          out[l * l + l] = p * coef_[l][0];
+        } else {
+          out[l * l + l + m] = p * coef_[l][m] * re[m];
+          out[l * l + l - m] = p * coef_[l][m] * im[m];
+        }
+      }
+    }
+  }
+
+ private:
+  int degree_;
+  float p_mm_[8] = {};
+  float coef_[8][8] = {};
+};
 
 // One thread's buffers for kilo_render_cpu, kept from tile to tile.
 struct RenderScratch {
@@ -887,6 +906,7 @@ std::vector<at::Tensor> kilo_render_cpu(
   const KiloRows runner(k, static_cast<int>(frequencies), density_bias,
                         packed.data_ptr<float>());
   const float thr = static_cast<float>(threshold);
+  const ShBasis sh(own_view ? static_cast<int>(sh_degree) : 1);
   const int64_t n_tiles = (n + kRenderTile - 1) / kRenderTile;
   std::vector<int64_t> kept_of(n_tiles, 0), evaluated_of(n_tiles, 0);
 
@@ -909,8 +929,7 @@ std::vector<at::Tensor> kilo_render_cpu(
                  &s.t[r], &s.t_end[r]);
       if (own_view) {  // the tile's rays' view encodings
         s.view.resize(static_cast<size_t>(nr) * n_view);
-        for (int32_t r = 0; r < nr; ++r)
-          sh_basis(dp + 3 * (r0 + r), static_cast<int>(sh_degree), s.view.data() + r * n_view);
+        for (int32_t r = 0; r < nr; ++r) sh(dp + 3 * (r0 + r), s.view.data() + r * n_view);
       }
       const float* tile_view = own_view ? s.view.data() : vp;
       const int64_t view_base = own_view ? 0 : r0;  // the tile's first ray's row in it

@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from fields.render.cameras import Cameras
-from fields.viewer.views import Cancel, Cancelled, FieldView, colormap, orbit_view_camera
+from fields.viewer.views import (
+    Cancel,
+    Cancelled,
+    FieldView,
+    block_order,
+    colormap,
+    orbit_view_camera,
+)
 
 
 class NerfView(FieldView):
@@ -66,25 +73,30 @@ class NerfView(FieldView):
                                transmittance_threshold=max(settings.transmittance_threshold,
                                                            1e-2))
         origins, dirs = camera.pixel_rays(0)
+        h, w = camera.height, camera.width
+        # the rays in 32x32 tiles of the screen: a call's samples lie closer together
+        order = block_order(h, w)
+        o_tiled, d_tiled = origins.index_select(0, order), dirs.index_select(0, order)
         bg = self._background() if mode == "rgb" else torch.zeros(3)
-        rgb, depth, opacity = [], [], []
+        parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
         device = self.grid.occupied.device  # the field's device (a GPU-trained one too)
         with torch.no_grad():
-            for o, d in zip(origins.split(self.chunk), dirs.split(self.chunk), strict=True):
+            for o, d in zip(o_tiled.split(self.chunk), d_tiled.split(self.chunk), strict=True):
                 if cancel():
                     raise Cancelled
                 out = render_rays(self.model, self.grid, o.to(device), d.to(device), settings,
                                   bg)
-                rgb.append(out["rgb"].cpu())
-                depth.append(out["depth"].cpu())
-                opacity.append(out["opacity"].cpu())
-        h, w = camera.height, camera.width
+                for k, v in parts.items():
+                    v.append(out[k].cpu())
+        # back in row-major order
+        rgb, depth, opacity = (_unorder(torch.cat(parts[k]), order)
+                               for k in ("rgb", "depth", "opacity"))
         if mode == "rgb":
-            return torch.cat(rgb).clamp(0, 1).reshape(h, w, 3).numpy()
-        op = torch.cat(opacity).reshape(h, w)
+            return rgb.clamp(0, 1).reshape(h, w, 3).numpy()
+        op = opacity.reshape(h, w)
         if mode == "opacity":
             return op.clamp(0, 1)[..., None].expand(h, w, 3).numpy()
-        dep = torch.cat(depth).reshape(h, w)
+        dep = depth.reshape(h, w)
         if mode == "depth":
             dist = float((camera.c2w[0, :, 3] - self.centre).norm())
             lo, hi = max(dist - self.half_diag, 0.0), dist + self.half_diag
@@ -116,3 +128,8 @@ class NerfView(FieldView):
         towards = (n * dirs.reshape(h, w, 3)).sum(-1, keepdim=True) > 0
         n = torch.where(towards, -n, n)
         return torch.where(hit[..., None], 0.5 + 0.5 * n, torch.zeros(()))
+
+
+def _unorder(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """values (N, ...) given for the pixels order[0], order[1], ..., back in pixel order."""
+    return torch.empty_like(values).index_copy_(0, order, values)
