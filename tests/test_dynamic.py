@@ -422,7 +422,8 @@ def test_bench_dynamic_command(tiny_video_dir, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "unknown model(s) ['hexplane']" in res.output
 
 
-def test_viewer_plays_the_time_slider(tiny_video_dir, tmp_path):
+def _viewer_of_a_fitted_dynamic_field(tiny_video_dir, tmp_path):
+    """A 3-step dynamic fit of the tiny video, its view and a viewer showing it (port 0)."""
     from fields.dynamic.view import DynamicView
     from fields.viewer import Viewer
 
@@ -434,6 +435,11 @@ def test_viewer_plays_the_time_slider(tiny_video_dir, tmp_path):
     assert res.exit_code == 0, res.output
     view = DynamicView.from_checkpoint(str(out / "checkpoint.pt"))
     viewer = Viewer(view, port=0)
+    return view, viewer
+
+
+def test_viewer_plays_the_time_slider(tiny_video_dir, tmp_path):
+    view, viewer = _viewer_of_a_fitted_dynamic_field(tiny_video_dir, tmp_path)
     try:
         viewer._control_by_name["play"].value = True  # as the browser's checkbox does
         deadline = time.time() + 5.0
@@ -457,17 +463,7 @@ def test_viewer_animation_keeps_a_control_changed_while_it_advances(tiny_video_d
     """The user unchecks "play" while the animation writes the advanced time to its slider
     (after the animation's lock is released): the write-back must not check "play" again (it
     once did, and CI saw the time run on after "play" was off)."""
-    from fields.dynamic.view import DynamicView
-    from fields.viewer import Viewer
-
-    out = tmp_path / "run"
-    res = CliRunner().invoke(app, [
-        "fit", "dynamic", "--data", str(tiny_video_dir), "--steps", "3", "--output", str(out),
-        "--video-frames", "0", "--eval-every", "0",
-        "--config", '{"grid_resolution": 16, "occupancy_warmup": 2, "target_samples": 1024}'])
-    assert res.exit_code == 0, res.output
-    view = DynamicView.from_checkpoint(str(out / "checkpoint.pt"))
-    viewer = Viewer(view, port=0)
+    view, viewer = _viewer_of_a_fitted_dynamic_field(tiny_video_dir, tmp_path)
     unchecked = threading.Event()
 
     def uncheck_once(_: object) -> None:
