@@ -75,6 +75,43 @@ def test_reflected_direction_inputs_and_their_gradient():
     assert eight.color(eight.direction_inputs(d, n), n, torch.zeros(1, 3)).shape == (1, 3)
 
 
+def test_split_radiance_is_diffuse_plus_a_fresnel_weighted_environment():
+    from fields.nn.spherical_harmonics import spherical_harmonics
+    from fields.sdf.neus import NeusConfig, NeusField
+
+    cfg = NeusConfig(finest_resolution=32, log2_hashmap_size=10, n_levels=2, n_features=3,
+                     reflected=True, split_radiance=True)
+    field = NeusField(torch.tensor([[-1.0] * 3, [1.0] * 3]), cfg)
+    gen = torch.Generator().manual_seed(0)
+    for p in field.parameters():  # away from the initialisation, every term contributes
+        p.data.normal_(0.0, 0.5, generator=gen)
+    n = torch.nn.functional.normalize(torch.randn(64, 3, generator=gen), dim=-1)
+    d = torch.nn.functional.normalize(torch.randn(64, 3, generator=gen), dim=-1)
+    d = torch.where(((d * n).sum(-1, keepdim=True) > 0), -d, d)  # seen from outside
+    feat = torch.randn(64, 3, generator=gen, requires_grad=True)
+    view = field.direction_inputs(d, n)
+    rgb = field.color(view, n, feat)
+    # the reference: the same terms written out from the two networks
+    h = field.color_network(torch.cat((n, feat), -1)).float()
+    cos = (-d * n).sum(-1, keepdim=True)
+    f0, g = torch.sigmoid(h[:, 6:7] - 3), torch.sigmoid(h[:, 7:8] - 3)
+    fresnel = f0 + (1 - f0) * g * (1 - cos) ** 5
+    r = 2 * cos * n + d
+    env = field.environment_network(spherical_harmonics(r, 4))
+    want = (1 - fresnel) * torch.sigmoid(h[:, :3]) + fresnel * torch.sigmoid(h[:, 3:6]) * env
+    torch.testing.assert_close(rgb, want, atol=1e-5, rtol=1e-5)
+    nn_ = n.clone().requires_grad_(True)  # the normals reach r only with reflection_normal_grad
+    assert not field.direction_inputs(d, nn_).requires_grad
+    cfg.reflection_normal_grad = True
+    (gn,) = torch.autograd.grad(field.direction_inputs(d, nn_).sum(), nn_)
+    assert float(gn.abs().sum()) > 0
+    gf, = torch.autograd.grad(rgb.sum(), feat)
+    gw, = torch.autograd.grad(want.sum(), feat)
+    torch.testing.assert_close(gf, gw, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="split_radiance: needs reflected"):
+        NeusConfig.from_dict({"split_radiance": True})
+
+
 def _plane_views(n_views=6, size=48):
     """Cameras around and above the textured plane z = 0 (|x|, |y| < 1), its images
     (smooth diffuse texture, white and alpha 0 off the plane) as a RayBatcher's flat arrays."""
@@ -180,10 +217,13 @@ def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
     run = json.loads((out / "config.json").read_text())
     assert run["model"] == "ref-neus" and run["scene"] == "glossy"
     assert run["config"]["reflected"] and run["config"]["reflection_score"]
+    assert not run["config"]["split_radiance"]  # an option (README: not better measured)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["chamfer_l1"] > 0
-    # an ablation: Ref-NeuS's reflected direction without the reflection score
-    ablation = json.dumps({**json.loads(cfg), "reflection_score": False})
+    # an ablation: Ref-NeuS's reflected direction without the reflection score, with the
+    # split radiance and the normals' gradient through the mirrored direction
+    ablation = json.dumps({**json.loads(cfg), "reflection_score": False,
+                           "split_radiance": True, "reflection_normal_grad": True})
     res = CliRunner().invoke(app, ["fit", "neus", "--scene", "glossy", "--model", "ref-neus",
                                    "--scene-resolution", "16", "--steps", "2",
                                    "--resolution", "16", "--eval-every", "0", "--config",
@@ -191,6 +231,7 @@ def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "ablation" / "config.json").read_text())
     assert run["config"]["reflected"] and not run["config"]["reflection_score"]
+    assert run["config"]["split_radiance"] and run["config"]["reflection_normal_grad"]
     for bad in (["--model", "refneus"], ["--scene", "shiny"]):
         res = CliRunner().invoke(app, ["fit", "neus", *bad, "--output", str(tmp_path / "x")])
         assert res.exit_code == 2 and bad[1] in res.output

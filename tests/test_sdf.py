@@ -372,6 +372,44 @@ def test_neus_field_gradient_and_a_few_steps(tmp_path):
     assert colours.shape == (32, 3) and colours.dtype == np.uint8
 
 
+def test_neus_coarse_to_fine_levels_and_the_variance_learning_rate(tmp_path):
+    from fields.data import load_scene
+    from fields.scenes.tabletop import SceneSpec, ensure_scene
+    from fields.sdf.neus import NeusConfig, NeusTask
+
+    cfg = NeusConfig(finest_resolution=128, log2_hashmap_size=14, n_levels=8, n_features=7,
+                     render_steps=96, grid_resolution=32, target_samples=2**12,
+                     initial_rays=256, max_rays=1024, coarse_to_fine=0.5, start_levels=2)
+    scene = load_scene(ensure_scene(SceneSpec(resolution=24, n_train=12, n_val=1, n_test=1),
+                                    root=tmp_path / "scenes"))
+    task = NeusTask(scene, cfg)
+    enc, extent = task.field.encoding, task.field.extent
+    shown = []
+    for i, progress in enumerate((0.0, 0.25, 0.49, 0.5, 0.9)):
+        task.train_step(i, progress)
+        w = enc.level_weights(torch.device("cpu"), torch.float32)
+        shown.append(8 if w is None else float(w.reshape(-1, 2)[:, 0].sum()))
+        # the step is the cell of the finest level shown (16 * 2^k here: 128 = 16 * 2^3 ...
+        # over 8 levels, so level k has 16 * 2^(3k/7))
+        finest = 128 if w is None else 16 * 2 ** (3 * (enc.progress - 1) / 7)
+        assert task.field.eps == pytest.approx(extent / finest, rel=1e-6)
+    assert shown[0] == 2 and shown[1] == pytest.approx(5, abs=1e-6)
+    assert 7 < shown[2] < 8 and shown[3] == shown[4] == 8
+    assert task.field.eps == pytest.approx(extent / 128)
+    # the variance on a learning rate of its own, following the same schedule
+    slow = NeusTask(scene, NeusConfig.from_dict({**cfg.to_dict(), "variance_lr": 1e-3}))
+    before = slow.field.variance.item()
+    slow.train_step(0, 0.75)  # lr decayed by 10^-0.5
+    groups = slow.optimizer.param_groups
+    assert [len(g["params"]) for g in groups] == [len(list(slow.field.parameters())) - 1, 1]
+    assert groups[0]["lr"] == pytest.approx(1e-2 * 10 ** -0.5)
+    assert groups[1]["lr"] == pytest.approx(1e-3 * 10 ** -0.5)
+    assert 0 < abs(slow.field.variance.item() - before) <= 1.01 * groups[1]["lr"]  # Adam's step
+    for bad in ({"coarse_to_fine": 1.0}, {"start_levels": 0.5}, {"start_levels": 17}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            NeusConfig.from_dict(bad)
+
+
 def test_cli_fit_neus_writes_its_outputs(tmp_path, tiny_scene_dir):
     from typer.testing import CliRunner
 

@@ -187,11 +187,9 @@ def fit_neus_cmd(
     with guarded():
         opts.check("sdf", "fit neus")
         given = parse_config(config, "NeusConfig")
-        cfg = NeusConfig.from_dict(given)
         if model == "ref-neus":  # both parts of Ref-NeuS, unless --config sets one (ablations)
-            for key in ("reflected", "reflection_score"):
-                if key not in given:
-                    setattr(cfg, key, True)
+            given = {"reflected": True, "reflection_score": True, **given}
+        cfg = NeusConfig.from_dict(given)
         images, name = load_posed_images(data, downscale, scene_resolution, scene)
         truth = scene_truth(scene) if data is None else None
         out = opts.folder(name, "neus" if model == "neus" else "ref_neus")

@@ -57,9 +57,17 @@ class NeusConfig:
     eikonal_weight: float = 0.1
     mask_weight: float = 0.1
     init_variance: float = 0.3  # s = exp(10 variance)
+    variance_lr: float = 0.0  # the variance's learning rate (0: lr)
     cos_anneal_steps: int = 500
-    # Ref-NeuS (`fields fit neus --model ref-neus` sets both):
+    # coarse to fine (Neuralangelo): the hash grid's levels revealed from `start_levels` to
+    # all over the first `coarse_to_fine` of the run, the finite-difference step following
+    # the finest revealed level (0: every level from the start)
+    coarse_to_fine: float = 0.0
+    start_levels: float = 4.0
+    # Ref-NeuS (`fields fit neus --model ref-neus` sets `reflected` and `reflection_score`):
     reflected: bool = False  # colour from the view direction mirrored about the normal
+    split_radiance: bool = False  # with `reflected`: diffuse + Fresnel-weighted environment
+    reflection_normal_grad: bool = False  # the colour loss reaches the normals through r
     reflection_degree: int = 4  # SH bands of the reflected direction (1..8)
     reflection_score: bool = False  # down-weight pixels whose colour other views disagree with
     reflection_views: int = 8  # other training views a step's surface points are seen in
@@ -81,6 +89,15 @@ class NeusConfig:
         if cfg.reflection_degree > 8:
             raise ValueError("NeusConfig.reflection_degree: expected 1..8 SH bands, got "
                              f"{cfg.reflection_degree}")
+        if not 0.0 <= cfg.coarse_to_fine < 1.0:
+            raise ValueError("NeusConfig.coarse_to_fine: expected a fraction in [0, 1), got "
+                             f"{cfg.coarse_to_fine}")
+        if not 1.0 <= cfg.start_levels <= cfg.n_levels:
+            raise ValueError(f"NeusConfig.start_levels: expected 1..n_levels ({cfg.n_levels}), "
+                             f"got {cfg.start_levels}")
+        if cfg.split_radiance and not cfg.reflected:
+            raise ValueError("NeusConfig.split_radiance: needs reflected (the environment is "
+                             "looked up in the reflected direction)")
         if not 0.0 <= cfg.reflection_start <= 1.0:
             raise ValueError("NeusConfig.reflection_start: expected a fraction in [0, 1], got "
                              f"{cfg.reflection_start}")
@@ -105,11 +122,28 @@ class NeusField(nn.Module):
         # Ref-NeuS's radiance sees the reflected direction and n . w_o (as Ref-NeRF)
         n_direction = (config.reflection_degree ** 2 + 1 if config.reflected
                        else self.direction_encoding.n_output_dims)
-        self.color_network = from_config(
-            {**mlp, "output_activation": "Sigmoid"}, n_direction + 3 + config.n_features, 3)
+        if config.split_radiance:  # `color`: the spatial head and the environment apart
+            self.color_network = from_config(mlp, 3 + config.n_features, 8)
+            self.environment_network = from_config(
+                {**mlp, "output_activation": "Sigmoid"}, config.reflection_degree ** 2, 3)
+        else:
+            self.color_network = from_config(
+                {**mlp, "output_activation": "Sigmoid"}, n_direction + 3 + config.n_features, 3)
         self.variance = nn.Parameter(torch.tensor(float(config.init_variance)))
         self.init_radius = 0.35 * extent
+        self.extent = extent
         self.eps = extent / config.finest_resolution  # finite-difference step
+
+    def reveal_levels(self, alpha: float | None) -> None:
+        """Shows the hash grid's levels up to `alpha` (in [1, n_levels]; None: all) and sets
+        the finite-difference step to the cell of the finest one shown (Neuralangelo)."""
+        self.encoding.set_progress(alpha)
+        c = self.config
+        finest = float(c.finest_resolution)
+        if alpha is not None:  # the levels grow geometrically from 16 (`hash_grid_config`)
+            scale = (max(c.finest_resolution, 17) / 16) ** (1 / max(c.n_levels - 1, 1))
+            finest = min(finest, 16.0 * scale ** max(alpha - 1.0, 0.0))
+        self.eps = self.extent / finest
 
     def sharpness(self) -> torch.Tensor:
         return torch.exp(10.0 * self.variance).clamp(1e-6, 1e6)
@@ -150,7 +184,7 @@ class NeusField(nn.Module):
         network as an input of their own, as in NeuS."""
         if not self.config.reflected:
             return self.view_encoding(d)
-        n = normals.detach()
+        n = normals if self.config.reflection_normal_grad else normals.detach()
         wo = -d
         cos = (wo * n).sum(-1, keepdim=True)
         r = 2.0 * cos * n - wo
@@ -158,8 +192,27 @@ class NeusField(nn.Module):
 
     def color(self, view: torch.Tensor, normals: torch.Tensor,
               feat: torch.Tensor) -> torch.Tensor:
-        """Colour (S, 3) from encoded directions (`direction_inputs`), normals, features."""
-        return self.color_network(torch.cat((view, normals, feat), dim=-1))
+        """Colour (S, 3) from encoded directions (`direction_inputs`), normals, features.
+
+        With `split_radiance`, the colour is a glossy surface's, as the glossy scene renders
+        it: ``(1 - F) diffuse + F tint E(r)``. The spatial head (`color_network`) gives the
+        diffuse colour, the tint and two reflectance scalars from the normal and the features
+        only, so nothing of it changes with the view; E is one environment for the whole
+        scene (`environment_network`), a function of the reflected direction r alone; and the
+        view reaches the Fresnel weight only through n . w_o (Schlick's approximation,
+        ``F = F0 + (1 - F0) g (1 - n . w_o)^5``, g in [0, 1] so that a diffuse surface need
+        not turn into a mirror at grazing angles). A surface in the wrong place sees
+        different parts of the scene from different cameras; this radiance cannot paint that
+        on it, the unconstrained one can (the shape-radiance ambiguity)."""
+        if not self.config.split_radiance:
+            return self.color_network(torch.cat((view, normals, feat), dim=-1))
+        h = self.color_network(torch.cat((normals, feat), dim=-1)).float()
+        diffuse, tint = torch.sigmoid(h[:, :3]), torch.sigmoid(h[:, 3:6])
+        f0, g = torch.sigmoid(h[:, 6:7] - 3.0), torch.sigmoid(h[:, 7:8] - 3.0)
+        grazing = (1.0 - view[:, -1:].clamp(0.0, 1.0)) ** 5
+        fresnel = f0 + (1.0 - f0) * g * grazing
+        environment = self.environment_network(view[:, :-1])
+        return (1.0 - fresnel) * diffuse + fresnel * tint * environment
 
 
 def vertex_colours(field: NeusField, vertices: torch.Tensor,
@@ -262,8 +315,12 @@ class NeusTask:
         self.grid = OccupancyGrid(data.aabb.reshape(6), config.grid_resolution, "none")
         self.module = nn.ModuleDict({"field": self.field, "grid": self.grid})
         self.step_size = float((data.aabb[1] - data.aabb[0]).norm()) / config.render_steps
-        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=config.lr,
-                                          betas=(0.9, 0.99), eps=1e-15)
+        params: Any = self.field.parameters()
+        if config.variance_lr > 0:  # the sharpness on a learning rate of its own
+            rest = [p for p in self.field.parameters() if p is not self.field.variance]
+            params = [{"params": rest},
+                      {"params": [self.field.variance], "lr_scale": config.variance_lr / config.lr}]
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
         self.rays = RayBatcher(data.train, data.background)
         self.n_rays = config.initial_rays
         self.generator = torch.Generator().manual_seed(seed)
@@ -313,9 +370,13 @@ class NeusTask:
         if step % c.occupancy_every == 0:
             self.grid.update(step, self.occupancy, occ_thre=0.01, warmup_steps=64)
         self.anneal = min(1.0, step / max(c.cos_anneal_steps, 1))
+        if c.coarse_to_fine > 0:
+            t = progress / c.coarse_to_fine
+            self.field.reveal_levels(
+                None if t >= 1.0 else c.start_levels + (c.n_levels - c.start_levels) * t)
         lr = c.lr * (0.1 ** max(0.0, (progress - 0.5) / 0.5))
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         o, d, target, bg = self.rays.sample(self.n_rays, self.generator, False, True)
         idx = self.rays.last_index
         out = self.render_rays(o, d, bg)
