@@ -102,9 +102,11 @@ def test_split_radiance_is_diffuse_plus_a_fresnel_weighted_environment():
     torch.testing.assert_close(rgb, want, atol=1e-5, rtol=1e-5)
     nn_ = n.clone().requires_grad_(True)  # the normals reach r only with reflection_normal_grad
     assert not field.direction_inputs(d, nn_).requires_grad
-    cfg.reflection_normal_grad = True
+    field.normal_grad = True  # what NeusTask sets while progress < reflection_normal_grad
     (gn,) = torch.autograd.grad(field.direction_inputs(d, nn_).sum(), nn_)
     assert float(gn.abs().sum()) > 0
+    with pytest.raises(ValueError, match="reflection_normal_grad"):
+        NeusConfig.from_dict({"reflection_normal_grad": 1.5})
     gf, = torch.autograd.grad(rgb.sum(), feat)
     gw, = torch.autograd.grad(want.sum(), feat)
     torch.testing.assert_close(gf, gw, atol=1e-5, rtol=1e-5)
@@ -176,7 +178,7 @@ def test_ref_neus_task_trains_weights_and_reloads(tmp_path):
     cfg = NeusConfig(finest_resolution=128, log2_hashmap_size=14, n_levels=8, n_features=7,
                      render_steps=96, grid_resolution=32, target_samples=2**12,
                      initial_rays=256, max_rays=1024, reflected=True, reflection_score=True,
-                     reflection_start=0.5, reflection_views=4)
+                     reflection_start=0.5, reflection_views=4, reflection_normal_grad=0.25)
     scene = load_scene(ensure_scene(SceneSpec(name="glossy", resolution=24, n_train=12,
                                               n_val=1, n_test=1), root=tmp_path / "scenes"))
     task = NeusTask(scene, cfg)
@@ -186,6 +188,10 @@ def test_ref_neus_task_trains_weights_and_reloads(tmp_path):
     assert all("reflection_weight" not in o for o in out[:10])
     weights = [o["reflection_weight"] for o in out[10:]]
     assert all(0.0 < w <= 1.0 for w in weights)
+    # the normals' gradient through r for the first quarter of the run only
+    assert not task.field.normal_grad
+    task.train_step(20, 0.1)
+    assert task.field.normal_grad
     save_checkpoint(tmp_path / "ref.pt", task.module, extra={
         "kind": "sdf", "sdf": {"aabb": scene.aabb.tolist(), "config": cfg.to_dict(),
                                "neus": True}})
@@ -223,7 +229,7 @@ def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
     # an ablation: Ref-NeuS's reflected direction without the reflection score, with the
     # split radiance and the normals' gradient through the mirrored direction
     ablation = json.dumps({**json.loads(cfg), "reflection_score": False,
-                           "split_radiance": True, "reflection_normal_grad": True})
+                           "split_radiance": True, "reflection_normal_grad": 1.0})
     res = CliRunner().invoke(app, ["fit", "neus", "--scene", "glossy", "--model", "ref-neus",
                                    "--scene-resolution", "16", "--steps", "2",
                                    "--resolution", "16", "--eval-every", "0", "--config",
@@ -231,7 +237,7 @@ def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "ablation" / "config.json").read_text())
     assert run["config"]["reflected"] and not run["config"]["reflection_score"]
-    assert run["config"]["split_radiance"] and run["config"]["reflection_normal_grad"]
+    assert run["config"]["split_radiance"] and run["config"]["reflection_normal_grad"] == 1.0
     for bad in (["--model", "refneus"], ["--scene", "shiny"]):
         res = CliRunner().invoke(app, ["fit", "neus", *bad, "--output", str(tmp_path / "x")])
         assert res.exit_code == 2 and bad[1] in res.output

@@ -67,7 +67,9 @@ class NeusConfig:
     # Ref-NeuS (`fields fit neus --model ref-neus` sets `reflected` and `reflection_score`):
     reflected: bool = False  # colour from the view direction mirrored about the normal
     split_radiance: bool = False  # with `reflected`: diffuse + Fresnel-weighted environment
-    reflection_normal_grad: bool = False  # the colour loss reaches the normals through r
+    # the fraction of the run during which the colour loss reaches the normals through r
+    # (0: never; 1: always, the paper's form)
+    reflection_normal_grad: float = 0.0
     reflection_degree: int = 4  # SH bands of the reflected direction (1..8)
     reflection_score: bool = False  # down-weight pixels whose colour other views disagree with
     reflection_views: int = 8  # other training views a step's surface points are seen in
@@ -89,6 +91,9 @@ class NeusConfig:
         if cfg.reflection_degree > 8:
             raise ValueError("NeusConfig.reflection_degree: expected 1..8 SH bands, got "
                              f"{cfg.reflection_degree}")
+        if not 0.0 <= cfg.reflection_normal_grad <= 1.0:
+            raise ValueError("NeusConfig.reflection_normal_grad: expected a fraction in [0, 1], "
+                             f"got {cfg.reflection_normal_grad}")
         if not 0.0 <= cfg.coarse_to_fine < 1.0:
             raise ValueError("NeusConfig.coarse_to_fine: expected a fraction in [0, 1), got "
                              f"{cfg.coarse_to_fine}")
@@ -132,6 +137,7 @@ class NeusField(nn.Module):
         self.variance = nn.Parameter(torch.tensor(float(config.init_variance)))
         self.init_radius = 0.35 * extent
         self.extent = extent
+        self.normal_grad = config.reflection_normal_grad > 0  # `NeusTask` sets it per step
         self.eps = extent / config.finest_resolution  # finite-difference step
 
     def reveal_levels(self, alpha: float | None) -> None:
@@ -184,7 +190,7 @@ class NeusField(nn.Module):
         network as an input of their own, as in NeuS."""
         if not self.config.reflected:
             return self.view_encoding(d)
-        n = normals if self.config.reflection_normal_grad else normals.detach()
+        n = normals if self.normal_grad else normals.detach()
         wo = -d
         cos = (wo * n).sum(-1, keepdim=True)
         r = 2.0 * cos * n - wo
@@ -370,6 +376,7 @@ class NeusTask:
         if step % c.occupancy_every == 0:
             self.grid.update(step, self.occupancy, occ_thre=0.01, warmup_steps=64)
         self.anneal = min(1.0, step / max(c.cos_anneal_steps, 1))
+        self.field.normal_grad = progress < c.reflection_normal_grad
         if c.coarse_to_fine > 0:
             t = progress / c.coarse_to_fine
             self.field.reveal_levels(
