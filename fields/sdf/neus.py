@@ -184,10 +184,12 @@ class NeusField(nn.Module):
         """What the colour network sees of the direction at samples seen along unit d (S, 3)
         with unit normals (S, 3): the encoded view direction, or, with `reflected`, the
         `reflection_degree` SH bands of the view direction mirrored about the normal and
-        n . w_o (w_o = -d). The mirrored direction takes the normals without their gradient:
-        through the hash grid's normals the colour loss would otherwise roughen the surface
-        to paint reflections on it (README, Ref-NeuS); the normals still reach the colour
-        network as an input of their own, as in NeuS."""
+        n . w_o (w_o = -d). The mirrored direction takes the normals without their gradient
+        unless `normal_grad` (set by `NeusTask` for the first `reflection_normal_grad` of the
+        run): through the hash grid's normals the colour loss roughens the surface to paint
+        reflections on it, though early on it also pulls a misplaced surface's normals
+        towards the ones that reflect the scene consistently (README, Ref-NeuS); the normals
+        still reach the colour network as an input of their own, as in NeuS."""
         if not self.config.reflected:
             return self.view_encoding(d)
         n = normals if self.normal_grad else normals.detach()
