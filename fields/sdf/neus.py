@@ -144,11 +144,11 @@ class NeusField(nn.Module):
         """Shows the hash grid's levels up to `alpha` (in [1, n_levels]; None: all) and sets
         the finite-difference step to the cell of the finest one shown (Neuralangelo)."""
         self.encoding.set_progress(alpha)
-        c = self.config
-        finest = float(c.finest_resolution)
-        if alpha is not None:  # the levels grow geometrically from 16 (`hash_grid_config`)
-            scale = (max(c.finest_resolution, 17) / 16) ** (1 / max(c.n_levels - 1, 1))
-            finest = min(finest, 16.0 * scale ** max(alpha - 1.0, 0.0))
+        finest = float(self.config.finest_resolution)
+        if alpha is not None:  # level k's resolution: base * per_level_scale^k
+            grid = self.encoding.to_config()
+            finest = min(finest, grid["base_resolution"]
+                         * grid["per_level_scale"] ** max(alpha - 1.0, 0.0))
         self.eps = self.extent / finest
 
     def sharpness(self) -> torch.Tensor:
