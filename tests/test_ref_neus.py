@@ -1,5 +1,6 @@
 """Ref-NeuS: the glossy built-in scene, the reflected-direction radiance and the reflection
-score that down-weights pixels other views disagree with."""
+score that down-weights pixels other views disagree with; NeuS's multi-view photometric
+consistency, which projects surface points into other views the same way."""
 
 import json
 import math
@@ -168,6 +169,81 @@ def test_reflection_scores_find_the_pixels_other_views_disagree_with():
     assert float(scores.abs().max()) == 0.0
 
 
+def _plane_texture(p):
+    return torch.stack((0.5 + 0.4 * torch.sin(3 * p[:, 0]), 0.5 + 0.4 * torch.cos(2 * p[:, 1]),
+                        torch.full_like(p[:, 0], 0.5)), -1)
+
+
+def test_reprojected_colours_agree_at_the_true_depth_and_pull_towards_it():
+    from fields.sdf.neus import _bilinear, gather_bilinear, reprojected_colours
+
+    cams, images, alpha = _plane_views()
+    size = cams.width
+    # the per-point bilinear lookup is the per-image one, and differentiable in uv
+    uv = torch.rand(40, 2, dtype=torch.float64) * (size - 2) + 1
+    views = torch.randint(0, 6, (40,))
+    flat = images.double()
+    want = torch.cat([_bilinear(flat, int(v), (size, size), uv[i:i + 1])
+                      for i, v in enumerate(views)])
+    torch.testing.assert_close(gather_bilinear(flat, views, (size, size), uv), want)
+    assert torch.autograd.gradcheck(
+        lambda q: gather_bilinear(flat, views, (size, size), q), (uv.requires_grad_(),))
+
+    o, d = cams.pixel_rays(0)
+    t = -o[:, 2] / d[:, 2]
+    inside = ((o + t[:, None] * d)[:, :2].abs() < 0.5).all(-1)
+    o, d, t, ref = o[inside], d[inside], t[inside], images[: size * size][inside]
+    other = torch.full((o.shape[0],), 1)
+    on_plane = o + t[:, None] * d
+    colour, seen = reprojected_colours(on_plane, other, images, (size, size), cams, alpha)
+    assert bool(seen.all())
+    torch.testing.assert_close(colour, _plane_texture(on_plane), atol=0.02, rtol=0)
+    torch.testing.assert_close(colour, ref, atol=0.03, rtol=0)
+
+    def difference(shift):  # the mean colour difference with every depth off by `shift`
+        s = torch.tensor(shift, requires_grad=True)
+        x = o + (t + s)[:, None] * d
+        c, ok = reprojected_colours(x, other, images, (size, size), cams, alpha)
+        diff = (c - ref).abs().mean(-1)[ok].mean()
+        diff.backward()
+        return float(diff.detach()), float(s.grad)
+
+    at, _ = difference(0.0)
+    (above, slope_above), (below, slope_below) = difference(-0.1), difference(0.1)
+    assert above > at + 0.01 and below > at + 0.01
+    assert slope_above < 0 < slope_below  # the gradient points back to the plane
+    # behind the camera or off the image: not seen
+    far = torch.tensor([[0.0, 0.0, 50.0], [30.0, 0.0, 0.0]])
+    _, seen = reprojected_colours(far, torch.zeros(2, dtype=torch.long), images, (size, size),
+                                  cams)
+    assert not bool(seen.any())
+
+
+def test_nearest_views_and_blurred_images():
+    from fields.render.cameras import look_at
+    from fields.sdf.neus import blurred_images, nearest_views
+
+    ang = torch.arange(8) * (2 * math.pi / 8)
+    eyes = torch.stack((3 * torch.cos(ang), 3 * torch.sin(ang), torch.full_like(ang, 1.0)), -1)
+    near = nearest_views(look_at(eyes, torch.zeros(3)), torch.zeros(3), 2)
+    assert near.shape == (8, 2)
+    for i in range(8):  # the two neighbours on the ring, never itself
+        assert set(near[i].tolist()) == {(i + 1) % 8, (i - 1) % 8}
+    torch.manual_seed(0)
+    flat = torch.rand(2 * 20 * 24, 3)
+    torch.testing.assert_close(blurred_images(flat, 2, (20, 24), 0.1), flat)
+    const = torch.full((2 * 20 * 24, 3), 0.3)
+    torch.testing.assert_close(blurred_images(const, 2, (20, 24), 2.0), const)
+    sigma, r = 1.5, 5
+    k = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
+    kernel = (k[:, None] * k[None]) / k.sum() ** 2
+    img = flat.reshape(2, 20, 24, 3).permute(0, 3, 1, 2).reshape(6, 1, 20, 24)
+    want = torch.nn.functional.conv2d(img, kernel[None, None])  # the interior only
+    got = blurred_images(flat, 2, (20, 24), sigma).reshape(2, 20, 24, 3).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got.reshape(6, 1, 20, 24)[..., r:-r, r:-r], want,
+                               atol=1e-5, rtol=0)
+
+
 def test_ref_neus_task_trains_weights_and_reloads(tmp_path):
     from fields.checkpoint import save_checkpoint
     from fields.data import load_scene
@@ -178,7 +254,8 @@ def test_ref_neus_task_trains_weights_and_reloads(tmp_path):
     cfg = NeusConfig(finest_resolution=128, log2_hashmap_size=14, n_levels=8, n_features=7,
                      render_steps=96, grid_resolution=32, target_samples=2**12,
                      initial_rays=256, max_rays=1024, reflected=True, reflection_score=True,
-                     reflection_start=0.5, reflection_views=4, reflection_normal_grad=0.25)
+                     reflection_start=0.5, reflection_views=4, reflection_normal_grad=0.25,
+                     photo_consistency=0.5, consistency_views=3)
     scene = load_scene(ensure_scene(SceneSpec(name="glossy", resolution=24, n_train=12,
                                               n_val=1, n_test=1), root=tmp_path / "scenes"))
     task = NeusTask(scene, cfg)
@@ -188,6 +265,9 @@ def test_ref_neus_task_trains_weights_and_reloads(tmp_path):
     assert all("reflection_weight" not in o for o in out[:10])
     weights = [o["reflection_weight"] for o in out[10:]]
     assert all(0.0 < w <= 1.0 for w in weights)
+    assert all(0.0 < o["consistency"] < 1.0 for o in out)
+    assert task.neighbours is not None and task.neighbours.shape == (12, 3)
+    assert task._blur is not None and task._blur[0] == 0.5  # 2 pixels halved twice
     # the normals' gradient through r for the first quarter of the run only
     assert not task.field.normal_grad
     task.train_step(20, 0.1)

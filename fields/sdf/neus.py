@@ -14,7 +14,10 @@ passed as the density -log(1 - alpha) / dt). Samples come from the occupancy gri
 marcher of `fields.render`, the grid marking cells where |f| is within a band. Gradients are
 tetrahedral finite differences (4 evaluations give the SDF and its gradient), so only first
 derivatives run through the kernels. Losses: L1 colour, eikonal, and the mask (binary cross
-entropy of the opacity) when the images have alpha.
+entropy of the opacity) when the images have alpha; optionally (`photo_consistency`) the
+multi-view photometric consistency of Geo-NeuS / NeuralWarp, pixel-wise on blurred images:
+a pixel's surface point (at the rendered depth, with its gradient) is projected into a
+nearby training view, and its colour there should be the pixel's.
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ class NeusConfig:
     reflection_views: int = 8  # other training views a step's surface points are seen in
     reflection_scale: float = 0.05  # colour difference (0-1) at which a pixel's weight halves
     reflection_start: float = 0.2  # fraction of the run trained before the score is used
+    # multi-view photometric consistency (Geo-NeuS / NeuralWarp): the weight of the L1
+    # difference between a pixel's colour and its surface point's colour in one of the
+    # `consistency_views` nearest training views, both images blurred by a Gaussian of
+    # `consistency_blur` pixels (halved after each third of the run); 0: off
+    photo_consistency: float = 0.0
+    consistency_views: int = 4
+    consistency_blur: float = 2.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +97,11 @@ class NeusConfig:
         require_positive("NeusConfig", cfg, (
             "lr", "finest_resolution", "log2_hashmap_size", "n_levels", "render_steps",
             "grid_resolution", "occupancy_every", "target_samples", "initial_rays",
-            "max_rays", "reflection_views", "reflection_scale", "reflection_degree"))
+            "max_rays", "reflection_views", "reflection_scale", "reflection_degree",
+            "consistency_views"))
+        if cfg.photo_consistency < 0 or cfg.consistency_blur < 0:
+            raise ValueError("NeusConfig.photo_consistency / consistency_blur: expected >= 0, "
+                             f"got {cfg.photo_consistency} / {cfg.consistency_blur}")
         if cfg.reflection_degree > 8:
             raise ValueError("NeusConfig.reflection_degree: expected 1..8 SH bands, got "
                              f"{cfg.reflection_degree}")
@@ -260,6 +274,92 @@ def _bilinear(colors: torch.Tensor, view: int, hw: tuple[int, int],
     return out[0, :, 0].transpose(0, 1)
 
 
+def _unoccluded(points: torch.Tensor, centres: torch.Tensor, sdf: Any, aabb: torch.Tensor,
+                margin: float, samples: int) -> torch.Tensor:
+    """Whether each point (P, 3) sees its camera centre (3,) or (P, 3): `sdf` positive at
+    `samples` points on the segment from `margin` off the point towards the camera, clipped
+    to `aabb` (an occluder thinner than the samples' spacing can slip between them)."""
+    from fields.render.sphere_trace import ray_box
+
+    with torch.no_grad():
+        to_cam = centres - points
+        length = to_cam.norm(dim=-1).clamp_min(1e-9)
+        u = to_cam / length[:, None]
+        far = torch.minimum(ray_box(points, u, aabb)[1], length).clamp_min(margin)
+        frac = (torch.arange(samples, dtype=points.dtype) + 0.5) / samples
+        t = margin + (far - margin)[:, None] * frac
+        q = (points[:, None] + u[:, None] * t[..., None]).reshape(-1, 3)
+        return sdf(q).reshape(-1, samples).min(-1).values > 0
+
+
+def gather_bilinear(flat: torch.Tensor, views: torch.Tensor, hw: tuple[int, int],
+                    uv: torch.Tensor) -> torch.Tensor:
+    """Colours (P, C) of the flat pixels `flat` (n * H * W, C) of images `views` (P,) (one
+    per point) at image coordinates uv (P, 2) (pixel centres at i + 0.5; clamped at the
+    borders), bilinear and differentiable in uv. Needs H, W >= 2."""
+    h, w = hw
+    x = (uv[:, 0] - 0.5).clamp(0.0, w - 1.0)
+    y = (uv[:, 1] - 0.5).clamp(0.0, h - 1.0)
+    x0 = x.detach().floor().clamp(max=w - 2).long()
+    y0 = y.detach().floor().clamp(max=h - 2).long()
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    i = views * (h * w) + y0 * w + x0
+    return ((1 - fx) * (1 - fy) * flat[i] + fx * (1 - fy) * flat[i + 1]
+            + (1 - fx) * fy * flat[i + w] + fx * fy * flat[i + w + 1])
+
+
+def reprojected_colours(points: torch.Tensor, views: torch.Tensor, images: torch.Tensor,
+                        hw: tuple[int, int], cameras: Any,
+                        alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colours (P, 3) that points (P, 3) have in training views `views` (P,) (one per
+    point) of the flat images `images` (n * H * W, 3), differentiable in the points, and
+    whether each is seen there (P,): in front of the camera, inside the image and, with the
+    flat coverage `alpha` (n * H * W, 1), on the object (alpha > 0.5). Occlusion is not
+    tested (`_unoccluded`)."""
+    h, w = hw
+    uv = points.new_zeros(points.shape[0], 2)
+    depth = points.new_zeros(points.shape[0])
+    for v in views.unique().tolist():  # at most one call per training view
+        idx = torch.nonzero(views == v).reshape(-1)
+        uv_v, depth_v = cameras.project(points[idx], v)
+        uv = uv.index_put((idx,), uv_v)
+        depth = depth.index_put((idx,), depth_v.detach())
+    u, v_ = uv.detach().unbind(-1)
+    seen = (depth > 0) & (u >= 0) & (u < w) & (v_ >= 0) & (v_ < h)
+    if alpha is not None:
+        seen &= gather_bilinear(alpha, views, hw, uv.detach())[:, 0] > 0.5
+    return gather_bilinear(images, views, hw, uv), seen
+
+
+def blurred_images(flat: torch.Tensor, n: int, hw: tuple[int, int],
+                   sigma: float) -> torch.Tensor:
+    """The flat pixels (n * H * W, C) of n images blurred by a Gaussian of `sigma` pixels
+    (separable, borders replicated); the images themselves below 0.3 pixels."""
+    if sigma < 0.3:
+        return flat
+    h, w = hw
+    c = flat.shape[-1]
+    r = math.ceil(3.0 * sigma)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=flat.dtype) ** 2 / (2.0 * sigma * sigma))
+    k = k / k.sum()
+    img = flat.reshape(n, h, w, c).permute(0, 3, 1, 2).reshape(n * c, 1, h, w)
+    img = nn.functional.conv2d(nn.functional.pad(img, (r, r, 0, 0), mode="replicate"),
+                               k.view(1, 1, 1, -1))
+    img = nn.functional.conv2d(nn.functional.pad(img, (0, 0, r, r), mode="replicate"),
+                               k.view(1, 1, -1, 1))
+    return img.reshape(n, c, h, w).permute(0, 2, 3, 1).reshape(-1, c).contiguous()
+
+
+def nearest_views(c2w: torch.Tensor, centre: torch.Tensor, k: int) -> torch.Tensor:
+    """(n, k) for each of n cameras (c2w (n, 3, 4)) the k others whose directions from
+    `centre` (3,) make the smallest angles with its own (the nearest first)."""
+    u = c2w[:, :, 3] - centre
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    cos = u @ u.T
+    cos.fill_diagonal_(-float("inf"))
+    return cos.topk(min(k, c2w.shape[0] - 1), dim=-1).indices
+
+
 def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor,
                       images: torch.Tensor, cameras: Any, views: torch.Tensor, sdf: Any,
                       aabb: torch.Tensor, alpha: torch.Tensor | None = None,
@@ -278,8 +378,6 @@ def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor
     `aabb`; an occluder thinner than the samples' spacing can slip between them). The score
     is the median over the counted views of the mean absolute RGB
     difference; 0 where fewer than two views count. No gradients."""
-    from fields.render.sphere_trace import ray_box
-
     h, w = cameras.height, cameras.width
     n = points.shape[0]
     diffs = torch.full((n, len(views)), float("nan"))
@@ -293,15 +391,8 @@ def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor
             idx = torch.nonzero(ok).reshape(-1)
             if idx.numel() == 0:
                 continue
-            p = points[idx]
-            to_cam = cameras.c2w[v, :, 3] - p
-            length = to_cam.norm(dim=-1).clamp_min(1e-9)
-            u = to_cam / length[:, None]
-            far = torch.minimum(ray_box(p, u, aabb)[1], length).clamp_min(margin)
-            frac = (torch.arange(occlusion_samples, dtype=p.dtype) + 0.5) / occlusion_samples
-            t = margin + (far - margin)[:, None] * frac
-            q = (p[:, None] + u[:, None] * t[..., None]).reshape(-1, 3)
-            clear = sdf(q).reshape(-1, occlusion_samples).min(-1).values > 0
+            clear = _unoccluded(points[idx], cameras.c2w[v, :, 3], sdf, aabb, margin,
+                                occlusion_samples)
             idx = idx[clear]
             theirs = _bilinear(images, v, (h, w), uv[idx])
             diffs[idx, k] = (theirs - ref[idx]).abs().mean(-1)
@@ -335,6 +426,16 @@ class NeusTask:
         self.evaluate_fn = evaluate_fn
         self.band = 2.0 * float((data.aabb[1] - data.aabb[0]).max()) / config.grid_resolution
         self.anneal = 0.0
+        self.neighbours: torch.Tensor | None = None
+        self._blur: tuple[float, torch.Tensor] | None = None  # (sigma, the blurred images)
+        if config.photo_consistency > 0:
+            h, w = self.rays.hw
+            n = len(data.train)
+            if n < 2 or h < 2 or w < 2:
+                raise ValueError(f"{data.name}: NeusConfig.photo_consistency needs two or more "
+                                 f"training views of 2 x 2 pixels or more, got {n} of {w} x {h}")
+            self.neighbours = nearest_views(self.rays.cameras.c2w, data.aabb.mean(0),
+                                            config.consistency_views)
 
     def occupancy(self, x: torch.Tensor) -> torch.Tensor:
         """What the grid thresholds: 1 on the surface, 0 a band (2 cells) away from it."""
@@ -398,7 +499,14 @@ class NeusTask:
             l1 = (weight * l1_rays).mean()
             stats["reflection_weight"] = float(weight.mean())
         else:
-            l1 = l1_rays.mean()
+            weight, l1 = None, l1_rays.mean()
+        if c.photo_consistency > 0:
+            diff, seen = self.consistency(o, d, out, idx, progress)
+            if weight is not None:  # a reflection is inconsistent at the true surface too
+                diff = diff * weight
+            pc = diff[seen].sum() / max(int(seen.sum()), 1)
+            l1 = l1 + c.photo_consistency * pc
+            stats["consistency"] = float(pc.detach())
         eik = ((out["grad"].norm(dim=-1) - 1.0).square().mean() if out["grad"].shape[0]
                else torch.zeros(()))
         loss = l1 + c.eikonal_weight * eik
@@ -434,6 +542,45 @@ class NeusTask:
             x, target[hit], idx[hit] // (h * w), self.rays.colors, self.rays.cameras, views,
             self.field.sdf, self.field.aabb, self.rays.alpha, margin=4 * self.step_size)
         return scores
+
+    def consistency(self, o: torch.Tensor, d: torch.Tensor, out: dict[str, torch.Tensor],
+                    idx: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-view photometric consistency (Geo-NeuS, NeuralWarp) of a batch's pixels
+        `idx`: the mean absolute RGB difference (R,) between each pixel and its surface point
+        (at the rendered depth, with its gradient) in one of its view's `consistency_views`
+        nearest training views drawn at random, both images blurred by
+        `consistency_blur` pixels halved after each third of the run (so that a surface far
+        from its place still has an image gradient to follow), and where it counts (R,): the
+        ray hits (opacity > 0.5), the point is seen in the other view (inside, on the object,
+        unoccluded)."""
+        c = self.config
+        assert self.neighbours is not None
+        h, w = self.rays.hw
+        sigma = c.consistency_blur * 0.5 ** min(int(progress * 3.0), 2)
+        if self._blur is None or self._blur[0] != sigma:
+            self._blur = (sigma, blurred_images(self.rays.colors, len(self.data.train),
+                                                (h, w), sigma))
+        images = self._blur[1]
+        n = o.shape[0]
+        diff, seen = torch.zeros(n), torch.zeros(n, dtype=torch.bool)
+        hit = torch.nonzero(out["opacity"].detach()[:, 0] > 0.5).reshape(-1)
+        if hit.numel() == 0:
+            return diff, seen
+        own = idx[hit] // (h * w)
+        pick = torch.randint(0, self.neighbours.shape[1], (hit.numel(),),
+                             generator=self.generator)
+        other = self.neighbours[own, pick]
+        x = o[hit] + d[hit] * out["depth"][hit]
+        colour, ok = reprojected_colours(x, other, images, (h, w), self.rays.cameras,
+                                         self.rays.alpha)
+        if bool(ok.any()):
+            k = torch.nonzero(ok).reshape(-1)
+            clear = _unoccluded(x[k].detach(), self.rays.cameras.c2w[other[k], :, 3],
+                                self.field.sdf, self.field.aabb, 4 * self.step_size, 8)
+            ok[k[~clear]] = False
+        diff = diff.index_put((hit,), (colour - images[idx[hit]]).abs().mean(-1))
+        seen[hit] = ok
+        return diff, seen
 
     def evaluate(self, final: bool) -> dict[str, float]:
         return {} if self.evaluate_fn is None else self.evaluate_fn(self.field, final)
