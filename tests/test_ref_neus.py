@@ -162,6 +162,11 @@ def test_reflection_scores_find_the_pixels_other_views_disagree_with():
     torch.testing.assert_close(scores[shiny], want[shiny], atol=0.02, rtol=0)
     assert float(scores[~shiny].max()) < 0.02
 
+    from fields.sdf.neus import reflection_weights
+
+    w = reflection_weights(torch.tensor([0.0, 0.05, 0.1, 0.15, 0.3]), 0.05, 0.1)
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1 / 1.5, 0.5, 1 / 3.5]))
+
     def roofed(q):  # a slab above the plane hides it from every camera: nothing counts
         return torch.minimum(q[:, 2], (q[:, 2] - 0.5).abs() - 0.2)
 

@@ -407,7 +407,7 @@ def test_neus_coarse_to_fine_levels_and_the_variance_learning_rate(tmp_path):
     assert 0 < abs(slow.field.variance.item() - before) <= 1.01 * groups[1]["lr"]  # Adam's step
     for bad in ({"coarse_to_fine": 1.0}, {"start_levels": 0.5}, {"start_levels": 17},
                 {"photo_consistency": -1.0}, {"consistency_blur": -0.5},
-                {"consistency_views": 0}):
+                {"consistency_views": 0}, {"reflection_threshold": -0.1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             NeusConfig.from_dict(bad)
 

@@ -77,6 +77,9 @@ class NeusConfig:
     reflection_score: bool = False  # down-weight pixels whose colour other views disagree with
     reflection_views: int = 8  # other training views a step's surface points are seen in
     reflection_scale: float = 0.05  # colour difference (0-1) at which a pixel's weight halves
+    # scores up to this are a diffuse surface's noise (resampling, occlusion tests), not
+    # down-weighted: the weight is 1 / (1 + max(score - threshold, 0) / scale)
+    reflection_threshold: float = 0.0
     reflection_start: float = 0.2  # fraction of the run trained before the score is used
     # multi-view photometric consistency (Geo-NeuS / NeuralWarp): the weight of the L1
     # difference between a pixel's colour and its surface point's colour in one of the
@@ -99,6 +102,9 @@ class NeusConfig:
             "grid_resolution", "occupancy_every", "target_samples", "initial_rays",
             "max_rays", "reflection_views", "reflection_scale", "reflection_degree",
             "consistency_views"))
+        if cfg.reflection_threshold < 0:
+            raise ValueError("NeusConfig.reflection_threshold: expected >= 0, got "
+                             f"{cfg.reflection_threshold}")
         if cfg.photo_consistency < 0 or cfg.consistency_blur < 0:
             raise ValueError("NeusConfig.photo_consistency / consistency_blur: expected >= 0, "
                              f"got {cfg.photo_consistency} / {cfg.consistency_blur}")
@@ -401,6 +407,13 @@ def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor
         return torch.where(counted >= 2, score, torch.zeros_like(score))
 
 
+def reflection_weights(score: torch.Tensor, threshold: float, scale: float) -> torch.Tensor:
+    """Ref-NeuS's per-pixel weights (R,) of the colour loss from reflection scores (R,):
+    ``1 / (1 + max(score - threshold, 0) / scale)``, 1 up to `threshold` (a diffuse
+    surface's noise), a half at `threshold + scale`."""
+    return 1.0 / (1.0 + (score - threshold).clamp_min(0.0) / scale)
+
+
 class NeusTask:
     """One NeuS run for `fields.train.train` on a `SceneData` (bounded scenes)."""
 
@@ -495,7 +508,8 @@ class NeusTask:
         if c.reflection_score and progress >= c.reflection_start:
             # Ref-NeuS: the colour as a distribution whose spread grows with the pixel's
             # reflection score, i.e. its L1 divided by 1 + score / scale
-            weight = 1.0 / (1.0 + self.pixel_scores(o, d, out, target, idx) / c.reflection_scale)
+            weight = reflection_weights(self.pixel_scores(o, d, out, target, idx),
+                                        c.reflection_threshold, c.reflection_scale)
             l1 = (weight * l1_rays).mean()
             stats["reflection_weight"] = float(weight.mean())
         else:
