@@ -115,7 +115,7 @@ def test_split_radiance_is_diffuse_plus_a_fresnel_weighted_environment():
         NeusConfig.from_dict({"split_radiance": True})
 
 
-def _plane_views(n_views=6, size=48):
+def _plane_views(n_views=6, size=48, freq=1.0):
     """Cameras around and above the textured plane z = 0 (|x|, |y| < 1), its images
     (smooth diffuse texture, white and alpha 0 off the plane) as a RayBatcher's flat arrays."""
     ang = torch.arange(n_views) * (2 * math.pi / n_views)
@@ -128,15 +128,15 @@ def _plane_views(n_views=6, size=48):
         t = -o[:, 2] / d[:, 2]
         p = o + t[:, None] * d
         on = (p[:, :2].abs() < 1).all(-1)
-        c = torch.stack((0.5 + 0.4 * torch.sin(3 * p[:, 0]), 0.5 + 0.4 * torch.cos(2 * p[:, 1]),
-                         torch.full_like(t, 0.5)), -1)
+        c = torch.stack((0.5 + 0.4 * torch.sin(3 * freq * p[:, 0]),
+                         0.5 + 0.4 * torch.cos(2 * freq * p[:, 1]), torch.full_like(t, 0.5)), -1)
         images.append(torch.where(on[:, None], c, torch.ones(3)))
         alphas.append(on[:, None].float())
     return cams, torch.cat(images), torch.cat(alphas)
 
 
 def test_reflection_scores_find_the_pixels_other_views_disagree_with():
-    from fields.sdf.neus import reflection_scores
+    from fields.sdf.neus import _bilinear, reflection_scores
 
     cams, images, alpha = _plane_views()
     size = cams.width
@@ -162,6 +162,19 @@ def test_reflection_scores_find_the_pixels_other_views_disagree_with():
     torch.testing.assert_close(scores[shiny], want[shiny], atol=0.02, rtol=0)
     assert float(scores[~shiny].max()) < 0.02
 
+    # the best match within a pixel: a diffuse surface seen half a pixel off still agrees
+    # (a finer texture, its pixels' colours read 0.7 pixels off)
+    _, fine, _ = _plane_views(freq=8.0)
+    off = _bilinear(fine, 0, (size, size), cams.project(p, 0)[0] + torch.tensor([0.7, 0.0]))
+    strict = reflection_scores(p, off, own, fine, cams, views, plane, aabb, alpha)
+    tolerant = reflection_scores(p, off, own, fine, cams, views, plane, aabb, alpha,
+                                 tolerance=1.0)
+    assert float(strict.mean()) > 0.02
+    assert float(tolerant.mean()) < 0.8 * float(strict.mean())
+    tolerant = reflection_scores(p, glint, own, images, cams, views, plane, aabb, alpha,
+                                 tolerance=1.0)
+    # a highlight is no nearer a pixel away
+    torch.testing.assert_close(tolerant[shiny], want[shiny], atol=0.05, rtol=0)
     from fields.sdf.neus import reflection_weights
 
     w = reflection_weights(torch.tensor([0.0, 0.05, 0.1, 0.15, 0.3]), 0.05, 0.1)

@@ -80,6 +80,9 @@ class NeusConfig:
     # scores up to this are a diffuse surface's noise (resampling, occlusion tests), not
     # down-weighted: the weight is 1 / (1 + max(score - threshold, 0) / scale)
     reflection_threshold: float = 0.0
+    # the score takes the best match within this many pixels of the projection in each
+    # other view (resampling and sub-pixel misregistration are not reflections)
+    reflection_tolerance: float = 0.0
     reflection_start: float = 0.2  # fraction of the run trained before the score is used
     # multi-view photometric consistency (Geo-NeuS / NeuralWarp): the weight of the L1
     # difference between a pixel's colour and its surface point's colour in one of the
@@ -102,9 +105,9 @@ class NeusConfig:
             "grid_resolution", "occupancy_every", "target_samples", "initial_rays",
             "max_rays", "reflection_views", "reflection_scale", "reflection_degree",
             "consistency_views"))
-        if cfg.reflection_threshold < 0:
-            raise ValueError("NeusConfig.reflection_threshold: expected >= 0, got "
-                             f"{cfg.reflection_threshold}")
+        for name in ("reflection_threshold", "reflection_tolerance"):
+            if getattr(cfg, name) < 0:
+                raise ValueError(f"NeusConfig.{name}: expected >= 0, got {getattr(cfg, name)}")
         if cfg.photo_consistency < 0 or cfg.consistency_blur < 0:
             raise ValueError("NeusConfig.photo_consistency / consistency_blur: expected >= 0, "
                              f"got {cfg.photo_consistency} / {cfg.consistency_blur}")
@@ -369,7 +372,8 @@ def nearest_views(c2w: torch.Tensor, centre: torch.Tensor, k: int) -> torch.Tens
 def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor,
                       images: torch.Tensor, cameras: Any, views: torch.Tensor, sdf: Any,
                       aabb: torch.Tensor, alpha: torch.Tensor | None = None,
-                      margin: float = 0.03, occlusion_samples: int = 8) -> torch.Tensor:
+                      margin: float = 0.03, occlusion_samples: int = 8,
+                      tolerance: float = 0.0) -> torch.Tensor:
     """Ref-NeuS's reflection score (P,) of pixels of colour `ref` (P, 3), seen in views
     `own` (P,), whose surface points are `points` (P, 3): how far the pixel's colour lies from
     the colours the same point has in the other training views `views` (K,). A point of a
@@ -382,8 +386,10 @@ def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor
     (alpha > 0.5, when given) and unoccluded: `sdf` stays positive at `occlusion_samples`
     points on the segment from `margin` off the point towards the camera (clipped to
     `aabb`; an occluder thinner than the samples' spacing can slip between them). The score
-    is the median over the counted views of the mean absolute RGB
-    difference; 0 where fewer than two views count. No gradients."""
+    is the median over the counted views of the mean absolute RGB difference (with
+    `tolerance` > 0, in each view the smallest of the projection's and its four neighbours'
+    `tolerance` pixels away: resampling and sub-pixel misregistration are not reflections);
+    0 where fewer than two views count. No gradients."""
     h, w = cameras.height, cameras.width
     n = points.shape[0]
     diffs = torch.full((n, len(views)), float("nan"))
@@ -400,8 +406,13 @@ def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor
             clear = _unoccluded(points[idx], cameras.c2w[v, :, 3], sdf, aabb, margin,
                                 occlusion_samples)
             idx = idx[clear]
-            theirs = _bilinear(images, v, (h, w), uv[idx])
-            diffs[idx, k] = (theirs - ref[idx]).abs().mean(-1)
+            diff = (_bilinear(images, v, (h, w), uv[idx]) - ref[idx]).abs().mean(-1)
+            if tolerance > 0:  # the best match within `tolerance` pixels (4 neighbours)
+                for step in ((tolerance, 0.0), (-tolerance, 0.0), (0.0, tolerance),
+                             (0.0, -tolerance)):
+                    shifted = _bilinear(images, v, (h, w), uv[idx] + uv.new_tensor(step))
+                    diff = torch.minimum(diff, (shifted - ref[idx]).abs().mean(-1))
+            diffs[idx, k] = diff
         counted = (~diffs.isnan()).sum(-1)
         score = diffs.nanmedian(dim=-1).values
         return torch.where(counted >= 2, score, torch.zeros_like(score))
@@ -554,7 +565,8 @@ class NeusTask:
         x = o[hit] + d[hit] * out["depth"].detach()[hit]
         scores[hit] = reflection_scores(
             x, target[hit], idx[hit] // (h * w), self.rays.colors, self.rays.cameras, views,
-            self.field.sdf, self.field.aabb, self.rays.alpha, margin=4 * self.step_size)
+            self.field.sdf, self.field.aabb, self.rays.alpha, margin=4 * self.step_size,
+            tolerance=c.reflection_tolerance)
         return scores
 
     def consistency(self, o: torch.Tensor, d: torch.Tensor, out: dict[str, torch.Tensor],
