@@ -136,7 +136,7 @@ def _plane_views(n_views=6, size=48, freq=1.0):
 
 
 def test_reflection_scores_find_the_pixels_other_views_disagree_with():
-    from fields.sdf.neus import _bilinear, reflection_scores
+    from fields.sdf.neus import gather_bilinear, reflection_scores
 
     cams, images, alpha = _plane_views()
     size = cams.width
@@ -165,7 +165,8 @@ def test_reflection_scores_find_the_pixels_other_views_disagree_with():
     # the best match within a pixel: a diffuse surface seen half a pixel off still agrees
     # (a finer texture, its pixels' colours read 0.7 pixels off)
     _, fine, _ = _plane_views(freq=8.0)
-    off = _bilinear(fine, 0, (size, size), cams.project(p, 0)[0] + torch.tensor([0.7, 0.0]))
+    off = gather_bilinear(fine, own, (size, size),
+                          cams.project(p, 0)[0] + torch.tensor([0.7, 0.0]))
     strict = reflection_scores(p, off, own, fine, cams, views, plane, aabb, alpha)
     tolerant = reflection_scores(p, off, own, fine, cams, views, plane, aabb, alpha,
                                  tolerance=1.0)
@@ -193,7 +194,7 @@ def _plane_texture(p):
 
 
 def test_reprojected_colours_agree_at_the_true_depth_and_pull_towards_it():
-    from fields.sdf.neus import _bilinear, gather_bilinear, reprojected_colours
+    from fields.sdf.neus import gather_bilinear, reprojected_colours
 
     cams, images, alpha = _plane_views()
     size = cams.width
@@ -201,8 +202,12 @@ def test_reprojected_colours_agree_at_the_true_depth_and_pull_towards_it():
     uv = torch.rand(40, 2, dtype=torch.float64) * (size - 2) + 1
     views = torch.randint(0, 6, (40,))
     flat = images.double()
-    want = torch.cat([_bilinear(flat, int(v), (size, size), uv[i:i + 1])
-                      for i, v in enumerate(views)])
+    # reference: torch's grid_sample on each point's own image (pixel centres at i + 0.5)
+    stack = flat.reshape(6, size, size, 3).permute(0, 3, 1, 2)
+    grid = (uv * (2.0 / size) - 1.0).reshape(40, 1, 1, 2)
+    want = torch.nn.functional.grid_sample(stack[views], grid, mode="bilinear",
+                                           padding_mode="border", align_corners=False)
+    want = want.reshape(40, 3)
     torch.testing.assert_close(gather_bilinear(flat, views, (size, size), uv), want)
     assert torch.autograd.gradcheck(
         lambda q: gather_bilinear(flat, views, (size, size), q), (uv.requires_grad_(),))

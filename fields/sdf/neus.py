@@ -271,18 +271,6 @@ def neus_alpha(sdf: torch.Tensor, grad: torch.Tensor, dirs: torch.Tensor, dt: to
     return ((prev - nxt + 1e-5) / (prev + 1e-5)).clamp(0.0, 1.0)
 
 
-def _bilinear(colors: torch.Tensor, view: int, hw: tuple[int, int],
-              uv: torch.Tensor) -> torch.Tensor:
-    """Colours (P, C) of image `view` of the flat pixels `colors` (n * H * W, C) at image
-    coordinates uv (P, 2) (pixel centres at i + 0.5; clamped at the borders)."""
-    h, w = hw
-    image = colors[view * h * w:(view + 1) * h * w].reshape(1, h, w, -1).permute(0, 3, 1, 2)
-    grid = (uv * uv.new_tensor([2.0 / w, 2.0 / h]) - 1.0).reshape(1, 1, -1, 2)
-    out = nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border",
-                                    align_corners=False)
-    return out[0, :, 0].transpose(0, 1)
-
-
 def _unoccluded(points: torch.Tensor, centres: torch.Tensor, sdf: Any, aabb: torch.Tensor,
                 margin: float, samples: int) -> torch.Tensor:
     """Whether each point (P, 3) sees its camera centre (3,) or (P, 3): `sdf` positive at
@@ -396,21 +384,24 @@ def reflection_scores(points: torch.Tensor, ref: torch.Tensor, own: torch.Tensor
     with torch.no_grad():
         for k, v in enumerate(views.tolist()):  # a few views; every point at once in each
             uv, depth = cameras.project(points, v)
+            same = torch.full((n,), v, dtype=torch.long)  # every point looked up in view v
             ok = ((depth > 0) & (own != v) & (uv[:, 0] >= 0) & (uv[:, 0] < w)
                   & (uv[:, 1] >= 0) & (uv[:, 1] < h))
             if alpha is not None:
-                ok &= _bilinear(alpha, v, (h, w), uv)[:, 0] > 0.5
+                ok &= gather_bilinear(alpha, same, (h, w), uv)[:, 0] > 0.5
             idx = torch.nonzero(ok).reshape(-1)
             if idx.numel() == 0:
                 continue
             clear = _unoccluded(points[idx], cameras.c2w[v, :, 3], sdf, aabb, margin,
                                 occlusion_samples)
             idx = idx[clear]
-            diff = (_bilinear(images, v, (h, w), uv[idx]) - ref[idx]).abs().mean(-1)
+            diff = (gather_bilinear(images, same[idx], (h, w), uv[idx])
+                    - ref[idx]).abs().mean(-1)
             if tolerance > 0:  # the best match within `tolerance` pixels (4 neighbours)
                 for step in ((tolerance, 0.0), (-tolerance, 0.0), (0.0, tolerance),
                              (0.0, -tolerance)):
-                    shifted = _bilinear(images, v, (h, w), uv[idx] + uv.new_tensor(step))
+                    shifted = gather_bilinear(images, same[idx], (h, w),
+                                              uv[idx] + uv.new_tensor(step))
                     diff = torch.minimum(diff, (shifted - ref[idx]).abs().mean(-1))
             diffs[idx, k] = diff
         counted = (~diffs.isnan()).sum(-1)
