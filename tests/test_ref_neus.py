@@ -44,6 +44,38 @@ def test_glossy_scene_reflects_and_its_diffuse_parts_do_not():
     assert float(glossy_sdf(torch.from_numpy(verts).float())[0].abs().max()) < 0.03
 
 
+def test_shiny_scene_is_the_glossy_one_on_a_matte_table():
+    """`shiny`: the same objects and truth as `glossy`; its table looks alike from every view
+    (the polished one does not), its mirror sphere still reflects, and what it reflects is the
+    matte checkerboard."""
+    from fields.scenes.glossy import SPHERE, shade
+    from fields.scenes.shading import TABLE_TOP
+
+    white = torch.ones(3)
+    top = [0.55, 0.55, TABLE_TOP]  # a free spot of the table top
+    views = [[0.3, 0.5, 0.8], [0.6, 0.1, 0.5], [0.1, 0.6, 0.3]]
+    o, d = _surface_rays(top, [0, 0, 1], views)
+    matte, hit = shade(o, d, white, matte_table=True)
+    assert bool(hit.all())
+    torch.testing.assert_close(matte[1:], matte[:1].expand(2, 3), atol=2e-3, rtol=0)
+    polished, _ = shade(o, d, white)
+    assert float((polished[0] - polished[2]).abs().max()) > 0.02
+    n = torch.tensor([0.0, -0.6, 0.8])
+    p = (torch.tensor(SPHERE) + 0.36 * n).tolist()
+    o, d = _surface_rays(p, n, [[0.0, -0.9, 0.4], [0.5, -0.5, 0.7]])
+    rgb, hit = shade(o, d, white, matte_table=True)
+    assert bool(hit.all()) and float((rgb[0] - rgb[1]).abs().max()) > 0.1
+    # a ray straight down onto the sphere's top mirrors straight up: the sky, as on `glossy`;
+    # one grazing the sphere's lower side mirrors onto the table, which differs
+    down = torch.tensor([[SPHERE[0], SPHERE[1], 2.0]]), torch.tensor([[0.0, 0.0, -1.0]])
+    torch.testing.assert_close(shade(*down, white, matte_table=True)[0], shade(*down, white)[0])
+    n = torch.tensor([0.0, -0.8, -0.6])
+    p = (torch.tensor(SPHERE) + 0.36 * n).tolist()
+    o, d = _surface_rays(p, n, [[0.0, -1.0, 0.05]])
+    assert float((shade(o, d, white, matte_table=True)[0] - shade(o, d, white)[0]).abs().max()) \
+        > 0.05
+
+
 def test_reflected_direction_inputs_and_their_gradient():
     from fields.nn.spherical_harmonics import spherical_harmonics
     from fields.sdf.neus import NeusConfig, NeusField
@@ -341,6 +373,6 @@ def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
     run = json.loads((tmp_path / "ablation" / "config.json").read_text())
     assert run["config"]["reflected"] and not run["config"]["reflection_score"]
     assert run["config"]["split_radiance"] and run["config"]["reflection_normal_grad"] == 1.0
-    for bad in (["--model", "refneus"], ["--scene", "shiny"]):
+    for bad in (["--model", "refneus"], ["--scene", "mirror"]):
         res = CliRunner().invoke(app, ["fit", "neus", *bad, "--output", str(tmp_path / "x")])
         assert res.exit_code == 2 and bad[1] in res.output

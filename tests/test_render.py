@@ -170,6 +170,33 @@ def test_rays_through_projected_points_with_distortion():
     torch.testing.assert_close(d.norm(dim=-1), torch.ones(50))
 
 
+@pytest.mark.parametrize("model", ["perspective", "fisheye", "equirectangular"])
+def test_projection_with_a_camera_per_point_is_each_cameras_own(model):
+    """`project(points, cameras)` with (P,) indices: each point as `project(point, its
+    camera)` gives it (intrinsics and distortion per camera), with the gradient."""
+    g = torch.Generator().manual_seed(2)
+    eyes = torch.tensor([[0.0, -4.0, 1.0], [3.0, 1.0, 2.0], [-2.0, 2.5, -1.0]])
+    k = torch.tensor([[0.08, -0.03, 0.004, -0.002], [0.0, 0.0, 0.0, 0.0],
+                      [-0.05, 0.01, -0.003, 0.001]])
+    if model == "perspective":  # the first camera's k are (k1, k2, p1, p2) for a pinhole
+        k[0, 2:] = torch.tensor([0.001, -0.002])
+    cam = Cameras(look_at(eyes, torch.zeros(3)), torch.tensor([100.0, 90.0, 120.0]),
+                  torch.tensor([110.0, 95.0, 118.0]), torch.tensor([64.0, 60.0, 70.0]),
+                  torch.tensor([48.0, 50.0, 52.0]), 128, 96, k, model=model)
+    pts = (torch.rand(40, 3, generator=g) - 0.5).requires_grad_()
+    which = torch.randint(0, 3, (40,), generator=g)
+    uv, depth = cam.project(pts, which)
+    uv.sum().backward()
+    for c in range(3):
+        sel = which == c
+        ref = pts.detach()[sel].requires_grad_()
+        uv_c, depth_c = cam.project(ref, c)
+        torch.testing.assert_close(uv[sel], uv_c)
+        torch.testing.assert_close(depth[sel], depth_c)
+        uv_c.sum().backward()
+        torch.testing.assert_close(pts.grad[sel], ref.grad)
+
+
 def test_fisheye_camera_projects_by_the_equidistant_model_and_rays_round_trip():
     c2w = torch.cat((torch.eye(3), torch.zeros(3, 1)), 1)[None]  # looks down -z, +y up
     k = torch.tensor([[0.05, -0.01, 0.002, -0.0005]])

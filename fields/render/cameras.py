@@ -175,11 +175,16 @@ class Cameras:
         idx = torch.full((self.height * self.width,), camera, dtype=torch.long)
         return self.rays(idx, u.reshape(-1), v.reshape(-1))
 
-    def project(self, points: torch.Tensor, camera: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image coordinates (P, 2) ``(u, v)`` of world points (P, 3) in one camera, and their
-        depth (P,) along the viewing axis (positive in front of the camera)."""
+    def project(self, points: torch.Tensor, camera: int | torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image coordinates (P, 2) ``(u, v)`` of world points (P, 3) in one camera (an index),
+        or each in its own (`camera` (P,) indices), and their depth (P,) along the viewing
+        axis (positive in front of the camera)."""
         rot = self.c2w[camera, :, :3]
-        p_cam = (points - self.c2w[camera, :, 3]) @ rot  # world -> camera (rot orthonormal)
+        if isinstance(camera, torch.Tensor) and camera.dim() == 1:  # (P, 3, 3): per point
+            p_cam = torch.einsum("pi,pij->pj", points - self.c2w[camera, :, 3], rot)
+        else:
+            p_cam = (points - self.c2w[camera, :, 3]) @ rot  # world -> camera (orthonormal)
         depth = -p_cam[:, 2]
         if self.model == "equirectangular":  # depth: the distance; every direction is seen
             depth = p_cam.norm(dim=-1)

@@ -5,7 +5,9 @@ from an installed wheel, not only from a source checkout):
   by sphere tracing an exact SDF and written in the Blender format;
 - `glossy`: the tabletop with a mirror-like sphere, a glossy capsule and a polished table
   (one reflection bounce), for surfaces from images under reflections
-  (`fields fit neus --scene glossy --model ref-neus`);
+  (`fields fit neus --scene glossy --model ref-neus`); `shiny`: the same objects on the
+  tabletop's matte checkerboard table, so that the reflections are the only multi-view
+  inconsistency;
 - `street`: a street scene seen by a simulated lidar, pairs and sequences with exact flow
   (`fields fit flow`);
 - `shapes`: signed distance shapes and CSG (`fields fit sdf --shape`);

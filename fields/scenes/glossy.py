@@ -15,6 +15,11 @@ mirrored about the normal and L(r) one bounce: the diffuse shading of the first 
 secondary ray meets, or an environment (a sky gradient, a sun at the key light, a band of
 coloured blocks on the horizon, a dark ground) when it meets nothing. The images are in the
 Blender format like the tabletop's (RGB on white plus alpha), so masks come with them.
+
+``SceneSpec(name="shiny")`` is the same scene on a matte table: the tabletop's high-contrast
+checkerboard, without reflection, so that the only multi-view inconsistency left is the
+reflections of the sphere and the capsule (on the polished table, the low-contrast dark wood
+leaves the table top between the objects weakly constrained, an error of its own).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 
 import torch
 
-from fields.scenes.shading import LIGHT, TABLE_TOP, first_hits, solid_noise
+from fields.scenes.shading import CHECKER, LIGHT, TABLE_TOP, first_hits, solid_noise
 
 SPHERE = (-0.3, -0.3, TABLE_TOP + 0.36)
 CAPSULE = ((-0.5, 0.45, TABLE_TOP + 0.16), (-0.5, 0.45, TABLE_TOP + 0.62), 0.16)
@@ -51,13 +56,18 @@ def glossy_sdf(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dist, obj
 
 
-def glossy_albedo(p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
-    """Diffuse colour (P, 3) of surface points p (P, 3) on objects obj (P,)."""
+def glossy_albedo(p: torch.Tensor, obj: torch.Tensor, matte_table: bool = False
+                  ) -> torch.Tensor:
+    """Diffuse colour (P, 3) of surface points p (P, 3) on objects obj (P,); `matte_table`:
+    the tabletop's light checkerboard instead of the polished dark wood."""
     x, y, z = p.unbind(-1)
     check = ((torch.floor(x * 4.2) + torch.floor(y * 4.2)) % 2).bool()
-    grain = 0.85 + 0.3 * solid_noise(p, 17.0, 3)  # wood-like variation, for stereo
-    table = torch.where(check[:, None], torch.tensor([0.36, 0.24, 0.15]),
-                        torch.tensor([0.26, 0.17, 0.1])) * grain[:, None]
+    if matte_table:
+        table = torch.where(check[:, None], torch.tensor(CHECKER[0]), torch.tensor(CHECKER[1]))
+    else:
+        grain = 0.85 + 0.3 * solid_noise(p, 17.0, 3)  # wood-like variation, for stereo
+        table = torch.where(check[:, None], torch.tensor([0.36, 0.24, 0.15]),
+                            torch.tensor([0.26, 0.17, 0.1])) * grain[:, None]
     table = torch.where((z < TABLE_TOP - 0.03)[:, None], torch.tensor([0.25, 0.25, 0.3]), table)
     sphere = torch.tensor([0.25, 0.22, 0.2]).expand_as(p)
     capsule = torch.tensor([0.12, 0.25, 0.7]).expand_as(p)
@@ -94,23 +104,29 @@ def environment(r: torch.Tensor) -> torch.Tensor:
     return out + sun[:, None]
 
 
-def _diffuse(p: torch.Tensor, n: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
+def _diffuse(p: torch.Tensor, n: torch.Tensor, obj: torch.Tensor, matte_table: bool
+             ) -> torch.Tensor:
     lambert = (n @ LIGHT.to(n.device)).clamp_min(0)
     sky = 0.5 + 0.5 * n[:, 2]
-    return glossy_albedo(p, obj) * (0.22 + 0.18 * sky[:, None] + 0.62 * lambert[:, None])
+    return glossy_albedo(p, obj, matte_table) * (0.22 + 0.18 * sky[:, None]
+                                                 + 0.62 * lambert[:, None])
 
 
 def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
-          texture: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+          texture: float = 0.0, matte_table: bool = False
+          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Colour (R, 3) and coverage (R,) of rays through the glossy scene (one reflection
-    bounce; `texture` is accepted for the tabletop's signature and unused)."""
+    bounce; `texture` is accepted for the tabletop's signature and unused); `matte_table`:
+    the `shiny` scene, whose table is the tabletop's checkerboard and reflects nothing."""
     hit, p, obj, n = first_hits(glossy_sdf, origins, dirs)
     rgb = background.expand(origins.shape[0], 3).clone()
     if hit.any():
         d = dirs[hit]
-        diffuse = _diffuse(p, n, obj)
+        diffuse = _diffuse(p, n, obj, matte_table)
         cos = (-(n * d).sum(-1)).clamp(0, 1)
         k = REFLECTANCE.to(p.device)[obj]
+        if matte_table:
+            k = torch.where(obj == 0, torch.zeros_like(k), k)
         fresnel = torch.where(k > 0, k + (1 - k) * (1 - cos) ** 5, torch.zeros_like(k))
         shiny = fresnel > 0
         colour = diffuse
@@ -120,7 +136,7 @@ def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
             hit2, q, obj2, n2 = first_hits(glossy_sdf, p[shiny] + 3e-3 * ns, r, 120, 4.0)
             incoming = environment(r)
             if hit2.any():
-                incoming[hit2] = _diffuse(q, n2, obj2)
+                incoming[hit2] = _diffuse(q, n2, obj2, matte_table)
             f = fresnel[shiny, None]
             colour = colour.clone()
             colour[shiny] = (1 - f) * diffuse[shiny] + f * TINT.to(p.device)[obj[shiny]] * incoming

@@ -10,6 +10,8 @@ import torch
 LIGHT = torch.tensor([0.45, -0.35, 0.82])
 LIGHT = LIGHT / LIGHT.norm()
 TABLE_TOP = -0.55  # the height of the table's top face
+# the tabletop's table: a checkerboard of these two colours, 4.2 squares per unit
+CHECKER = ((0.85, 0.78, 0.62), (0.32, 0.2, 0.12))
 
 
 def solid_noise(p: torch.Tensor, frequency: float, seed: int = 0) -> torch.Tensor:

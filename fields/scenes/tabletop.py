@@ -35,7 +35,7 @@ import torch
 from fields.data.dataset import SceneData, Split
 from fields.io import cache_root
 from fields.render.cameras import Cameras, look_at
-from fields.scenes.shading import LIGHT, TABLE_TOP, first_hits, solid_noise
+from fields.scenes.shading import CHECKER, LIGHT, TABLE_TOP, first_hits, solid_noise
 
 SCENE_VERSION = 1
 
@@ -59,7 +59,8 @@ class SceneSpec:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-SCENES = ("tabletop", "glossy")  # glossy: fields.scenes.glossy (reflective objects)
+# glossy, shiny: fields.scenes.glossy (reflective objects on a polished or a matte table)
+SCENES = ("tabletop", "glossy", "shiny")
 
 
 # -- signed distances of the primitives, (P, 3) -> (P,) --
@@ -100,7 +101,7 @@ def tabletop_albedo(p: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
     out = torch.zeros_like(p)
     # table: checkerboard, 8 squares across the 1.9-wide top, and a dark rim below the top
     check = ((torch.floor(x * 4.2) + torch.floor(y * 4.2)) % 2).bool()
-    table = torch.where(check[:, None], _palette((0.85, 0.78, 0.62)), _palette((0.32, 0.2, 0.12)))
+    table = torch.where(check[:, None], _palette(CHECKER[0]), _palette(CHECKER[1]))
     table = torch.where((z < TABLE_TOP - 0.03)[:, None], _palette((0.25, 0.25, 0.3)), table)
     # sphere: bands of latitude, alternating segments of longitude
     q = p - torch.tensor([-0.3, -0.3, TABLE_TOP + 0.36])
@@ -212,8 +213,12 @@ def render_scene(spec: SceneSpec, progress: Callable[[int, int], None] | None = 
     res, ss = spec.resolution, spec.supersample
     focal = 0.5 * res / math.tan(0.5 * spec.camera_angle_x)
     white = torch.ones(3)
-    if spec.name == "glossy":
-        from fields.scenes.glossy import shade as shader
+    if spec.name in ("glossy", "shiny"):
+        from fields.scenes.glossy import shade as glossy_shade
+
+        def shader(o: torch.Tensor, d: torch.Tensor, bg: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+            return glossy_shade(o, d, bg, matte_table=spec.name == "shiny")
     else:
         shader = shade
     positions = _camera_positions(spec)

@@ -163,7 +163,8 @@ def fit_neus_cmd(
              "reflection score down-weighting pixels other views disagree with (shiny "
              "objects; --config's reflected / reflection_score turn either off)")] = "neus",
     scene: Annotated[str, typer.Option(
-        help="the built-in scene without --data: tabletop, or glossy (reflective objects)")
+        help="the built-in scene without --data: tabletop, glossy (reflective objects on a "
+             "polished table) or shiny (the same objects on a matte table)")
     ] = "tabletop",
 ) -> None:
     """Fit a surface to posed images (NeuS: SDF-to-opacity volume rendering with a learned

@@ -14,10 +14,10 @@ passed as the density -log(1 - alpha) / dt). Samples come from the occupancy gri
 marcher of `fields.render`, the grid marking cells where |f| is within a band. Gradients are
 tetrahedral finite differences (4 evaluations give the SDF and its gradient), so only first
 derivatives run through the kernels. Losses: L1 colour, eikonal, and the mask (binary cross
-entropy of the opacity) when the images have alpha; optionally (`photo_consistency`) the
-multi-view photometric consistency of Geo-NeuS / NeuralWarp, pixel-wise on blurred images:
-a pixel's surface point (at the rendered depth, with its gradient) is projected into a
-nearby training view, and its colour there should be the pixel's.
+entropy of the opacity) when the images have alpha; and (`photo_consistency`, on by default)
+the multi-view photometric consistency of Geo-NeuS / NeuralWarp, pixel-wise on blurred
+images: a pixel's surface point (at the rendered depth, with its gradient) is projected into
+a nearby training view, and its colour there should be the pixel's.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class NeusConfig:
     # difference between a pixel's colour and its surface point's colour in one of the
     # `consistency_views` nearest training views, both images blurred by a Gaussian of
     # `consistency_blur` pixels (halved after each third of the run); 0: off
-    photo_consistency: float = 0.0
+    photo_consistency: float = 1.0
     consistency_views: int = 4
     consistency_blur: float = 2.0
 
@@ -314,13 +314,8 @@ def reprojected_colours(points: torch.Tensor, views: torch.Tensor, images: torch
     flat coverage `alpha` (n * H * W, 1), on the object (alpha > 0.5). Occlusion is not
     tested (`_unoccluded`)."""
     h, w = hw
-    uv = points.new_zeros(points.shape[0], 2)
-    depth = points.new_zeros(points.shape[0])
-    for v in views.unique().tolist():  # at most one call per training view
-        idx = torch.nonzero(views == v).reshape(-1)
-        uv_v, depth_v = cameras.project(points[idx], v)
-        uv = uv.index_put((idx,), uv_v)
-        depth = depth.index_put((idx,), depth_v.detach())
+    uv, depth = cameras.project(points, views)  # each point in its own view
+    depth = depth.detach()
     u, v_ = uv.detach().unbind(-1)
     seen = (depth > 0) & (u >= 0) & (u < w) & (v_ >= 0) & (v_ < h)
     if alpha is not None:
@@ -448,7 +443,8 @@ class NeusTask:
             n = len(data.train)
             if n < 2 or h < 2 or w < 2:
                 raise ValueError(f"{data.name}: NeusConfig.photo_consistency needs two or more "
-                                 f"training views of 2 x 2 pixels or more, got {n} of {w} x {h}")
+                                 f"training views of 2 x 2 pixels or more, got {n} of {w} x {h} "
+                                 "(--config '{\"photo_consistency\": 0}' turns it off)")
             self.neighbours = nearest_views(self.rays.cameras.c2w, data.aabb.mean(0),
                                             config.consistency_views)
 

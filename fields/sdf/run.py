@@ -247,7 +247,7 @@ def scene_truth(scene: str = "tabletop", resolution: int = 385
     from fields.scenes.glossy import glossy_sdf
     from fields.scenes.tabletop import tabletop_sdf
 
-    sdf = {"tabletop": tabletop_sdf, "glossy": glossy_sdf}[scene]
+    sdf = {"tabletop": tabletop_sdf, "glossy": glossy_sdf, "shiny": glossy_sdf}[scene]
     lo = torch.tensor([-1.1, -1.1, -0.8])
     hi = torch.tensor([1.1, 1.1, 0.7])
     return extract_surface(lambda p: sdf(p)[0], torch.stack([lo, hi]), resolution)
