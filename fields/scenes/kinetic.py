@@ -36,6 +36,7 @@ import torch
 
 from fields.data.dataset import SceneData, Split
 from fields.render.cameras import Cameras, look_at
+from fields.scenes.shading import CHECKER
 from fields.scenes.tabletop import LIGHT, TABLE_TOP, cache_dir
 
 KINETIC_VERSION = 2
@@ -139,7 +140,7 @@ def kinetic_albedo(p: torch.Tensor, obj: torch.Tensor, t: float, radius: float =
     move with their objects."""
     x, y, z = p.unbind(-1)
     check = ((torch.floor(x * 4.2) + torch.floor(y * 4.2)) % 2).bool()
-    table = torch.where(check[:, None], _rgb(0.85, 0.78, 0.62), _rgb(0.32, 0.2, 0.12))
+    table = torch.where(check[:, None], _rgb(*CHECKER[0]), _rgb(*CHECKER[1]))
     table = torch.where((z < TABLE_TOP - 0.03)[:, None], _rgb(0.25, 0.25, 0.3), table)
     # the ball rolls: its bands turn about the y axis as it travels (angle = distance / r)
     q = p - torch.tensor(ball_centre(t))
