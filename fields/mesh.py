@@ -6,8 +6,9 @@ metrics."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -290,8 +291,9 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
 
 
 def surface_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray],
-                    n_points: int = 100_000, tau: float = 0.005,
-                    seed: int = 0) -> dict[str, float | None]:
+                    n_points: int = 100_000, tau: float = 0.005, seed: int = 0,
+                    objects: tuple[Callable[[np.ndarray], np.ndarray], Sequence[str]] | None
+                    = None) -> dict[str, Any]:
     """Chamfer-L1, F-score@tau and normal consistency between two meshes ((vertices, faces)
     each), from `n_points` sampled on each, in units of the ground truth's bounding-box
     diagonal (`shared/BENCHMARKS.md`).
@@ -301,7 +303,11 @@ def surface_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, n
     - ``f_score``: harmonic mean of precision (predicted points within tau of the truth) and
       recall (true points within tau of the prediction), tau a fraction of the diagonal;
     - ``normal_consistency``: the mean |cos| between each point's normal and its nearest
-      neighbour's on the other mesh, both directions.
+      neighbour's on the other mesh, both directions;
+    - ``objects`` (with `objects`, a function labelling points (P, 3) of the truth with object
+      ids (P,) and the objects' names): per object, the Chamfer-L1, accuracy and completeness
+      restricted to it (completeness over its true points, accuracy over the predicted points
+      whose nearest true point is on it) and its share of the true surface.
     """
     from scipy.spatial import cKDTree
 
@@ -320,10 +326,26 @@ def surface_metrics(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, n
     recall = float((d_gp < tau).mean())
     f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     nc = 0.5 * (np.abs((p_n * g_n[i_pg]).sum(1)).mean() + np.abs((g_n * p_n[i_gp]).sum(1)).mean())
-    return {"chamfer_l1": float(0.5 * (d_pg.mean() + d_gp.mean())),
-            "accuracy": float(d_pg.mean()), "completeness": float(d_gp.mean()),
-            "f_score": f, "precision": precision, "recall": recall,
-            "normal_consistency": float(nc), "tau": tau, "diagonal": diag}
+    out: dict[str, Any] = {
+        "chamfer_l1": float(0.5 * (d_pg.mean() + d_gp.mean())),
+        "accuracy": float(d_pg.mean()), "completeness": float(d_gp.mean()),
+        "f_score": f, "precision": precision, "recall": recall,
+        "normal_consistency": float(nc), "tau": tau, "diagonal": diag}
+    if objects is not None:
+        label, names = objects
+        g_id = np.asarray(label(g_pts))
+        p_id = g_id[i_pg]  # a predicted point belongs to its nearest true point's object
+        per = {}
+        for k, name in enumerate(names):
+            g_k, p_k = g_id == k, p_id == k
+            if not g_k.any():
+                continue
+            acc = float(d_pg[p_k].mean()) if p_k.any() else None
+            comp = float(d_gp[g_k].mean())
+            per[name] = {"chamfer_l1": None if acc is None else 0.5 * (acc + comp),
+                         "accuracy": acc, "completeness": comp, "share": float(g_k.mean())}
+        out["objects"] = per
+    return out
 
 
 def is_watertight(faces: np.ndarray) -> bool:

@@ -76,6 +76,36 @@ def test_shiny_scene_is_the_glossy_one_on_a_matte_table():
         > 0.05
 
 
+def test_chrome_scene_has_a_mirror_box_for_the_sphere():
+    """`chrome`: the shiny scene with a mirror-like box where the sphere was; the box's flat
+    top shows the sky at the mirrored direction (a colour that changes with the view's
+    elevation), the matte table looks alike from every view, and the truth is the box's SDF."""
+    from fields.scenes.glossy import CHROME_BOX, SPHERE, chrome_sdf, environment, shade
+    from fields.scenes.shading import TABLE_TOP
+    from fields.sdf.run import scene_truth
+
+    white = torch.ones(3)
+    (_, _, hz), (cx, cy, cz), _, _ = CHROME_BOX
+    top = [cx, cy, cz + hz]
+    views = [[0.0, 0.0, 1.0], [0.2, 0.1, 0.3], [-0.1, 0.3, 0.15]]
+    o, d = _surface_rays(top, [0, 0, 1], views)
+    rgb, hit = shade(o, d, white, chrome=True)
+    assert bool(hit.all())
+    assert float((rgb[0] - rgb[2]).abs().max()) > 0.1
+    # a mirror: what the top shows from straight above is mostly the sky straight up
+    sky = environment(torch.tensor([[0.0, 0.0, 1.0]]))[0]
+    assert float((rgb[0] - 0.9 * torch.tensor([0.95, 0.85, 0.65]) * sky).abs().max()) < 0.1
+    o, d = _surface_rays([0.55, 0.55, TABLE_TOP], [0, 0, 1], views)
+    table, hit = shade(o, d, white, chrome=True)
+    assert bool(hit.all())
+    torch.testing.assert_close(table[1:], table[:1].expand(2, 3), atol=2e-3, rtol=0)
+    verts, faces = scene_truth("chrome", 48)
+    assert len(faces) > 1000
+    assert float(chrome_sdf(torch.from_numpy(verts).float())[0].abs().max()) < 0.03
+    sphere_top = torch.tensor([[SPHERE[0], SPHERE[1], SPHERE[2] + 0.36]])
+    assert float(chrome_sdf(sphere_top)[0]) > 0.1  # no sphere there: the box is lower
+
+
 def test_reflected_direction_inputs_and_their_gradient():
     from fields.nn.spherical_harmonics import spherical_harmonics
     from fields.sdf.neus import NeusConfig, NeusField
@@ -361,16 +391,22 @@ def test_cli_fit_ref_neus_on_the_glossy_scene(tmp_path, monkeypatch):
     assert not run["config"]["split_radiance"]  # an option (README: not better measured)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["chamfer_l1"] > 0
+    objects = metrics["objects"]  # per object of the scene's truth
+    assert list(objects) == ["table", "chrome sphere", "glossy capsule", "torus", "box"]
+    assert abs(sum(o["share"] for o in objects.values()) - 1.0) < 1e-6
+    assert all(o["completeness"] > 0 for o in objects.values())
     # an ablation: Ref-NeuS's reflected direction without the reflection score, with the
     # split radiance and the normals' gradient through the mirrored direction
     ablation = json.dumps({**json.loads(cfg), "reflection_score": False,
                            "split_radiance": True, "reflection_normal_grad": 1.0})
-    res = CliRunner().invoke(app, ["fit", "neus", "--scene", "glossy", "--model", "ref-neus",
+    res = CliRunner().invoke(app, ["fit", "neus", "--scene", "chrome", "--model", "ref-neus",
                                    "--scene-resolution", "16", "--steps", "2",
                                    "--resolution", "16", "--eval-every", "0", "--config",
                                    ablation, "--output", str(tmp_path / "ablation")])
     assert res.exit_code == 0, res.output
     run = json.loads((tmp_path / "ablation" / "config.json").read_text())
+    assert run["scene"] == "chrome" and "mirror box" in json.loads(
+        (tmp_path / "ablation" / "metrics.json").read_text())["objects"]
     assert run["config"]["reflected"] and not run["config"]["reflection_score"]
     assert run["config"]["split_radiance"] and run["config"]["reflection_normal_grad"] == 1.0
     for bad in (["--model", "refneus"], ["--scene", "mirror"]):

@@ -103,6 +103,30 @@ def test_surface_metrics():
     assert np.abs(np.linalg.norm(pts, axis=1) - 0.6).max() < 5e-3
 
 
+def test_surface_metrics_per_object():
+    """Two balls, one of them fitted 0.04 too large: per object, the error is on that one,
+    the other's is the sampling floor; the shares are the balls' areas."""
+    a, b = shapes.sphere(0.3, (-0.5, 0.0, 0.0)), shapes.sphere(0.2, (0.5, 0.0, 0.0))
+    big = shapes.sphere(0.24, (0.5, 0.0, 0.0))
+    truth = extract_surface(shapes.union(a, b), CUBE, 96)
+    pred = extract_surface(shapes.union(a, big), CUBE, 96)
+
+    def label(p):
+        return (p[:, 0] > 0).astype(np.int64)
+
+    m = surface_metrics(pred, truth, n_points=40_000, objects=(label, ("left", "right")))
+    left, right = m["objects"]["left"], m["objects"]["right"]
+    assert left["chamfer_l1"] < 0.15 * right["chamfer_l1"]
+    diag = m["diagonal"]
+    assert abs(right["accuracy"] * diag - 0.04) < 0.005
+    assert abs(right["completeness"] * diag - 0.04) < 0.005
+    assert abs(left["share"] - 0.09 / 0.13) < 0.02 and abs(right["share"] - 0.04 / 0.13) < 0.02
+    # the whole is the share-weighted mix of the parts' completeness
+    whole = left["share"] * left["completeness"] + right["share"] * right["completeness"]
+    assert abs(whole - m["completeness"]) < 1e-9
+    assert "objects" not in surface_metrics(pred, truth, n_points=1000)
+
+
 @pytest.mark.parametrize("model", ["hash", "siren"])
 def test_eikonal_gradient_against_autograd(model):
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ from an installed wheel, not only from a source checkout):
   (one reflection bounce), for surfaces from images under reflections
   (`fields fit neus --scene glossy --model ref-neus`); `shiny`: the same objects on the
   tabletop's matte checkerboard table, so that the reflections are the only multi-view
-  inconsistency;
+  inconsistency; `chrome`: the shiny scene with a mirror-like box for the sphere (flat mirrors,
+  whose reflections a diffuse surface behind them explains exactly);
 - `street`: a street scene seen by a simulated lidar, pairs and sequences with exact flow
   (`fields fit flow`);
 - `shapes`: signed distance shapes and CSG (`fields fit sdf --shape`);

@@ -34,20 +34,25 @@ SPHERE = (-0.3, -0.3, TABLE_TOP + 0.36)
 CAPSULE = ((-0.5, 0.45, TABLE_TOP + 0.16), (-0.5, 0.45, TABLE_TOP + 0.62), 0.16)
 TORUS = (0.32, 0.2, TABLE_TOP + 0.36)
 BOX_CENTRE = (0.45, -0.5, TABLE_TOP + 0.17)
+CHROME_BOX = ((0.28, 0.28, 0.28), (-0.3, -0.3, TABLE_TOP + 0.28), 0.04, 0.6)
 # per object (table, sphere, capsule, torus, box): base reflectance and reflection tint
 REFLECTANCE = torch.tensor([0.12, 0.8, 0.35, 0.0, 0.0])
+# the `chrome` scene's (table, chrome box, capsule, torus, box)
+CHROME_REFLECTANCE = torch.tensor([0.0, 0.9, 0.35, 0.0, 0.0])
 TINT = torch.tensor([[1.0, 1.0, 1.0], [0.95, 0.85, 0.65], [0.9, 0.95, 1.0],
                      [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
 
 
-def glossy_sdf(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def glossy_sdf(p: torch.Tensor, chrome: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed distance (P,) of the glossy scene and the id (P,) of the nearest object
-    (0 table, 1 sphere, 2 capsule, 3 torus, 4 box)."""
+    (0 table, 1 sphere, 2 capsule, 3 torus, 4 box); `chrome`: the `chrome` scene, whose
+    object 1 is a mirror-like box instead of the sphere."""
     from fields.scenes.shapes import box, capsule, sphere, torus
 
+    half, centre, rounding, yaw = CHROME_BOX
     parts = [
         box((0.95, 0.95, 0.12), (0.0, 0.0, TABLE_TOP - 0.12), rounding=0.04)(p),
-        sphere(0.36, SPHERE)(p),
+        box(half, centre, rounding=rounding, yaw=yaw)(p) if chrome else sphere(0.36, SPHERE)(p),
         capsule(*CAPSULE)(p),
         torus(0.3, 0.055, TORUS, axis=1)(p),
         box((0.17, 0.17, 0.17), BOX_CENTRE, rounding=0.015, yaw=0.5)(p),
@@ -56,10 +61,16 @@ def glossy_sdf(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dist, obj
 
 
-def glossy_albedo(p: torch.Tensor, obj: torch.Tensor, matte_table: bool = False
-                  ) -> torch.Tensor:
+def chrome_sdf(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`glossy_sdf` of the `chrome` scene (object 1 the mirror-like box)."""
+    return glossy_sdf(p, chrome=True)
+
+
+def glossy_albedo(p: torch.Tensor, obj: torch.Tensor, matte_table: bool = False,
+                  chrome: bool = False) -> torch.Tensor:
     """Diffuse colour (P, 3) of surface points p (P, 3) on objects obj (P,); `matte_table`:
-    the tabletop's light checkerboard instead of the polished dark wood."""
+    the tabletop's light checkerboard instead of the polished dark wood; `chrome`: object 1
+    is the `chrome` scene's near-black mirror box."""
     x, y, z = p.unbind(-1)
     check = ((torch.floor(x * 4.2) + torch.floor(y * 4.2)) % 2).bool()
     if matte_table:
@@ -69,7 +80,7 @@ def glossy_albedo(p: torch.Tensor, obj: torch.Tensor, matte_table: bool = False
         table = torch.where(check[:, None], torch.tensor([0.36, 0.24, 0.15]),
                             torch.tensor([0.26, 0.17, 0.1])) * grain[:, None]
     table = torch.where((z < TABLE_TOP - 0.03)[:, None], torch.tensor([0.25, 0.25, 0.3]), table)
-    sphere = torch.tensor([0.25, 0.22, 0.2]).expand_as(p)
+    sphere = torch.tensor([0.06, 0.06, 0.07] if chrome else [0.25, 0.22, 0.2]).expand_as(p)
     capsule = torch.tensor([0.12, 0.25, 0.7]).expand_as(p)
     qt = p - torch.tensor(TORUS)
     ang = torch.atan2(qt[:, 2], qt[:, 0])
@@ -104,27 +115,30 @@ def environment(r: torch.Tensor) -> torch.Tensor:
     return out + sun[:, None]
 
 
-def _diffuse(p: torch.Tensor, n: torch.Tensor, obj: torch.Tensor, matte_table: bool
-             ) -> torch.Tensor:
+def _diffuse(p: torch.Tensor, n: torch.Tensor, obj: torch.Tensor, matte_table: bool,
+             chrome: bool = False) -> torch.Tensor:
     lambert = (n @ LIGHT.to(n.device)).clamp_min(0)
     sky = 0.5 + 0.5 * n[:, 2]
-    return glossy_albedo(p, obj, matte_table) * (0.22 + 0.18 * sky[:, None]
+    return glossy_albedo(p, obj, matte_table, chrome) * (0.22 + 0.18 * sky[:, None]
                                                  + 0.62 * lambert[:, None])
 
 
 def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
-          texture: float = 0.0, matte_table: bool = False
+          texture: float = 0.0, matte_table: bool = False, chrome: bool = False
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Colour (R, 3) and coverage (R,) of rays through the glossy scene (one reflection
     bounce; `texture` is accepted for the tabletop's signature and unused); `matte_table`:
-    the `shiny` scene, whose table is the tabletop's checkerboard and reflects nothing."""
-    hit, p, obj, n = first_hits(glossy_sdf, origins, dirs)
+    the `shiny` scene, whose table is the tabletop's checkerboard and reflects nothing;
+    `chrome`: the `chrome` scene (a mirror box for the sphere, on the matte table)."""
+    sdf = chrome_sdf if chrome else glossy_sdf
+    matte_table = matte_table or chrome
+    hit, p, obj, n = first_hits(sdf, origins, dirs)
     rgb = background.expand(origins.shape[0], 3).clone()
     if hit.any():
         d = dirs[hit]
-        diffuse = _diffuse(p, n, obj, matte_table)
+        diffuse = _diffuse(p, n, obj, matte_table, chrome)
         cos = (-(n * d).sum(-1)).clamp(0, 1)
-        k = REFLECTANCE.to(p.device)[obj]
+        k = (CHROME_REFLECTANCE if chrome else REFLECTANCE).to(p.device)[obj]
         if matte_table:
             k = torch.where(obj == 0, torch.zeros_like(k), k)
         fresnel = torch.where(k > 0, k + (1 - k) * (1 - cos) ** 5, torch.zeros_like(k))
@@ -133,10 +147,10 @@ def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
         if shiny.any():
             ns, ds = n[shiny], d[shiny]
             r = ds - 2 * (ds * ns).sum(-1, keepdim=True) * ns
-            hit2, q, obj2, n2 = first_hits(glossy_sdf, p[shiny] + 3e-3 * ns, r, 120, 4.0)
+            hit2, q, obj2, n2 = first_hits(sdf, p[shiny] + 3e-3 * ns, r, 120, 4.0)
             incoming = environment(r)
             if hit2.any():
-                incoming[hit2] = _diffuse(q, n2, obj2, matte_table)
+                incoming[hit2] = _diffuse(q, n2, obj2, matte_table, chrome)
             f = fresnel[shiny, None]
             colour = colour.clone()
             colour[shiny] = (1 - f) * diffuse[shiny] + f * TINT.to(p.device)[obj[shiny]] * incoming

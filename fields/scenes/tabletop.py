@@ -59,8 +59,9 @@ class SceneSpec:
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-# glossy, shiny: fields.scenes.glossy (reflective objects on a polished or a matte table)
-SCENES = ("tabletop", "glossy", "shiny")
+# glossy, shiny, chrome: fields.scenes.glossy (reflective objects on a polished or a matte
+# table; chrome: a mirror box instead of the sphere)
+SCENES = ("tabletop", "glossy", "shiny", "chrome")
 
 
 # -- signed distances of the primitives, (P, 3) -> (P,) --
@@ -213,12 +214,13 @@ def render_scene(spec: SceneSpec, progress: Callable[[int, int], None] | None = 
     res, ss = spec.resolution, spec.supersample
     focal = 0.5 * res / math.tan(0.5 * spec.camera_angle_x)
     white = torch.ones(3)
-    if spec.name in ("glossy", "shiny"):
+    if spec.name in ("glossy", "shiny", "chrome"):
         from fields.scenes.glossy import shade as glossy_shade
 
         def shader(o: torch.Tensor, d: torch.Tensor, bg: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-            return glossy_shade(o, d, bg, matte_table=spec.name == "shiny")
+            return glossy_shade(o, d, bg, matte_table=spec.name == "shiny",
+                                chrome=spec.name == "chrome")
     else:
         shader = shade
     positions = _camera_positions(spec)

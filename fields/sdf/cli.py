@@ -164,7 +164,8 @@ def fit_neus_cmd(
              "objects; --config's reflected / reflection_score turn either off)")] = "neus",
     scene: Annotated[str, typer.Option(
         help="the built-in scene without --data: tabletop, glossy (reflective objects on a "
-             "polished table) or shiny (the same objects on a matte table)")
+             "polished table), shiny (the same objects on a matte table) or chrome (shiny with a "
+             "mirror box for the sphere)")
     ] = "tabletop",
 ) -> None:
     """Fit a surface to posed images (NeuS: SDF-to-opacity volume rendering with a learned
@@ -174,7 +175,7 @@ def fit_neus_cmd(
     renders/compare.png."""
     from fields.scenes.tabletop import SCENES
     from fields.sdf.neus import NeusConfig
-    from fields.sdf.run import fit_neus, scene_truth
+    from fields.sdf.run import fit_neus, scene_objects, scene_truth
 
     opts = RunOptions(output, max_seconds, steps, seed, config, resume, threads, overwrite,
                       checkpoint_every)
@@ -193,6 +194,7 @@ def fit_neus_cmd(
         cfg = NeusConfig.from_dict(given)
         images, name = load_posed_images(data, downscale, scene_resolution, scene)
         truth = scene_truth(scene) if data is None else None
+        objects = scene_objects(scene) if data is None else None
         out = opts.folder(name, "neus" if model == "neus" else "ref_neus")
         write_run_config(out, "neus", name, opts, cfg.to_dict(), data=data,
                          downscale=downscale, scene_resolution=scene_resolution,
@@ -204,7 +206,7 @@ def fit_neus_cmd(
         f"budget {steps} steps / {max_seconds:g} s; output {out}")
     with guarded(out):
         metrics = fit_neus(images, cfg, out, steps, max_seconds, eval_every, seed, resolution,
-                           truth=truth, on_eval=_log_surface, resume=resume,
+                           truth=truth, objects=objects, on_eval=_log_surface, resume=resume,
                            checkpoint_every=checkpoint_every, log=say)
     if not distributed.is_main():
         return
@@ -212,6 +214,10 @@ def fit_neus_cmd(
               f"{metrics['f_score']:.4f}; " if metrics.get("chamfer_l1") is not None else "")
     say(f"{scores}held-out view PSNR {metrics['psnr_view0']:.2f} dB; {metrics['steps']} steps, "
         f"{metrics['seconds']:.0f} s. Wrote {out}/")
+    per = {k: v["chamfer_l1"] for k, v in metrics.get("objects", {}).items()
+           if v["chamfer_l1"] is not None}
+    if per:
+        say("Chamfer-L1 per object: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in per.items()))
 
 
 def _log_surface(state: Any, rec: dict[str, Any]) -> None:
@@ -229,11 +235,12 @@ def evaluate_checkpoint(checkpoint: str, data: str | None) -> dict[str, Any]:
     from fields.checkpoint import run_config
     from fields.mesh import extract_surface, is_watertight, load_mesh, surface_metrics
     from fields.sdf.field import load_sdf
-    from fields.sdf.run import builtin_target, scene_truth
+    from fields.sdf.run import builtin_target, scene_objects, scene_truth
 
     field, _ = load_sdf(checkpoint)
     run = run_config(checkpoint)
     resolution = int(run.get("resolution", 385))
+    objects = None
     if data is not None:
         truth, source = load_mesh(data), data
     elif run.get("kind") == "neus":
@@ -242,6 +249,7 @@ def evaluate_checkpoint(checkpoint: str, data: str | None) -> dict[str, Any]:
                              "known; give a mesh of it with --data")
         scene = run.get("scene") or "tabletop"
         truth, source = scene_truth(scene), f"built-in scene {scene!r}"
+        objects = scene_objects(scene)
     elif run.get("mesh"):
         truth, source = load_mesh(run["mesh"]), run["mesh"]
     elif run.get("gt"):
@@ -255,7 +263,7 @@ def evaluate_checkpoint(checkpoint: str, data: str | None) -> dict[str, Any]:
                          "no shape, mesh or gt); give a mesh with --data")
     sdf = field.sdf if hasattr(field, "color_network") else field
     verts, faces = extract_surface(sdf, field.aabb, resolution)
-    metrics = surface_metrics((verts, faces), truth)
+    metrics = surface_metrics((verts, faces), truth, objects=objects)
     return {"truth": source, "resolution": resolution, "vertices": len(verts),
             "faces": len(faces), "watertight": is_watertight(faces), **metrics}
 

@@ -241,21 +241,49 @@ def _train(task: Any, extra: dict[str, Any], out: Path, steps: int, max_seconds:
 # -- surfaces from images (NeuS) --
 
 
+def _scene_sdf(scene: str) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    from fields.scenes.glossy import chrome_sdf, glossy_sdf
+    from fields.scenes.tabletop import tabletop_sdf
+
+    return {"tabletop": tabletop_sdf, "glossy": glossy_sdf, "shiny": glossy_sdf,
+            "chrome": chrome_sdf}[scene]
+
+
 def scene_truth(scene: str = "tabletop", resolution: int = 385
                 ) -> tuple[np.ndarray, np.ndarray]:
     """A built-in posed-image scene's exact surface (its procedural SDF), meshed."""
-    from fields.scenes.glossy import glossy_sdf
-    from fields.scenes.tabletop import tabletop_sdf
-
-    sdf = {"tabletop": tabletop_sdf, "glossy": glossy_sdf, "shiny": glossy_sdf}[scene]
+    sdf = _scene_sdf(scene)
     lo = torch.tensor([-1.1, -1.1, -0.8])
     hi = torch.tensor([1.1, 1.1, 0.7])
     return extract_surface(lambda p: sdf(p)[0], torch.stack([lo, hi]), resolution)
 
 
+# the built-in posed-image scenes' objects, in the order of their SDFs' object ids
+SCENE_OBJECTS = {
+    "tabletop": ("table", "sphere", "torus", "box", "pillars", "capsule"),
+    "glossy": ("table", "chrome sphere", "glossy capsule", "torus", "box"),
+    "shiny": ("table", "chrome sphere", "glossy capsule", "torus", "box"),
+    "chrome": ("table", "mirror box", "glossy capsule", "torus", "box"),
+}
+
+
+def scene_objects(scene: str = "tabletop"
+                  ) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[str, ...]]:
+    """A built-in posed-image scene's objects for `surface_metrics`: a function labelling
+    points (P, 3) with the id (P,) of the nearest object, and the objects' names."""
+    sdf = _scene_sdf(scene)
+
+    def label(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return sdf(torch.as_tensor(points, dtype=torch.float32))[1].numpy()
+
+    return label, SCENE_OBJECTS[scene]
+
+
 def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
              eval_every: float, seed: int, resolution: int,
              truth: tuple[np.ndarray, np.ndarray] | None = None,
+             objects: tuple[Callable[[np.ndarray], np.ndarray], tuple[str, ...]] | None = None,
              on_eval: Callable[[Any, dict[str, Any]], None] | None = None,
              show_progress: bool = True, resume: str | None = None,
              checkpoint_every: float = 120.0,
@@ -297,7 +325,7 @@ def fit_neus(data: Any, config: Any, out: Path, steps: int, max_seconds: float,
     metrics.update({"resolution": resolution, "vertices": len(verts), "faces": len(faces),
                     "watertight": is_watertight(faces)})
     if truth is not None:
-        metrics.update(surface_metrics((verts, faces), truth))
+        metrics.update(surface_metrics((verts, faces), truth, objects=objects))
     # a held-out view, its longer side at most 256 pixels: image | render | the surface
     from fields.data.blender import area_downsample
     from fields.render.cameras import Cameras
