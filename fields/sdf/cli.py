@@ -159,9 +159,10 @@ def fit_neus_cmd(
     scene_resolution: Annotated[int, typer.Option(help="built-in scene's image size")] = 128,
     downscale: Annotated[int, typer.Option(help="downscale images by this factor")] = 1,
     model: Annotated[str, typer.Option(
-        help="neus, or ref-neus: colour from the reflected view direction and Ref-NeuS's "
-             "reflection score down-weighting pixels other views disagree with (shiny "
-             "objects; --config's reflected / reflection_score turn either off)")] = "neus",
+        help="neus, or ref-neus: colour from the view direction mirrored about the normal "
+             "(shiny objects); Ref-NeuS's reflection score, down-weighting pixels other views "
+             "disagree with, is --config '{\"reflection_score\": true}' (measured not to "
+             "help: README)")] = "neus",
     scene: Annotated[str, typer.Option(
         help="the built-in scene without --data: tabletop, glossy (reflective objects on a "
              "polished table), shiny (the same objects on a matte table) or chrome (shiny with a "
@@ -189,8 +190,8 @@ def fit_neus_cmd(
     with guarded():
         opts.check("sdf", "fit neus")
         given = parse_config(config, "NeusConfig")
-        if model == "ref-neus":  # both parts of Ref-NeuS, unless --config sets one (ablations)
-            given = {"reflected": True, "reflection_score": True, **given}
+        if model == "ref-neus":  # Ref-NeuS's radiance; its score on request (README)
+            given = {"reflected": True, **given}
         cfg = NeusConfig.from_dict(given)
         images, name = load_posed_images(data, downscale, scene_resolution, scene)
         truth = scene_truth(scene) if data is None else None

@@ -67,7 +67,8 @@ class NeusConfig:
     # the finest revealed level (0: every level from the start)
     coarse_to_fine: float = 0.0
     start_levels: float = 4.0
-    # Ref-NeuS (`fields fit neus --model ref-neus` sets `reflected` and `reflection_score`):
+    # Ref-NeuS (`fields fit neus --model ref-neus` sets `reflected`; the reflection score,
+    # measured not to help at the scales this was tried at, is `reflection_score`):
     reflected: bool = False  # colour from the view direction mirrored about the normal
     split_radiance: bool = False  # with `reflected`: diffuse + Fresnel-weighted environment
     # the fraction of the run during which the colour loss reaches the normals through r
