@@ -20,6 +20,10 @@ Blender format like the tabletop's (RGB on white plus alpha), so masks come with
 checkerboard, without reflection, so that the only multi-view inconsistency left is the
 reflections of the sphere and the capsule (on the polished table, the low-contrast dark wood
 leaves the table top between the objects weakly constrained, an error of its own).
+
+``SceneSpec(name="chrome")`` is the shiny scene with a mirror-like rounded box (`CHROME_BOX`,
+base reflectance 0.9, a near-black diffuse colour) in place of the sphere: flat mirrors, which
+the silhouettes do not pin down as they do a sphere (`chrome_sdf`).
 """
 
 from __future__ import annotations
@@ -119,8 +123,8 @@ def _diffuse(p: torch.Tensor, n: torch.Tensor, obj: torch.Tensor, matte_table: b
              chrome: bool = False) -> torch.Tensor:
     lambert = (n @ LIGHT.to(n.device)).clamp_min(0)
     sky = 0.5 + 0.5 * n[:, 2]
-    return glossy_albedo(p, obj, matte_table, chrome) * (0.22 + 0.18 * sky[:, None]
-                                                 + 0.62 * lambert[:, None])
+    light = 0.22 + 0.18 * sky[:, None] + 0.62 * lambert[:, None]
+    return glossy_albedo(p, obj, matte_table, chrome) * light
 
 
 def shade(origins: torch.Tensor, dirs: torch.Tensor, background: torch.Tensor,
